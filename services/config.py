@@ -1,0 +1,135 @@
+"""Settings common to every service, read from the environment only.
+
+Each service subclasses ``ServiceSettings`` with its own prefix (``INGEST_``, ``VAULT_``,
+``REPORTING_``); the settings they share (database, object store, mode) have no prefix.
+
+A field whose default only makes sense on a developer's machine is declared with
+``dev_default(...)``: in production mode the service refuses to start while it still holds
+that default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal, Self
+
+from fastapi import FastAPI
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.storage import StorageConfig
+from shared.web import ServiceState, open_resources
+
+DEV_S3_ACCESS_KEY = "temoin"
+DEV_S3_SECRET_KEY = "temoin-dev-secret-change-me"
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEV_S3_ENDPOINT = "http://127.0.0.1:8333"
+
+
+def dev_default(default: Any, *, env: str | None = None, description: str = "") -> Any:
+    """A default refused in production mode (a development secret, a local address)."""
+    return Field(
+        default,
+        validation_alias=env,
+        description=description,
+        json_schema_extra={"refused_in_production": True},
+    )
+
+
+def shared_setting(default: Any, *, env: str, description: str = "") -> Any:
+    return Field(default, validation_alias=env, description=description)
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    env: Literal["development", "production"] = shared_setting(
+        "development", env="TEMOIN_ENV", description="development or production"
+    )
+    database_url: str = dev_default(
+        DEV_DATABASE_URL, env="DATABASE_URL", description="PostgreSQL URL (postgresql://...)"
+    )
+    s3_endpoint: str = dev_default(
+        DEV_S3_ENDPOINT, env="S3_ENDPOINT", description="S3 endpoint URL (MinIO in production)"
+    )
+    s3_access_key: str = dev_default(DEV_S3_ACCESS_KEY, env="S3_ACCESS_KEY")
+    s3_secret_key: str = dev_default(DEV_S3_SECRET_KEY, env="S3_SECRET_KEY")
+    s3_bucket: str = shared_setting(
+        "temoin-recordings", env="S3_BUCKET", description="bucket with object lock"
+    )
+    s3_region: str = shared_setting("us-east-1", env="S3_REGION")
+    log_level: str = shared_setting("INFO", env="LOG_LEVEL")
+
+    host: str = Field("127.0.0.1", description="address the service binds to")
+    port: int = Field(8000, description="port the service listens on")
+
+    @model_validator(mode="after")
+    def _refuse_development_defaults_in_production(self) -> Self:
+        if self.env != "production":
+            return self
+        still_default = [
+            env_name(type(self), name)
+            for name, info in type(self).model_fields.items()
+            if _refused_in_production(info.json_schema_extra)
+            and getattr(self, name) == info.default
+        ]
+        if still_default:
+            raise ValueError(
+                "production mode refuses development defaults; set "
+                + ", ".join(sorted(still_default))
+            )
+        return self
+
+    def storage(self) -> StorageConfig:
+        return StorageConfig(
+            endpoint=self.s3_endpoint,
+            access_key=self.s3_access_key,
+            secret_key=self.s3_secret_key,
+            bucket=self.s3_bucket,
+            region=self.s3_region,
+        )
+
+
+def _refused_in_production(extra: Any) -> bool:
+    return isinstance(extra, dict) and bool(extra.get("refused_in_production"))
+
+
+def env_name(settings_cls: type[ServiceSettings], field_name: str) -> str:
+    """The environment variable that sets a field."""
+    info = settings_cls.model_fields[field_name]
+    if isinstance(info.validation_alias, str):
+        return info.validation_alias
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    return f"{prefix}{field_name}".upper()
+
+
+def production_required(settings_cls: type[ServiceSettings]) -> list[str]:
+    """Variables a production deployment must set: no default, or a development default."""
+    return sorted(
+        env_name(settings_cls, name)
+        for name, info in settings_cls.model_fields.items()
+        if info.is_required() or _refused_in_production(info.json_schema_extra)
+    )
+
+
+def service_lifespan(
+    settings: ServiceSettings, service: str
+) -> Callable[[FastAPI], AbstractAsyncContextManager[ServiceState]]:
+    """The lifespan every service app uses: engine, sessionmaker and object store."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[ServiceState]:
+        async with open_resources(
+            database_url=settings.database_url,
+            storage=settings.storage(),
+            application_name=f"temoin-{service}",
+        ) as state:
+            yield state
+
+    return lifespan

@@ -1,0 +1,200 @@
+"""Errors as RFC 9457 problem details.
+
+    TemoinError                 any refusal the client can act on (carries its HTTP status)
+    ├── BadRequest              400
+    ├── Unauthenticated         401
+    ├── Forbidden               403
+    ├── NotFound                404
+    ├── Conflict                409
+    ├── PreconditionFailed      412
+    ├── PayloadTooLarge         413
+    ├── UnprocessableEntity     422 (names the offending field)
+    └── ServiceUnavailable      503
+
+Services raise these, never ``HTTPException``; one handler turns them into
+``application/problem+json``. Anything else is a bug: it is logged with its traceback and the
+client gets a bare 500 problem without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://temoin.fr/problems/"
+
+_logger = logging.getLogger("temoin.errors")
+
+
+class TemoinError(Exception):
+    status_code = 500
+    title = "Internal error"
+    slug = "internal"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+class BadRequest(TemoinError):
+    status_code = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+
+class Unauthenticated(TemoinError):
+    status_code = 401
+    title = "Authentication required"
+    slug = "unauthenticated"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"}, **extensions)
+
+
+class Forbidden(TemoinError):
+    status_code = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
+class NotFound(TemoinError):
+    status_code = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class Conflict(TemoinError):
+    status_code = 409
+    title = "Conflict"
+    slug = "conflict"
+
+
+class PreconditionFailed(TemoinError):
+    status_code = 412
+    title = "Precondition failed"
+    slug = "precondition-failed"
+
+
+class PayloadTooLarge(TemoinError):
+    status_code = 413
+    title = "Payload too large"
+    slug = "payload-too-large"
+
+
+class UnprocessableEntity(TemoinError):
+    status_code = 422
+    title = "Invalid input"
+    slug = "invalid-input"
+
+    def __init__(self, detail: str, *, field: str, **extensions: Any) -> None:
+        super().__init__(detail, errors=[{"field": field, "message": detail}], **extensions)
+
+
+class ServiceUnavailable(TemoinError):
+    status_code = 503
+    title = "Service unavailable"
+    slug = "unavailable"
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extensions or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    # FastAPI locations start with where the value came from: body, query, path, header.
+    return ".".join(str(part) for part in loc)
+
+
+async def _temoin_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TemoinError)
+    return problem_response(
+        exc.status_code,
+        exc.title,
+        exc.detail,
+        slug=exc.slug,
+        instance=request.url.path,
+        headers=exc.headers,
+        extensions=exc.extensions,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_name(err.get("loc", ())), "message": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+    names = ", ".join(e["field"] for e in errors) or "request"
+    return problem_response(
+        422,
+        "Invalid input",
+        f"Invalid value for: {names}",
+        slug="invalid-input",
+        instance=request.url.path,
+        extensions={"errors": errors},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
+    title = titles.get(exc.status_code, "HTTP error")
+    return problem_response(
+        exc.status_code,
+        title,
+        str(exc.detail),
+        slug=title.lower().replace(" ", "-"),
+        instance=request.url.path,
+        headers=exc.headers,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    _logger.exception("unhandled error", exc_info=exc)
+    return problem_response(
+        500,
+        "Internal error",
+        "The server met an unexpected error; it has been logged.",
+        slug="internal",
+        instance=request.url.path,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TemoinError, _temoin_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,1 @@
+"""Témoin's operator side: the `temoin` command and the embedded development stack."""

@@ -1,0 +1,106 @@
+"""The `temoin` command: one entry point for operators and docking stations."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+class Service(StrEnum):
+    ingest = "ingest"
+    vault = "vault"
+    reporting = "reporting"
+
+
+@app.command()
+def run(
+    var_dir: Annotated[Path, typer.Option(help="where the embedded servers keep data")] = Path(
+        "var"
+    ),
+    s3_port: Annotated[int, typer.Option(help="S3 port of the embedded SeaweedFS")] = 8333,
+    weed_ports: Annotated[
+        str, typer.Option(help="SeaweedFS master,volume,filer ports (their gRPC: +10000)")
+    ] = "9333,8380,8888",
+    ingest_port: Annotated[int, typer.Option()] = 8710,
+    vault_port: Annotated[int, typer.Option()] = 8720,
+    reporting_port: Annotated[int, typer.Option()] = 8730,
+) -> None:
+    """Start the whole stack on its embedded default (PostgreSQL + SeaweedFS under VAR_DIR)."""
+    from temoin.embedded import S3Ports
+    from temoin.stack import StackConfig
+    from temoin.stack import run as run_stack
+
+    config = StackConfig(
+        var_dir=var_dir,
+        s3_ports=S3Ports.parse(s3_port, weed_ports),
+        service_ports={"ingest": ingest_port, "vault": vault_port, "reporting": reporting_port},
+    )
+    raise typer.Exit(run_stack(config))
+
+
+@app.command()
+def serve(service: Service) -> None:
+    """Run one service (configured by environment variables only)."""
+    import uvicorn
+
+    from services.config import ServiceSettings
+    from shared.observability import configure_logging
+
+    settings: ServiceSettings
+    if service is Service.ingest:
+        from services.ingest.app import create_app as create_ingest
+        from services.ingest.settings import IngestSettings
+
+        settings = IngestSettings()
+        application = create_ingest(settings)
+    elif service is Service.vault:
+        from services.vault.app import create_app as create_vault
+        from services.vault.settings import VaultSettings
+
+        settings = VaultSettings()
+        application = create_vault(settings)
+    else:
+        from services.reporting.app import create_app as create_reporting
+        from services.reporting.settings import ReportingSettings
+
+        settings = ReportingSettings()
+        application = create_reporting(settings)
+    configure_logging(service.value, settings.log_level)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command("migrate")
+def migrate_command(
+    database_url: Annotated[str, typer.Option(envvar="DATABASE_URL")],
+) -> None:
+    """Apply the database migrations (idempotent)."""
+    from temoin import migrate
+
+    migrate.upgrade(database_url)
+    typer.echo("migrations applied")
+
+
+@app.command("create-bucket")
+def create_bucket() -> None:
+    """Create the recordings bucket with object lock (S3_* variables), if missing."""
+    from services.vault.settings import VaultSettings
+    from shared.storage import ObjectStore
+
+    ObjectStore(VaultSettings().storage()).ensure_bucket()
+    typer.echo("bucket ready")
+
+
+if __name__ == "__main__":
+    app()

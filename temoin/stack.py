@@ -1,0 +1,174 @@
+"""`temoin run`: the whole stack on its embedded default, supervised in one terminal.
+
+Order of start: PostgreSQL, S3 (bucket with object lock), migrations, then the three services;
+order of stop (Ctrl-C, SIGTERM, or any service dying): the reverse. Every process started here
+is stopped here, so Ctrl-C leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
+from services.ingest.settings import DEFAULT_PORT as INGEST_PORT
+from services.reporting.settings import DEFAULT_PORT as REPORTING_PORT
+from services.vault.settings import DEFAULT_PORT as VAULT_PORT
+from shared.storage import ObjectStore, StorageConfig
+from temoin import migrate
+from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports
+
+SERVICES = ("ingest", "vault", "reporting")
+DEFAULT_PORTS = {"ingest": INGEST_PORT, "vault": VAULT_PORT, "reporting": REPORTING_PORT}
+BUCKET = "temoin-recordings"
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class StackConfig:
+    var_dir: Path
+    s3_ports: S3Ports
+    service_ports: dict[str, int]
+    host: str = "127.0.0.1"
+
+
+@dataclass
+class RunningService:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _stop_process(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def _wait_ready(services: list[RunningService], deadline: float) -> None:
+    pending = {s.name: s for s in services}
+    while pending and time.monotonic() < deadline:
+        for name, service in list(pending.items()):
+            if service.process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {service.process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{service.url}/readyz", timeout=2.0).status_code == 200:
+                    del pending[name]
+        time.sleep(0.2)
+    if pending:
+        raise RuntimeError(f"not ready in time: {', '.join(pending)}")
+
+
+@contextlib.contextmanager
+def running_stack(config: StackConfig, console: Console) -> Iterator[list[RunningService]]:
+    """Start everything, yield the running services, stop everything on the way out."""
+    started = time.monotonic()
+    var = config.var_dir.resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    logs = var / "logs"
+    logs.mkdir(exist_ok=True)
+
+    postgres = EmbeddedPostgres(var / "postgres")
+    s3 = EmbeddedS3(
+        data_dir=var / "s3",
+        ports=config.s3_ports,
+        access_key=DEV_S3_ACCESS_KEY,
+        secret_key=DEV_S3_SECRET_KEY,
+        log_path=logs / "s3.log",
+    )
+    services: list[RunningService] = []
+    try:
+        console.print("[bold]PostgreSQL[/] starting (embedded)…")
+        database_url = postgres.start()
+        console.print("[bold]S3[/] starting (SeaweedFS)…")
+        s3.start()
+        ObjectStore(
+            StorageConfig(s3.endpoint, DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET)
+        ).ensure_bucket()
+        console.print("[bold]Migrations[/] applying…")
+        migrate.upgrade(database_url)
+
+        env = {
+            **os.environ,
+            "TEMOIN_ENV": "development",
+            "DATABASE_URL": database_url,
+            "S3_ENDPOINT": s3.endpoint,
+            "S3_ACCESS_KEY": DEV_S3_ACCESS_KEY,
+            "S3_SECRET_KEY": DEV_S3_SECRET_KEY,
+            "S3_BUCKET": BUCKET,
+        }
+        for name in SERVICES:
+            port = config.service_ports[name]
+            service_env = {
+                **env,
+                f"{name.upper()}_HOST": config.host,
+                f"{name.upper()}_PORT": str(port),
+            }
+            with open(logs / f"{name}.log", "ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "temoin.cli", "serve", name],
+                    env=service_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            services.append(RunningService(name, f"http://{config.host}:{port}", process))
+        _wait_ready(services, time.monotonic() + READY_TIMEOUT_S)
+        console.print(f"Ready in {time.monotonic() - started:.1f} s. Logs in {logs}.")
+        yield services
+    finally:
+        console.print("Stopping…")
+        for service in reversed(services):
+            _stop_process(service.process)
+        s3.stop()
+        postgres.stop()
+        console.print("Stopped.")
+
+
+def print_services(services: list[RunningService], s3_endpoint: str, console: Console) -> None:
+    table = Table(title="Témoin (development)")
+    table.add_column("service")
+    table.add_column("URL")
+    table.add_column("OpenAPI")
+    for service in services:
+        table.add_row(service.name, service.url, f"{service.url}/docs")
+    table.add_row("s3", s3_endpoint, "")
+    console.print(table)
+
+
+def run(config: StackConfig) -> int:
+    """Run until Ctrl-C or SIGTERM, or until a service dies (then exit non-zero)."""
+    console = Console()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with running_stack(config, console) as services:
+        print_services(services, f"http://127.0.0.1:{config.s3_ports.s3}", console)
+        console.print("Press Ctrl-C to stop.")
+        while not stop.wait(0.5):
+            dead = [s for s in services if s.process.poll() is not None]
+            if dead:
+                console.print(f"[red]{dead[0].name} exited[/] (see var/logs); stopping.")
+                return 1
+    return 0

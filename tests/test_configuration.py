@@ -1,0 +1,176 @@
+"""Configuration comes from the environment only, and production refuses development defaults.
+The production compose file must give every service what its settings require."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from services.config import ServiceSettings, production_required
+from services.ingest.settings import IngestSettings
+from services.reporting.settings import ReportingSettings
+from services.vault.settings import VaultSettings
+from temoin.cli import Service
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "ingest": IngestSettings,
+    "vault": VaultSettings,
+    "reporting": ReportingSettings,
+}
+PRODUCTION_ENV = {
+    "TEMOIN_ENV": "production",
+    "DATABASE_URL": "postgresql://temoin:pw@db.internal:5432/temoin",
+    "S3_ENDPOINT": "https://minio.internal:9000",
+    "S3_ACCESS_KEY": "prod-access",
+    "S3_SECRET_KEY": "prod-secret-0123456789",
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("TEMOIN_", "DATABASE_", "S3_", "INGEST_", "VAULT_", "REPORTING_")):
+            monkeypatch.delenv(name)
+
+
+def test_prefixes_and_shared_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INGEST_PORT", "9001")
+    monkeypatch.setenv("VAULT_PORT", "9002")
+    monkeypatch.setenv("S3_BUCKET", "evidence")
+    assert IngestSettings().port == 9001
+    assert VaultSettings().port == 9002
+    assert ReportingSettings().port == 8730
+    assert {IngestSettings().s3_bucket, ReportingSettings().s3_bucket} == {"evidence"}
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_production_refuses_development_defaults(
+    monkeypatch: pytest.MonkeyPatch, service: str
+) -> None:
+    monkeypatch.setenv("TEMOIN_ENV", "production")
+    with pytest.raises(ValidationError) as refused:
+        SETTINGS[service]()
+    message = str(refused.value)
+    for name in ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_ENDPOINT"):
+        assert name in message
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_production_starts_when_everything_is_set(
+    monkeypatch: pytest.MonkeyPatch, service: str
+) -> None:
+    for name, value in PRODUCTION_ENV.items():
+        monkeypatch.setenv(name, value)
+    settings = SETTINGS[service]()
+    assert settings.env == "production"
+    assert settings.s3_secret_key == "prod-secret-0123456789"
+
+
+def test_one_secret_left_at_its_default_is_enough_to_refuse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in PRODUCTION_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("S3_SECRET_KEY")
+    with pytest.raises(ValidationError, match="S3_SECRET_KEY"):
+        VaultSettings()
+
+
+# --- docker-compose.yml ---------------------------------------------------------------------
+
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::[?-](?P<rest>[^}]*))?\}")
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:?error} and ${VAR:-default}, enough for this file."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name in env:
+            return env[name]
+        if ":-" in match.group(0):
+            return match.group("rest") or ""
+        raise AssertionError(f"compose needs {name} from the operator")
+
+    return _VARIABLE.sub(substitute, value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+OPERATOR_ENV = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "MINIO_ROOT_USER": "minio-admin",
+    "MINIO_ROOT_PASSWORD": "minio-secret-password",
+}
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_compose_provides_every_required_setting(
+    compose: dict[str, Any], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = compose["services"][service]
+    environment = {k: _interpolate(str(v), OPERATOR_ENV) for k, v in spec["environment"].items()}
+    missing = set(production_required(SETTINGS[service])) - set(environment)
+    assert not missing, f"{service} in compose lacks {sorted(missing)}"
+    assert environment["TEMOIN_ENV"] == "production"
+    # The real settings class accepts exactly what compose gives it, in production mode.
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = SETTINGS[service]()
+    assert settings.env == "production"
+    assert settings.s3_endpoint == "http://minio:9000"
+    assert settings.database_url.startswith("postgresql://temoin:pg-secret@postgres:5432/")
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_compose_ports_healthchecks_and_order_agree_with_the_code(
+    compose: dict[str, Any], service: str
+) -> None:
+    spec = compose["services"][service]
+    port = SETTINGS[service].model_fields["port"].default
+    assert spec["environment"][f"{service.upper()}_PORT"] == str(port)
+    assert spec["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert f"http://127.0.0.1:{port}/readyz" in " ".join(spec["healthcheck"]["test"])
+    assert spec["command"] == ["temoin", "serve", service]
+    assert Service(service).value == service
+    conditions = {name: dep["condition"] for name, dep in spec["depends_on"].items()}
+    assert conditions == {
+        "postgres": "service_healthy",
+        "minio": "service_healthy",
+        "migrate": "service_completed_successfully",
+        "create-bucket": "service_completed_successfully",
+    }
+
+
+def test_compose_storage_and_one_shot_jobs(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["postgres"]["image"].startswith("postgres:")
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert services["minio"]["image"].startswith("minio/minio")
+    assert "healthcheck" in services["minio"]
+    assert services["migrate"]["command"] == ["temoin", "migrate"]
+    assert services["create-bucket"]["command"] == ["temoin", "create-bucket"]
+    for job in ("migrate", "create-bucket"):
+        assert services[job]["restart"] == "no"
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    from services.config import env_name
+
+    for settings_cls in SETTINGS.values():
+        for field in settings_cls.model_fields:
+            assert f"`{env_name(settings_cls, field)}`" in readme, field

@@ -1,0 +1,165 @@
+"""`temoin run` (what `make run` calls) as a real process tree: it brings the three services
+to ready on the embedded servers, Ctrl-C stops every process it started, and a second run finds
+the data of the first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+from shared.storage import ObjectStore, StorageConfig
+from temoin.embedded import free_port
+from temoin.stack import BUCKET
+
+pytestmark = pytest.mark.slow
+
+from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY  # noqa: E402
+
+READY_WITHIN_S = 90
+
+
+class Stack:
+    def __init__(self, var_dir: Path) -> None:
+        self.var_dir = var_dir
+        self.s3_port = free_port()
+        self.ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
+        self.weed_ports = ",".join(str(free_port()) for _ in range(3))
+        self.log = var_dir.parent / "run.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        started = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "temoin.cli", "run",
+                    "--var-dir", str(self.var_dir),
+                    "--s3-port", str(self.s3_port),
+                    "--weed-ports", self.weed_ports,
+                    "--ingest-port", str(self.ports["ingest"]),
+                    "--vault-port", str(self.ports["vault"]),
+                    "--reporting-port", str(self.ports["reporting"]),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, as a terminal gives it
+            )  # fmt: skip
+        pending = set(self.ports)
+        while pending and time.monotonic() - started < READY_WITHIN_S:
+            assert self.process.poll() is None, self.log.read_text()
+            for name in list(pending):
+                try:
+                    url = f"http://127.0.0.1:{self.ports[name]}/readyz"
+                    if httpx.get(url, timeout=2).status_code == 200:
+                        pending.discard(name)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        assert not pending, f"not ready: {pending}\n{self.log.read_text()}"
+        return time.monotonic() - started
+
+    def processes(self) -> list[psutil.Process]:
+        """Everything the stack runs: its own tree and the daemonised postmaster."""
+        assert self.process is not None
+        tree = psutil.Process(self.process.pid)
+        found = [tree, *tree.children(recursive=True)]
+        postmaster_pid = int((self.var_dir / "postgres" / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(postmaster_pid)
+        return [*found, postmaster, *postmaster.children(recursive=True)]
+
+    def kill_everything(self) -> None:
+        """After a failed assertion: leave no server behind, whatever state the stack is in."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            leftovers = self.processes()
+        except (psutil.Error, OSError):
+            leftovers = []
+        os.killpg(self.process.pid, signal.SIGKILL)
+        for process in leftovers:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+    def interrupt(self) -> int:
+        """Ctrl-C: SIGINT to the foreground process group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        return self.process.wait(60)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _storage(stack: Stack) -> ObjectStore:
+    config = StorageConfig(
+        f"http://127.0.0.1:{stack.s3_port}", DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET
+    )
+    return ObjectStore(config)
+
+
+async def _sql(stack: Stack, *statements: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(
+        f"postgresql://postgres@/postgres?host={stack.var_dir / 'postgres'}"
+    )
+    try:
+        rows: list[asyncpg.Record] = []
+        for sql in statements:
+            rows = list(await connection.fetch(sql))
+        return rows
+    finally:
+        await connection.close()
+
+
+def test_run_stop_and_run_again(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "var")
+    try:
+        first_start = stack.start()
+        print(f"first start: ready in {first_start:.1f} s")
+        for name, port in stack.ports.items():
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+            assert ready["checks"] == {"database": "ok", "storage": "ok"}, name
+        # Leave data in both stores.
+        asyncio.run(
+            _sql(
+                stack,
+                "CREATE TABLE public.probe (note text)",
+                "INSERT INTO public.probe VALUES ('kept')",
+            )
+        )
+        _storage(stack).client.put_object(BUCKET, "probe/kept", io.BytesIO(b"kept"), 4)
+
+        processes = stack.processes()
+        assert len(processes) >= 6  # temoin, weed, 3 services, postmaster (+ its workers)
+        assert stack.interrupt() == 0
+        time.sleep(0.5)
+        left = [p for p in processes if _alive(p)]
+        assert not left, f"left behind: {[p.cmdline() for p in left]}"
+
+        second_start = stack.start()
+        print(f"second start: ready in {second_start:.1f} s")
+        assert asyncio.run(_sql(stack, "SELECT note FROM public.probe"))[0]["note"] == "kept"
+        body = _storage(stack).client.get_object(BUCKET, "probe/kept").read()
+        assert body == b"kept"
+        processes = stack.processes()
+        assert stack.interrupt() == 0
+        time.sleep(0.5)
+        assert not [p for p in processes if _alive(p)]
+    finally:
+        stack.kill_everything()
