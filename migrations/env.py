@@ -8,12 +8,17 @@ from alembic import context
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
+from services.ingest.models import Base as IngestBase
+from services.ingest.stations import models as _stations  # noqa: F401  (registers tables)
+from services.vault.directory import models as _directory  # noqa: F401  (registers tables)
+from services.vault.models import Base as VaultBase
+from shared.audit import audit_metadata
 from shared.db import asyncpg_url, create_engine
 
 SCHEMAS = ("ingest", "vault", "reporting", "audit")
 
 # Every service's models, so that `alembic revision --autogenerate` sees all schemas.
-target_metadata: list[MetaData] = []
+target_metadata: list[MetaData] = [IngestBase.metadata, VaultBase.metadata, audit_metadata]
 
 
 def _url() -> str:

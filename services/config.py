@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal, Self
 
 from fastapi import FastAPI
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth import ClaimNames, TokenVerifier
 from shared.storage import StorageConfig
 from shared.web import ServiceState, open_resources
 
@@ -25,6 +27,10 @@ DEV_S3_ACCESS_KEY = "temoin"
 DEV_S3_SECRET_KEY = "temoin-dev-secret-change-me"
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEV_S3_ENDPOINT = "http://127.0.0.1:8333"
+# The built-in development issuer (temoin/dev_issuer.py): keys under ./var/dev-issuer.
+DEV_AUTH_ISSUER = "temoin-dev-issuer"
+DEV_ISSUER_DIR = Path("var") / "dev-issuer"
+DEV_AUTH_JWKS_URL = (DEV_ISSUER_DIR / "jwks.json").resolve().as_uri()
 
 
 def dev_default(default: Any, *, env: str | None = None, description: str = "") -> Any:
@@ -66,6 +72,25 @@ class ServiceSettings(BaseSettings):
     s3_region: str = shared_setting("us-east-1", env="S3_REGION")
     log_level: str = shared_setting("INFO", env="LOG_LEVEL")
 
+    auth_issuer: str = dev_default(
+        DEV_AUTH_ISSUER, env="AUTH_ISSUER", description="OIDC issuer of people's tokens (iss)"
+    )
+    auth_jwks_url: str = dev_default(
+        DEV_AUTH_JWKS_URL,
+        env="AUTH_JWKS_URL",
+        description="the issuer's JWKS (https in production)",
+    )
+    auth_audience: str = shared_setting("temoin", env="AUTH_AUDIENCE", description="aud claim")
+    auth_org_claim: str = shared_setting(
+        "org", env="AUTH_ORG_CLAIM", description="claim holding the organisation id"
+    )
+    auth_roles_claim: str = shared_setting(
+        "roles", env="AUTH_ROLES_CLAIM", description='claim holding roles ("realm_access.roles")'
+    )
+    auth_departement_claim: str = shared_setting(
+        "departement", env="AUTH_DEPARTEMENT_CLAIM", description="claim of a préfecture"
+    )
+
     host: str = Field("127.0.0.1", description="address the service binds to")
     port: int = Field(8000, description="port the service listens on")
 
@@ -84,7 +109,21 @@ class ServiceSettings(BaseSettings):
                 "production mode refuses development defaults; set "
                 + ", ".join(sorted(still_default))
             )
+        if not self.auth_jwks_url.startswith("https://"):
+            raise ValueError("production mode needs AUTH_JWKS_URL over https")
         return self
+
+    def token_verifier(self) -> TokenVerifier:
+        return TokenVerifier(
+            issuer=self.auth_issuer,
+            audience=self.auth_audience,
+            jwks_url=self.auth_jwks_url,
+            claims=ClaimNames(
+                organisation=self.auth_org_claim,
+                roles=self.auth_roles_claim,
+                departement=self.auth_departement_claim,
+            ),
+        )
 
     def storage(self) -> StorageConfig:
         return StorageConfig(
@@ -129,6 +168,7 @@ def service_lifespan(
             database_url=settings.database_url,
             storage=settings.storage(),
             application_name=f"temoin-{service}",
+            verifier=settings.token_verifier(),
         ) as state:
             yield state
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, text
 from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime
+
+from shared.errors import Conflict
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -92,6 +95,19 @@ async def session_scope(
             await session.commit()
 
 
+async def flush_or_conflict(session: AsyncSession, detail: str) -> None:
+    """Flush inside a savepoint; a unique or exclusion constraint refusing it becomes a 409.
+
+    Services check the usual conflicts first, for a precise message; this is the backstop for
+    two requests racing past those checks."""
+
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(detail) from exc
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
@@ -105,6 +121,7 @@ __all__ = [
     "asyncpg_url",
     "create_engine",
     "create_sessionmaker",
+    "flush_or_conflict",
     "metadata_for",
     "ping",
     "session_scope",

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.auth import TokenVerifier
 from shared.db import create_engine, create_sessionmaker, ping, session_scope
 from shared.errors import install_error_handlers, problem_response
 from shared.observability import RequestContextMiddleware, metrics_response
@@ -26,11 +27,16 @@ class ServiceState(TypedDict):
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     store: ObjectStore
+    verifier: TokenVerifier
 
 
 @asynccontextmanager
 async def open_resources(
-    *, database_url: str, storage: StorageConfig, application_name: str
+    *,
+    database_url: str,
+    storage: StorageConfig,
+    application_name: str,
+    verifier: TokenVerifier,
 ) -> AsyncIterator[ServiceState]:
     engine = create_engine(database_url, application_name=application_name)
     try:
@@ -38,6 +44,7 @@ async def open_resources(
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             store=ObjectStore(storage),
+            verifier=verifier,
         )
     finally:
         await engine.dispose()

@@ -92,6 +92,46 @@ def migrate_command(
     typer.echo("migrations applied")
 
 
+class TokenRole(StrEnum):
+    maire = "maire"
+    responsable = "responsable"
+    habilite = "habilite"
+    agent = "agent"
+    dpo = "dpo"
+    prefecture = "prefecture"
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="the person's subject (sub)")],
+    role: Annotated[list[TokenRole], typer.Option(help="repeat for several roles")],
+    org: Annotated[str | None, typer.Option(help="organisation id (UUID)")] = None,
+    departement: Annotated[str | None, typer.Option(help="for a préfecture")] = None,
+    hours: Annotated[float, typer.Option(help="validity")] = 8.0,
+    var_dir: Annotated[Path, typer.Option(help="where `temoin run` keeps its data")] = Path("var"),
+) -> None:
+    """Mint a development access token (built-in development issuer; never in production)."""
+    import uuid
+    from datetime import timedelta
+
+    from temoin.dev_issuer import DevIssuer
+
+    issuer = DevIssuer(var_dir / "dev-issuer")
+    if not issuer.key_path.exists():
+        typer.echo(f"no development issuer under {var_dir}: run `make run` once", err=True)
+        raise typer.Exit(1)
+    organisation_id = uuid.UUID(org) if org else None
+    typer.echo(
+        issuer.mint(
+            user,
+            [r.value for r in role],
+            organisation_id=organisation_id,
+            departement=departement,
+            ttl=timedelta(hours=hours),
+        )
+    )
+
+
 @app.command("create-bucket")
 def create_bucket() -> None:
     """Create the recordings bucket with object lock (S3_* variables), if missing."""

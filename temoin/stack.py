@@ -28,6 +28,7 @@ from services.reporting.settings import DEFAULT_PORT as REPORTING_PORT
 from services.vault.settings import DEFAULT_PORT as VAULT_PORT
 from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
+from temoin.dev_issuer import DevIssuer
 from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports
 
 SERVICES = ("ingest", "vault", "reporting")
@@ -107,6 +108,7 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
         ).ensure_bucket()
         console.print("[bold]Migrations[/] applying…")
         migrate.upgrade(database_url)
+        issuer = DevIssuer(var / "dev-issuer").ensure_keys()
 
         env = {
             **os.environ,
@@ -116,6 +118,8 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
             "S3_ACCESS_KEY": DEV_S3_ACCESS_KEY,
             "S3_SECRET_KEY": DEV_S3_SECRET_KEY,
             "S3_BUCKET": BUCKET,
+            "AUTH_ISSUER": issuer.issuer,
+            "AUTH_JWKS_URL": issuer.jwks_url,
         }
         for name in SERVICES:
             port = config.service_ports[name]

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.apps"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.apps", "tests.fixtures.directory"]

@@ -29,6 +29,9 @@ PRODUCTION_ENV = {
     "S3_ENDPOINT": "https://minio.internal:9000",
     "S3_ACCESS_KEY": "prod-access",
     "S3_SECRET_KEY": "prod-secret-0123456789",
+    "AUTH_ISSUER": "https://sso.example-commune.fr/realms/police",
+    "AUTH_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
+    "INGEST_TOKEN_SECRET": "a-long-random-production-secret",
 }
 
 
@@ -59,7 +62,7 @@ def test_production_refuses_development_defaults(
     with pytest.raises(ValidationError) as refused:
         SETTINGS[service]()
     message = str(refused.value)
-    for name in ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_ENDPOINT"):
+    for name in ("DATABASE_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_ENDPOINT", "AUTH_ISSUER"):
         assert name in message
 
 
@@ -72,6 +75,14 @@ def test_production_starts_when_everything_is_set(
     settings = SETTINGS[service]()
     assert settings.env == "production"
     assert settings.s3_secret_key == "prod-secret-0123456789"
+
+
+def test_production_refuses_a_jwks_not_over_https(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in PRODUCTION_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AUTH_JWKS_URL", "file:///etc/jwks.json")
+    with pytest.raises(ValidationError, match="https"):
+        VaultSettings()
 
 
 def test_one_secret_left_at_its_default_is_enough_to_refuse(
@@ -110,6 +121,9 @@ def compose() -> dict[str, Any]:
 
 
 OPERATOR_ENV = {
+    "OIDC_ISSUER": "https://sso.example-commune.fr/realms/police",
+    "OIDC_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
+    "INGEST_TOKEN_SECRET": "a-long-random-production-secret",
     "POSTGRES_PASSWORD": "pg-secret",
     "MINIO_ROOT_USER": "minio-admin",
     "MINIO_ROOT_PASSWORD": "minio-secret-password",

@@ -1,0 +1,2 @@
+"""Docking stations authenticate with an Ed25519-signed assertion and get a short-lived
+bearer token for their uploads."""

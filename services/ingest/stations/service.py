@@ -1,0 +1,110 @@
+"""Station authentication: a signed assertion in, a short-lived bearer token out.
+
+An assertion is refused when it is forged (signature), stale (clock too far from ours), replayed
+(nonce already seen), or from an unknown or revoked station. The token is an HS256 JWT that only
+ingest issues and checks; every use re-reads the station, so revoking it takes effect at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.ingest.stations.repository import StationKey, StationRepository
+from services.ingest.stations.schemas import AssertionIn, StationToken
+from shared.errors import Unauthenticated
+from shared.signatures import StationAssertion, verify
+
+TOKEN_ISSUER = "temoin-ingest"
+TOKEN_AUDIENCE = "temoin-ingest-upload"
+
+
+def _parse_timestamp(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Unauthenticated("assertion timestamp is not RFC 3339") from exc
+    if moment.tzinfo is None:
+        raise Unauthenticated("assertion timestamp has no time zone")
+    return moment
+
+
+class StationAuthService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        secret: str,
+        token_ttl: timedelta,
+        max_skew: timedelta,
+    ) -> None:
+        self.session = session
+        self.repository = StationRepository(session)
+        self.secret = secret
+        self.token_ttl = token_ttl
+        self.max_skew = max_skew
+
+    async def exchange(self, data: AssertionIn, now: datetime | None = None) -> StationToken:
+        now = now or datetime.now(UTC)
+        station = await self.repository.station(data.station_id)
+        if station is None:
+            raise Unauthenticated("unknown station")
+        assertion = StationAssertion(
+            station_id=str(data.station_id),
+            timestamp=data.timestamp,
+            nonce=data.nonce,
+            signature=data.signature,
+        )
+        if not verify(station.public_key, assertion.message(), data.signature):
+            raise Unauthenticated("assertion signature does not verify")
+        if not station.active:
+            raise Unauthenticated("station revoked")
+        moment = _parse_timestamp(data.timestamp)
+        if abs(now - moment) > self.max_skew:
+            raise Unauthenticated(
+                f"assertion timestamp is more than {int(self.max_skew.total_seconds())} s "
+                "from the server's clock"
+            )
+        # A nonce need only be remembered while its assertion could still pass the time check.
+        if not await self.repository.use_nonce(
+            station.station_id, data.nonce, moment + self.max_skew
+        ):
+            raise Unauthenticated("assertion already used (replay)")
+        await self.repository.forget_nonces_before(now - self.max_skew)
+        token = jwt.encode(
+            {
+                "iss": TOKEN_ISSUER,
+                "aud": TOKEN_AUDIENCE,
+                "sub": str(station.station_id),
+                "org": str(station.organisation_id),
+                "iat": int(now.timestamp()),
+                "exp": int((now + self.token_ttl).timestamp()),
+            },
+            self.secret,
+            algorithm="HS256",
+        )
+        return StationToken(access_token=token, expires_in=int(self.token_ttl.total_seconds()))
+
+    async def authenticate(self, token: str) -> StationKey:
+        """The station behind an upload token, which must still be active."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.secret,
+                algorithms=["HS256"],
+                audience=TOKEN_AUDIENCE,
+                issuer=TOKEN_ISSUER,
+                options={"require": ["exp", "sub", "org"]},
+            )
+            station_id = uuid.UUID(claims["sub"])
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("station token expired") from exc
+        except (jwt.PyJWTError, ValueError) as exc:
+            raise Unauthenticated("invalid station token") from exc
+        station = await self.repository.station(station_id)
+        if station is None or not station.active:
+            raise Unauthenticated("station unknown or revoked")
+        return station

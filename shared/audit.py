@@ -1,0 +1,107 @@
+"""The audit trail's writer (R241-14): every service appends entries here, inside the same
+transaction as the action they record, so an action and its entry commit together or not at
+all. The table lives in its own schema, ``audit``; entries are never updated or deleted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, String, Table, Text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db import NAMING_CONVENTION, utc_now
+from shared.observability import request_id_var
+
+
+class AuditAction(StrEnum):
+    # The five operations R241-14 names.
+    collecte = "collecte"
+    consultation = "consultation"
+    extraction = "extraction"  # « communication »
+    modification = "modification"  # includes qualification (attaching to a procedure)
+    effacement = "effacement"
+    # Changes to who may do what, and other events a DPO must be able to trace.
+    directory_change = "directory_change"
+    habilitation_granted = "habilitation_granted"
+    habilitation_withdrawn = "habilitation_withdrawn"
+    station_registered = "station_registered"
+    station_revoked = "station_revoked"
+    access_refused = "access_refused"
+    report_finalised = "report_finalised"
+
+
+class Outcome(StrEnum):
+    success = "success"
+    refused = "refused"
+    failed = "failed"
+
+
+audit_metadata = MetaData(schema="audit", naming_convention=NAMING_CONVENTION)
+
+entries = Table(
+    "entries",
+    audit_metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("entry_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("service", String(32), nullable=False),
+    Column("action", String(48), nullable=False, index=True),
+    Column("outcome", String(16), nullable=False),
+    Column("organisation_id", UUID(as_uuid=True), nullable=True, index=True),
+    Column("actor_subject", Text, nullable=False),
+    Column("actor_role", String(32), nullable=True),
+    Column("motif", Text, nullable=True),
+    Column("destinataires", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("recording_ids", ARRAY(UUID(as_uuid=True)), nullable=False, server_default="{}"),
+    Column("procedure_ref", Text, nullable=True),
+    Column("request_id", String(64), nullable=True),
+    # What changed, or what was refused and why: small JSON, never content or secrets.
+    Column("details", JSONB, nullable=False, server_default="{}"),
+)
+
+
+@dataclass
+class AuditEntry:
+    action: AuditAction
+    service: str
+    actor_subject: str
+    organisation_id: uuid.UUID | None
+    actor_role: str | None = None
+    outcome: Outcome = Outcome.success
+    motif: str | None = None
+    destinataires: Sequence[str] = ()
+    recording_ids: Sequence[uuid.UUID] = ()
+    procedure_ref: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    occurred_at: datetime = field(default_factory=utc_now)
+    entry_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+async def append(session: AsyncSession, entry: AuditEntry) -> uuid.UUID:
+    """Add ``entry`` to the trail inside the caller's transaction."""
+    await session.execute(
+        entries.insert().values(
+            entry_id=entry.entry_id,
+            occurred_at=entry.occurred_at,
+            service=entry.service,
+            action=entry.action.value,
+            outcome=entry.outcome.value,
+            organisation_id=entry.organisation_id,
+            actor_subject=entry.actor_subject,
+            actor_role=entry.actor_role,
+            motif=entry.motif,
+            destinataires=list(entry.destinataires),
+            recording_ids=list(entry.recording_ids),
+            procedure_ref=entry.procedure_ref,
+            request_id=request_id_var.get(),
+            details=entry.details,
+        )
+    )
+    return entry.entry_id
