@@ -51,7 +51,9 @@ async def open_resources(
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(request.state.sessionmaker):
+    # A context manager, not a nested generator: an exception raised by the handler reaches
+    # session_scope at once, so the rollback happens now rather than when the GC gets to it.
+    async with session_scope(request.state.sessionmaker) as session:
         yield session
 
 

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from shared.auth import Role
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 
@@ -92,19 +94,10 @@ def migrate_command(
     typer.echo("migrations applied")
 
 
-class TokenRole(StrEnum):
-    maire = "maire"
-    responsable = "responsable"
-    habilite = "habilite"
-    agent = "agent"
-    dpo = "dpo"
-    prefecture = "prefecture"
-
-
 @app.command()
 def token(
     user: Annotated[str, typer.Option(help="the person's subject (sub)")],
-    role: Annotated[list[TokenRole], typer.Option(help="repeat for several roles")],
+    role: Annotated[list[Role], typer.Option(help="repeat for several roles")],
     org: Annotated[str | None, typer.Option(help="organisation id (UUID)")] = None,
     departement: Annotated[str | None, typer.Option(help="for a préfecture")] = None,
     hours: Annotated[float, typer.Option(help="validity")] = 8.0,
@@ -116,6 +109,9 @@ def token(
 
     from temoin.dev_issuer import DevIssuer
 
+    if Role.station in role:
+        typer.echo("stations get their tokens from ingest: see `temoin station`", err=True)
+        raise typer.Exit(2)
     issuer = DevIssuer(var_dir / "dev-issuer")
     if not issuer.key_path.exists():
         typer.echo(f"no development issuer under {var_dir}: run `make run` once", err=True)
@@ -130,6 +126,56 @@ def token(
             ttl=timedelta(hours=hours),
         )
     )
+
+
+station_app = typer.Typer(no_args_is_help=True, help="Docking-station identity.")
+app.add_typer(station_app, name="station")
+
+
+@station_app.command("register")
+def station_register(
+    name: Annotated[str, typer.Option(help="a name people recognise: 'Poste central, dock 1'")],
+    org: Annotated[str, typer.Option(help="organisation id (UUID)")],
+    token: Annotated[str, typer.Option(envvar="TEMOIN_TOKEN", help="a maire's or responsable's")],
+    key_file: Annotated[Path, typer.Option(help="where to write the station's private key")],
+    vault_url: Annotated[str, typer.Option(envvar="TEMOIN_VAULT_URL")] = "http://127.0.0.1:8720",
+) -> None:
+    """Create an Ed25519 key pair for a docking station and register its public key."""
+    import uuid
+
+    from temoin.station import StationError, register
+
+    try:
+        station = register(
+            vault_url=vault_url,
+            token=token,
+            organisation_id=uuid.UUID(org),
+            name=name,
+            key_path=key_file,
+        )
+    except (StationError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"station {station.station_id} registered; private key in {key_file}")
+
+
+@station_app.command("whoami")
+def station_whoami(
+    key_file: Annotated[Path, typer.Option(help="the station's key file")],
+    ingest_url: Annotated[str, typer.Option(envvar="TEMOIN_INGEST_URL")] = "http://127.0.0.1:8710",
+) -> None:
+    """Authenticate to ingest with the station key and print what ingest knows of it."""
+    import json
+
+    import httpx
+
+    from temoin.station import StationError, StationKeyFile, whoami
+
+    try:
+        typer.echo(json.dumps(whoami(ingest_url, StationKeyFile.load(key_file)), indent=2))
+    except (StationError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command("create-bucket")

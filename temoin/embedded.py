@@ -23,6 +23,20 @@ from types import ModuleType
 import httpx
 
 
+def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process's group, then SIGKILL it if it has not exited after ``grace``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -161,16 +175,6 @@ class EmbeddedS3:
 
     def stop(self, grace: float = 3.0) -> None:
         """SIGTERM, then SIGKILL: weed can hang for minutes after SIGTERM (PLATFORM.md)."""
-        process = self._process
-        if process is None:
-            return
-        self._process = None
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        if self._process is not None:
+            stop_process_group(self._process, grace)
+            self._process = None

@@ -29,7 +29,7 @@ from services.vault.settings import DEFAULT_PORT as VAULT_PORT
 from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
 from temoin.dev_issuer import DevIssuer
-from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports
+from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports, stop_process_group
 
 SERVICES = ("ingest", "vault", "reporting")
 DEFAULT_PORTS = {"ingest": INGEST_PORT, "vault": VAULT_PORT, "reporting": REPORTING_PORT}
@@ -51,19 +51,6 @@ class RunningService:
     name: str
     url: str
     process: subprocess.Popen[bytes]
-
-
-def _stop_process(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_S) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(5)
 
 
 def _wait_ready(services: list[RunningService], deadline: float) -> None:
@@ -144,7 +131,7 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
     finally:
         console.print("Stopping…")
         for service in reversed(services):
-            _stop_process(service.process)
+            stop_process_group(service.process, STOP_GRACE_S)
         s3.stop()
         postgres.stop()
         console.print("Stopped.")

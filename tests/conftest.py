@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.apps", "tests.fixtures.directory"]
+pytest_plugins = [
+    "tests.fixtures.servers",
+    "tests.fixtures.apps",
+    "tests.fixtures.directory",
+    "tests.fixtures.live",
+]

@@ -31,7 +31,7 @@ PRODUCTION_ENV = {
     "S3_SECRET_KEY": "prod-secret-0123456789",
     "AUTH_ISSUER": "https://sso.example-commune.fr/realms/police",
     "AUTH_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
-    "INGEST_TOKEN_SECRET": "a-long-random-production-secret",
+    "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
 }
 
 
@@ -123,7 +123,7 @@ def compose() -> dict[str, Any]:
 OPERATOR_ENV = {
     "OIDC_ISSUER": "https://sso.example-commune.fr/realms/police",
     "OIDC_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
-    "INGEST_TOKEN_SECRET": "a-long-random-production-secret",
+    "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
     "POSTGRES_PASSWORD": "pg-secret",
     "MINIO_ROOT_USER": "minio-admin",
     "MINIO_ROOT_PASSWORD": "minio-secret-password",

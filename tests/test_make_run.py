@@ -135,6 +135,20 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         for name, port in stack.ports.items():
             ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
             assert ready["checks"] == {"database": "ok", "storage": "ok"}, name
+        # The development issuer: `temoin token` mints what the services accept.
+        org = "0b6a3c1e-2f4d-4e8a-9c7b-5d1e2f3a4b5c"
+        minted = subprocess.run(
+            [sys.executable, "-m", "temoin.cli", "token", "--user", "maire-dev", "--role",
+             "maire", "--org", org, "--var-dir", str(stack.var_dir)],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        me = httpx.get(
+            f"http://127.0.0.1:{stack.ports['vault']}/v1/me",
+            headers={"Authorization": f"Bearer {minted.stdout.strip()}"},
+        )
+        assert me.status_code == 200, me.text
+        assert me.json()["roles"] == ["maire"]
+        assert me.json()["organisation_id"] == org
         # Leave data in both stores.
         asyncio.run(
             _sql(

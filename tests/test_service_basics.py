@@ -6,8 +6,13 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import audit
+from shared.audit import AuditAction, AuditEntry, entries
 from shared.errors import Conflict
+from shared.web import SessionDep
 from temoin.embedded import free_port
 from tests.fixtures.apps import ClientFactory, serve_in_process, settings_for
 from tests.fixtures.servers import Servers
@@ -87,6 +92,19 @@ def _app_with_probe_routes(servers: Servers) -> FastAPI:
     async def conflict() -> None:
         raise Conflict("this clip is already registered", recording_id="r-1")
 
+    @app.post("/probe/write-then-fail")
+    async def write_then_fail(session: SessionDep) -> None:
+        await audit.append(
+            session,
+            AuditEntry(
+                action=AuditAction.directory_change,
+                service="vault",
+                actor_subject="probe",
+                organisation_id=None,
+            ),
+        )
+        raise Conflict("refused after writing")
+
     @app.get("/probe/bug")
     async def bug() -> None:
         raise RuntimeError("secret internal detail")
@@ -135,3 +153,19 @@ async def test_unexpected_error_hides_internals(servers: Servers) -> None:
     assert response.headers["content-type"] == "application/problem+json"
     assert "secret internal detail" not in response.text
     assert "Traceback" not in response.text
+
+
+async def test_a_failed_request_leaves_nothing_written(
+    servers: Servers, engine: AsyncEngine
+) -> None:
+    """Through the production session dependency and a real connection pool."""
+    count = select(func.count()).select_from(entries).where(entries.c.actor_subject == "probe")
+    app = _app_with_probe_routes(servers)
+    async with serve_in_process(app) as client:
+        response = await client.post("/probe/write-then-fail")
+        assert response.status_code == 409
+        async with engine.connect() as connection:
+            assert (await connection.execute(count)).scalar_one() == 0
+        # The request's connection went back to the pool clean, not idle in a transaction.
+        pool = client._transport.app.state["engine"].pool  # type: ignore[attr-defined]
+        assert pool.checkedout() == 0

@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.config import ServiceSettings, dev_default
@@ -18,3 +18,11 @@ class IngestSettings(ServiceSettings):
     assertion_max_age_s: int = Field(
         120, ge=10, le=3600, description="how far a station's clock may be from ours"
     )
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        # RFC 7518 3.2: an HS256 key must be at least as long as the hash (32 bytes).
+        if len(value.encode()) < 32:
+            raise ValueError("INGEST_TOKEN_SECRET must be at least 32 bytes")
+        return value

@@ -79,12 +79,7 @@ async def list_agents(
     items, total = await DirectoryRepository(session).page(
         Agent, access.organisation_id, limit=limit, offset=offset, order_by=[Agent.matricule]
     )
-    return schemas.Page(
-        items=[schemas.AgentOut.model_validate(a) for a in items],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return schemas.Page.of(schemas.AgentOut, items, total, limit, offset)
 
 
 @router.post(f"{ORG}/agents", response_model=schemas.AgentOut, status_code=status.HTTP_201_CREATED)
@@ -187,12 +182,7 @@ async def list_cameras(
     items, total = await DirectoryRepository(session).page(
         Camera, access.organisation_id, limit=limit, offset=offset, order_by=[Camera.serial]
     )
-    return schemas.Page(
-        items=[schemas.CameraOut.model_validate(c) for c in items],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return schemas.Page.of(schemas.CameraOut, items, total, limit, offset)
 
 
 @router.post(
@@ -239,12 +229,7 @@ async def list_assignments(
         filters=[CameraAssignment.camera_id == camera_id],
         order_by=[CameraAssignment.starts_at],
     )
-    return schemas.Page(
-        items=[schemas.AssignmentOut.model_validate(a) for a in items],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return schemas.Page.of(schemas.AssignmentOut, items, total, limit, offset)
 
 
 @router.post(
@@ -278,12 +263,7 @@ async def list_stations(
     items, total = await DirectoryRepository(session).page(
         Station, access.organisation_id, limit=limit, offset=offset, order_by=[Station.name]
     )
-    return schemas.Page(
-        items=[schemas.StationOut.model_validate(s) for s in items],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return schemas.Page.of(schemas.StationOut, items, total, limit, offset)
 
 
 @router.post(

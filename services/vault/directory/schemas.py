@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
@@ -20,7 +21,7 @@ Matricule = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,32}$")
 ]
 AgentRole = Literal["agent", "responsable"]
-T = TypeVar("T")
+T = TypeVar("T", bound=BaseModel)
 
 
 def _wearer() -> list[AgentRole]:
@@ -44,6 +45,13 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def of(
+        cls, schema: type[T], rows: Sequence[object], total: int, limit: int, offset: int
+    ) -> Page[T]:
+        validate = schema.model_validate
+        return cls(items=[validate(row) for row in rows], total=total, limit=limit, offset=offset)
 
 
 class Commune(Schema):

@@ -1,0 +1,218 @@
+"""The authorization matrix (R241-12): one declarative table of who may call what.
+
+For every route in the OpenAPI schemas of the three apps, and for every role (and no token at
+all), the request is made against the running app:
+- in the caller's own organisation: 2xx when the role is allowed, else 403;
+- in another organisation, or with an id from another organisation: 404 when the role is
+  allowed (nothing leaks about other organisations), else 403;
+- with no token, or a token of the wrong kind (a station's on a person's route and the other
+  way round): 401.
+A route missing from the table fails the suite, so a new endpoint must say who may call it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tests.fixtures.directory import OrgKit, World
+
+ROLES = ("maire", "responsable", "habilite", "agent", "dpo", "prefecture", "station")
+PEOPLE = frozenset(ROLES) - {"station"}
+
+Body = Callable[[OrgKit], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    allowed: frozenset[str] = frozenset()
+    public: bool = False
+    body: Body | None = None
+    # Path parameters that name objects other than the organisation, and which object of the
+    # kit each takes when the route needs a particular one.
+    ids: dict[str, Callable[[OrgKit], uuid.UUID | None]] = field(default_factory=dict)
+
+
+def allow(*roles: str, body: Body | None = None, **ids: Callable[[OrgKit], Any]) -> Rule:
+    return Rule(allowed=frozenset(roles), body=body, ids=ids)
+
+
+PUBLIC = Rule(public=True)
+MANAGERS = ("maire", "responsable")
+READERS = (*MANAGERS, "dpo")
+FINDERS = (*READERS, "habilite")
+
+
+def _agent(kit: OrgKit) -> dict[str, Any]:
+    return {"matricule": f"N-{uuid.uuid4().hex[:6]}", "first_name": "Nouvel", "last_name": "Agent"}
+
+
+def _organisation(kit: OrgKit) -> dict[str, Any]:
+    return {
+        "name": "Police municipale",
+        "departement": kit.departement,
+        "communes": [{"insee_code": "94038" if kit.departement == "94" else "91027", "name": "C"}],
+    }
+
+
+def _station(kit: OrgKit) -> dict[str, Any]:
+    from nacl.signing import SigningKey
+
+    from shared.signatures import public_key_of
+
+    return {"name": "Nouvelle station", "public_key": public_key_of(SigningKey.generate())}
+
+
+def _assertion(kit: OrgKit) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from shared.signatures import StationAssertion
+
+    assert kit.station_key is not None
+    return StationAssertion.sign(str(kit.station_id), kit.station_key, datetime.now(UTC)).__dict__
+
+
+ORG = "/v1/organisations/{org_id}"
+MATRIX: dict[tuple[str, str, str], Rule] = {
+    **{
+        (service, "GET", path): PUBLIC
+        for service in ("ingest", "vault", "reporting")
+        for path in ("/healthz", "/readyz", "/metrics")
+    },
+    # ingest
+    # Authenticated by the signed assertion in the body, whatever the Authorization header.
+    ("ingest", "POST", "/v1/stations/token"): Rule(public=True, body=_assertion),
+    ("ingest", "GET", "/v1/stations/me"): allow("station"),
+    # vault: the directory
+    ("vault", "GET", "/v1/me"): Rule(allowed=PEOPLE),
+    ("vault", "PUT", ORG): allow(*MANAGERS, body=_organisation),
+    ("vault", "GET", ORG): allow(*FINDERS, "agent"),
+    ("vault", "GET", f"{ORG}/agents"): allow(*FINDERS),
+    ("vault", "POST", f"{ORG}/agents"): allow(*MANAGERS, body=_agent),
+    ("vault", "GET", f"{ORG}/agents/{{agent_id}}"): allow(*FINDERS),
+    ("vault", "PATCH", f"{ORG}/agents/{{agent_id}}"): allow(
+        *MANAGERS, body=lambda kit: {"first_name": "Renommé"}
+    ),
+    ("vault", "GET", f"{ORG}/habilitations"): allow(*READERS),
+    ("vault", "POST", f"{ORG}/agents/{{agent_id}}/habilitations"): allow(
+        "responsable", body=lambda kit: {}, agent_id=lambda kit: kit.agents["wearer"]
+    ),
+    ("vault", "POST", f"{ORG}/habilitations/{{habilitation_id}}/withdraw"): allow(
+        "responsable", body=lambda kit: {"reason": "fin de mission"}
+    ),
+    ("vault", "GET", f"{ORG}/cameras"): allow(*FINDERS),
+    ("vault", "POST", f"{ORG}/cameras"): allow(
+        *MANAGERS, body=lambda kit: {"serial": f"NEW-{uuid.uuid4().hex[:6]}", "model": "X"}
+    ),
+    ("vault", "GET", f"{ORG}/cameras/{{camera_id}}"): allow(*FINDERS),
+    ("vault", "PATCH", f"{ORG}/cameras/{{camera_id}}"): allow(
+        *MANAGERS, body=lambda kit: {"model": "Reveal D7"}
+    ),
+    ("vault", "GET", f"{ORG}/cameras/{{camera_id}}/assignments"): allow(*FINDERS),
+    ("vault", "POST", f"{ORG}/cameras/{{camera_id}}/assignments"): allow(
+        *MANAGERS,
+        body=lambda kit: {
+            "agent_id": str(kit.agents["habilite"]),
+            "starts_at": "2020-01-01T00:00:00Z",
+            "ends_at": "2020-02-01T00:00:00Z",
+        },
+    ),
+    ("vault", "POST", f"{ORG}/assignments/{{assignment_id}}/end"): allow(
+        *MANAGERS, body=lambda kit: {"ends_at": "2026-06-01T00:00:00Z"}
+    ),
+    ("vault", "GET", f"{ORG}/stations"): allow(*READERS),
+    ("vault", "POST", f"{ORG}/stations"): allow(*MANAGERS, body=_station),
+    ("vault", "GET", f"{ORG}/stations/{{station_id}}"): allow(*READERS),
+    ("vault", "POST", f"{ORG}/stations/{{station_id}}/revoke"): allow(
+        *MANAGERS, body=lambda kit: {"reason": "remplacée"}
+    ),
+}
+
+DEFAULT_IDS: dict[str, Callable[[OrgKit], uuid.UUID | None]] = {
+    "agent_id": lambda kit: kit.agents["responsable"],
+    "camera_id": lambda kit: kit.camera_id,
+    "station_id": lambda kit: kit.station_id,
+    "habilitation_id": lambda kit: kit.habilitation_id,
+    "assignment_id": lambda kit: kit.assignment_id,
+}
+_PARAM = re.compile(r"\{(\w+)\}")
+
+
+def _client(world: World, service: str) -> Any:
+    return {"ingest": world.ingest, "vault": world.vault, "reporting": world.reporting}[service]
+
+
+async def test_every_route_has_an_entry(world: World) -> None:
+    routes: set[tuple[str, str, str]] = set()
+    for service in ("ingest", "vault", "reporting"):
+        schema = (await _client(world, service).get("/openapi.json")).json()
+        for path, operations in schema["paths"].items():
+            routes.update((service, method.upper(), path) for method in operations)
+    missing = sorted(routes - set(MATRIX))
+    stale = sorted(set(MATRIX) - routes)
+    assert not missing, f"routes with no entry in the authorization matrix: {missing}"
+    assert not stale, f"entries for routes that no longer exist: {stale}"
+
+
+def _expected(rule: Rule, service: str, role: str | None, variant: str) -> int | None:
+    """The status class expected: 200 means any 2xx."""
+    station_route = rule.allowed == {"station"}
+    if role is None:
+        return 401
+    if station_route and role != "station":
+        return 401  # a person's token is not a station token
+    if not station_route and role == "station":
+        return 401  # station tokens are ingest's, for station routes only
+    if role not in rule.allowed:
+        return 403
+    return 200 if variant == "own" else 404
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]} {r[2]}")
+async def test_decisions(
+    world: World, connection: AsyncConnection, route: tuple[str, str, str]
+) -> None:
+    service, method, template = route
+    rule = MATRIX[route]
+    client = _client(world, service)
+    params = _PARAM.findall(template)
+    variants = ["own"]
+    if "org_id" in params:
+        variants.append("other_org")
+    if set(params) - {"org_id"}:
+        variants.append("foreign_id")
+
+    mismatches: list[str] = []
+    for role in (None, *ROLES):
+        for variant in variants if role is not None else ["own"]:
+            org_kit = world.own if variant != "other_org" else world.other
+            id_kit = world.own if variant == "own" else world.other
+            values: dict[str, Any] = {"org_id": org_kit.id}
+            for name in params:
+                if name != "org_id":
+                    values[name] = rule.ids.get(name, DEFAULT_IDS[name])(id_kit)
+            path = template.format(**values)
+            headers = world.own.headers(role) if role is not None else {}
+            body = rule.body(id_kit) if rule.body is not None else None
+            savepoint = await connection.begin_nested()
+            try:
+                response = await client.request(method, path, headers=headers, json=body)
+            finally:
+                await savepoint.rollback()
+            expected = 200 if rule.public else _expected(rule, service, role, variant)
+            got = response.status_code
+            ok = (200 <= got < 300) if expected == 200 else got == expected
+            if not ok:
+                mismatches.append(
+                    f"{role or 'anonymous'} [{variant}]: expected {expected}, got {got} "
+                    f"{response.text[:160]}"
+                )
+            elif got >= 400:
+                assert response.headers["content-type"] == "application/problem+json"
+    assert not mismatches, f"{method} {template}:\n" + "\n".join(mismatches)

@@ -1,0 +1,90 @@
+"""`temoin station register` and `temoin station whoami` against real service processes: a real
+Ed25519 key pair from registration to an authenticated request, and its revocation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+
+from tests.fixtures.live import Live
+from tests.fixtures.servers import Servers
+
+
+def _temoin(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "temoin.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_register_authenticate_revoke(live: Live, servers: Servers, tmp_path: Path) -> None:
+    org = uuid.uuid4()
+    maire = servers.issuer.mint(f"maire-{org.hex[:6]}", ["maire"], organisation_id=org)
+    headers = {"Authorization": f"Bearer {maire}"}
+    created = httpx.put(
+        f"{live.vault.url}/v1/organisations/{org}",
+        headers=headers,
+        json={
+            "name": "Police municipale de Fresnes",
+            "departement": "94",
+            "communes": [{"insee_code": f"9{uuid.uuid4().int % 10**4:04d}", "name": "Fresnes"}],
+        },
+    )
+    assert created.status_code == 201, created.text
+
+    key_file = tmp_path / "dock-1.json"
+    registered = _temoin(
+        "station", "register", "--name", "Poste central, dock 1", "--org", str(org),
+        "--key-file", str(key_file), env={**live.env, "TEMOIN_TOKEN": maire},
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.stderr
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    station_id = json.loads(key_file.read_text())["station_id"]
+
+    whoami = _temoin("station", "whoami", "--key-file", str(key_file), env=live.env)
+    assert whoami.returncode == 0, whoami.stderr
+    assert json.loads(whoami.stdout) == {
+        "station_id": station_id,
+        "organisation_id": str(org),
+        "name": "Poste central, dock 1",
+    }
+
+    again = _temoin(
+        "station", "register", "--name", "x", "--org", str(org), "--key-file", str(key_file),
+        env={**live.env, "TEMOIN_TOKEN": maire},
+    )  # fmt: skip
+    assert again.returncode == 1
+    assert "never overwritten" in again.stderr
+
+    revoked = httpx.post(
+        f"{live.vault.url}/v1/organisations/{org}/stations/{station_id}/revoke",
+        headers=headers,
+        json={"reason": "dock remplacé"},
+    )
+    assert revoked.status_code == 200
+    refused = _temoin("station", "whoami", "--key-file", str(key_file), env=live.env)
+    assert refused.returncode == 1
+    assert "revoked" in refused.stderr
+
+
+def test_register_with_a_token_of_the_wrong_role(
+    live: Live, servers: Servers, tmp_path: Path
+) -> None:
+    org = uuid.uuid4()
+    dpo = servers.issuer.mint("dpo-x", ["dpo"], organisation_id=org)
+    result = _temoin(
+        "station", "register", "--name", "x", "--org", str(org),
+        "--key-file", str(tmp_path / "k.json"), env={**live.env, "TEMOIN_TOKEN": dpo},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "403" in result.stderr
+    assert not (tmp_path / "k.json").exists()
