@@ -70,6 +70,11 @@ class ServiceSettings(BaseSettings):
         "temoin-recordings", env="S3_BUCKET", description="bucket with object lock"
     )
     s3_region: str = shared_setting("us-east-1", env="S3_REGION")
+    database_role: str = shared_setting(
+        "temoin_service",
+        env="DATABASE_ROLE",
+        description="role the service acts as (SET ROLE): append-only on the audit trail",
+    )
     log_level: str = shared_setting("INFO", env="LOG_LEVEL")
 
     auth_issuer: str = dev_default(
@@ -168,6 +173,7 @@ def service_lifespan(
             database_url=settings.database_url,
             storage=settings.storage(),
             application_name=f"temoin-{service}",
+            database_role=settings.database_role,
             verifier=settings.token_verifier(),
         ) as state:
             yield state

@@ -5,10 +5,11 @@ all. The table lives in its own schema, ``audit``; entries are never updated or 
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -35,6 +36,7 @@ class AuditAction(StrEnum):
     station_revoked = "station_revoked"
     access_refused = "access_refused"
     report_finalised = "report_finalised"
+    audit_purge = "audit_purge"
 
 
 class Outcome(StrEnum):
@@ -105,3 +107,40 @@ async def append(session: AsyncSession, entry: AuditEntry) -> uuid.UUID:
         )
     )
     return entry.entry_id
+
+
+# The fields a leaf hash covers, in the canonical encoding below (docs/audit.md).
+CANONICAL_FIELDS = (
+    "entry_id",
+    "occurred_at",
+    "service",
+    "action",
+    "outcome",
+    "organisation_id",
+    "actor_subject",
+    "actor_role",
+    "motif",
+    "destinataires",
+    "recording_ids",
+    "procedure_ref",
+    "request_id",
+    "details",
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def canonical_bytes(row: Mapping[Any, Any]) -> bytes:
+    """The bytes of an entry that its Merkle leaf hashes: JSON, sorted keys, no spaces, UTF-8.
+
+    Anyone holding an exported entry can recompute its leaf hash with this function alone."""
+    document = {name: _plain(row[name]) for name in CANONICAL_FIELDS}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -66,12 +66,18 @@ def asyncpg_url(url: str) -> str:
     raise ValueError("DATABASE_URL must be a postgresql:// URL")
 
 
-def create_engine(url: str, *, application_name: str, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, application_name: str, pool_size: int = 10, role: str | None = None
+) -> AsyncEngine:
+    """``role``: act as this role on every connection (its privileges, not the login's)."""
+    server_settings = {"application_name": application_name}
+    if role:
+        server_settings["role"] = role
     return create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"application_name": application_name}},
+        connect_args={"server_settings": server_settings},
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 STATION_ASSERTION_CONTEXT = "temoin-station-assertion-v1"
+TREE_HEAD_CONTEXT = "temoin-tree-head-v1"
 
 
 def b64encode(data: bytes) -> str:
@@ -38,6 +40,16 @@ def verify_key(public_key_b64: str) -> VerifyKey:
     if len(raw) != 32:
         raise ValueError("an Ed25519 public key is 32 bytes")
     return VerifyKey(raw)
+
+
+def key_id(public_key_b64: str) -> str:
+    """A short, stable name for a public key: the first 8 bytes of its SHA-256, in hex."""
+    return hashlib.sha256(b64decode(public_key_b64)).hexdigest()[:16]
+
+
+def tree_head_message(tree_size: int, root_hash: bytes, signed_at: str) -> bytes:
+    """What a signed tree head of the audit log signs (docs/audit.md)."""
+    return "\n".join((TREE_HEAD_CONTEXT, str(tree_size), root_hash.hex(), signed_at)).encode()
 
 
 def verify(public_key_b64: str, message: bytes, signature_b64: str) -> bool:

@@ -37,8 +37,9 @@ async def open_resources(
     storage: StorageConfig,
     application_name: str,
     verifier: TokenVerifier,
+    database_role: str | None = None,
 ) -> AsyncIterator[ServiceState]:
-    engine = create_engine(database_url, application_name=application_name)
+    engine = create_engine(database_url, application_name=application_name, role=database_role)
     try:
         yield ServiceState(
             engine=engine,

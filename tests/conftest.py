@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.apps",
     "tests.fixtures.directory",
     "tests.fixtures.live",
+    "tests.fixtures.databases",
 ]

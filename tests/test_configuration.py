@@ -32,6 +32,7 @@ PRODUCTION_ENV = {
     "AUTH_ISSUER": "https://sso.example-commune.fr/realms/police",
     "AUTH_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
     "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
+    "VAULT_AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
 }
 
 
@@ -124,6 +125,7 @@ OPERATOR_ENV = {
     "OIDC_ISSUER": "https://sso.example-commune.fr/realms/police",
     "OIDC_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
     "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
+    "AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
     "POSTGRES_PASSWORD": "pg-secret",
     "MINIO_ROOT_USER": "minio-admin",
     "MINIO_ROOT_PASSWORD": "minio-secret-password",

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping, and_, func, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.audit.tables import leaves, nodes, tree_heads
+from shared.audit import entries
+from shared.merkle import Node
+
+SEQUENCER_LOCK = 0x7E301  # pg_advisory_xact_lock key: one sequencer at a time
+
+_UNSEQUENCED = text(
+    """
+    SELECT e.*, e.txid::text AS txid_text
+      FROM audit.entries e
+     WHERE (e.txid, e.id) > (CAST(CAST(:after_txid AS text) AS xid8), :after_pk)
+       AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+     ORDER BY e.txid, e.id
+     LIMIT :limit
+    """
+)
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_sequencer(self) -> None:
+        await self.session.execute(select(func.pg_advisory_xact_lock(SEQUENCER_LOCK)))
+
+    async def last_leaf(self) -> RowMapping | None:
+        statement = select(leaves).order_by(leaves.c.seq.desc()).limit(1)
+        return (await self.session.execute(statement)).mappings().one_or_none()
+
+    async def tree_size(self) -> int:
+        last = await self.last_leaf()
+        return 0 if last is None else int(last["seq"]) + 1
+
+    async def unsequenced(self, after_txid: str, after_pk: int, limit: int) -> list[RowMapping]:
+        """Entries of finished transactions not in the log yet, in the log's order."""
+        result = await self.session.execute(
+            _UNSEQUENCED, {"after_txid": after_txid, "after_pk": after_pk, "limit": limit}
+        )
+        return list(result.mappings())
+
+    async def add_leaves(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(leaves.insert(), list(rows))
+
+    async def add_nodes(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(nodes.insert(), list(rows))
+
+    async def node_hashes(self, wanted: Iterable[Node]) -> dict[Node, bytes]:
+        """Perfect-subtree hashes: level 0 from the leaves, higher levels from the nodes."""
+        wanted = set(wanted)
+        found: dict[Node, bytes] = {}
+        seqs = [index for level, index in wanted if level == 0]
+        if seqs:
+            result = await self.session.execute(
+                select(leaves.c.seq, leaves.c.leaf_hash).where(leaves.c.seq.in_(seqs))
+            )
+            found.update({(0, row.seq): row.leaf_hash for row in result})
+        higher = [(level, index) for level, index in wanted if level > 0]
+        if higher:
+            result = await self.session.execute(
+                select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(
+                    tuple_(nodes.c.level, nodes.c.idx).in_(higher)
+                )
+            )
+            found.update({(row.level, row.idx): row.hash for row in result})
+        return found
+
+    async def leaf_of(self, entry_id: uuid.UUID) -> RowMapping | None:
+        statement = (
+            select(leaves, entries)
+            .join(entries, entries.c.entry_id == leaves.c.entry_id)
+            .where(leaves.c.entry_id == entry_id)
+        )
+        return (await self.session.execute(statement)).mappings().one_or_none()
+
+    async def add_head(self, row: dict[str, Any]) -> None:
+        await self.session.execute(tree_heads.insert().values(**row))
+
+    async def head(self, tree_size: int) -> RowMapping | None:
+        statement = select(tree_heads).where(tree_heads.c.tree_size == tree_size)
+        return (await self.session.execute(statement)).mappings().one_or_none()
+
+    async def latest_head(self) -> RowMapping | None:
+        statement = select(tree_heads).order_by(tree_heads.c.tree_size.desc()).limit(1)
+        return (await self.session.execute(statement)).mappings().one_or_none()
+
+    async def heads(self, *, after_size: int = -1, limit: int = 100) -> list[RowMapping]:
+        statement = (
+            select(tree_heads)
+            .where(tree_heads.c.tree_size > after_size)
+            .order_by(tree_heads.c.tree_size)
+            .limit(limit)
+        )
+        return list((await self.session.execute(statement)).mappings())
+
+    # --- queries for people and for the reporting feed --------------------------------
+
+    async def search(
+        self,
+        *,
+        organisation_id: uuid.UUID,
+        recording_id: uuid.UUID | None,
+        actor: str | None,
+        action: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[RowMapping], int]:
+        conditions = [entries.c.organisation_id == organisation_id]
+        if recording_id is not None:
+            conditions.append(entries.c.recording_ids.any(recording_id))
+        if actor is not None:
+            conditions.append(entries.c.actor_subject == actor)
+        if action is not None:
+            conditions.append(entries.c.action == action)
+        if since is not None:
+            conditions.append(entries.c.occurred_at >= since)
+        if until is not None:
+            conditions.append(entries.c.occurred_at < until)
+        where = and_(*conditions)
+        total = (
+            await self.session.execute(select(func.count()).select_from(entries).where(where))
+        ).scalar_one()
+        statement = (
+            select(entries, leaves.c.seq)
+            .outerjoin(leaves, leaves.c.entry_id == entries.c.entry_id)
+            .where(where)
+            .order_by(entries.c.occurred_at, entries.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list((await self.session.execute(statement)).mappings()), total
+
+    async def feed(self, *, after_seq: int, limit: int) -> list[RowMapping]:
+        """Sequenced entries after ``after_seq``, in log order: what reporting consumes."""
+        statement = (
+            select(leaves.c.seq, entries)
+            .join(entries, entries.c.entry_id == leaves.c.entry_id)
+            .where(leaves.c.seq > after_seq)
+            .order_by(leaves.c.seq)
+            .limit(limit)
+        )
+        return list((await self.session.execute(statement)).mappings())
