@@ -10,7 +10,8 @@ that default.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -162,10 +163,14 @@ def production_required(settings_cls: type[ServiceSettings]) -> list[str]:
     )
 
 
+BackgroundTask = Callable[[ServiceState], Coroutine[Any, Any, None]]
+
+
 def service_lifespan(
-    settings: ServiceSettings, service: str
+    settings: ServiceSettings, service: str, background: Sequence[BackgroundTask] = ()
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ServiceState]]:
-    """The lifespan every service app uses: engine, sessionmaker and object store."""
+    """The lifespan every service app uses: engine, sessionmaker and object store, and the
+    service's background tasks, cancelled at shutdown."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ServiceState]:
@@ -176,6 +181,12 @@ def service_lifespan(
             database_role=settings.database_role,
             verifier=settings.token_verifier(),
         ) as state:
-            yield state
+            tasks = [asyncio.create_task(job(state)) for job in background]
+            try:
+                yield state
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     return lifespan

@@ -13,7 +13,7 @@ applies the same rule.
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,6 +21,8 @@ from sqlalchemy import Boolean, Column, MetaData, Table, Text, select
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import audit
+from shared.audit import AuditAction, AuditEntry, Outcome
 from shared.auth import Principal, Role, TokenVerifier, bearer_token
 from shared.errors import Forbidden, NotFound
 from shared.web import SessionDep
@@ -107,14 +109,49 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: the caller, who must hold one of ``roles`` (else 403)."""
+async def refuse(
+    request: Request,
+    session: AsyncSession,
+    principal: Principal,
+    error: Forbidden | NotFound,
+    organisation_id: uuid.UUID | None,
+) -> NoReturn:
+    """Log a refused attempt (R241-14), then refuse.
 
-    async def guard(principal: PrincipalDep) -> Principal:
+    The entry must outlive the refusal, so it is committed here, before the error rolls the
+    request back: guards run before any handler, so the session holds nothing else yet.
+    Unauthenticated requests (401) are not logged: anyone could flood the trail with them;
+    they are counted in the metrics instead."""
+    await audit.append(
+        session,
+        AuditEntry(
+            action=AuditAction.access_refused,
+            service=str(request.app.state.service),
+            actor_subject=principal.subject,
+            actor_role=",".join(sorted(r.value for r in principal.roles)) or None,
+            organisation_id=organisation_id or principal.organisation_id,
+            outcome=Outcome.refused,
+            details={
+                "method": request.method,
+                "path": request.url.path,
+                "status": error.status_code,
+                "reason": error.detail,
+            },
+        ),
+    )
+    await session.commit()
+    raise error
+
+
+def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, who must hold one of ``roles`` (else 403, logged)."""
+
+    async def guard(request: Request, session: SessionDep, principal: PrincipalDep) -> Principal:
         if not principal.has(*roles):
-            raise Forbidden(
+            error = Forbidden(
                 "this action needs one of the roles: " + ", ".join(r.value for r in roles)
             )
+            await refuse(request, session, principal, error, None)
         return principal
 
     return guard
@@ -141,10 +178,13 @@ def organisation_access(*roles: Role) -> Callable[..., Awaitable[OrgAccess]]:
     guard = require(*roles)
 
     async def scoped(
-        org_id: uuid.UUID, principal: Annotated[Principal, Depends(guard)]
+        request: Request,
+        session: SessionDep,
+        org_id: uuid.UUID,
+        principal: Annotated[Principal, Depends(guard)],
     ) -> OrgAccess:
         if principal.organisation_id != org_id:
-            raise NotFound("organisation not found")
+            await refuse(request, session, principal, NotFound("organisation not found"), org_id)
         acting = next(role for role in roles if role in principal.roles)
         return OrgAccess(principal=principal, organisation_id=org_id, role=acting)
 
@@ -159,5 +199,6 @@ __all__ = [
     "fetch_person",
     "get_principal",
     "organisation_access",
+    "refuse",
     "require",
 ]

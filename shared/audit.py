@@ -13,7 +13,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Identity, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,6 +77,19 @@ entries = Table(
     Column("request_id", String(64), nullable=True),
     # What changed, or what was refused and why: small JSON, never content or secrets.
     Column("details", JSONB, nullable=False, server_default="{}"),
+)
+
+
+# The log's positions: written by the vault's sequencer, read by anyone (docs/audit.md).
+leaves = Table(
+    "leaves",
+    audit_metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("entry_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("entry_pk", BigInteger, nullable=False),
+    Column("txid", Text, nullable=False),
+    Column("leaf_hash", LargeBinary, nullable=False),
+    Column("sequenced_at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -144,3 +168,50 @@ def canonical_bytes(row: Mapping[Any, Any]) -> bytes:
     Anyone holding an exported entry can recompute its leaf hash with this function alone."""
     document = {name: _plain(row[name]) for name in CANONICAL_FIELDS}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One event of the log, for a consumer such as reporting. ``seq`` is its position: dense,
+    increasing and never reused, so a consumer that stores the last ``seq`` it processed, in
+    the same transaction as what it derived, resumes exactly there after a crash."""
+
+    seq: int
+    entry_id: uuid.UUID
+    occurred_at: datetime
+    action: str
+    outcome: str
+    organisation_id: uuid.UUID | None
+    actor_subject: str
+    actor_role: str | None
+    recording_ids: list[uuid.UUID]
+    procedure_ref: str | None
+    details: dict[str, Any]
+
+
+async def read_feed(session: AsyncSession, *, after_seq: int, limit: int) -> list[FeedEvent]:
+    """The sequenced entries after position ``after_seq`` (-1 for the start), in log order."""
+    statement = (
+        select(leaves.c.seq, entries)
+        .join(entries, entries.c.entry_id == leaves.c.entry_id)
+        .where(leaves.c.seq > after_seq)
+        .order_by(leaves.c.seq)
+        .limit(limit)
+    )
+    rows = (await session.execute(statement)).mappings()
+    return [
+        FeedEvent(
+            seq=row["seq"],
+            entry_id=row["entry_id"],
+            occurred_at=row["occurred_at"],
+            action=row["action"],
+            outcome=row["outcome"],
+            organisation_id=row["organisation_id"],
+            actor_subject=row["actor_subject"],
+            actor_role=row["actor_role"],
+            recording_ids=list(row["recording_ids"]),
+            procedure_ref=row["procedure_ref"],
+            details=dict(row["details"]),
+        )
+        for row in rows
+    ]

@@ -129,4 +129,5 @@ def create_service_app(
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=service)
     app.include_router(_health_router())
+    app.state.service = service
     return app

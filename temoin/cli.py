@@ -178,6 +178,97 @@ def station_whoami(
         raise typer.Exit(1) from exc
 
 
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail (R241-14).")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    database_url: Annotated[str, typer.Option(envvar="DATABASE_URL")],
+    public_key: Annotated[
+        str | None, typer.Option(help="base64 Ed25519 key of the log (default: the vault's)")
+    ] = None,
+) -> None:
+    """Recompute the whole log from the database and check every signed tree head."""
+    import asyncio
+
+    from services.vault.audit.verify import verify_log
+    from services.vault.settings import VaultSettings
+    from shared.db import create_engine
+    from shared.signatures import public_key_of
+
+    key = public_key or public_key_of(VaultSettings().audit_key())
+
+    async def run() -> int:
+        engine = create_engine(database_url, application_name="temoin-audit-verify")
+        try:
+            async with engine.connect() as connection:
+                report = await verify_log(connection, key)
+        finally:
+            await engine.dispose()
+        typer.echo(
+            f"log of {report.tree_size} entries: {report.entries_checked} checked, "
+            f"{report.purged} purged after three years, {report.heads_checked} signed heads"
+        )
+        for finding in report.findings:
+            typer.echo(f"TAMPERED {finding}")
+        typer.echo("OK: the log is intact" if report.ok else f"{len(report.findings)} problem(s)")
+        return 0 if report.ok else 1
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@audit_app.command("heads")
+def audit_heads(
+    output: Annotated[Path, typer.Option(help="JSON file the heads are written to")],
+    token: Annotated[str, typer.Option(envvar="TEMOIN_TOKEN")],
+    vault_url: Annotated[str, typer.Option(envvar="TEMOIN_VAULT_URL")] = "http://127.0.0.1:8720",
+) -> None:
+    """Export the signed tree heads, to keep as a witness."""
+    import json
+
+    import httpx
+
+    heads: list[dict[str, object]] = []
+    with httpx.Client(base_url=vault_url, timeout=30) as client:
+        while True:
+            after = int(str(heads[-1]["tree_size"])) if heads else -1
+            page = client.get(
+                "/v1/audit/heads",
+                params={"after_size": after, "limit": 1000},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if page.status_code != 200:
+                typer.echo(f"error: {page.status_code} {page.text[:200]}", err=True)
+                raise typer.Exit(1)
+            if not page.json():
+                break
+            heads += page.json()
+    output.write_text(json.dumps(heads, indent=2))
+    typer.echo(f"{len(heads)} signed tree heads written to {output}")
+
+
+@audit_app.command("check")
+def audit_check(
+    proof: Annotated[Path, typer.Argument(help="an inclusion proof from the vault API")],
+    heads: Annotated[Path, typer.Option(help="the witnessed heads (from `temoin audit heads`)")],
+    public_key: Annotated[str, typer.Option(help="base64 Ed25519 key of the log")],
+) -> None:
+    """Check offline that an audit entry is in the log under a tree head you kept."""
+    import json
+
+    from shared.witness import inclusion_problems
+
+    problems = inclusion_problems(
+        json.loads(proof.read_text()), json.loads(heads.read_text()), public_key
+    )
+    for problem in problems:
+        typer.echo(f"INVALID {problem}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("OK: the entry is in the log under a witnessed, signed tree head")
+
+
 @app.command("create-bucket")
 def create_bucket() -> None:
     """Create the recordings bucket with object lock (S3_* variables), if missing."""

@@ -282,3 +282,30 @@ async def test_purge_after_three_years_keeps_the_log_verifiable(
     await _tamper(admin_engine, f"DELETE FROM audit.entries WHERE entry_id = {_seq_of(8)}")
     report = await _verify(fresh_engine)
     assert ("deleted", "seq 8") in {(f.kind, f.where) for f in report.findings}
+
+
+async def test_the_feed_resumes_from_a_checkpoint_and_never_repeats(
+    fresh_engine: AsyncEngine,
+) -> None:
+    await _append(fresh_engine, *(_entry(i) for i in range(25)))
+    await _log_step(fresh_engine, sign=False)
+    seen: list[int] = []
+    checkpoint = -1
+    async with AsyncSession(fresh_engine) as session:
+        first = await audit.read_feed(session, after_seq=checkpoint, limit=10)
+        seen += [event.seq for event in first]
+        checkpoint = first[-1].seq
+        # A consumer that crashed after its checkpoint reads the same next page again.
+        again = await audit.read_feed(session, after_seq=checkpoint, limit=10)
+        assert again == await audit.read_feed(session, after_seq=checkpoint, limit=10)
+    await _append(fresh_engine, *(_entry(i) for i in range(25, 30)))
+    await _log_step(fresh_engine, sign=False)
+    async with AsyncSession(fresh_engine) as session:
+        while page := await audit.read_feed(session, after_seq=checkpoint, limit=10):
+            seen += [event.seq for event in page]
+            checkpoint = page[-1].seq
+    assert seen == list(range(30))
+    async with AsyncSession(fresh_engine) as session:
+        events = await audit.read_feed(session, after_seq=-1, limit=100)
+    assert [e.details["n"] for e in events] == list(range(30))
+    assert len({e.entry_id for e in events}) == 30

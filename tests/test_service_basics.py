@@ -79,10 +79,19 @@ class _Payload(BaseModel):
 
 
 def _app_with_probe_routes(servers: Servers) -> FastAPI:
-    """A real service app plus routes that exercise the shared error handlers."""
-    from services.vault.app import create_app
+    """A service app made of the shared pieces (no background task to share its pool), plus
+    routes that exercise the shared error handlers and the session dependency."""
+    from services.config import service_lifespan
+    from shared.web import create_service_app
 
-    app = create_app(settings_for("vault", servers))  # type: ignore[arg-type]
+    settings = settings_for("vault", servers)
+    app = create_service_app(
+        service="probe",
+        title="probe",
+        description="",
+        version="0",
+        lifespan=service_lifespan(settings, "probe"),
+    )
 
     @app.post("/probe")
     async def probe(payload: _Payload) -> dict[str, str]:

@@ -2,9 +2,11 @@ from fastapi import FastAPI
 
 from services.config import service_lifespan
 from services.vault import __doc__ as DESCRIPTION
+from services.vault.audit.endpoints import router as audit_router
+from services.vault.audit.jobs import maintain_log
 from services.vault.directory.endpoints import router as directory_router
 from services.vault.settings import VaultSettings
-from shared.web import create_service_app
+from shared.web import ServiceState, create_service_app
 
 SERVICE = "vault"
 
@@ -12,13 +14,22 @@ SERVICE = "vault"
 def create_app(settings: VaultSettings | None = None) -> FastAPI:
     settings = settings or VaultSettings()
 
+    async def log_maintenance(state: ServiceState) -> None:
+        await maintain_log(
+            state["sessionmaker"],
+            settings.audit_key(),
+            sequence_every_s=settings.audit_sequence_interval_s,
+            sign_every_s=settings.audit_head_interval_s,
+        )
+
     app = create_service_app(
         service=SERVICE,
         title="Témoin vault",
         description=DESCRIPTION or "",
         version="0.1.0",
-        lifespan=service_lifespan(settings, SERVICE),
+        lifespan=service_lifespan(settings, SERVICE, background=[log_maintenance]),
     )
     app.include_router(directory_router)
+    app.include_router(audit_router)
     app.state.settings = settings
     return app

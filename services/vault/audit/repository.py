@@ -142,14 +142,3 @@ class AuditRepository:
             .offset(offset)
         )
         return list((await self.session.execute(statement)).mappings()), total
-
-    async def feed(self, *, after_seq: int, limit: int) -> list[RowMapping]:
-        """Sequenced entries after ``after_seq``, in log order: what reporting consumes."""
-        statement = (
-            select(leaves.c.seq, entries)
-            .join(entries, entries.c.entry_id == leaves.c.entry_id)
-            .where(leaves.c.seq > after_seq)
-            .order_by(leaves.c.seq)
-            .limit(limit)
-        )
-        return list((await self.session.execute(statement)).mappings())

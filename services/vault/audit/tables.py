@@ -1,20 +1,11 @@
-"""The log's own tables (created by migration 0003). Entries are in ``shared.audit``."""
+"""The log's own tables (created by migration 0003). Entries and leaves, which every service
+reads, are in ``shared.audit``; the subtree hashes and heads are the vault's business."""
 
 from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, SmallInteger, Table, Text
-from sqlalchemy.dialects.postgresql import UUID
 
-from shared.audit import audit_metadata
+from shared.audit import audit_metadata, leaves
 
-leaves = Table(
-    "leaves",
-    audit_metadata,
-    Column("seq", BigInteger, primary_key=True),
-    Column("entry_id", UUID(as_uuid=True), nullable=False, unique=True),
-    Column("entry_pk", BigInteger, nullable=False),
-    Column("txid", Text, nullable=False),
-    Column("leaf_hash", LargeBinary, nullable=False),
-    Column("sequenced_at", DateTime(timezone=True), nullable=False),
-)
+__all__ = ["leaves", "nodes", "tree_heads"]
 
 nodes = Table(
     "nodes",

@@ -1,0 +1,41 @@
+"""The vault's background work on the log: sequence new entries every second or so, and sign
+a tree head every few minutes when the log has grown. Several vault replicas may run it: the
+sequencer takes a database lock, and a head is signed once per tree size."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from nacl.signing import SigningKey
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.vault.audit.service import AuditLog
+from shared.db import session_scope
+
+_logger = logging.getLogger("temoin.vault.audit")
+
+
+async def maintain_log(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    key: SigningKey,
+    *,
+    sequence_every_s: float,
+    sign_every_s: float,
+) -> None:
+    last_signed = time.monotonic()
+    while True:
+        try:
+            async with session_scope(sessionmaker) as session:
+                log = AuditLog(session, key)
+                await log.sequence_all()
+                if time.monotonic() - last_signed >= sign_every_s:
+                    await log.sign_head()
+                    last_signed = time.monotonic()
+        except IntegrityError:
+            _logger.info("another vault signed this tree head first")
+        except Exception:  # the loop must survive a database outage
+            _logger.exception("audit log maintenance failed; retrying")
+        await asyncio.sleep(sequence_every_s)
