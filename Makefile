@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean
+.PHONY: run test lint format lock clean bench-audit
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Benchmarks: each prints its figure beside a peer measured in the same run.
+bench-audit: $(STAMP)
+	$(BIN)/python -m benchmarks.audit
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

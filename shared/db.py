@@ -1,20 +1,21 @@
 """Database plumbing shared by the services: declarative bases, engine and session factories.
 
 Each service owns one PostgreSQL schema and declares its models on a base made by
-``declarative_base_for(schema)``. Nothing here reads settings: the services pass their URL in.
+``metadata_for(schema)``. Nothing here reads settings: the services pass their URL in.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -67,18 +68,41 @@ def asyncpg_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, application_name: str, pool_size: int = 10, role: str | None = None
+    url: str,
+    *,
+    application_name: str,
+    pool_size: int = 10,
+    role: str | None = None,
+    ping_after_idle_s: float = 5.0,
 ) -> AsyncEngine:
-    """``role``: act as this role on every connection (its privileges, not the login's)."""
+    """``role``: act as this role on every connection (its privileges, not the login's).
+
+    A connection that sat in the pool longer than ``ping_after_idle_s`` is pinged before use
+    and replaced if dead (a database restart). SQLAlchemy's ``pool_pre_ping`` would ping on
+    every checkout: two more round trips per transaction, 40% of an audit append's cost."""
     server_settings = {"application_name": application_name}
     if role:
         server_settings["role"] = role
-    return create_async_engine(
+    engine = create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
-        pool_pre_ping=True,
         connect_args={"server_settings": server_settings},
     )
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle = time.monotonic() - record.info.get("checked_in_at", time.monotonic())
+        if idle > ping_after_idle_s:
+            try:
+                engine.dialect.do_ping(dbapi_connection)
+            except Exception as exc:
+                raise DisconnectionError("stale connection") from exc  # the pool retries
+
+    return engine
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
