@@ -250,23 +250,30 @@ def audit_heads(
 
 @audit_app.command("check")
 def audit_check(
-    proof: Annotated[Path, typer.Argument(help="an inclusion proof from the vault API")],
+    proof: Annotated[
+        Path, typer.Argument(help="an inclusion proof from the vault API, or a list of them")
+    ],
     heads: Annotated[Path, typer.Option(help="the witnessed heads (from `temoin audit heads`)")],
     public_key: Annotated[str, typer.Option(help="base64 Ed25519 key of the log")],
 ) -> None:
-    """Check offline that an audit entry is in the log under a tree head you kept."""
+    """Check offline that audit entries (one, or an excerpt) are in the log under tree heads
+    you kept."""
     import json
 
     from shared.witness import inclusion_problems
 
-    problems = inclusion_problems(
-        json.loads(proof.read_text()), json.loads(heads.read_text()), public_key
-    )
-    for problem in problems:
-        typer.echo(f"INVALID {problem}")
-    if problems:
+    document = json.loads(proof.read_text())
+    proofs = document if isinstance(document, list) else [document]
+    witnessed = json.loads(heads.read_text())
+    failed = 0
+    for item in proofs:
+        problems = inclusion_problems(item, witnessed, public_key)
+        failed += bool(problems)
+        for problem in problems:
+            typer.echo(f"INVALID entry {item['entry']['entry_id']}: {problem}")
+    if failed:
         raise typer.Exit(1)
-    typer.echo("OK: the entry is in the log under a witnessed, signed tree head")
+    typer.echo(f"OK: {len(proofs)} entries in the log under witnessed, signed tree heads")
 
 
 @app.command("create-bucket")

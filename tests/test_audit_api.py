@@ -199,6 +199,10 @@ async def test_witness_checks_offline_and_verify_cli(
 
     ok = _temoin("audit", "check", str(proof_file), "--heads", str(heads_file), "--public-key", key)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    excerpt = tmp_path / "excerpt.json"
+    excerpt.write_text(json.dumps([proof, proof]))
+    both = _temoin("audit", "check", str(excerpt), "--heads", str(heads_file), "--public-key", key)
+    assert both.returncode == 0 and "OK: 2 entries" in both.stdout
     proof["entry"]["motif"] = "rewritten"
     proof_file.write_text(json.dumps(proof))
     altered = _temoin(

@@ -1,5 +1,6 @@
-"""The vault's background work on the log: sequence new entries every second or so, and sign
-a tree head every few minutes when the log has grown. Several vault replicas may run it: the
+"""The vault's background work on the log: sequence new entries every second or so, sign a
+tree head every few minutes when the log has grown, and purge entries past three years every
+few hours (R241-14). Several vault replicas may run it: the
 sequencer takes a database lock, and a head is signed once per tree size."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from nacl.signing import SigningKey
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.vault.audit.service import AuditLog
+from services.vault.audit.service import AuditLog, purge_expired
 from shared.db import session_scope
 
 _logger = logging.getLogger("temoin.vault.audit")
@@ -24,8 +25,9 @@ async def maintain_log(
     *,
     sequence_every_s: float,
     sign_every_s: float,
+    purge_every_s: float = 6 * 3600,
 ) -> None:
-    last_signed = time.monotonic()
+    last_signed = last_purged = time.monotonic()
     while True:
         try:
             async with session_scope(sessionmaker) as session:
@@ -34,6 +36,12 @@ async def maintain_log(
                 if time.monotonic() - last_signed >= sign_every_s:
                     await log.sign_head()
                     last_signed = time.monotonic()
+            if time.monotonic() - last_purged >= purge_every_s:
+                async with session_scope(sessionmaker) as session:
+                    purged = await purge_expired(session, actor="temoin-vault")
+                last_purged = time.monotonic()
+                if purged:
+                    _logger.info("purged %d audit entries older than three years", purged)
         except IntegrityError:
             _logger.info("another vault signed this tree head first")
         except Exception:  # the loop must survive a database outage
