@@ -10,8 +10,10 @@ from sqlalchemy.engine import Connection
 
 from services.ingest.models import Base as IngestBase
 from services.ingest.stations import models as _stations  # noqa: F401  (registers tables)
+from services.vault.audit import tables as _audit_tables  # noqa: F401  (registers tables)
 from services.vault.directory import models as _directory  # noqa: F401  (registers tables)
 from services.vault.models import Base as VaultBase
+from services.vault.recordings import models as _recordings  # noqa: F401  (registers tables)
 from shared.audit import audit_metadata
 from shared.db import asyncpg_url, create_engine
 
@@ -28,12 +30,21 @@ def _url() -> str:
     return url
 
 
+def _include(name: str | None, type_: str, parent: dict[str, str | None]) -> bool:
+    if type_ == "schema":
+        return name in SCHEMAS
+    # audit.entries.txid (xid8) is written by PostgreSQL alone; no model declares it.
+    if parent.get("table_name") == "entries" and name in ("txid", "ix_audit_entries_txid_id"):
+        return False
+    return True
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         include_schemas=True,
-        include_name=lambda name, type_, _parent: type_ != "schema" or name in SCHEMAS,
+        include_name=_include,
         compare_type=True,
     )
     with context.begin_transaction():

@@ -58,3 +58,11 @@ def test_upgrade_is_idempotent_and_reversible(fresh_database: str) -> None:
     assert asyncio.run(_schemas(fresh_database)) == set()
     migrate.upgrade(fresh_database)
     assert asyncio.run(_schemas(fresh_database)) == SCHEMAS
+
+
+def test_models_and_migrations_agree(fresh_database: str) -> None:
+    """`alembic check`: a model changed without its migration fails here."""
+    from alembic import command
+
+    migrate.upgrade(fresh_database)
+    command.check(migrate.alembic_config(fresh_database))

@@ -1,0 +1,186 @@
+"""The sealed-object format: a clip encrypted and authenticated in fixed-size chunks, so any
+byte range can be read by opening only the chunks that cover it (docs/sealed-format.md).
+
+    object  = header || chunk_0 || chunk_1 || ... || chunk_{n-1}
+    header  = "TEMOINSEAL" (10 bytes) || version (1 byte, = 1) || chunk_size (4 bytes, BE)
+              || nonce_prefix (16 bytes) || recording_id (16 bytes)                = 47 bytes
+    chunk_i = XChaCha20-Poly1305(key = data key,
+                                 nonce = nonce_prefix || i (8 bytes, BE),
+                                 aad = header || i (8 bytes, BE) || final (1 byte: 1 last, else 0),
+                                 plaintext = bytes [i * chunk_size, (i + 1) * chunk_size))
+              = ciphertext || 16-byte tag
+
+Every chunk is full but the last (which may be empty for an empty clip: there is always one).
+Binding the index to the nonce and the AAD detects reordering; the final flag detects
+truncation; the header (with the recording id) in the AAD and a key per clip detect splicing.
+The data key never leaves the registry: it is stored wrapped by the vault's key-encryption key
+(``wrap_key``), so rotating that key rewraps data keys without touching sealed objects, and
+destroying the wrapped key makes every copy of the object unreadable.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_decrypt as _open,
+)
+from nacl.bindings import (
+    crypto_aead_xchacha20poly1305_ietf_encrypt as _seal,
+)
+from nacl.exceptions import CryptoError
+
+MAGIC = b"TEMOINSEAL"
+VERSION = 1
+TAG_SIZE = 16
+KEY_SIZE = 32
+DEFAULT_CHUNK_SIZE = 1 << 20
+_HEADER = struct.Struct(">10sBI16s16s")
+HEADER_SIZE = _HEADER.size  # 47
+WRAP_CONTEXT = b"temoin-data-key-v1"
+
+
+class SealError(Exception):
+    """A sealed object or key failed authentication: damaged or tampered with."""
+
+
+@dataclass(frozen=True)
+class Header:
+    chunk_size: int
+    nonce_prefix: bytes
+    recording_id: uuid.UUID
+
+    def to_bytes(self) -> bytes:
+        return _HEADER.pack(
+            MAGIC, VERSION, self.chunk_size, self.nonce_prefix, self.recording_id.bytes
+        )
+
+    @classmethod
+    def parse(cls, data: bytes) -> Header:
+        if len(data) < HEADER_SIZE:
+            raise SealError("sealed object shorter than its header")
+        magic, version, chunk_size, prefix, recording = _HEADER.unpack(data[:HEADER_SIZE])
+        if magic != MAGIC:
+            raise SealError("not a Témoin sealed object")
+        if version != VERSION:
+            raise SealError(f"sealed format version {version} is not supported")
+        if chunk_size <= 0:
+            raise SealError("invalid chunk size")
+        return cls(chunk_size, prefix, uuid.UUID(bytes=recording))
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    return max(1, -(-size // chunk_size))
+
+
+def sealed_size(size: int, chunk_size: int) -> int:
+    return HEADER_SIZE + size + chunk_count(size, chunk_size) * TAG_SIZE
+
+
+def sealed_offset(index: int, chunk_size: int) -> int:
+    """Where sealed chunk ``index`` starts in the object."""
+    return HEADER_SIZE + index * (chunk_size + TAG_SIZE)
+
+
+def _nonce(header: Header, index: int) -> bytes:
+    return header.nonce_prefix + struct.pack(">Q", index)
+
+
+def _aad(header_bytes: bytes, index: int, final: bool) -> bytes:
+    return header_bytes + struct.pack(">QB", index, 1 if final else 0)
+
+
+class Sealer:
+    """Seals a stream chunk by chunk: feed plaintext, collect sealed bytes; bounded memory."""
+
+    def __init__(
+        self, recording_id: uuid.UUID, key: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> None:
+        self.header = Header(chunk_size, os.urandom(16), recording_id)
+        self._header_bytes = self.header.to_bytes()
+        self._key = key
+        self._buffer = bytearray()
+        self._index = 0
+        self._started = False
+        self._finished = False
+
+    def _chunk(self, plaintext: bytes, final: bool) -> bytes:
+        sealed = _seal(
+            plaintext,
+            _aad(self._header_bytes, self._index, final),
+            _nonce(self.header, self._index),
+            self._key,
+        )
+        self._index += 1
+        return sealed
+
+    def update(self, data: bytes) -> bytes:
+        """Sealed bytes ready so far (the last chunk is held back until ``finish``)."""
+        out = bytearray()
+        if not self._started:
+            out += self._header_bytes
+            self._started = True
+        self._buffer += data
+        size = self.header.chunk_size
+        # Keep at least one byte back: only finish() knows which chunk is the last one.
+        while len(self._buffer) > size:
+            out += self._chunk(bytes(self._buffer[:size]), final=False)
+            del self._buffer[:size]
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        if self._finished:
+            raise RuntimeError("already finished")
+        self._finished = True
+        out = b"" if self._started else self._header_bytes
+        return out + self._chunk(bytes(self._buffer), final=True)
+
+
+def open_chunk(header_bytes: bytes, key: bytes, index: int, sealed: bytes, final: bool) -> bytes:
+    header = Header.parse(header_bytes)
+    try:
+        return _open(
+            sealed, _aad(header_bytes[:HEADER_SIZE], index, final), _nonce(header, index), key
+        )
+    except CryptoError as exc:
+        raise SealError(f"chunk {index} failed authentication") from exc
+
+
+def open_all(sealed: bytes, key: bytes, size: int) -> Iterator[bytes]:
+    """Decrypt a whole sealed object held in memory (tests and small files only)."""
+    header = Header.parse(sealed)
+    count = chunk_count(size, header.chunk_size)
+    if len(sealed) != sealed_size(size, header.chunk_size):
+        raise SealError("sealed object has the wrong length (truncated or extended)")
+    for index in range(count):
+        start = sealed_offset(index, header.chunk_size)
+        length = min(header.chunk_size, size - index * header.chunk_size) + TAG_SIZE
+        yield open_chunk(
+            sealed[:HEADER_SIZE], key, index, sealed[start : start + length], index == count - 1
+        )
+
+
+# --- data keys, wrapped by the vault's key-encryption key ------------------------------------
+
+
+def new_data_key() -> bytes:
+    return os.urandom(KEY_SIZE)
+
+
+def wrap_key(data_key: bytes, kek: bytes, kek_id: str, recording_id: uuid.UUID) -> bytes:
+    """nonce (24 bytes) || XChaCha20-Poly1305(kek, data key), aad = context, kek id, recording."""
+    nonce = os.urandom(24)
+    aad = WRAP_CONTEXT + kek_id.encode() + recording_id.bytes
+    return nonce + _seal(data_key, aad, nonce, kek)
+
+
+def unwrap_key(wrapped: bytes, kek: bytes, kek_id: str, recording_id: uuid.UUID) -> bytes:
+    aad = WRAP_CONTEXT + kek_id.encode() + recording_id.bytes
+    try:
+        return _open(wrapped[24:], aad, wrapped[:24], kek)
+    except CryptoError as exc:
+        raise SealError("data key failed authentication (wrong key-encryption key?)") from exc

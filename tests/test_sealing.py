@@ -1,0 +1,95 @@
+"""The sealed-object format: round trips at every chunk boundary, and every way of tampering
+with a sealed object (reorder, truncate, extend, splice, flip a bit, swap headers) fails."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from shared import sealing
+from shared.sealing import HEADER_SIZE, TAG_SIZE, SealError, Sealer
+
+CHUNK = 64
+
+
+def _seal(data: bytes, key: bytes, recording: uuid.UUID, feed: int = 7) -> bytes:
+    sealer = Sealer(recording, key, chunk_size=CHUNK)
+    out = bytearray()
+    for start in range(0, len(data), feed):
+        out += sealer.update(data[start : start + feed])
+    return bytes(out + sealer.finish())
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 5])
+def test_round_trip(size: int) -> None:
+    key, recording, data = sealing.new_data_key(), uuid.uuid4(), os.urandom(size)
+    sealed = _seal(data, key, recording)
+    assert len(sealed) == sealing.sealed_size(size, CHUNK)
+    assert b"".join(sealing.open_all(sealed, key, size)) == data
+    assert data == b"" or data not in sealed
+
+
+def _chunks(sealed: bytes) -> list[bytes]:
+    body = sealed[HEADER_SIZE:]
+    step = CHUNK + TAG_SIZE
+    return [body[i : i + step] for i in range(0, len(body), step)]
+
+
+def _assemble(header: bytes, chunks: list[bytes]) -> bytes:
+    return header + b"".join(chunks)
+
+
+def test_tampering_is_detected() -> None:
+    key, recording = sealing.new_data_key(), uuid.uuid4()
+    size = 4 * CHUNK + 10
+    data = os.urandom(size)
+    sealed = _seal(data, key, recording)
+    header, chunks = sealed[:HEADER_SIZE], _chunks(sealed)
+
+    def fails(candidate: bytes, declared: int = size) -> None:
+        with pytest.raises(SealError):
+            b"".join(sealing.open_all(candidate, key, declared))
+
+    fails(_assemble(header, [chunks[1], chunks[0], *chunks[2:]]))  # reordered
+    # Truncated at a chunk boundary, with the size adjusted to match: the new last chunk was
+    # not sealed as final.
+    fails(_assemble(header, chunks[:-1]), declared=4 * CHUNK)
+    fails(sealed + b"\x00" * 3)  # extended
+    flipped = bytearray(sealed)
+    flipped[HEADER_SIZE + 5] ^= 1
+    fails(bytes(flipped))
+    other = _seal(os.urandom(size), key, uuid.uuid4())  # same key even: header differs
+    fails(_assemble(header, [chunks[0], _chunks(other)[1], *chunks[2:]]))  # spliced
+    fails(_assemble(other[:HEADER_SIZE], chunks))  # another object's header
+    with pytest.raises(SealError):
+        b"".join(sealing.open_all(sealed, sealing.new_data_key(), size))  # wrong key
+    with pytest.raises(SealError, match="not a Témoin"):
+        sealing.Header.parse(b"X" * HEADER_SIZE)
+
+
+def test_each_chunk_opens_alone_for_range_reads() -> None:
+    key, recording = sealing.new_data_key(), uuid.uuid4()
+    data = os.urandom(3 * CHUNK + 9)
+    sealed = _seal(data, key, recording)
+    header = sealed[:HEADER_SIZE]
+    start = sealing.sealed_offset(2, CHUNK)
+    chunk = sealed[start : start + CHUNK + TAG_SIZE]
+    assert sealing.open_chunk(header, key, 2, chunk, final=False) == data[2 * CHUNK : 3 * CHUNK]
+    with pytest.raises(SealError):
+        sealing.open_chunk(header, key, 2, chunk, final=True)
+
+
+def test_data_keys_are_wrapped_per_recording() -> None:
+    kek, data_key, recording = os.urandom(32), sealing.new_data_key(), uuid.uuid4()
+    wrapped = sealing.wrap_key(data_key, kek, "kek-2026", recording)
+    assert data_key not in wrapped
+    assert sealing.unwrap_key(wrapped, kek, "kek-2026", recording) == data_key
+    for args in (
+        (wrapped, os.urandom(32), "kek-2026", recording),  # another KEK
+        (wrapped, kek, "kek-2025", recording),  # claimed under another key id
+        (wrapped, kek, "kek-2026", uuid.uuid4()),  # moved to another recording
+    ):
+        with pytest.raises(SealError):
+            sealing.unwrap_key(*args)
