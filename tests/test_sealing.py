@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shared import sealing
-from shared.sealing import HEADER_SIZE, TAG_SIZE, SealError, Sealer
+from shared.sealing import HEADER_SIZE, TAG_SIZE, Sealer, SealError
 
 CHUNK = 64
 
