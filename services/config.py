@@ -78,6 +78,11 @@ class ServiceSettings(BaseSettings):
     )
     log_level: str = shared_setting("INFO", env="LOG_LEVEL")
 
+    service_token: str = dev_default(
+        "temoin-dev-service-token-change-me",
+        env="SERVICE_TOKEN",
+        description="credential of service-to-service calls (ingest to vault), 32+ bytes",
+    )
     auth_issuer: str = dev_default(
         DEV_AUTH_ISSUER, env="AUTH_ISSUER", description="OIDC issuer of people's tokens (iss)"
     )
@@ -167,10 +172,13 @@ BackgroundTask = Callable[[ServiceState], Coroutine[Any, Any, None]]
 
 
 def service_lifespan(
-    settings: ServiceSettings, service: str, background: Sequence[BackgroundTask] = ()
+    settings: ServiceSettings,
+    service: str,
+    background: Sequence[BackgroundTask] = (),
+    on_shutdown: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ServiceState]]:
-    """The lifespan every service app uses: engine, sessionmaker and object store, and the
-    service's background tasks, cancelled at shutdown."""
+    """The lifespan every service app uses: engine, sessionmaker and object store, the
+    service's background tasks (cancelled at shutdown), and what else it must close."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ServiceState]:
@@ -188,5 +196,7 @@ def service_lifespan(
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                for close in on_shutdown:
+                    await close()
 
     return lifespan

@@ -101,8 +101,17 @@ class UnprocessableEntity(TemoinError):
     title = "Invalid input"
     slug = "invalid-input"
 
-    def __init__(self, detail: str, *, field: str, **extensions: Any) -> None:
-        super().__init__(detail, errors=[{"field": field, "message": detail}], **extensions)
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str,
+        errors: list[dict[str, str]] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(
+            detail, errors=errors or [{"field": field, "message": detail}], **extensions
+        )
 
 
 class ServiceUnavailable(TemoinError):

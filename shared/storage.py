@@ -7,11 +7,15 @@ blocks its event loop on storage and no other module imports minio.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import anyio.to_thread
 from minio import Minio
+from minio.commonconfig import COMPLIANCE
 from minio.error import S3Error
+from minio.retention import Retention
 
 
 @dataclass(frozen=True)
@@ -63,3 +67,25 @@ class ObjectStore:
             self.client.get_object_lock_config(self.bucket)
         except S3Error as exc:
             raise StorageError(f"bucket {self.bucket!r} exists without object lock") from exc
+
+    async def put_locked(
+        self, key: str, reader: BinaryIO, *, retain_until: datetime, part_size: int
+    ) -> str | None:
+        """Stream ``reader`` into a new object under COMPLIANCE retention until ``retain_until``
+        (multipart, a few parts in memory at most). If ``reader`` raises, the multipart upload
+        is aborted and nothing is stored. Returns the object's version id."""
+
+        def put() -> str | None:
+            result = self.client.put_object(
+                self.bucket,
+                key,
+                reader,
+                length=-1,
+                part_size=part_size,
+                num_parallel_uploads=2,
+                retention=Retention(COMPLIANCE, retain_until),
+            )
+            version: str | None = result.version_id
+            return version
+
+        return await anyio.to_thread.run_sync(put)

@@ -114,6 +114,7 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
                 **env,
                 f"{name.upper()}_HOST": config.host,
                 f"{name.upper()}_PORT": str(port),
+                "INGEST_VAULT_URL": f"http://{config.host}:{config.service_ports['vault']}",
             }
             with open(logs / f"{name}.log", "ab") as log:
                 process = subprocess.Popen(

@@ -21,10 +21,15 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.clips import METADATA_HEADER
+from tests.fixtures.clips import make_clip
 from tests.fixtures.directory import OrgKit, World
 
-ROLES = ("maire", "responsable", "habilite", "agent", "dpo", "prefecture", "station")
-PEOPLE = frozenset(ROLES) - {"station"}
+ROLES = ("maire", "responsable", "habilite", "agent", "dpo", "prefecture", "station", "service")
+PEOPLE = frozenset(ROLES) - {"station", "service"}
+# Token kinds: people's (OIDC), stations' (issued by ingest), services' (SERVICE_TOKEN). A
+# route takes one kind; any other kind is not a credential there (401).
+KIND = dict.fromkeys(PEOPLE, "person") | {"station": "station", "service": "service"}
 
 Body = Callable[[OrgKit], dict[str, Any]]
 
@@ -34,6 +39,8 @@ class Rule:
     allowed: frozenset[str] = frozenset()
     public: bool = False
     body: Body | None = None
+    # A raw body and headers (uploads) instead of JSON.
+    raw: Callable[[OrgKit], tuple[bytes, dict[str, str]]] | None = None
     query: dict[str, Any] = field(default_factory=dict)
     # What "allowed, own organisation" may answer besides 2xx: 404 where success needs data
     # a rolled-back test transaction cannot hold (sequenced audit entries, signed heads);
@@ -47,11 +54,34 @@ class Rule:
 def allow(
     *roles: str,
     body: Body | None = None,
+    raw: Callable[[OrgKit], tuple[bytes, dict[str, str]]] | None = None,
     query: dict[str, Any] | None = None,
     also_own: frozenset[int] = frozenset(),
     **ids: Callable[[OrgKit], Any],
 ) -> Rule:
-    return Rule(allowed=frozenset(roles), body=body, query=query or {}, also_own=also_own, ids=ids)
+    return Rule(
+        allowed=frozenset(roles),
+        body=body,
+        raw=raw,
+        query=query or {},
+        also_own=also_own,
+        ids=ids,
+    )
+
+
+def _clip(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
+    data, metadata = make_clip(kit)
+    return data, {METADATA_HEADER: metadata.encode(), "Content-Type": "video/mp4"}
+
+
+def _clip_for_vault(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
+    data, headers = _clip(kit)
+    return data, {**headers, "Temoin-Station": str(kit.station_id)}
+
+
+def _check(kit: OrgKit) -> dict[str, Any]:
+    _, metadata = make_clip(kit)
+    return {"station_id": str(kit.station_id), "metadata": metadata.model_dump(mode="json")}
 
 
 PUBLIC = Rule(public=True)
@@ -102,6 +132,11 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     # Authenticated by the signed assertion in the body, whatever the Authorization header.
     ("ingest", "POST", "/v1/stations/token"): Rule(public=True, body=_assertion),
     ("ingest", "GET", "/v1/stations/me"): allow("station"),
+    ("ingest", "POST", "/v1/recordings"): allow("station", raw=_clip),
+    ("ingest", "GET", "/v1/receipts/public-key"): PUBLIC,
+    # vault: internal routes, for ingest's service token only
+    ("vault", "POST", "/internal/v1/recordings/check"): allow("service", body=_check),
+    ("vault", "POST", "/internal/v1/recordings"): allow("service", raw=_clip_for_vault),
     # vault: the directory
     ("vault", "GET", "/v1/me"): Rule(allowed=PEOPLE),
     ("vault", "PUT", ORG): allow(*MANAGERS, body=_organisation),
@@ -185,15 +220,16 @@ async def test_every_route_has_an_entry(world: World) -> None:
     assert not stale, f"entries for routes that no longer exist: {stale}"
 
 
+def _route_kind(rule: Rule) -> str:
+    kinds = {KIND[role] for role in rule.allowed}
+    assert len(kinds) == 1, "a route takes one kind of credential"
+    return kinds.pop()
+
+
 def _expected(rule: Rule, service: str, role: str | None, variant: str) -> int | None:
     """The status class expected: 200 means any 2xx."""
-    station_route = rule.allowed == {"station"}
-    if role is None:
-        return 401
-    if station_route and role != "station":
-        return 401  # a person's token is not a station token
-    if not station_route and role == "station":
-        return 401  # station tokens are ingest's, for station routes only
+    if role is None or KIND[role] != _route_kind(rule):
+        return 401  # no credential of the kind this route takes
     if role not in rule.allowed:
         return 403
     return 200 if variant == "own" else 404
@@ -225,10 +261,14 @@ async def test_decisions(
             path = template.format(**values)
             headers = world.own.headers(role) if role is not None else {}
             body = rule.body(id_kit) if rule.body is not None else None
+            content = None
+            if rule.raw is not None:
+                content, extra = rule.raw(id_kit)
+                headers = {**extra, **headers}
             savepoint = await connection.begin_nested()
             try:
                 response = await client.request(
-                    method, path, headers=headers, json=body, params=rule.query
+                    method, path, headers=headers, json=body, content=content, params=rule.query
                 )
             finally:
                 await savepoint.rollback()

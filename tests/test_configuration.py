@@ -33,6 +33,9 @@ PRODUCTION_ENV = {
     "AUTH_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
     "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
     "VAULT_AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
+    "VAULT_KEK": "cHJvZHVjdGlvbi1rZXktZW5jcnlwdGlvbi1rZXktMzI=",
+    "INGEST_RECEIPT_KEY": "cHJvZHVjdGlvbi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
+    "SERVICE_TOKEN": "a-production-service-token-of-40-characters",
 }
 
 
@@ -126,6 +129,9 @@ OPERATOR_ENV = {
     "OIDC_JWKS_URL": "https://sso.example-commune.fr/realms/police/protocol/openid-connect/certs",
     "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
     "AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
+    "VAULT_KEK": "cHJvZHVjdGlvbi1rZXktZW5jcnlwdGlvbi1rZXktMzI=",
+    "RECEIPT_KEY": "cHJvZHVjdGlvbi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
+    "SERVICE_TOKEN": "a-production-service-token-of-40-characters",
     "POSTGRES_PASSWORD": "pg-secret",
     "MINIO_ROOT_USER": "minio-admin",
     "MINIO_ROOT_PASSWORD": "minio-secret-password",

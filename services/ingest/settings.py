@@ -14,6 +14,14 @@ class IngestSettings(ServiceSettings):
         "temoin-dev-station-token-secret-change-me",
         description="HMAC secret of the stations' upload tokens (32+ random bytes)",
     )
+    vault_url: str = Field("http://127.0.0.1:8720", description="where ingest hands clips over")
+    receipt_key: str = dev_default(
+        "dGVtb2luLWRldi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
+        description="Ed25519 seed (base64, 32 bytes) signing upload receipts",
+    )
+    clock_tolerance_s: int = Field(
+        300, ge=0, le=86400, description="how far in the future a clip's end may be"
+    )
     station_token_ttl_s: int = Field(900, ge=60, le=86400, description="upload token lifetime")
     assertion_max_age_s: int = Field(
         120, ge=10, le=3600, description="how far a station's clock may be from ours"

@@ -5,6 +5,7 @@ from services.vault import __doc__ as DESCRIPTION
 from services.vault.audit.endpoints import router as audit_router
 from services.vault.audit.jobs import maintain_log
 from services.vault.directory.endpoints import router as directory_router
+from services.vault.recordings.internal import router as internal_recordings_router
 from services.vault.settings import VaultSettings
 from shared.web import ServiceState, create_service_app
 
@@ -31,5 +32,6 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     )
     app.include_router(directory_router)
     app.include_router(audit_router)
+    app.include_router(internal_recordings_router)
     app.state.settings = settings
     return app

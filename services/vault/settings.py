@@ -5,8 +5,10 @@ from pydantic_settings import SettingsConfigDict
 from services.config import ServiceSettings, dev_default
 from shared.signatures import b64decode
 
-# A fixed key so that development logs stay verifiable across restarts; refused in production.
+# Fixed development keys, so that a development stack stays readable and verifiable across
+# restarts; production refuses them.
 DEV_AUDIT_SIGNING_KEY = "dGVtb2luLWRldi1hdWRpdC1sb2cta2V5LTMyYnl0ZXM="
+DEV_KEK = "dGVtb2luLWRldi1rZXktZW5jcnlwdGlvbi1rZXktMzI="
 
 DEFAULT_PORT = 8720
 
@@ -25,6 +27,19 @@ class VaultSettings(ServiceSettings):
     audit_sequence_interval_s: float = Field(
         1.0, gt=0, description="how often new audit entries are sequenced into the log"
     )
+
+    kek: str = dev_default(
+        DEV_KEK, description="key-encryption key (base64, 32 bytes) wrapping each clip's key"
+    )
+    kek_id: str = Field("dev-kek-1", max_length=64, description="name of that key (rotation)")
+    chunk_size: int = Field(1 << 20, ge=4096, le=16 << 20, description="sealed chunk size")
+    part_size: int = Field(16 << 20, ge=5 << 20, description="S3 multipart part size")
+
+    def key_encryption_key(self) -> bytes:
+        key = b64decode(self.kek)
+        if len(key) != 32:
+            raise ValueError("VAULT_KEK must be 32 bytes, base64")
+        return key
 
     def audit_key(self) -> SigningKey:
         return SigningKey(b64decode(self.audit_signing_key))

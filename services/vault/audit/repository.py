@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, func, select, text, tuple_
+from sqlalchemy import RowMapping, and_, any_, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.tables import leaves, nodes, tree_heads
@@ -120,7 +120,7 @@ class AuditRepository:
     ) -> tuple[list[RowMapping], int]:
         conditions = [entries.c.organisation_id == organisation_id]
         if recording_id is not None:
-            conditions.append(entries.c.recording_ids.any(recording_id))
+            conditions.append(any_(entries.c.recording_ids) == recording_id)
         if actor is not None:
             conditions.append(entries.c.actor_subject == actor)
         if action is not None:

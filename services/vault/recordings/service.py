@@ -1,0 +1,191 @@
+"""Collecte: a clip from ingest is checked against the directory (R241-10), sealed into the
+object store under object lock, and registered with its `collecte` audit entry in one
+transaction. Nothing is registered unless the sealed object is complete and matches."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, BinaryIO, cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.directory.models import Agent, Camera, CameraStatus, Organisation, Station
+from services.vault.directory.repository import DirectoryRepository
+from services.vault.recordings.models import Recording, RecordingStatus
+from services.vault.recordings.repository import RecordingRepository
+from services.vault.recordings.upload import SealingReader, UploadRejected
+from services.vault.settings import VaultSettings
+from shared import audit, sealing
+from shared.audit import AuditAction, AuditEntry
+from shared.clips import ClipMetadata, StoredClip
+from shared.db import utc_now
+from shared.errors import Forbidden, PayloadTooLarge, UnprocessableEntity
+from shared.storage import ObjectStore
+
+# S3 refuses a retention date in the past: an old clip is locked at least this long, and the
+# erasure job removes it as soon as the lock allows.
+MINIMUM_LOCK = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    station: Station
+    organisation: Organisation
+    camera: Camera
+    agent: Agent
+
+
+def _invalid(field: str, detail: str) -> UnprocessableEntity:
+    return UnprocessableEntity(detail, field=f"metadata.{field}")
+
+
+class CollecteService:
+    def __init__(self, session: AsyncSession, store: ObjectStore, settings: VaultSettings) -> None:
+        self.session = session
+        self.store = store
+        self.settings = settings
+        self.repository = RecordingRepository(session)
+        self.directory = DirectoryRepository(session)
+
+    async def resolve(self, metadata: ClipMetadata, station_id: uuid.UUID) -> Resolved:
+        """The directory's view of the clip: every problem is a 422 naming the field."""
+        station = await self.repository.station(station_id)
+        if station is None or station.status != "active":
+            raise Forbidden("the station is unknown or revoked")
+        organisation = await self.repository.organisation(station.organisation_id)
+        assert organisation is not None  # a station belongs to an organisation
+        camera = await self.directory.camera_by_serial(organisation.id, metadata.camera_serial)
+        if camera is None:
+            raise _invalid("camera_serial", "no such camera in the station's organisation")
+        if camera.status != CameraStatus.active.value:
+            raise _invalid("camera_serial", f"this camera is {camera.status}")
+        assigned = await self.repository.wearer_at(camera.id, metadata.started_at)
+        if metadata.agent_matricule is None:
+            if assigned is None:
+                raise _invalid(
+                    "agent_matricule",
+                    "the camera was assigned to nobody when recording started: give the wearer",
+                )
+            agent = assigned
+        else:
+            named = await self.directory.agent_by_matricule(
+                organisation.id, metadata.agent_matricule
+            )
+            if named is None:
+                raise _invalid("agent_matricule", "no such agent in the station's organisation")
+            if assigned is not None and assigned.id != named.id:
+                raise _invalid(
+                    "agent_matricule",
+                    f"the camera was assigned to {assigned.matricule} at that time, not "
+                    f"{named.matricule}",
+                )
+            agent = named
+        return Resolved(station, organisation, camera, agent)
+
+    async def existing(self, resolved: Resolved, sha256: str) -> StoredClip | None:
+        recording = await self.repository.by_content(resolved.camera.id, sha256)
+        return None if recording is None else _stored(recording, resolved, created=False)
+
+    async def collect(
+        self,
+        metadata: ClipMetadata,
+        station_id: uuid.UUID,
+        body: AsyncIterator[bytes],
+        content_type: str,
+    ) -> StoredClip:
+        resolved = await self.resolve(metadata, station_id)
+        # Two uploads of one clip: the second waits here, then finds the first's recording.
+        await self.repository.lock_content(resolved.camera.id, metadata.sha256)
+        if (found := await self.existing(resolved, metadata.sha256)) is not None:
+            return found
+
+        recording_id = uuid.uuid4()
+        data_key = sealing.new_data_key()
+        sealer = sealing.Sealer(recording_id, data_key, self.settings.chunk_size)
+        reader = SealingReader(body, sealer, size=metadata.size, sha256=metadata.sha256)
+        retain_until = metadata.ended_at + timedelta(days=resolved.organisation.retention_days)
+        object_key = f"recordings/{resolved.organisation.id}/{recording_id}.sealed"
+        try:
+            version = await self.store.put_locked(
+                object_key,
+                cast(BinaryIO, reader),
+                retain_until=max(retain_until, utc_now() + MINIMUM_LOCK),
+                part_size=self.settings.part_size,
+            )
+        except UploadRejected as exc:
+            if exc.reason == "too_large":
+                raise PayloadTooLarge(exc.detail) from exc
+            field = "size" if exc.reason == "truncated" else "sha256"
+            raise _invalid(field, exc.detail) from exc
+
+        recording = Recording(
+            id=recording_id,
+            organisation_id=resolved.organisation.id,
+            camera_id=resolved.camera.id,
+            agent_id=resolved.agent.id,
+            station_id=resolved.station.id,
+            started_at=metadata.started_at,
+            ended_at=metadata.ended_at,
+            clock_offset_ms=metadata.clock_offset_ms,
+            latitude=metadata.place.latitude,
+            longitude=metadata.place.longitude,
+            address=metadata.place.address,
+            pre_record_s=metadata.pre_record_s,
+            intervention_ref=metadata.intervention_ref,
+            size=metadata.size,
+            sha256=metadata.sha256,
+            content_type=content_type,
+            received_at=utc_now(),
+            object_key=object_key,
+            object_version=version,
+            chunk_size=self.settings.chunk_size,
+            sealed_size=sealing.sealed_size(metadata.size, self.settings.chunk_size),
+            wrapped_key=sealing.wrap_key(
+                data_key, self.settings.key_encryption_key(), self.settings.kek_id, recording_id
+            ),
+            kek_id=self.settings.kek_id,
+            retain_until=retain_until,
+            status=RecordingStatus.sealed.value,
+            erased_at=None,
+        )
+        self.session.add(recording)
+        await self.session.flush()
+        await audit.append(self.session, _collecte_entry(recording, resolved))
+        return _stored(recording, resolved, created=True)
+
+
+def _collecte_entry(recording: Recording, resolved: Resolved) -> AuditEntry:
+    details: dict[str, Any] = {
+        "camera": resolved.camera.serial,
+        "agent": resolved.agent.matricule,
+        "station": str(resolved.station.id),
+        "size": recording.size,
+        "sha256": recording.sha256,
+        "started_at": recording.started_at.isoformat(),
+        "ended_at": recording.ended_at.isoformat(),
+    }
+    return AuditEntry(
+        action=AuditAction.collecte,
+        service="vault",
+        actor_subject=f"station:{resolved.station.id}",
+        actor_role="station",
+        organisation_id=recording.organisation_id,
+        recording_ids=[recording.id],
+        details=details,
+    )
+
+
+def _stored(recording: Recording, resolved: Resolved, *, created: bool) -> StoredClip:
+    return StoredClip(
+        recording_id=recording.id,
+        organisation_id=recording.organisation_id,
+        station_id=recording.station_id,
+        camera_serial=resolved.camera.serial,
+        sha256=recording.sha256,
+        size=recording.size,
+        received_at=recording.received_at,
+        created=created,
+    )

@@ -1,0 +1,69 @@
+"""Upload receipts: what ingest signs once a clip is sealed and registered, and what a camera
+(through its dock) waits for before freeing its memory. Anyone with ingest's public key can
+check one (`temoin receipt verify`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC
+from typing import Any
+
+from nacl.signing import SigningKey
+from pydantic import BaseModel, Field
+
+from shared.clips import StoredClip
+from shared.signatures import b64encode, key_id, public_key_of, verify
+
+RECEIPT_CONTEXT = "temoin-receipt-v1"
+SIGNED_FIELDS = (
+    "recording_id",
+    "organisation_id",
+    "station_id",
+    "camera_serial",
+    "sha256",
+    "size",
+    "received_at",
+)
+
+
+class Receipt(BaseModel):
+    recording_id: str
+    organisation_id: str
+    station_id: str
+    camera_serial: str
+    sha256: str
+    size: int
+    received_at: str = Field(description="ISO 8601 UTC with microseconds")
+    key_id: str
+    signature: str = Field(description="base64 Ed25519 over the message in docs/ingest.md")
+
+
+def receipt_message(fields: dict[str, Any]) -> bytes:
+    body = json.dumps(
+        {name: fields[name] for name in SIGNED_FIELDS}, sort_keys=True, separators=(",", ":")
+    )
+    return f"{RECEIPT_CONTEXT}\n{body}".encode()
+
+
+def sign_receipt(stored: StoredClip, key: SigningKey) -> Receipt:
+    fields: dict[str, Any] = {
+        "recording_id": str(stored.recording_id),
+        "organisation_id": str(stored.organisation_id),
+        "station_id": str(stored.station_id),
+        "camera_serial": stored.camera_serial,
+        "sha256": stored.sha256,
+        "size": stored.size,
+        "received_at": stored.received_at.astimezone(UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z"),
+    }
+    signature = key.sign(receipt_message(fields)).signature
+    return Receipt(**fields, key_id=key_id(public_key_of(key)), signature=b64encode(signature))
+
+
+def receipt_is_valid(receipt: dict[str, Any], public_key: str) -> bool:
+    try:
+        message = receipt_message(receipt)
+    except KeyError:
+        return False
+    return verify(public_key, message, str(receipt.get("signature", "")))
