@@ -276,6 +276,103 @@ def audit_check(
     typer.echo(f"OK: {len(proofs)} entries in the log under witnessed, signed tree heads")
 
 
+dock_app = typer.Typer(no_args_is_help=True, help="What a docking station runs.")
+app.add_typer(dock_app, name="dock")
+
+
+@dock_app.command("upload")
+def dock_upload(
+    clips: Annotated[list[Path], typer.Argument(help="clips, each with its CLIP.json sidecar")],
+    key_file: Annotated[Path, typer.Option(help="the station's key file")],
+    ingest_url: Annotated[str, typer.Option(envvar="TEMOIN_INGEST_URL")] = "http://127.0.0.1:8710",
+) -> None:
+    """Upload clips; save each checked receipt as CLIP.receipt.json. Exits non-zero if any
+    clip failed: those have no receipt and must stay on the camera."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
+
+    from temoin.dock import Dock, DockError
+    from temoin.station import StationError, StationKeyFile
+
+    try:
+        dock = Dock(ingest_url, StationKeyFile.load(key_file))
+    except StationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    failed = 0
+    with Progress(
+        "{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn()
+    ) as progress:
+        for clip in clips:
+            size = clip.stat().st_size if clip.exists() else 0
+            task = progress.add_task(clip.name, total=size)
+
+            def advance(sent: int, task: TaskID = task) -> None:
+                progress.advance(task, sent)
+
+            try:
+                receipt = dock.upload(clip, advance)
+                progress.update(task, completed=size)
+                progress.console.print(f"{clip.name}: receipt {receipt['recording_id']}")
+            except DockError as exc:
+                failed += 1
+                progress.console.print(f"[red]FAILED[/] {exc}")
+    if failed:
+        typer.echo(f"{failed} of {len(clips)} clips failed", err=True)
+        raise typer.Exit(1)
+
+
+@dock_app.command("simulate")
+def dock_simulate(
+    directory: Annotated[Path, typer.Argument(help="where to write the clips")],
+    camera: Annotated[str, typer.Option(help="the camera's serial")],
+    count: Annotated[int, typer.Option(min=1, max=1000)] = 3,
+    size: Annotated[int, typer.Option(min=1, help="bytes per clip")] = 5 << 20,
+) -> None:
+    """Make test clips with their sidecar metadata, as a camera would hand them to a dock."""
+    from temoin.dock import simulate
+
+    for clip in simulate(directory, camera_serial=camera, count=count, size=size):
+        typer.echo(str(clip))
+
+
+receipt_app = typer.Typer(no_args_is_help=True, help="Upload receipts.")
+app.add_typer(receipt_app, name="receipt")
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    receipt: Annotated[Path, typer.Argument(help="a receipt (CLIP.receipt.json)")],
+    public_key: Annotated[str | None, typer.Option(help="ingest's key (base64)")] = None,
+    ingest_url: Annotated[str, typer.Option(envvar="TEMOIN_INGEST_URL")] = "http://127.0.0.1:8710",
+    clip: Annotated[
+        Path | None, typer.Option(help="also check the clip's SHA-256 and size")
+    ] = None,
+) -> None:
+    """Check a receipt's signature (and, with --clip, that it is this clip's)."""
+    import hashlib
+    import json
+
+    import httpx
+
+    from shared.receipts import receipt_is_valid
+
+    data = json.loads(receipt.read_text())
+    key = public_key or httpx.get(f"{ingest_url}/v1/receipts/public-key").json()["public_key"]
+    problems = [] if receipt_is_valid(data, key) else ["the signature does not verify"]
+    if clip is not None:
+        digest = hashlib.sha256()
+        with clip.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        if (digest.hexdigest(), clip.stat().st_size) != (data.get("sha256"), data.get("size")):
+            problems.append(f"{clip} is not the clip this receipt is for")
+    for problem in problems:
+        typer.echo(f"INVALID {problem}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"OK: recording {data['recording_id']}, received {data['received_at']}")
+
+
 @app.command("create-bucket")
 def create_bucket() -> None:
     """Create the recordings bucket with object lock (S3_* variables), if missing."""

@@ -5,8 +5,13 @@ stores nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.vault.recordings.models import Recording
+from temoin.station import StationKeyFile
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, build_org
 from tests.fixtures.live import Live
@@ -78,3 +84,63 @@ async def test_mismatch_over_the_network_stores_nothing(
     # And the right clip goes through afterwards.
     ok = await ingest.post("/v1/recordings", content=data, headers=upload_headers(kit, metadata))
     assert ok.status_code == 201, ok.text
+
+
+def _temoin(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "temoin.cli", *args],
+        env={**os.environ, **env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_dock_simulate_upload_and_verify(
+    live: Live, live_org: tuple[OrgKit, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    kit, _ = live_org
+    assert kit.station_id is not None and kit.station_key is not None
+    key_file = tmp_path / "dock.json"
+    StationKeyFile(kit.station_id, kit.id, kit.station_key).save(key_file)
+    clips_dir = tmp_path / "clips"
+    made = _temoin(
+        "dock", "simulate", str(clips_dir), "--camera", kit.camera_serial, "--count", "3",
+        "--size", str(1 << 20), env=live.env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    clips = sorted(clips_dir.glob("*.mp4"))
+    # One more clip whose camera is unknown: it must fail alone, and get no receipt.
+    stray = clips_dir / "stray.mp4"
+    stray.write_bytes(b"\x00" * 1000)
+    sidecar = json.loads((clips_dir / f"{clips[0].name}.json").read_text())
+    (clips_dir / "stray.mp4.json").write_text(json.dumps({**sidecar, "camera_serial": "GHOST"}))
+
+    uploaded = _temoin(
+        "dock", "upload", *map(str, [*clips, stray]), "--key-file", str(key_file), env=live.env
+    )
+    assert uploaded.returncode == 1, uploaded.stdout + uploaded.stderr
+    assert "1 of 4 clips failed" in uploaded.stderr
+    assert not (clips_dir / "stray.mp4.receipt.json").exists()
+    receipts = [json.loads((clips_dir / f"{c.name}.receipt.json").read_text()) for c in clips]
+    assert len({r["recording_id"] for r in receipts}) == 3
+
+    checked = _temoin(
+        "receipt", "verify", str(clips_dir / f"{clips[1].name}.receipt.json"),
+        "--clip", str(clips[1]), env=live.env,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    wrong_clip = _temoin(
+        "receipt", "verify", str(clips_dir / f"{clips[1].name}.receipt.json"),
+        "--clip", str(clips[2]), env=live.env,
+    )  # fmt: skip
+    assert wrong_clip.returncode == 1
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps({**receipts[0], "size": receipts[0]["size"] + 1}))
+    assert _temoin("receipt", "verify", str(forged), env=live.env).returncode == 1
+
+    again = _temoin("dock", "upload", *map(str, clips), "--key-file", str(key_file), env=live.env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [
+        json.loads((clips_dir / f"{c.name}.receipt.json").read_text()) for c in clips
+    ] == receipts

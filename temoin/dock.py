@@ -1,0 +1,168 @@
+"""The docking station's side: upload clips, keep their receipts.
+
+Each clip comes with a sidecar ``CLIP.json`` (what the camera reports: serial, time range,
+place, clock offset measured at the dock); ``temoin dock simulate`` makes such pairs for tests
+and demonstrations. After a successful upload the receipt is checked against ingest's public
+key and saved as ``CLIP.receipt.json``: only then may the camera free the clip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.clips import METADATA_HEADER, ClipMetadata
+from shared.receipts import receipt_is_valid
+from temoin.station import StationError, StationKeyFile, upload_token
+
+READ_SIZE = 1 << 20
+RETRIES = 5
+
+
+class DockError(Exception):
+    """An upload failed for good; the message says why. The clip stays on the dock."""
+
+
+def sidecar_of(clip: Path) -> Path:
+    return clip.with_name(clip.name + ".json")
+
+
+def receipt_of(clip: Path) -> Path:
+    return clip.with_name(clip.name + ".receipt.json")
+
+
+def describe(clip: Path) -> ClipMetadata:
+    """The clip's metadata: the sidecar's, with the size and SHA-256 of the file itself."""
+    try:
+        reported: dict[str, Any] = json.loads(sidecar_of(clip).read_text())
+    except (OSError, ValueError) as exc:
+        raise DockError(f"{clip}: no readable sidecar {sidecar_of(clip).name}: {exc}") from exc
+    digest = hashlib.sha256()
+    size = 0
+    with clip.open("rb") as handle:
+        while block := handle.read(READ_SIZE):
+            digest.update(block)
+            size += len(block)
+    try:
+        return ClipMetadata.model_validate({**reported, "size": size, "sha256": digest.hexdigest()})
+    except ValueError as exc:
+        raise DockError(f"{clip}: invalid sidecar: {exc}") from exc
+
+
+def _chunks(clip: Path, progress: Callable[[int], None]) -> Iterator[bytes]:
+    with clip.open("rb") as handle:
+        while block := handle.read(READ_SIZE):
+            progress(len(block))
+            yield block
+
+
+@dataclass
+class Dock:
+    ingest_url: str
+    station: StationKeyFile
+    public_key: str | None = None
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.ingest_url, timeout=httpx.Timeout(60.0))
+
+    def receipt_key(self, client: httpx.Client) -> str:
+        if self.public_key is None:
+            self.public_key = str(client.get("/v1/receipts/public-key").json()["public_key"])
+        return self.public_key
+
+    def upload(
+        self, clip: Path, progress: Callable[[int], None] = lambda _: None
+    ) -> dict[str, Any]:
+        """Upload one clip (retrying what can be retried) and save its checked receipt."""
+        metadata = describe(clip)
+        existing = receipt_of(clip)
+        with self._client() as client:
+            key = self.receipt_key(client)
+            if existing.exists():
+                saved: dict[str, Any] = json.loads(existing.read_text())
+                if saved.get("sha256") == metadata.sha256 and receipt_is_valid(saved, key):
+                    return saved
+            for attempt in range(1, RETRIES + 1):
+                try:
+                    token = upload_token(client, self.station)
+                    response = client.post(
+                        "/v1/recordings",
+                        content=_chunks(clip, progress),
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            METADATA_HEADER: metadata.encode(),
+                            "Content-Type": "video/mp4",
+                            "Content-Length": str(metadata.size),
+                        },
+                    )
+                except (httpx.TransportError, StationError) as exc:
+                    failure = f"{type(exc).__name__}: {exc}"
+                else:
+                    if response.status_code in (200, 201):
+                        return self._keep(clip, response.json(), metadata, key)
+                    if response.status_code < 500 and response.status_code != 429:
+                        raise DockError(f"{clip}: refused: {_problem(response)}")
+                    failure = _problem(response)
+                if attempt < RETRIES:
+                    time.sleep(min(2**attempt, 30))
+            raise DockError(f"{clip}: gave up after {RETRIES} attempts: {failure}")
+
+    def _keep(
+        self, clip: Path, receipt: dict[str, Any], metadata: ClipMetadata, key: str
+    ) -> dict[str, Any]:
+        if not receipt_is_valid(receipt, key) or receipt.get("sha256") != metadata.sha256:
+            raise DockError(f"{clip}: the receipt does not verify: keep the clip")
+        temporary = receipt_of(clip).with_suffix(".tmp")
+        temporary.write_text(json.dumps(receipt, indent=2))
+        os.replace(temporary, receipt_of(clip))  # a receipt file is whole or absent
+        return receipt
+
+
+def _problem(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        return f"{response.status_code} {body.get('title')}: {body.get('detail')}"
+    except ValueError:
+        return f"{response.status_code} {response.text[:200]}"
+
+
+def simulate(
+    directory: Path, *, camera_serial: str, count: int, size: int, start: datetime | None = None
+) -> list[Path]:
+    """Make ``count`` clips of ``size`` bytes with their sidecars (random content)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    moment = start or datetime.now(UTC) - timedelta(hours=count)
+    clips = []
+    for index in range(count):
+        clip = directory / f"{camera_serial}_{moment:%Y%m%dT%H%M%S}_{index:03d}.mp4"
+        with clip.open("wb") as handle:
+            remaining = size
+            while remaining:
+                block = os.urandom(min(remaining, READ_SIZE))
+                handle.write(block)
+                remaining -= len(block)
+        sidecar_of(clip).write_text(
+            json.dumps(
+                {
+                    "camera_serial": camera_serial,
+                    "started_at": moment.isoformat(),
+                    "ended_at": (moment + timedelta(minutes=4)).isoformat(),
+                    "clock_offset_ms": 800,
+                    "place": {"latitude": 48.7798, "longitude": 2.3376},
+                    "pre_record_s": 30,
+                },
+                indent=2,
+            )
+        )
+        clips.append(clip)
+        moment += timedelta(minutes=20)
+    return clips
