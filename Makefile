@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean bench-audit
+.PHONY: run test lint format lock clean bench-audit bench-ingest
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ format: $(STAMP)
 # Benchmarks: each prints its figure beside a peer measured in the same run.
 bench-audit: $(STAMP)
 	$(BIN)/python -m benchmarks.audit
+
+bench-ingest: $(STAMP)
+	$(BIN)/python -m benchmarks.ingest
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -1,0 +1,210 @@
+"""`make bench-ingest`: the write path's speed and memory, on this machine's real servers.
+
+In one run, for the same 1 GiB file: (a) a direct S3 multipart PUT with the minio SDK (the
+peer), (c) an upload through ingest with the single POST (hashed, checked, sealed, locked,
+registered, receipted); the MB/s of each, the ratio c/a, and the peak RSS of the ingest and
+vault processes. Then the peak RSS for a 4 GiB clip. (b), tus, is not implemented yet.
+Targets: c/a >= 0.8; peak RSS <= 150 MB per service whatever the clip size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+from nacl.signing import SigningKey
+from rich.console import Console
+
+from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
+from shared.clips import METADATA_HEADER, ClipMetadata
+from shared.signatures import public_key_of
+from shared.storage import ObjectStore, StorageConfig
+from temoin.dev_issuer import DevIssuer
+from temoin.embedded import S3Ports, free_port
+from temoin.stack import BUCKET, RunningService, StackConfig, running_stack
+from temoin.station import StationKeyFile, upload_token
+
+MIB = 1 << 20
+PART_SIZE = 16 * MIB
+
+
+def make_file(path: Path, size: int) -> str:
+    """A file of random-looking bytes (a 64 MiB random block repeated), and its SHA-256."""
+    block = os.urandom(64 * MIB)
+    digest = hashlib.sha256()
+    with path.open("wb") as handle:
+        written = 0
+        while written < size:
+            piece = block[: size - written]
+            handle.write(piece)
+            digest.update(piece)
+            written += len(piece)
+    return digest.hexdigest()
+
+
+class PeakRss:
+    """Polls the processes' resident memory while a measurement runs."""
+
+    def __init__(self, processes: dict[str, psutil.Process]) -> None:
+        self.processes = processes
+        self.peak = dict.fromkeys(processes, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.05):
+            for name, process in self.processes.items():
+                self.peak[name] = max(self.peak[name], process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._cpu_start = {n: sum(p.cpu_times()[:2]) for n, p in self.processes.items()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.cpu_s = {
+            n: sum(p.cpu_times()[:2]) - self._cpu_start[n] for n, p in self.processes.items()
+        }
+
+    def report(self) -> str:
+        return ", ".join(
+            f"{n} {self.peak[n] / MIB:.0f} MiB RSS / {self.cpu_s[n]:.1f} s CPU"
+            for n in self.processes
+        )
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while block := handle.read(MIB):
+            yield block
+
+
+def setup_organisation(vault_url: str, issuer: DevIssuer) -> tuple[StationKeyFile, str]:
+    org = uuid.uuid4()
+    token = issuer.mint("bench-maire", ["maire"], organisation_id=org)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=f"{vault_url}/v1/organisations/{org}", headers=headers) as c:
+        c.put(
+            f"{vault_url}/v1/organisations/{org}",
+            json={
+                "name": "Bench",
+                "departement": "94",
+                "communes": [{"insee_code": "94038", "name": "Bench"}],
+            },
+        ).raise_for_status()
+        agent = c.post("/agents", json={"matricule": "B1", "first_name": "B", "last_name": "B"})
+        camera = c.post("/cameras", json={"serial": "BENCH-CAM", "model": "bench"})
+        c.post(
+            f"/cameras/{camera.json()['id']}/assignments",
+            json={"agent_id": agent.json()["id"], "starts_at": "2020-01-01T00:00:00Z"},
+        ).raise_for_status()
+        key = SigningKey.generate()
+        station = c.post("/stations", json={"name": "dock", "public_key": public_key_of(key)})
+        station.raise_for_status()
+    return StationKeyFile(uuid.UUID(station.json()["id"]), org, key), "BENCH-CAM"  # fmt: skip
+
+
+def upload(ingest_url: str, station: StationKeyFile, camera: str, path: Path, sha256: str) -> float:
+    size = path.stat().st_size
+    ended = datetime.now(UTC) - timedelta(minutes=1)
+    metadata = ClipMetadata.model_validate(
+        {"camera_serial": camera, "started_at": ended - timedelta(minutes=30), "ended_at": ended,
+         "clock_offset_ms": 0, "place": {"address": "benchmark"}, "size": size, "sha256": sha256}
+    )  # fmt: skip
+    with httpx.Client(base_url=ingest_url, timeout=httpx.Timeout(120.0)) as client:
+        token = upload_token(client, station)
+        started = time.perf_counter()
+        response = client.post(
+            "/v1/recordings",
+            content=_file_chunks(path),
+            headers={"Authorization": f"Bearer {token}", METADATA_HEADER: metadata.encode(),
+                     "Content-Length": str(size)},
+        )  # fmt: skip
+        took = time.perf_counter() - started
+    if response.status_code != 201:
+        raise RuntimeError(f"upload failed: {response.status_code} {response.text[:300]}")
+    return took
+
+
+def main(size_mib: int, large_mib: int) -> None:
+    console = Console()
+    root = Path(tempfile.mkdtemp(prefix="temoin-bench-ingest-"))
+    ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
+    weed = S3Ports.free()
+    config = StackConfig(var_dir=root / "var", s3_ports=weed, service_ports=ports)
+    try:
+        with running_stack(config, console) as services:
+            by_name: dict[str, RunningService] = {s.name: s for s in services}
+            processes = {
+                name: psutil.Process(by_name[name].process.pid) for name in ("ingest", "vault")
+            }
+            s3_process = next(
+                p for p in psutil.Process().children(recursive=True) if p.name() == "weed"
+            )
+            station, camera = setup_organisation(
+                by_name["vault"].url, DevIssuer(root / "var" / "dev-issuer")
+            )
+            clip = root / "clip.bin"
+            sha = make_file(clip, size_mib * MIB)
+            store = ObjectStore(
+                StorageConfig(
+                    f"http://127.0.0.1:{weed.s3}", DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET
+                )
+            )
+            started = time.perf_counter()
+            with clip.open("rb") as handle:
+                store.client.put_object(
+                    BUCKET, "bench/direct", handle, length=-1, part_size=PART_SIZE,
+                    num_parallel_uploads=2,
+                )  # fmt: skip
+            direct = time.perf_counter() - started
+            with PeakRss({**processes, "s3": s3_process, "client": psutil.Process()}) as usage:
+                through = upload(by_name["ingest"].url, station, camera, clip, sha)
+            rss = usage
+            mb = size_mib * MIB / 1e6
+            console.print(f"\n{size_mib} MiB clip")
+            console.print(f"  (a) direct S3 multipart PUT (minio SDK): {mb / direct:7.1f} MB/s")
+            console.print("  (b) tus through ingest:                  not implemented yet")
+            console.print(f"  (c) single POST through ingest:         {mb / through:7.1f} MB/s")
+            console.print(f"  c/a = {direct / through:.2f}   target: >= 0.8")
+            console.print(
+                "  peak RSS: "
+                + ", ".join(f"{n} {rss.peak[n] / MIB:.0f} MiB" for n in processes)
+                + "   target: <= 150 MB each"
+            )
+            console.print(f"  during (c): {usage.report()}")
+            clip.unlink()
+            if large_mib:
+                sha = make_file(clip, large_mib * MIB)
+                with PeakRss(processes) as rss:
+                    through = upload(by_name["ingest"].url, station, camera, clip, sha)
+                rate = large_mib * MIB / 1e6 / through
+                console.print(f"\n{large_mib} MiB clip, single POST: {rate:.1f} MB/s")
+                console.print(
+                    "  peak RSS: "
+                    + ", ".join(f"{n} {v / MIB:.0f} MiB" for n, v in rss.peak.items())
+                )
+                clip.unlink()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--large-mib", type=int, default=4096)
+    arguments = parser.parse_args()
+    main(arguments.size_mib, arguments.large_mib)
