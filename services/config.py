@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from fastapi import FastAPI
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.auth import ClaimNames, TokenVerifier
+from shared.signatures import b64decode
 from shared.storage import StorageConfig
 from shared.web import ServiceState, open_resources
 
@@ -105,6 +106,13 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the service binds to")
     port: int = Field(8000, description="port the service listens on")
 
+    @field_validator("service_token")
+    @classmethod
+    def _service_token_long_enough(cls, value: str) -> str:
+        if len(value.encode()) < 32:
+            raise ValueError("SERVICE_TOKEN must be at least 32 bytes")
+        return value
+
     @model_validator(mode="after")
     def _refuse_development_defaults_in_production(self) -> Self:
         if self.env != "production":
@@ -144,6 +152,17 @@ class ServiceSettings(BaseSettings):
             bucket=self.s3_bucket,
             region=self.s3_region,
         )
+
+
+def key_of_32_bytes(value: str, name: str) -> str:
+    """A 32-byte key given as base64: checked when the service starts, not at first use."""
+    try:
+        raw = b64decode(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be base64") from exc
+    if len(raw) != 32:
+        raise ValueError(f"{name} must be 32 bytes (base64 of 32 random bytes)")
+    return value
 
 
 def _refused_in_production(extra: Any) -> bool:

@@ -196,3 +196,21 @@ def test_readme_documents_every_setting() -> None:
     for settings_cls in SETTINGS.values():
         for field in settings_cls.model_fields:
             assert f"`{env_name(settings_cls, field)}`" in readme, field
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "settings"),
+    [
+        ("VAULT_KEK", "c2hvcnQ=", VaultSettings),
+        ("VAULT_AUDIT_SIGNING_KEY", "not base64!", VaultSettings),
+        ("INGEST_RECEIPT_KEY", "c2hvcnQ=", IngestSettings),
+        ("SERVICE_TOKEN", "short", ReportingSettings),
+    ],
+)
+def test_malformed_keys_refuse_to_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, settings: type[ServiceSettings]
+) -> None:
+    """A bad key stops the service at start, not with a 500 at its first use."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=variable):
+        settings()

@@ -1,7 +1,7 @@
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.config import ServiceSettings, dev_default
+from services.config import ServiceSettings, dev_default, key_of_32_bytes
 
 DEFAULT_PORT = 8710
 
@@ -26,6 +26,11 @@ class IngestSettings(ServiceSettings):
     assertion_max_age_s: int = Field(
         120, ge=10, le=3600, description="how far a station's clock may be from ours"
     )
+
+    @field_validator("receipt_key")
+    @classmethod
+    def _receipt_key(cls, value: str) -> str:
+        return key_of_32_bytes(value, "INGEST_RECEIPT_KEY")
 
     @field_validator("token_secret")
     @classmethod

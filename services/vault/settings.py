@@ -1,8 +1,8 @@
 from nacl.signing import SigningKey
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.config import ServiceSettings, dev_default
+from services.config import ServiceSettings, dev_default, key_of_32_bytes
 from shared.signatures import b64decode
 
 # Fixed development keys, so that a development stack stays readable and verifiable across
@@ -37,11 +37,13 @@ class VaultSettings(ServiceSettings):
     # parts of 5 MiB still allow 48 GiB, far beyond a body-camera clip.
     part_size: int = Field(5 << 20, ge=5 << 20, description="S3 multipart part size")
 
+    @field_validator("kek", "audit_signing_key")
+    @classmethod
+    def _keys(cls, value: str, info: ValidationInfo) -> str:
+        return key_of_32_bytes(value, f"VAULT_{str(info.field_name).upper()}")
+
     def key_encryption_key(self) -> bytes:
-        key = b64decode(self.kek)
-        if len(key) != 32:
-            raise ValueError("VAULT_KEK must be 32 bytes, base64")
-        return key
+        return b64decode(self.kek)
 
     def audit_key(self) -> SigningKey:
         return SigningKey(b64decode(self.audit_signing_key))
