@@ -326,12 +326,17 @@ def dock_simulate(
     directory: Annotated[Path, typer.Argument(help="where to write the clips")],
     camera: Annotated[str, typer.Option(help="the camera's serial")],
     count: Annotated[int, typer.Option(min=1, max=1000)] = 3,
-    size: Annotated[int, typer.Option(min=1, help="bytes per clip")] = 5 << 20,
+    seconds: Annotated[int, typer.Option(min=1, max=3600, help="length of each MP4")] = 8,
+    size: Annotated[
+        int | None, typer.Option(min=1, help="random bytes of this size instead of MP4s")
+    ] = None,
 ) -> None:
-    """Make test clips with their sidecar metadata, as a camera would hand them to a dock."""
+    """Make test clips with their sidecar metadata, as a camera would hand them to a dock:
+    playable MP4s (test pattern and tone), or random bytes of a given size."""
     from temoin.dock import simulate
 
-    for clip in simulate(directory, camera_serial=camera, count=count, size=size):
+    clips = simulate(directory, camera_serial=camera, count=count, seconds=seconds, size=size)
+    for clip in clips:
         typer.echo(str(clip))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,27 +136,62 @@ def _problem(response: httpx.Response) -> str:
         return f"{response.status_code} {response.text[:200]}"
 
 
+def _real_mp4(path: Path, seconds: int, title: str) -> None:
+    """A playable H.264 + AAC clip (test pattern and tone), via the ffmpeg of imageio-ffmpeg.
+    The title (camera and start) makes each clip's bytes unique, as a real camera's are."""
+    import imageio_ffmpeg
+
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-hide_banner", "-loglevel", "error",
+            "-f", "lavfi", "-i", f"testsrc2=duration={seconds}:size=640x360:rate=25",
+            "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-movflags", "+faststart", "-metadata", f"title={title}",
+            "-y", str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+def _random_bytes(path: Path, size: int) -> None:
+    with path.open("wb") as handle:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, READ_SIZE))
+            handle.write(block)
+            remaining -= len(block)
+
+
 def simulate(
-    directory: Path, *, camera_serial: str, count: int, size: int, start: datetime | None = None
+    directory: Path,
+    *,
+    camera_serial: str,
+    count: int,
+    seconds: int = 8,
+    size: int | None = None,
+    start: datetime | None = None,
 ) -> list[Path]:
-    """Make ``count`` clips of ``size`` bytes with their sidecars (random content)."""
+    """Make ``count`` clips with their sidecars: real MP4s of ``seconds`` each, or, given a
+    ``size``, files of random bytes that large (for load and memory measurements)."""
     directory.mkdir(parents=True, exist_ok=True)
     moment = start or datetime.now(UTC) - timedelta(hours=count)
     clips = []
     for index in range(count):
         clip = directory / f"{camera_serial}_{moment:%Y%m%dT%H%M%S}_{index:03d}.mp4"
-        with clip.open("wb") as handle:
-            remaining = size
-            while remaining:
-                block = os.urandom(min(remaining, READ_SIZE))
-                handle.write(block)
-                remaining -= len(block)
+        if size is None:
+            _real_mp4(clip, seconds, f"{camera_serial} {moment.isoformat()}")
+        else:
+            _random_bytes(clip, size)
         sidecar_of(clip).write_text(
             json.dumps(
                 {
                     "camera_serial": camera_serial,
                     "started_at": moment.isoformat(),
-                    "ended_at": (moment + timedelta(minutes=4)).isoformat(),
+                    "ended_at": (moment + timedelta(seconds=seconds)).isoformat(),
                     "clock_offset_ms": 800,
                     "place": {"latitude": 48.7798, "longitude": 2.3376},
                     "pre_record_s": 30,

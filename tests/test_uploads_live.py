@@ -106,10 +106,11 @@ async def test_dock_simulate_upload_and_verify(
     clips_dir = tmp_path / "clips"
     made = _temoin(
         "dock", "simulate", str(clips_dir), "--camera", kit.camera_serial, "--count", "3",
-        "--size", str(1 << 20), env=live.env,
+        "--seconds", "3", env=live.env,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     clips = sorted(clips_dir.glob("*.mp4"))
+    assert all(c.read_bytes()[4:8] == b"ftyp" for c in clips)  # real MP4 files
     # One more clip whose camera is unknown: it must fail alone, and get no receipt.
     stray = clips_dir / "stray.mp4"
     stray.write_bytes(b"\x00" * 1000)
