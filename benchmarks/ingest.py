@@ -3,7 +3,8 @@
 In one run, for the same 1 GiB file: (a) a direct S3 multipart PUT with the minio SDK, before
 and after (c), the peer; (c) an upload through ingest with the single POST (hashed, checked,
 sealed, locked, registered, receipted); the MB/s of each, the ratio c/a, the peak RSS and CPU
-seconds of the ingest and vault processes (and of S3 and the client). Then the peak RSS for a 4 GiB clip. (b), tus, is not implemented yet.
+seconds of the ingest and vault processes (and of S3 and the client). Then the peak RSS for
+a 4 GiB clip. (b), tus, is not implemented yet.
 Targets: c/a >= 0.8; peak RSS <= 150 MB per service whatever the clip size.
 """
 
