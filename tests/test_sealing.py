@@ -28,7 +28,8 @@ def test_round_trip(size: int) -> None:
     sealed = _seal(data, key, recording)
     assert len(sealed) == sealing.sealed_size(size, CHUNK)
     assert b"".join(sealing.open_all(sealed, key, size)) == data
-    assert data == b"" or data not in sealed
+    if size >= 16:  # below that, random ciphertext contains the bytes by chance
+        assert data not in sealed
 
 
 def _chunks(sealed: bytes) -> list[bytes]:
