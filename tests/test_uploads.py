@@ -260,3 +260,22 @@ async def test_another_organisations_station_cannot_upload_our_camera(world: Wor
     )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "metadata.camera_serial"
+
+
+async def test_forged_or_expired_station_tokens_upload_nothing(
+    world: World, connection: AsyncConnection
+) -> None:
+    import jwt
+
+    own = world.own
+    data, metadata = make_clip(own)
+    claims = jwt.decode(own.tokens["station"], options={"verify_signature": False})
+    secret = "temoin-dev-station-token-secret-change-me"
+    expired = jwt.encode({**claims, "exp": int(datetime.now(UTC).timestamp()) - 60}, secret)
+    forged = jwt.encode(claims, "another-secret-that-is-long-enough-for-hs256")
+    for token in (expired, forged):
+        headers = {**upload_headers(own, metadata), "Authorization": f"Bearer {token}"}
+        response = await world.ingest.post("/v1/recordings", content=data, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["content-type"] == "application/problem+json"
+    assert await _count(connection, own.id) == (0, 0)
