@@ -128,7 +128,9 @@ class Sealer:
         size = self.header.chunk_size
         # Keep at least one byte back: only finish() knows which chunk is the last one.
         while len(self._buffer) > size:
-            out += self._chunk(bytes(self._buffer[:size]), final=False)
+            with memoryview(self._buffer) as view:
+                chunk = bytes(view[:size])  # one copy (slicing the bytearray first made two)
+            out += self._chunk(chunk, final=False)
             del self._buffer[:size]
         return bytes(out)
 

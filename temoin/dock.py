@@ -23,7 +23,7 @@ import httpx
 
 from shared.clips import METADATA_HEADER, ClipMetadata
 from shared.receipts import receipt_is_valid
-from temoin.station import StationError, StationKeyFile, upload_token
+from temoin.station import StationError, StationKeyFile, problem, upload_token
 
 READ_SIZE = 1 << 20
 RETRIES = 5
@@ -111,8 +111,8 @@ class Dock:
                     if response.status_code in (200, 201):
                         return self._keep(clip, response.json(), metadata, key)
                     if response.status_code < 500 and response.status_code != 429:
-                        raise DockError(f"{clip}: refused: {_problem(response)}")
-                    failure = _problem(response)
+                        raise DockError(f"{clip}: refused: {problem(response)}")
+                    failure = problem(response)
                 if attempt < RETRIES:
                     time.sleep(min(2**attempt, 30))
             raise DockError(f"{clip}: gave up after {RETRIES} attempts: {failure}")
@@ -126,14 +126,6 @@ class Dock:
         temporary.write_text(json.dumps(receipt, indent=2))
         os.replace(temporary, receipt_of(clip))  # a receipt file is whole or absent
         return receipt
-
-
-def _problem(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        return f"{response.status_code} {body.get('title')}: {body.get('detail')}"
-    except ValueError:
-        return f"{response.status_code} {response.text[:200]}"
 
 
 def _real_mp4(path: Path, seconds: int, title: str) -> None:

@@ -52,7 +52,8 @@ class StationKeyFile:
             raise StationError(f"cannot read station key file {path}: {exc}") from exc
 
 
-def _problem(response: httpx.Response) -> str:
+def problem(response: httpx.Response) -> str:
+    """A refusal as one line: status, title and detail of its problem+json."""
     try:
         body = response.json()
         return f"{response.status_code} {body.get('title')}: {body.get('detail')}"
@@ -74,7 +75,7 @@ def register(
         timeout=30,
     )
     if response.status_code != 201:
-        raise StationError(f"registration refused: {_problem(response)}")
+        raise StationError(f"registration refused: {problem(response)}")
     station = StationKeyFile(
         station_id=uuid.UUID(response.json()["id"]),
         organisation_id=organisation_id,
@@ -91,7 +92,7 @@ def upload_token(client: httpx.Client, station: StationKeyFile) -> str:
     )
     response = client.post("/v1/stations/token", json=assertion.__dict__)
     if response.status_code != 200:
-        raise StationError(f"ingest refused the station: {_problem(response)}")
+        raise StationError(f"ingest refused the station: {problem(response)}")
     token: str = response.json()["access_token"]
     return token
 
@@ -101,6 +102,6 @@ def whoami(ingest_url: str, station: StationKeyFile) -> dict[str, str]:
         token = upload_token(client, station)
         response = client.get("/v1/stations/me", headers={"Authorization": f"Bearer {token}"})
         if response.status_code != 200:
-            raise StationError(_problem(response))
+            raise StationError(problem(response))
         body: dict[str, str] = response.json()
         return body

@@ -139,13 +139,6 @@ class UploadService:
             )
         except _Mismatch as mismatch:
             raise mismatch.error from None
-        except ServiceUnavailable as unavailable:
-            # httpx wraps an exception raised by the body generator in its own error.
-            if isinstance(unavailable.__cause__, httpx.HTTPError):
-                cause = unavailable.__cause__.__context__
-                if isinstance(cause, _Mismatch):
-                    raise cause.error from None
-            raise
         stored = StoredClip.model_validate(response.json())
         if stored.sha256 != digest.hexdigest() or stored.size != received:
             raise ServiceUnavailable("the vault registered something else: no receipt")

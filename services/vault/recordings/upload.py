@@ -82,7 +82,8 @@ class SealingReader:
             self._pull()
         if size < 0:
             size = len(self._out)
-        data = bytes(self._out[:size])
+        with memoryview(self._out) as view:
+            data = bytes(view[:size])  # one copy (slicing the bytearray first made two)
         del self._out[:size]
         return data
 
