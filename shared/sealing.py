@@ -2,17 +2,19 @@
 byte range can be read by opening only the chunks that cover it (docs/sealed-format.md).
 
     object  = header || chunk_0 || chunk_1 || ... || chunk_{n-1}
-    header  = "TEMOINSEAL" (10 bytes) || version (1 byte, = 1) || chunk_size (4 bytes, BE)
-              || nonce_prefix (16 bytes) || recording_id (16 bytes)                = 47 bytes
-    chunk_i = XChaCha20-Poly1305(key = data key,
-                                 nonce = nonce_prefix || i (8 bytes, BE),
-                                 aad = header || i (8 bytes, BE) || final (1 byte: 1 last, else 0),
-                                 plaintext = bytes [i * chunk_size, (i + 1) * chunk_size))
-              = ciphertext || 16-byte tag
+    header  = "TEMOINSEAL" (10 bytes) || version (1 byte, = 2) || chunk_size (4 bytes, BE)
+              || recording_id (16 bytes)                                      = 31 bytes
+    chunk_i = nonce_i (24 random bytes)
+              || XChaCha20-Poly1305(key = data key, nonce = nonce_i,
+                                    aad = header || i (8 bytes, BE) || final (1 byte),
+                                    plaintext = bytes [i * chunk_size, (i + 1) * chunk_size))
+                 (ciphertext || 16-byte tag)
 
 Every chunk is full but the last (which may be empty for an empty clip: there is always one).
-Binding the index to the nonce and the AAD detects reordering; the final flag detects
-truncation; the header (with the recording id) in the AAD and a key per clip detect splicing.
+The index in the AAD detects reordering; the final flag detects truncation; the header (with
+the recording id) in the AAD and a key per clip detect splicing. Each chunk has its own random
+nonce (XChaCha20's 192-bit nonces are made for that) so that sealing a chunk index twice, as a
+resumed upload may when a part is sent again with other bytes, never reuses a nonce.
 The data key never leaves the registry: it is stored wrapped by the vault's key-encryption key
 (``wrap_key``), so rotating that key rewraps data keys without touching sealed objects, and
 destroying the wrapped key makes every copy of the object unreadable.
@@ -35,12 +37,14 @@ from nacl.bindings import (
 from nacl.exceptions import CryptoError
 
 MAGIC = b"TEMOINSEAL"
-VERSION = 1
+VERSION = 2
+NONCE_SIZE = 24
 TAG_SIZE = 16
+CHUNK_OVERHEAD = NONCE_SIZE + TAG_SIZE
 KEY_SIZE = 32
 DEFAULT_CHUNK_SIZE = 1 << 20
-_HEADER = struct.Struct(">10sBI16s16s")
-HEADER_SIZE = _HEADER.size  # 47
+_HEADER = struct.Struct(">10sBI16s")
+HEADER_SIZE = _HEADER.size  # 31
 WRAP_CONTEXT = b"temoin-data-key-v1"
 
 
@@ -51,26 +55,23 @@ class SealError(Exception):
 @dataclass(frozen=True)
 class Header:
     chunk_size: int
-    nonce_prefix: bytes
     recording_id: uuid.UUID
 
     def to_bytes(self) -> bytes:
-        return _HEADER.pack(
-            MAGIC, VERSION, self.chunk_size, self.nonce_prefix, self.recording_id.bytes
-        )
+        return _HEADER.pack(MAGIC, VERSION, self.chunk_size, self.recording_id.bytes)
 
     @classmethod
     def parse(cls, data: bytes) -> Header:
         if len(data) < HEADER_SIZE:
             raise SealError("sealed object shorter than its header")
-        magic, version, chunk_size, prefix, recording = _HEADER.unpack(data[:HEADER_SIZE])
+        magic, version, chunk_size, recording = _HEADER.unpack(data[:HEADER_SIZE])
         if magic != MAGIC:
             raise SealError("not a Témoin sealed object")
         if version != VERSION:
             raise SealError(f"sealed format version {version} is not supported")
         if chunk_size <= 0:
             raise SealError("invalid chunk size")
-        return cls(chunk_size, prefix, uuid.UUID(bytes=recording))
+        return cls(chunk_size, uuid.UUID(bytes=recording))
 
 
 def chunk_count(size: int, chunk_size: int) -> int:
@@ -78,20 +79,32 @@ def chunk_count(size: int, chunk_size: int) -> int:
 
 
 def sealed_size(size: int, chunk_size: int) -> int:
-    return HEADER_SIZE + size + chunk_count(size, chunk_size) * TAG_SIZE
+    return HEADER_SIZE + size + chunk_count(size, chunk_size) * CHUNK_OVERHEAD
 
 
 def sealed_offset(index: int, chunk_size: int) -> int:
     """Where sealed chunk ``index`` starts in the object."""
-    return HEADER_SIZE + index * (chunk_size + TAG_SIZE)
-
-
-def _nonce(header: Header, index: int) -> bytes:
-    return header.nonce_prefix + struct.pack(">Q", index)
+    return HEADER_SIZE + index * (chunk_size + CHUNK_OVERHEAD)
 
 
 def _aad(header_bytes: bytes, index: int, final: bool) -> bytes:
-    return header_bytes + struct.pack(">QB", index, 1 if final else 0)
+    return header_bytes[:HEADER_SIZE] + struct.pack(">QB", index, 1 if final else 0)
+
+
+def seal_chunk(header_bytes: bytes, key: bytes, index: int, plaintext: bytes, final: bool) -> bytes:
+    """Chunk ``index`` of an object, sealed (nonce || ciphertext || tag)."""
+    nonce = os.urandom(NONCE_SIZE)
+    return nonce + _seal(plaintext, _aad(header_bytes, index, final), nonce, key)
+
+
+def open_chunk(header_bytes: bytes, key: bytes, index: int, sealed: bytes, final: bool) -> bytes:
+    Header.parse(header_bytes)
+    try:
+        return _open(
+            sealed[NONCE_SIZE:], _aad(header_bytes, index, final), sealed[:NONCE_SIZE], key
+        )
+    except CryptoError as exc:
+        raise SealError(f"chunk {index} failed authentication") from exc
 
 
 class Sealer:
@@ -100,7 +113,7 @@ class Sealer:
     def __init__(
         self, recording_id: uuid.UUID, key: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE
     ) -> None:
-        self.header = Header(chunk_size, os.urandom(16), recording_id)
+        self.header = Header(chunk_size, recording_id)
         self._header_bytes = self.header.to_bytes()
         self._key = key
         self._buffer = bytearray()
@@ -109,12 +122,7 @@ class Sealer:
         self._finished = False
 
     def _chunk(self, plaintext: bytes, final: bool) -> bytes:
-        sealed = _seal(
-            plaintext,
-            _aad(self._header_bytes, self._index, final),
-            _nonce(self.header, self._index),
-            self._key,
-        )
+        sealed = seal_chunk(self._header_bytes, self._key, self._index, plaintext, final)
         self._index += 1
         return sealed
 
@@ -142,16 +150,6 @@ class Sealer:
         return out + self._chunk(bytes(self._buffer), final=True)
 
 
-def open_chunk(header_bytes: bytes, key: bytes, index: int, sealed: bytes, final: bool) -> bytes:
-    header = Header.parse(header_bytes)
-    try:
-        return _open(
-            sealed, _aad(header_bytes[:HEADER_SIZE], index, final), _nonce(header, index), key
-        )
-    except CryptoError as exc:
-        raise SealError(f"chunk {index} failed authentication") from exc
-
-
 def open_all(sealed: bytes, key: bytes, size: int) -> Iterator[bytes]:
     """Decrypt a whole sealed object held in memory (tests and small files only)."""
     header = Header.parse(sealed)
@@ -160,13 +158,26 @@ def open_all(sealed: bytes, key: bytes, size: int) -> Iterator[bytes]:
         raise SealError("sealed object has the wrong length (truncated or extended)")
     for index in range(count):
         start = sealed_offset(index, header.chunk_size)
-        length = min(header.chunk_size, size - index * header.chunk_size) + TAG_SIZE
+        length = min(header.chunk_size, size - index * header.chunk_size) + CHUNK_OVERHEAD
         yield open_chunk(
             sealed[:HEADER_SIZE], key, index, sealed[start : start + length], index == count - 1
         )
 
 
-# --- data keys, wrapped by the vault's key-encryption key ------------------------------------
+# --- small secrets: data keys and resumable-upload tails --------------------------------------
+
+
+def seal_blob(key: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """nonce (24 random bytes) || XChaCha20-Poly1305(key, nonce, aad, plaintext)."""
+    nonce = os.urandom(NONCE_SIZE)
+    return nonce + _seal(plaintext, aad, nonce, key)
+
+
+def open_blob(key: bytes, aad: bytes, sealed: bytes) -> bytes:
+    try:
+        return _open(sealed[NONCE_SIZE:], aad, sealed[:NONCE_SIZE], key)
+    except CryptoError as exc:
+        raise SealError("sealed data failed authentication") from exc
 
 
 def new_data_key() -> bytes:
@@ -174,15 +185,12 @@ def new_data_key() -> bytes:
 
 
 def wrap_key(data_key: bytes, kek: bytes, kek_id: str, recording_id: uuid.UUID) -> bytes:
-    """nonce (24 bytes) || XChaCha20-Poly1305(kek, data key), aad = context, kek id, recording."""
-    nonce = os.urandom(24)
-    aad = WRAP_CONTEXT + kek_id.encode() + recording_id.bytes
-    return nonce + _seal(data_key, aad, nonce, kek)
+    """The data key sealed by the KEK, bound to the KEK's id and the recording."""
+    return seal_blob(kek, WRAP_CONTEXT + kek_id.encode() + recording_id.bytes, data_key)
 
 
 def unwrap_key(wrapped: bytes, kek: bytes, kek_id: str, recording_id: uuid.UUID) -> bytes:
-    aad = WRAP_CONTEXT + kek_id.encode() + recording_id.bytes
     try:
-        return _open(wrapped[24:], aad, wrapped[:24], kek)
-    except CryptoError as exc:
+        return open_blob(kek, WRAP_CONTEXT + kek_id.encode() + recording_id.bytes, wrapped)
+    except SealError as exc:
         raise SealError("data key failed authentication (wrong key-encryption key?)") from exc

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shared import sealing
-from shared.sealing import HEADER_SIZE, TAG_SIZE, Sealer, SealError
+from shared.sealing import CHUNK_OVERHEAD, HEADER_SIZE, Sealer, SealError
 
 CHUNK = 64
 
@@ -34,7 +34,7 @@ def test_round_trip(size: int) -> None:
 
 def _chunks(sealed: bytes) -> list[bytes]:
     body = sealed[HEADER_SIZE:]
-    step = CHUNK + TAG_SIZE
+    step = CHUNK + CHUNK_OVERHEAD
     return [body[i : i + step] for i in range(0, len(body), step)]
 
 
@@ -76,7 +76,7 @@ def test_each_chunk_opens_alone_for_range_reads() -> None:
     sealed = _seal(data, key, recording)
     header = sealed[:HEADER_SIZE]
     start = sealing.sealed_offset(2, CHUNK)
-    chunk = sealed[start : start + CHUNK + TAG_SIZE]
+    chunk = sealed[start : start + CHUNK + CHUNK_OVERHEAD]
     assert sealing.open_chunk(header, key, 2, chunk, final=False) == data[2 * CHUNK : 3 * CHUNK]
     with pytest.raises(SealError):
         sealing.open_chunk(header, key, 2, chunk, final=True)
@@ -94,3 +94,12 @@ def test_data_keys_are_wrapped_per_recording() -> None:
     ):
         with pytest.raises(SealError):
             sealing.unwrap_key(*args)
+
+
+def test_sealing_a_chunk_twice_never_reuses_a_nonce() -> None:
+    """A resumed upload may seal an index again with other bytes: each time a fresh nonce."""
+    key, header = sealing.new_data_key(), sealing.Header(CHUNK, uuid.uuid4()).to_bytes()
+    first = sealing.seal_chunk(header, key, 3, b"a" * 100, final=False)
+    second = sealing.seal_chunk(header, key, 3, b"b" * 100, final=False)
+    assert first[: sealing.NONCE_SIZE] != second[: sealing.NONCE_SIZE]
+    assert sealing.open_chunk(header, key, 3, second, final=False) == b"b" * 100
