@@ -81,6 +81,11 @@ class ClipMetadata(BaseModel):
             raise UnprocessableEntity(
                 f"{METADATA_HEADER} is not base64url JSON", field="header"
             ) from exc
+        return cls.parse(data)
+
+    @classmethod
+    def parse(cls, data: Any) -> ClipMetadata:
+        """Validate decoded JSON; every problem is a 422 naming the field."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -108,3 +113,17 @@ class StoredClip(BaseModel):
     size: int
     received_at: datetime
     created: bool = Field(description="false when this clip was already registered")
+
+
+class UploadSessionState(BaseModel):
+    """A resumable upload as the vault keeps it (its internal API; ingest speaks tus)."""
+
+    id: uuid.UUID
+    station_id: uuid.UUID
+    status: str = Field(description="open, complete, rejected, terminated, expired or lost")
+    offset: int = Field(description="bytes acknowledged so far")
+    length: int
+    expires_at: datetime
+    metadata: ClipMetadata
+    content_type: str
+    stored: StoredClip | None = Field(description="the registered recording, once complete")

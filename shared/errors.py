@@ -84,6 +84,12 @@ class Conflict(TemoinError):
     slug = "conflict"
 
 
+class Gone(TemoinError):
+    status_code = 410
+    title = "Gone"
+    slug = "gone"
+
+
 class PreconditionFailed(TemoinError):
     status_code = 412
     title = "Precondition failed"
@@ -94,6 +100,12 @@ class PayloadTooLarge(TemoinError):
     status_code = 413
     title = "Payload too large"
     slug = "payload-too-large"
+
+
+class UnsupportedMediaType(TemoinError):
+    status_code = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"
 
 
 class UnprocessableEntity(TemoinError):
@@ -112,6 +124,20 @@ class UnprocessableEntity(TemoinError):
         super().__init__(
             detail, errors=errors or [{"field": field, "message": detail}], **extensions
         )
+
+
+class Locked(TemoinError):
+    status_code = 423
+    title = "Locked"
+    slug = "locked"
+
+
+class ChecksumMismatch(TemoinError):
+    """tus's checksum extension: the PATCH body differs from its Upload-Checksum."""
+
+    status_code = 460
+    title = "Checksum mismatch"
+    slug = "checksum-mismatch"
 
 
 class ServiceUnavailable(TemoinError):

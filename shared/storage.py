@@ -14,7 +14,9 @@ from urllib.parse import urlsplit
 import anyio.to_thread
 from minio import Minio
 from minio.commonconfig import COMPLIANCE
+from minio.datatypes import Part
 from minio.error import S3Error
+from minio.helpers import genheaders
 from minio.retention import Retention
 
 
@@ -29,6 +31,15 @@ class StorageConfig:
 
 class StorageError(Exception):
     """The object store refused or failed an operation."""
+
+
+class MultipartGone(StorageError):
+    """The multipart upload no longer exists (aborted, or completed by a request whose
+    outcome was never recorded)."""
+
+
+def _gone_if_no_such_upload(exc: S3Error) -> Exception:
+    return MultipartGone(str(exc)) if exc.code == "NoSuchUpload" else exc
 
 
 def _client(config: StorageConfig) -> Minio:
@@ -89,3 +100,58 @@ class ObjectStore:
             return version
 
         return await anyio.to_thread.run_sync(put)
+
+    # --- one multipart upload across many requests (resumable uploads) ----------------------
+    # The minio SDK drives multipart uploads itself inside put_object; a resumable upload needs
+    # the steps one by one, with the upload id and part etags kept in the database between
+    # requests, so these call the SDK's own (underscored) S3 operations. minio is pinned.
+
+    async def start_multipart(self, key: str, *, retain_until: datetime) -> str:
+        """A new multipart upload whose object will be under COMPLIANCE retention."""
+        headers = genheaders(None, None, None, Retention(COMPLIANCE, retain_until), False)
+
+        def start() -> str:
+            upload_id: str = self.client._create_multipart_upload(self.bucket, key, headers)
+            return upload_id
+
+        return await anyio.to_thread.run_sync(start)
+
+    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Store part ``number`` (from 1; sent again, it replaces the earlier one): its etag."""
+
+        def upload() -> str:
+            try:
+                etag: str = self.client._upload_part(
+                    self.bucket, key, data, None, upload_id, number
+                )
+            except S3Error as exc:
+                raise _gone_if_no_such_upload(exc) from exc
+            return etag
+
+        return await anyio.to_thread.run_sync(upload)
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str | None:
+        """Assemble the parts into the object: its version id."""
+        parts = [Part(number, etag) for number, etag in enumerate(etags, start=1)]
+
+        def complete() -> str | None:
+            try:
+                result = self.client._complete_multipart_upload(self.bucket, key, upload_id, parts)
+            except S3Error as exc:
+                raise _gone_if_no_such_upload(exc) from exc
+            version: str | None = result.version_id
+            return version
+
+        return await anyio.to_thread.run_sync(complete)
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard a multipart upload and its parts (already gone is fine)."""
+
+        def abort() -> None:
+            try:
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            except S3Error as exc:
+                if exc.code != "NoSuchUpload":
+                    raise
+
+        await anyio.to_thread.run_sync(abort)

@@ -306,8 +306,8 @@ def dock_upload(
             size = clip.stat().st_size if clip.exists() else 0
             task = progress.add_task(clip.name, total=size)
 
-            def advance(sent: int, task: TaskID = task) -> None:
-                progress.advance(task, sent)
+            def advance(position: int, task: TaskID = task) -> None:
+                progress.update(task, completed=position)
 
             try:
                 receipt = dock.upload(clip, advance)

@@ -2,12 +2,16 @@
 
 Each clip comes with a sidecar ``CLIP.json`` (what the camera reports: serial, time range,
 place, clock offset measured at the dock); ``temoin dock simulate`` makes such pairs for tests
-and demonstrations. After a successful upload the receipt is checked against ingest's public
-key and saved as ``CLIP.receipt.json``: only then may the camera free the clip.
+and demonstrations. Clips go up with tus (docs/ingest.md): the upload's address is kept in
+``CLIP.upload.json`` so that an interrupted upload, even by a reboot of the dock, resumes
+where the server says it stopped. After a successful upload the receipt is checked against
+ingest's public key and saved as ``CLIP.receipt.json``: only then may the camera free the
+clip.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -21,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from shared.clips import METADATA_HEADER, ClipMetadata
+from shared.clips import ClipMetadata
 from shared.receipts import receipt_is_valid
 from temoin.station import StationError, StationKeyFile, problem, upload_token
 
@@ -39,6 +43,16 @@ def sidecar_of(clip: Path) -> Path:
 
 def receipt_of(clip: Path) -> Path:
     return clip.with_name(clip.name + ".receipt.json")
+
+
+def upload_state_of(clip: Path) -> Path:
+    return clip.with_name(clip.name + ".upload.json")
+
+
+def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2))
+    os.replace(temporary, path)  # whole or absent
 
 
 def describe(clip: Path) -> ClipMetadata:
@@ -59,10 +73,12 @@ def describe(clip: Path) -> ClipMetadata:
         raise DockError(f"{clip}: invalid sidecar: {exc}") from exc
 
 
-def _chunks(clip: Path, progress: Callable[[int], None]) -> Iterator[bytes]:
+def _chunks(clip: Path, offset: int, progress: Callable[[int], None]) -> Iterator[bytes]:
     with clip.open("rb") as handle:
+        handle.seek(offset)
         while block := handle.read(READ_SIZE):
-            progress(len(block))
+            offset += len(block)
+            progress(offset)
             yield block
 
 
@@ -83,7 +99,8 @@ class Dock:
     def upload(
         self, clip: Path, progress: Callable[[int], None] = lambda _: None
     ) -> dict[str, Any]:
-        """Upload one clip (retrying what can be retried) and save its checked receipt."""
+        """Upload one clip (resuming, retrying what can be retried), save its checked
+        receipt. ``progress`` is told how far the clip has gone, in bytes, as it goes."""
         metadata = describe(clip)
         existing = receipt_of(clip)
         with self._client() as client:
@@ -92,27 +109,18 @@ class Dock:
                 saved: dict[str, Any] = json.loads(existing.read_text())
                 if saved.get("sha256") == metadata.sha256 and receipt_is_valid(saved, key):
                     return saved
+            failure = "no attempt"
             for attempt in range(1, RETRIES + 1):
                 try:
-                    token = upload_token(client, self.station)
-                    response = client.post(
-                        "/v1/recordings",
-                        content=_chunks(clip, progress),
-                        headers={
-                            "Authorization": f"Bearer {token}",
-                            METADATA_HEADER: metadata.encode(),
-                            "Content-Type": "video/mp4",
-                            "Content-Length": str(metadata.size),
-                        },
-                    )
+                    receipt = _Upload(client, clip, metadata, self.station, progress).run()
+                except _Retry as exc:
+                    failure = str(exc)
                 except (httpx.TransportError, StationError) as exc:
                     failure = f"{type(exc).__name__}: {exc}"
                 else:
-                    if response.status_code in (200, 201):
-                        return self._keep(clip, response.json(), metadata, key)
-                    if response.status_code < 500 and response.status_code != 429:
-                        raise DockError(f"{clip}: refused: {problem(response)}")
-                    failure = problem(response)
+                    kept = self._keep(clip, receipt, metadata, key)
+                    upload_state_of(clip).unlink(missing_ok=True)
+                    return kept
                 if attempt < RETRIES:
                     time.sleep(min(2**attempt, 30))
             raise DockError(f"{clip}: gave up after {RETRIES} attempts: {failure}")
@@ -122,10 +130,96 @@ class Dock:
     ) -> dict[str, Any]:
         if not receipt_is_valid(receipt, key) or receipt.get("sha256") != metadata.sha256:
             raise DockError(f"{clip}: the receipt does not verify: keep the clip")
-        temporary = receipt_of(clip).with_suffix(".tmp")
-        temporary.write_text(json.dumps(receipt, indent=2))
-        os.replace(temporary, receipt_of(clip))  # a receipt file is whole or absent
+        _write_atomically(receipt_of(clip), receipt)
         return receipt
+
+
+class _Retry(Exception):
+    """Worth another attempt: the server failed or was busy; the upload resumes."""
+
+
+@dataclass
+class _Upload:
+    """One attempt at one clip over tus: find or create the upload, send what is missing."""
+
+    client: httpx.Client
+    clip: Path
+    metadata: ClipMetadata
+    station: StationKeyFile
+    progress: Callable[[int], None]
+
+    def run(self) -> dict[str, Any]:
+        self.headers = {
+            "Authorization": f"Bearer {upload_token(self.client, self.station)}",
+            "Tus-Resumable": "1.0.0",
+        }
+        url, offset, receipt = self._resume() or self._create()
+        self.progress(offset)
+        if receipt is None:
+            response = self.client.patch(
+                url,
+                content=_chunks(self.clip, offset, self.progress),
+                headers={
+                    **self.headers,
+                    "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream",
+                    "Content-Length": str(self.metadata.size - offset),
+                },
+            )
+            self._check(response, (204,))
+            receipt = _receipt_header(response)
+        if receipt is None:  # the server acknowledged less than everything: resume
+            raise _Retry(f"the upload stopped at {response.headers.get('Upload-Offset')}")
+        return receipt
+
+    def _resume(self) -> tuple[str, int, dict[str, Any] | None] | None:
+        state_file = upload_state_of(self.clip)
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("sha256") != self.metadata.sha256:
+            return None  # another clip under the same name
+        response = self.client.head(state["url"], headers=self.headers)
+        if response.status_code in (404, 410):  # expired, or refused: start again
+            state_file.unlink(missing_ok=True)
+            return None
+        self._check(response, (200,))
+        return state["url"], int(response.headers["Upload-Offset"]), _receipt_header(response)
+
+    def _create(self) -> tuple[str, int, dict[str, Any] | None]:
+        metadata = base64.b64encode(self.metadata.model_dump_json().encode()).decode()
+        filetype = base64.b64encode(b"video/mp4").decode()
+        response = self.client.post(
+            "/v1/uploads",
+            headers={
+                **self.headers,
+                "Upload-Length": str(self.metadata.size),
+                "Upload-Metadata": f"metadata {metadata},filetype {filetype}",
+            },
+        )
+        self._check(response, (201,))
+        url = response.headers["Location"]
+        _write_atomically(upload_state_of(self.clip), {"url": url, "sha256": self.metadata.sha256})
+        return url, int(response.headers.get("Upload-Offset", 0)), _receipt_header(response)
+
+    def _check(self, response: httpx.Response, expected: tuple[int, ...]) -> None:
+        if response.status_code in expected:
+            return
+        if response.status_code >= 500 or response.status_code in (409, 423, 429, 460):
+            raise _Retry(problem(response))  # resumable: ask the offset again and go on
+        if response.status_code == 410:  # expired or ended: the next attempt starts afresh
+            upload_state_of(self.clip).unlink(missing_ok=True)
+            raise _Retry(problem(response))
+        raise DockError(f"{self.clip}: refused: {problem(response)}")
+
+
+def _receipt_header(response: httpx.Response) -> dict[str, Any] | None:
+    header = response.headers.get("Temoin-Receipt")
+    if header is None:
+        return None
+    receipt: dict[str, Any] = json.loads(base64.urlsafe_b64decode(header))
+    return receipt
 
 
 def _real_mp4(path: Path, seconds: int, title: str) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.clips import METADATA_HEADER
 from tests.fixtures.clips import make_clip
 from tests.fixtures.directory import OrgKit, World
+from tests.test_tus import creation_headers
 
 ROLES = ("maire", "responsable", "habilite", "agent", "dpo", "prefecture", "station", "service")
 PEOPLE = frozenset(ROLES) - {"station", "service"}
@@ -77,6 +78,46 @@ def _clip(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
 def _clip_for_vault(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
     data, headers = _clip(kit)
     return data, {**headers, "Temoin-Station": str(kit.station_id)}
+
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def _tus_creation(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
+    _, metadata = make_clip(kit)
+    headers = creation_headers(kit, metadata)
+    del headers["Authorization"]
+    return b"", headers
+
+
+def _tus(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
+    return b"", TUS
+
+
+def _tus_patch(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
+    return b"", {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+
+
+def _as_station(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
+    return b"", {"Temoin-Station": str(kit.station_id)}
+
+
+def _upload_in(kit: OrgKit) -> dict[str, Any]:
+    return {**_check(kit), "content_type": "video/mp4"}
+
+
+async def _complete_upload(world: World, kit: OrgKit) -> uuid.UUID:
+    """An upload of the kit's station, complete (creation-with-upload of a small clip)."""
+    data, metadata = make_clip(kit)
+    response = await world.ingest.post(
+        "/v1/uploads",
+        content=data,
+        headers=creation_headers(
+            kit, metadata, **{"Content-Type": "application/offset+octet-stream"}
+        ),
+    )
+    assert response.status_code == 201, response.text
+    return uuid.UUID(response.headers["Location"].rsplit("/", 1)[1])
 
 
 def _check(kit: OrgKit) -> dict[str, Any]:
@@ -134,9 +175,23 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     ("ingest", "GET", "/v1/stations/me"): allow("station"),
     ("ingest", "POST", "/v1/recordings"): allow("station", raw=_clip),
     ("ingest", "GET", "/v1/receipts/public-key"): PUBLIC,
+    # tus: OPTIONS tells capabilities only; every upload is its station's alone.
+    ("ingest", "OPTIONS", "/v1/uploads"): PUBLIC,
+    ("ingest", "POST", "/v1/uploads"): allow("station", raw=_tus_creation),
+    ("ingest", "HEAD", "/v1/uploads/{upload_id}"): allow("station", raw=_tus),
+    ("ingest", "PATCH", "/v1/uploads/{upload_id}"): allow("station", raw=_tus_patch),
+    ("ingest", "DELETE", "/v1/uploads/{upload_id}"): allow("station", raw=_tus),
+    ("ingest", "GET", "/v1/uploads/{upload_id}/receipt"): allow("station"),
     # vault: internal routes, for ingest's service token only
     ("vault", "POST", "/internal/v1/recordings/check"): allow("service", body=_check),
     ("vault", "POST", "/internal/v1/recordings"): allow("service", raw=_clip_for_vault),
+    # The station is named by ingest; another station's upload is not found.
+    ("vault", "POST", "/internal/v1/uploads"): allow("service", body=_upload_in),
+    ("vault", "GET", "/internal/v1/uploads/{upload_id}"): allow("service", raw=_as_station),
+    ("vault", "PATCH", "/internal/v1/uploads/{upload_id}"): allow(
+        "service", raw=_as_station, query={"offset": 0}
+    ),
+    ("vault", "DELETE", "/internal/v1/uploads/{upload_id}"): allow("service", raw=_as_station),
     # vault: the directory
     ("vault", "GET", "/v1/me"): Rule(allowed=PEOPLE),
     ("vault", "PUT", ORG): allow(*MANAGERS, body=_organisation),
@@ -249,6 +304,11 @@ async def test_decisions(
     if set(params) - {"org_id"}:
         variants.append("foreign_id")
 
+    # Uploads are made per test (they need the object store), one per organisation.
+    uploads: dict[uuid.UUID, uuid.UUID] = {}
+    if "upload_id" in params:
+        uploads = {kit.id: await _complete_upload(world, kit) for kit in (world.own, world.other)}
+
     mismatches: list[str] = []
     for role in (None, *ROLES):
         for variant in variants if role is not None else ["own"]:
@@ -256,14 +316,17 @@ async def test_decisions(
             id_kit = world.own if variant == "own" else world.other
             values: dict[str, Any] = {"org_id": org_kit.id}
             for name in params:
-                if name != "org_id":
+                if name == "upload_id":
+                    values[name] = uploads[id_kit.id]
+                elif name != "org_id":
                     values[name] = rule.ids.get(name, DEFAULT_IDS[name])(id_kit)
             path = template.format(**values)
             headers = world.own.headers(role) if role is not None else {}
             body = rule.body(id_kit) if rule.body is not None else None
             content = None
             if rule.raw is not None:
-                content, extra = rule.raw(id_kit)
+                # The caller's own headers: with a foreign id, the id alone is another's.
+                content, extra = rule.raw(org_kit)
                 headers = {**extra, **headers}
             savepoint = await connection.begin_nested()
             try:

@@ -6,35 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.vault.recordings.models import Recording
 from temoin.station import StationKeyFile
 from tests.fixtures.clips import make_clip, upload_headers
-from tests.fixtures.directory import OrgKit, build_org
-from tests.fixtures.live import Live
-from tests.fixtures.servers import Servers
-
-
-@pytest.fixture
-async def live_org(live: Live, servers: Servers) -> AsyncIterator[tuple[OrgKit, httpx.AsyncClient]]:
-    async with (
-        httpx.AsyncClient(base_url=live.vault.url, timeout=60) as vault,
-        httpx.AsyncClient(base_url=live.ingest.url, timeout=60) as ingest,
-    ):
-        insee = f"9{uuid.uuid4().int % 10**4:04d}"
-        kit = await build_org(vault, ingest, servers, insee=insee)
-        yield kit, ingest
+from tests.fixtures.directory import OrgKit
+from tests.fixtures.live import Live, run_temoin
 
 
 async def _recordings(engine: AsyncEngine, organisation_id: uuid.UUID) -> int:
@@ -86,16 +70,6 @@ async def test_mismatch_over_the_network_stores_nothing(
     assert ok.status_code == 201, ok.text
 
 
-def _temoin(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "temoin.cli", *args],
-        env={**os.environ, **env, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 async def test_dock_simulate_upload_and_verify(
     live: Live, live_org: tuple[OrgKit, httpx.AsyncClient], tmp_path: Path
 ) -> None:
@@ -104,7 +78,7 @@ async def test_dock_simulate_upload_and_verify(
     key_file = tmp_path / "dock.json"
     StationKeyFile(kit.station_id, kit.id, kit.station_key).save(key_file)
     clips_dir = tmp_path / "clips"
-    made = _temoin(
+    made = run_temoin(
         "dock", "simulate", str(clips_dir), "--camera", kit.camera_serial, "--count", "3",
         "--seconds", "3", env=live.env,
     )  # fmt: skip
@@ -117,7 +91,7 @@ async def test_dock_simulate_upload_and_verify(
     sidecar = json.loads((clips_dir / f"{clips[0].name}.json").read_text())
     (clips_dir / "stray.mp4.json").write_text(json.dumps({**sidecar, "camera_serial": "GHOST"}))
 
-    uploaded = _temoin(
+    uploaded = run_temoin(
         "dock", "upload", *map(str, [*clips, stray]), "--key-file", str(key_file), env=live.env
     )
     assert uploaded.returncode == 1, uploaded.stdout + uploaded.stderr
@@ -126,21 +100,23 @@ async def test_dock_simulate_upload_and_verify(
     receipts = [json.loads((clips_dir / f"{c.name}.receipt.json").read_text()) for c in clips]
     assert len({r["recording_id"] for r in receipts}) == 3
 
-    checked = _temoin(
+    checked = run_temoin(
         "receipt", "verify", str(clips_dir / f"{clips[1].name}.receipt.json"),
         "--clip", str(clips[1]), env=live.env,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    wrong_clip = _temoin(
+    wrong_clip = run_temoin(
         "receipt", "verify", str(clips_dir / f"{clips[1].name}.receipt.json"),
         "--clip", str(clips[2]), env=live.env,
     )  # fmt: skip
     assert wrong_clip.returncode == 1
     forged = tmp_path / "forged.json"
     forged.write_text(json.dumps({**receipts[0], "size": receipts[0]["size"] + 1}))
-    assert _temoin("receipt", "verify", str(forged), env=live.env).returncode == 1
+    assert run_temoin("receipt", "verify", str(forged), env=live.env).returncode == 1
 
-    again = _temoin("dock", "upload", *map(str, clips), "--key-file", str(key_file), env=live.env)
+    again = run_temoin(
+        "dock", "upload", *map(str, clips), "--key-file", str(key_file), env=live.env
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert [
         json.loads((clips_dir / f"{c.name}.receipt.json").read_text()) for c in clips

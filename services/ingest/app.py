@@ -6,6 +6,8 @@ from services.ingest import __doc__ as DESCRIPTION
 from services.ingest.settings import IngestSettings
 from services.ingest.stations.endpoints import router as stations_router
 from services.ingest.uploads.endpoints import router as uploads_router
+from services.ingest.uploads.tus import TusResumableHeader
+from services.ingest.uploads.tus import router as tus_router
 from shared.web import create_service_app
 
 SERVICE = "ingest"
@@ -34,6 +36,8 @@ def create_app(
     )
     app.include_router(stations_router)
     app.include_router(uploads_router)
+    app.include_router(tus_router)
+    app.add_middleware(TusResumableHeader)
     app.state.vault = vault
     app.state.settings = settings
     return app

@@ -6,6 +6,8 @@ from services.vault.audit.endpoints import router as audit_router
 from services.vault.audit.jobs import maintain_log
 from services.vault.directory.endpoints import router as directory_router
 from services.vault.recordings.internal import router as internal_recordings_router
+from services.vault.recordings.internal import uploads_router as internal_uploads_router
+from services.vault.recordings.jobs import expire_uploads
 from services.vault.settings import VaultSettings
 from shared.web import ServiceState, create_service_app
 
@@ -23,15 +25,19 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
             sign_every_s=settings.audit_head_interval_s,
         )
 
+    async def upload_expiry(state: ServiceState) -> None:
+        await expire_uploads(state["sessionmaker"], state["store"], settings)
+
     app = create_service_app(
         service=SERVICE,
         title="Témoin vault",
         description=DESCRIPTION or "",
         version="0.1.0",
-        lifespan=service_lifespan(settings, SERVICE, background=[log_maintenance]),
+        lifespan=service_lifespan(settings, SERVICE, background=[log_maintenance, upload_expiry]),
     )
     app.include_router(directory_router)
     app.include_router(audit_router)
     app.include_router(internal_recordings_router)
+    app.include_router(internal_uploads_router)
     app.state.settings = settings
     return app

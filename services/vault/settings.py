@@ -37,6 +37,12 @@ class VaultSettings(ServiceSettings):
     # parts of 5 MiB still allow 48 GiB, far beyond a body-camera clip.
     part_size: int = Field(5 << 20, ge=5 << 20, description="S3 multipart part size")
 
+    upload_expiry_s: int = Field(
+        3 * 24 * 3600,
+        ge=60,
+        description="how long an unfinished resumable upload is kept before it is discarded",
+    )
+
     @field_validator("kek", "audit_signing_key")
     @classmethod
     def _keys(cls, value: str, info: ValidationInfo) -> str:

@@ -35,7 +35,7 @@ class _Relayed(TemoinError):
         self.slug = str(body.get("type", "refused")).rsplit("/", 1)[-1]
 
 
-class _Mismatch(Exception):
+class Mismatch(Exception):
     def __init__(self, error: TemoinError) -> None:
         super().__init__(error.detail)
         self.error = error
@@ -62,7 +62,7 @@ class UploadService:
                 field="metadata.ended_at",
             )
 
-    async def _vault(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def call_vault(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {**self.headers, **kwargs.pop("headers", {})}
         try:
             response = await self.vault.request(method, path, headers=headers, **kwargs)
@@ -85,7 +85,7 @@ class UploadService:
     ) -> tuple[Receipt, bool]:
         """Returns the receipt, and whether the clip was new."""
         self.check_times(metadata)
-        checked = await self._vault(
+        checked = await self.call_vault(
             "POST",
             "/internal/v1/recordings/check",
             json={
@@ -105,21 +105,21 @@ class UploadService:
             async for chunk in body:
                 received += len(chunk)
                 if received > metadata.size:
-                    raise _Mismatch(
+                    raise Mismatch(
                         PayloadTooLarge(f"more than the declared {metadata.size} bytes were sent")
                     )
                 digest.update(chunk)
                 yield chunk
             # Refuse before the vault sees the end of the body: it then aborts, storing nothing.
             if received != metadata.size:
-                raise _Mismatch(
+                raise Mismatch(
                     UnprocessableEntity(
                         f"the body ended after {received} of {metadata.size} bytes",
                         field="metadata.size",
                     )
                 )
             if digest.hexdigest() != metadata.sha256:
-                raise _Mismatch(
+                raise Mismatch(
                     UnprocessableEntity(
                         "the clip's SHA-256 differs from the declared one: not stored",
                         field="metadata.sha256",
@@ -127,7 +127,7 @@ class UploadService:
                 )
 
         try:
-            response = await self._vault(
+            response = await self.call_vault(
                 "POST",
                 "/internal/v1/recordings",
                 content=hashed(),
@@ -137,7 +137,7 @@ class UploadService:
                     "Content-Type": content_type,
                 },
             )
-        except _Mismatch as mismatch:
+        except Mismatch as mismatch:
             raise mismatch.error from None
         stored = StoredClip.model_validate(response.json())
         if stored.sha256 != digest.hexdigest() or stored.size != received:

@@ -1,23 +1,26 @@
-"""What ingest calls: check a clip's metadata before it streams, then stream it for sealing.
-Not for people: these routes take the service token only."""
+"""What ingest calls: check a clip's metadata before it streams, then stream it for sealing,
+in one request or (resumable) as a session fed by several. Not for people: these routes take
+the service token only."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
+from services.vault.recordings.resumable import ResumableService
 from services.vault.recordings.service import CollecteService
 from services.vault.settings import VaultSettings
-from shared.clips import METADATA_HEADER, ClipMetadata, StoredClip
+from shared.clips import METADATA_HEADER, ClipMetadata, StoredClip, UploadSessionState
 from shared.errors import BadRequest
 from shared.service_auth import ServiceCaller
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/internal/v1/recordings", tags=["internal"])
+uploads_router = APIRouter(prefix="/internal/v1/uploads", tags=["internal"])
 
 
 def _collecte(request: Request, session: SessionDep, store: StoreDep) -> CollecteService:
@@ -25,7 +28,13 @@ def _collecte(request: Request, session: SessionDep, store: StoreDep) -> Collect
     return CollecteService(session, store, settings)
 
 
+def _resumable(request: Request, session: SessionDep, store: StoreDep) -> ResumableService:
+    settings: VaultSettings = request.app.state.settings
+    return ResumableService(session, store, settings)
+
+
 Collecte = Annotated[CollecteService, Depends(_collecte)]
+Resumable = Annotated[ResumableService, Depends(_resumable)]
 
 
 class CheckIn(BaseModel):
@@ -68,3 +77,60 @@ async def collect(
     if not stored.created:
         response.status_code = status.HTTP_200_OK
     return stored
+
+
+class UploadIn(BaseModel):
+    station_id: uuid.UUID
+    metadata: ClipMetadata
+    content_type: str = "application/octet-stream"
+
+
+@uploads_router.post("", response_model=UploadSessionState, status_code=status.HTTP_201_CREATED)
+async def create_upload(
+    data: UploadIn, caller: ServiceCaller, resumable: Resumable
+) -> UploadSessionState:
+    """A resumable upload session, after the directory's checks (422 naming the field);
+    complete at once when the clip is already registered."""
+    return await resumable.create(data.metadata, data.station_id, data.content_type)
+
+
+StationHeader = Annotated[uuid.UUID, Header(alias="Temoin-Station")]
+
+
+@uploads_router.get("/{upload_id}", response_model=UploadSessionState)
+async def get_upload(
+    upload_id: uuid.UUID, station: StationHeader, caller: ServiceCaller, resumable: Resumable
+) -> UploadSessionState:
+    """The acknowledged state (404 unless the upload is that station's)."""
+    return await resumable.state(upload_id, station)
+
+
+@uploads_router.patch("/{upload_id}", response_model=UploadSessionState)
+async def append_upload(
+    upload_id: uuid.UUID,
+    station: StationHeader,
+    request: Request,
+    caller: ServiceCaller,
+    resumable: Resumable,
+    offset: Annotated[int, Query(ge=0)],
+    keep_partial: Annotated[bool, Query()] = True,
+    content_length: Annotated[int | None, Query(ge=0)] = None,
+) -> UploadSessionState:
+    """Append the streamed body at ``offset``; once the last byte is in, seal, check the
+    whole clip's SHA-256 and register it (status ``complete``, or ``rejected``)."""
+    state = await resumable.append(
+        upload_id,
+        station,
+        offset,
+        request.stream(),
+        keep_partial=keep_partial,
+        content_length=content_length,
+    )
+    return state
+
+
+@uploads_router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def terminate_upload(
+    upload_id: uuid.UUID, station: StationHeader, caller: ServiceCaller, resumable: Resumable
+) -> None:
+    await resumable.terminate(upload_id, station)

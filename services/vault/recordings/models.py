@@ -3,12 +3,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.vault.models import Base
-from shared.db import IdMixin
+from shared.db import IdMixin, TimestampMixin
 
 
 class RecordingStatus(StrEnum):
@@ -54,3 +56,43 @@ class Recording(IdMixin, Base):
         # The same clip from the same camera is one recording, however often it is uploaded.
         UniqueConstraint("camera_id", "sha256"),
     )
+
+
+class UploadStatus(StrEnum):
+    open = "open"  # receiving: offset < length
+    complete = "complete"  # sealed and registered (or found already registered): `recording_id`
+    rejected = "rejected"  # the whole clip did not match its declared SHA-256: start again
+    terminated = "terminated"  # the station gave up on it (tus termination)
+    expired = "expired"  # left unfinished past `expires_at`
+    lost = "lost"  # its multipart upload vanished from the store (a crash at completion)
+
+
+class UploadSession(IdMixin, TimestampMixin, Base):
+    """A resumable upload in progress (tus, issue 6; docs/ingest.md). Its sealed parts are in
+    an S3 multipart upload; everything needed to go on from the last acknowledged offset is
+    in this row and changes in one transaction, so any vault process can resume it."""
+
+    __tablename__ = "upload_sessions"
+
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"))
+    station_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("stations.id"), index=True)
+    metadata_json: Mapped[dict[str, Any]] = mapped_column(JSONB)  # ClipMetadata, as declared
+    content_type: Mapped[str] = mapped_column(Text)
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=UploadStatus.open.value)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    # The recording it becomes: its id is fixed at creation (it is in the sealed header).
+    recording_id: Mapped[uuid.UUID]
+    chunk_size: Mapped[int]
+    part_size: Mapped[int]  # plaintext bytes per S3 part, a whole number of chunks
+    object_key: Mapped[str | None] = mapped_column(Text)
+    multipart_id: Mapped[str | None] = mapped_column(Text)
+    etags: Mapped[list[str]] = mapped_column(JSONB, default=list)  # of the parts sent so far
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    retain_until: Mapped[datetime]
+    # The bytes after the last whole part, sealed under the data key (less than a part).
+    tail: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The clip's running SHA-256 up to `offset` (shared/hashing.py).
+    hash_state: Mapped[bytes] = mapped_column(LargeBinary)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -87,7 +87,14 @@ class CollecteService:
 
     async def existing(self, resolved: Resolved, sha256: str) -> StoredClip | None:
         recording = await self.repository.by_content(resolved.camera.id, sha256)
-        return None if recording is None else _stored(recording, resolved, created=False)
+        return None if recording is None else _stored(recording, resolved.camera, created=False)
+
+    async def stored(self, recording_id: uuid.UUID) -> StoredClip:
+        recording = await self.session.get(Recording, recording_id)
+        assert recording is not None
+        camera = await self.session.get(Camera, recording.camera_id)
+        assert camera is not None
+        return _stored(recording, camera, created=False)
 
     async def collect(
         self,
@@ -106,13 +113,12 @@ class CollecteService:
         data_key = sealing.new_data_key()
         sealer = sealing.Sealer(recording_id, data_key, self.settings.chunk_size)
         reader = SealingReader(body, sealer, size=metadata.size, sha256=metadata.sha256)
-        retain_until = metadata.ended_at + timedelta(days=resolved.organisation.retention_days)
-        object_key = f"recordings/{resolved.organisation.id}/{recording_id}.sealed"
+        object_key = sealed_object_key(resolved.organisation.id, recording_id)
         try:
             version = await self.store.put_locked(
                 object_key,
                 cast(BinaryIO, reader),
-                retain_until=max(retain_until, utc_now() + MINIMUM_LOCK),
+                retain_until=self.lock_until(metadata, resolved),
                 part_size=self.settings.part_size,
             )
         except UploadRejected as exc:
@@ -120,9 +126,44 @@ class CollecteService:
                 raise PayloadTooLarge(exc.detail) from exc
             field = "size" if exc.reason == "truncated" else "sha256"
             raise _invalid(field, exc.detail) from exc
+        return await self.register(
+            metadata,
+            resolved,
+            content_type,
+            Sealed(
+                recording_id=recording_id,
+                object_key=object_key,
+                object_version=version,
+                chunk_size=self.settings.chunk_size,
+                wrapped_key=self.wrap(data_key, recording_id),
+            ),
+        )
 
+    def retain_until(self, metadata: ClipMetadata, resolved: Resolved) -> datetime:
+        """R241-13: the recording is erased this long after it ended."""
+        return metadata.ended_at + timedelta(days=resolved.organisation.retention_days)
+
+    def lock_until(self, metadata: ClipMetadata, resolved: Resolved) -> datetime:
+        return max(self.retain_until(metadata, resolved), utc_now() + MINIMUM_LOCK)
+
+    def wrap(self, data_key: bytes, recording_id: uuid.UUID) -> bytes:
+        return sealing.wrap_key(
+            data_key, self.settings.key_encryption_key(), self.settings.kek_id, recording_id
+        )
+
+    def unwrap(self, wrapped: bytes, kek_id: str, recording_id: uuid.UUID) -> bytes:
+        if kek_id != self.settings.kek_id:
+            raise RuntimeError(
+                f"data key wrapped by {kek_id!r}, not the current key-encryption key"
+            )
+        return sealing.unwrap_key(wrapped, self.settings.key_encryption_key(), kek_id, recording_id)
+
+    async def register(
+        self, metadata: ClipMetadata, resolved: Resolved, content_type: str, sealed: Sealed
+    ) -> StoredClip:
+        """The recording and its `collecte` entry, once its sealed object is complete."""
         recording = Recording(
-            id=recording_id,
+            id=sealed.recording_id,
             organisation_id=resolved.organisation.id,
             camera_id=resolved.camera.id,
             agent_id=resolved.agent.id,
@@ -139,22 +180,35 @@ class CollecteService:
             sha256=metadata.sha256,
             content_type=content_type,
             received_at=utc_now(),
-            object_key=object_key,
-            object_version=version,
-            chunk_size=self.settings.chunk_size,
-            sealed_size=sealing.sealed_size(metadata.size, self.settings.chunk_size),
-            wrapped_key=sealing.wrap_key(
-                data_key, self.settings.key_encryption_key(), self.settings.kek_id, recording_id
-            ),
+            object_key=sealed.object_key,
+            object_version=sealed.object_version,
+            chunk_size=sealed.chunk_size,
+            sealed_size=sealing.sealed_size(metadata.size, sealed.chunk_size),
+            wrapped_key=sealed.wrapped_key,
             kek_id=self.settings.kek_id,
-            retain_until=retain_until,
+            retain_until=self.retain_until(metadata, resolved),
             status=RecordingStatus.sealed.value,
             erased_at=None,
         )
         self.session.add(recording)
         await self.session.flush()
         await audit.append(self.session, _collecte_entry(recording, resolved))
-        return _stored(recording, resolved, created=True)
+        return _stored(recording, resolved.camera, created=True)
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A complete sealed object in the store, ready to be registered."""
+
+    recording_id: uuid.UUID
+    object_key: str
+    object_version: str | None
+    chunk_size: int
+    wrapped_key: bytes
+
+
+def sealed_object_key(organisation_id: uuid.UUID, recording_id: uuid.UUID) -> str:
+    return f"recordings/{organisation_id}/{recording_id}.sealed"
 
 
 def _collecte_entry(recording: Recording, resolved: Resolved) -> AuditEntry:
@@ -178,12 +232,12 @@ def _collecte_entry(recording: Recording, resolved: Resolved) -> AuditEntry:
     )
 
 
-def _stored(recording: Recording, resolved: Resolved, *, created: bool) -> StoredClip:
+def _stored(recording: Recording, camera: Camera, *, created: bool) -> StoredClip:
     return StoredClip(
         recording_id=recording.id,
         organisation_id=recording.organisation_id,
         station_id=recording.station_id,
-        camera_serial=resolved.camera.serial,
+        camera_serial=camera.serial,
         sha256=recording.sha256,
         size=recording.size,
         received_at=recording.received_at,

@@ -1,0 +1,128 @@
+"""Resumable uploads: ingest's side of tus 1.0 (the protocol is in tus.py). The upload's state
+lives in the vault's database and the object store (services/vault/recordings/resumable.py),
+never in this process, so any ingest replica, or this one after a crash, serves the next
+request. Ingest authenticates the station, checks each PATCH against its Upload-Checksum as
+it streams through, and signs the receipt once the vault has sealed and registered the clip."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from services.ingest.stations.repository import StationKey
+from services.ingest.uploads.service import Mismatch, UploadService
+from shared.clips import ClipMetadata, UploadSessionState
+from shared.errors import ChecksumMismatch, Gone, UnprocessableEntity
+from shared.receipts import Receipt, sign_receipt
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A PATCH's Upload-Checksum: the hash function and the expected digest."""
+
+    hasher: Callable[[], hashlib._Hash]
+    digest: bytes
+
+
+class ResumableUploads:
+    def __init__(self, uploads: UploadService) -> None:
+        self.uploads = uploads
+
+    async def create(
+        self, station: StationKey, metadata: ClipMetadata, content_type: str
+    ) -> UploadSessionState:
+        self.uploads.check_times(metadata)
+        response = await self.uploads.call_vault(
+            "POST",
+            "/internal/v1/uploads",
+            json={
+                "station_id": str(station.station_id),
+                "metadata": metadata.model_dump(mode="json"),
+                "content_type": content_type,
+            },
+        )
+        return UploadSessionState.model_validate(response.json())
+
+    async def state(self, station: StationKey, upload_id: uuid.UUID) -> UploadSessionState:
+        response = await self.uploads.call_vault(
+            "GET", f"/internal/v1/uploads/{upload_id}", headers=_station(station)
+        )
+        return usable(UploadSessionState.model_validate(response.json()))
+
+    async def append(
+        self,
+        station: StationKey,
+        upload_id: uuid.UUID,
+        offset: int,
+        body: AsyncIterator[bytes],
+        *,
+        checksum: Checksum | None,
+        content_length: int | None,
+    ) -> UploadSessionState:
+        """Stream a PATCH body to the vault. With an Upload-Checksum, a body that does not
+        match it is cut off before its end, and the vault keeps nothing of it (tus: 460)."""
+
+        async def checked(checksum: Checksum) -> AsyncIterator[bytes]:
+            digest = checksum.hasher()
+            async for piece in body:
+                digest.update(piece)
+                yield piece
+            if digest.digest() != checksum.digest:
+                raise Mismatch(
+                    ChecksumMismatch("the body differs from its Upload-Checksum: not kept")
+                )
+
+        params: dict[str, str | int] = {
+            "offset": offset,
+            "keep_partial": "false" if checksum is not None else "true",
+        }
+        if content_length is not None:
+            params["content_length"] = content_length
+        try:
+            response = await self.uploads.call_vault(
+                "PATCH",
+                f"/internal/v1/uploads/{upload_id}",
+                params=params,
+                content=body if checksum is None else checked(checksum),
+                headers=_station(station),
+            )
+        except Mismatch as mismatch:
+            raise mismatch.error from None
+        return usable(UploadSessionState.model_validate(response.json()), after_patch=True)
+
+    async def terminate(self, station: StationKey, upload_id: uuid.UUID) -> None:
+        await self.uploads.call_vault(
+            "DELETE", f"/internal/v1/uploads/{upload_id}", headers=_station(station)
+        )
+
+    def receipt(self, upload: UploadSessionState) -> Receipt | None:
+        if upload.stored is None:
+            return None
+        stored = upload.stored
+        if stored.sha256 != upload.metadata.sha256 or stored.size != upload.length:
+            raise ValueError("the vault registered something else")
+        return sign_receipt(stored, self.uploads.receipt_key)
+
+
+def _station(station: StationKey) -> dict[str, str]:
+    return {"Temoin-Station": str(station.station_id)}
+
+
+def usable(upload: UploadSessionState, *, after_patch: bool = False) -> UploadSessionState:
+    """The session, or the problem that ends it for the dock."""
+    if upload.status == "rejected":
+        if after_patch:
+            raise UnprocessableEntity(
+                "the clip's SHA-256 differs from the declared one: nothing was stored; "
+                "upload it again",
+                field="metadata.sha256",
+            )
+        raise Gone("this upload was rejected (SHA-256 mismatch): upload the clip again")
+    if upload.status in ("terminated", "expired", "lost"):
+        raise Gone(f"this upload is {upload.status}: upload the clip again")
+    if upload.status == "open" and upload.expires_at <= datetime.now(UTC):
+        raise Gone("this upload expired before it was finished: upload the clip again")
+    return upload
