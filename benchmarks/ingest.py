@@ -1,16 +1,19 @@
 """`make bench-ingest`: the write path's speed and memory, on this machine's real servers.
 
 In one run, for the same 1 GiB file: (a) a direct S3 multipart PUT with the minio SDK, before
-and after (c), the peer; (c) an upload through ingest with the single POST (hashed, checked,
-sealed, locked, registered, receipted); the MB/s of each, the ratio c/a, the peak RSS and CPU
-seconds of the ingest and vault processes (and of S3 and the client). Then the peak RSS for
-a 4 GiB clip. (b), tus, is not implemented yet.
-Targets: c/a >= 0.8; peak RSS <= 150 MB per service whatever the clip size.
+and after the uploads, the peer; (b) an upload through ingest with tus (creation, then one
+PATCH of the whole file, as `temoin dock upload` does), (c) with the single POST (both hashed,
+checked, sealed, locked, registered, receipted; from two cameras, since the same clip from the
+same camera would only get its receipt again); the MB/s of each, the ratios b/a and c/a, the
+peak RSS and CPU seconds of the ingest and vault processes (and of S3 and the client). Then
+the same for a 4 GiB clip, for the peak RSS.
+Targets: b/a and c/a >= 0.8; peak RSS <= 150 MB per service whatever the clip size.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import os
 import shutil
@@ -103,7 +106,10 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield block
 
 
-def setup_organisation(vault_url: str, issuer: DevIssuer) -> tuple[StationKeyFile, str]:
+CAMERAS = ("BENCH-CAM-1", "BENCH-CAM-2")
+
+
+def setup_organisation(vault_url: str, issuer: DevIssuer) -> StationKeyFile:
     org = uuid.uuid4()
     token = issuer.mint("bench-maire", ["maire"], organisation_id=org)
     headers = {"Authorization": f"Bearer {token}"}
@@ -117,24 +123,32 @@ def setup_organisation(vault_url: str, issuer: DevIssuer) -> tuple[StationKeyFil
             },
         ).raise_for_status()
         agent = c.post("/agents", json={"matricule": "B1", "first_name": "B", "last_name": "B"})
-        camera = c.post("/cameras", json={"serial": "BENCH-CAM", "model": "bench"})
-        c.post(
-            f"/cameras/{camera.json()['id']}/assignments",
-            json={"agent_id": agent.json()["id"], "starts_at": "2020-01-01T00:00:00Z"},
-        ).raise_for_status()
+        for serial in CAMERAS:
+            camera = c.post("/cameras", json={"serial": serial, "model": "bench"})
+            c.post(
+                f"/cameras/{camera.json()['id']}/assignments",
+                json={"agent_id": agent.json()["id"], "starts_at": "2020-01-01T00:00:00Z"},
+            ).raise_for_status()
         key = SigningKey.generate()
         station = c.post("/stations", json={"name": "dock", "public_key": public_key_of(key)})
         station.raise_for_status()
-    return StationKeyFile(uuid.UUID(station.json()["id"]), org, key), "BENCH-CAM"  # fmt: skip
+    return StationKeyFile(uuid.UUID(station.json()["id"]), org, key)
 
 
-def upload(ingest_url: str, station: StationKeyFile, camera: str, path: Path, sha256: str) -> float:
-    size = path.stat().st_size
+def _metadata(camera: str, path: Path, sha256: str) -> ClipMetadata:
     ended = datetime.now(UTC) - timedelta(minutes=1)
-    metadata = ClipMetadata.model_validate(
+    return ClipMetadata.model_validate(
         {"camera_serial": camera, "started_at": ended - timedelta(minutes=30), "ended_at": ended,
-         "clock_offset_ms": 0, "place": {"address": "benchmark"}, "size": size, "sha256": sha256}
+         "clock_offset_ms": 0, "place": {"address": "benchmark"}, "size": path.stat().st_size,
+         "sha256": sha256}
     )  # fmt: skip
+
+
+def upload_post(
+    ingest_url: str, station: StationKeyFile, camera: str, path: Path, sha256: str
+) -> float:
+    """(c): seconds from the first byte of the POST to its receipt."""
+    metadata = _metadata(camera, path, sha256)
     with httpx.Client(base_url=ingest_url, timeout=httpx.Timeout(120.0)) as client:
         token = upload_token(client, station)
         started = time.perf_counter()
@@ -142,12 +156,44 @@ def upload(ingest_url: str, station: StationKeyFile, camera: str, path: Path, sh
             "/v1/recordings",
             content=_file_chunks(path),
             headers={"Authorization": f"Bearer {token}", METADATA_HEADER: metadata.encode(),
-                     "Content-Length": str(size)},
+                     "Content-Length": str(metadata.size)},
         )  # fmt: skip
         took = time.perf_counter() - started
     if response.status_code != 201:
         raise RuntimeError(f"upload failed: {response.status_code} {response.text[:300]}")
     return took
+
+
+def upload_tus(
+    ingest_url: str, station: StationKeyFile, camera: str, path: Path, sha256: str
+) -> float:
+    """(b): seconds from the tus creation to the receipt on the PATCH's answer."""
+    metadata = _metadata(camera, path, sha256)
+    encoded = base64.b64encode(metadata.model_dump_json().encode()).decode()
+    with httpx.Client(base_url=ingest_url, timeout=httpx.Timeout(120.0)) as client:
+        token = upload_token(client, station)
+        headers = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+        started = time.perf_counter()
+        created = client.post(
+            "/v1/uploads",
+            headers={**headers, "Upload-Length": str(metadata.size),
+                     "Upload-Metadata": f"metadata {encoded}"},
+        )  # fmt: skip
+        created.raise_for_status()
+        response = client.patch(
+            created.headers["Location"],
+            content=_file_chunks(path),
+            headers={**headers, "Upload-Offset": "0", "Content-Length": str(metadata.size),
+                     "Content-Type": "application/offset+octet-stream"},
+        )  # fmt: skip
+        took = time.perf_counter() - started
+    if response.status_code != 204 or "Temoin-Receipt" not in response.headers:
+        raise RuntimeError(f"tus upload failed: {response.status_code} {response.text[:300]}")
+    return took
+
+
+def _rss(processes: dict[str, psutil.Process], rss: PeakRss) -> str:
+    return ", ".join(f"{n} {rss.peak[n] / MIB:.0f} MiB" for n in processes)
 
 
 def main(size_mib: int, large_mib: int) -> None:
@@ -165,9 +211,10 @@ def main(size_mib: int, large_mib: int) -> None:
             s3_process = next(
                 p for p in psutil.Process().children(recursive=True) if p.name() == "weed"
             )
-            station, camera = setup_organisation(
+            station = setup_organisation(
                 by_name["vault"].url, DevIssuer(root / "var" / "dev-issuer")
             )
+            ingest = by_name["ingest"].url
             clip = root / "clip.bin"
             sha = make_file(clip, size_mib * MIB)
             store = ObjectStore(
@@ -175,12 +222,15 @@ def main(size_mib: int, large_mib: int) -> None:
                     f"http://127.0.0.1:{weed.s3}", DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET
                 )
             )
-            direct_before = direct_put(store, clip, "bench/direct-before")
-            with PeakRss({**processes, "s3": s3_process, "client": psutil.Process()}) as usage:
-                through = upload(by_name["ingest"].url, station, camera, clip, sha)
-            rss = usage
+            everyone = {**processes, "s3": s3_process, "client": psutil.Process()}
+            with PeakRss(everyone) as direct_usage:
+                direct_before = direct_put(store, clip, "bench/direct-before")
+            with PeakRss(everyone) as tus_usage:
+                by_tus = upload_tus(ingest, station, CAMERAS[0], clip, sha)
+            with PeakRss(everyone) as post_usage:
+                by_post = upload_post(ingest, station, CAMERAS[1], clip, sha)
             # The store's speed drifts between runs (page cache, compaction): the peer is
-            # measured before and after (c), and (c) is compared with their mean.
+            # measured before and after the uploads, which are compared with their mean.
             direct_after = direct_put(store, clip, "bench/direct-after")
             direct = (direct_before + direct_after) / 2
             mb = size_mib * MIB / 1e6
@@ -189,26 +239,30 @@ def main(size_mib: int, large_mib: int) -> None:
                 f"  (a) direct S3 multipart PUT (minio SDK): {mb / direct:7.1f} MB/s "
                 f"(before {mb / direct_before:.1f}, after {mb / direct_after:.1f})"
             )
-            console.print("  (b) tus through ingest:                  not implemented yet")
-            console.print(f"  (c) single POST through ingest:         {mb / through:7.1f} MB/s")
-            console.print(f"  c/a = {direct / through:.2f}   target: >= 0.8")
+            console.print(f"  (b) tus through ingest:                 {mb / by_tus:7.1f} MB/s")
+            console.print(f"  (c) single POST through ingest:         {mb / by_post:7.1f} MB/s")
             console.print(
-                "  peak RSS: "
-                + ", ".join(f"{n} {rss.peak[n] / MIB:.0f} MiB" for n in processes)
-                + "   target: <= 150 MB each"
+                f"  b/a = {direct / by_tus:.2f}   c/a = {direct / by_post:.2f}   target: >= 0.8"
             )
-            console.print(f"  during (c): {usage.report()}")
+            console.print(
+                f"  peak RSS (b): {_rss(processes, tus_usage)}; "
+                f"(c): {_rss(processes, post_usage)}   target: <= 150 MB each"
+            )
+            console.print(f"  during (a): {direct_usage.report()}")
+            console.print(f"  during (b): {tus_usage.report()}")
+            console.print(f"  during (c): {post_usage.report()}")
             clip.unlink()
             if large_mib:
                 sha = make_file(clip, large_mib * MIB)
-                with PeakRss(processes) as rss:
-                    through = upload(by_name["ingest"].url, station, camera, clip, sha)
-                rate = large_mib * MIB / 1e6 / through
-                console.print(f"\n{large_mib} MiB clip, single POST: {rate:.1f} MB/s")
-                console.print(
-                    "  peak RSS: "
-                    + ", ".join(f"{n} {v / MIB:.0f} MiB" for n, v in rss.peak.items())
-                )
+                console.print(f"\n{large_mib} MiB clip")
+                for name, upload, camera in (
+                    ("tus", upload_tus, CAMERAS[0]),
+                    ("single POST", upload_post, CAMERAS[1]),
+                ):
+                    with PeakRss(processes) as rss:
+                        took = upload(ingest, station, camera, clip, sha)
+                    rate = large_mib * MIB / 1e6 / took
+                    console.print(f"  {name}: {rate:.1f} MB/s, peak RSS {_rss(processes, rss)}")
                 clip.unlink()
     finally:
         shutil.rmtree(root, ignore_errors=True)

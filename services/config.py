@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.memory import bound_allocator
 from shared.auth import ClaimNames, TokenVerifier
 from shared.signatures import b64decode
 from shared.storage import StorageConfig
@@ -201,6 +202,7 @@ def service_lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ServiceState]:
+        bound_allocator()
         async with open_resources(
             database_url=settings.database_url,
             storage=settings.storage(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import cast
 from urllib.parse import urlsplit
 
 import anyio.to_thread
@@ -79,32 +79,11 @@ class ObjectStore:
         except S3Error as exc:
             raise StorageError(f"bucket {self.bucket!r} exists without object lock") from exc
 
-    async def put_locked(
-        self, key: str, reader: BinaryIO, *, retain_until: datetime, part_size: int
-    ) -> str | None:
-        """Stream ``reader`` into a new object under COMPLIANCE retention until ``retain_until``
-        (multipart, a few parts in memory at most). If ``reader`` raises, the multipart upload
-        is aborted and nothing is stored. Returns the object's version id."""
-
-        def put() -> str | None:
-            result = self.client.put_object(
-                self.bucket,
-                key,
-                reader,
-                length=-1,
-                part_size=part_size,
-                num_parallel_uploads=2,
-                retention=Retention(COMPLIANCE, retain_until),
-            )
-            version: str | None = result.version_id
-            return version
-
-        return await anyio.to_thread.run_sync(put)
-
-    # --- one multipart upload across many requests (resumable uploads) ----------------------
-    # The minio SDK drives multipart uploads itself inside put_object; a resumable upload needs
-    # the steps one by one, with the upload id and part etags kept in the database between
-    # requests, so these call the SDK's own (underscored) S3 operations. minio is pinned.
+    # --- multipart uploads, step by step ------------------------------------------------------
+    # The minio SDK drives multipart uploads itself inside put_object, with an unbounded queue
+    # of parts; the vault needs the steps one by one (parts sealed as they arrive, at most a
+    # few in memory; a resumable upload's id and etags kept in the database between
+    # requests), so these call the SDK's own (underscored) S3 operations. minio is pinned.
 
     async def start_multipart(self, key: str, *, retain_until: datetime) -> str:
         """A new multipart upload whose object will be under COMPLIANCE retention."""
@@ -116,13 +95,16 @@ class ObjectStore:
 
         return await anyio.to_thread.run_sync(start)
 
-    async def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+    async def upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes | bytearray
+    ) -> str:
         """Store part ``number`` (from 1; sent again, it replaces the earlier one): its etag."""
 
         def upload() -> str:
             try:
+                # Any bytes-like object will do (it is hashed and sent as is): no copy.
                 etag: str = self.client._upload_part(
-                    self.bucket, key, data, None, upload_id, number
+                    self.bucket, key, cast(bytes, data), None, upload_id, number
                 )
             except S3Error as exc:
                 raise _gone_if_no_such_upload(exc) from exc

@@ -313,3 +313,22 @@ async def test_termination_and_expiration(
     )
     assert status == "expired"
     await session.close()
+
+
+async def test_an_altered_tail_ends_the_upload(world: World, connection: AsyncConnection) -> None:
+    """The bytes kept between PATCHes are sealed: altered in the database, they are refused
+    (the upload is lost, 410), never sealed into the clip."""
+    own = world.own
+    data, metadata = make_clip(own, size=3 * MiB)
+    location = await create(world, own, metadata)
+    first = await world.ingest.patch(location, content=data[:MiB], headers=patch_headers(own, 0))
+    assert first.status_code == 204
+    upload_id = uuid.UUID(location.rsplit("/", 1)[1])
+    tail = await connection.scalar(select(UploadSession.tail).where(UploadSession.id == upload_id))
+    assert tail is not None and data[:4096] not in tail  # sealed, not plaintext
+    altered = tail[:-1] + bytes([tail[-1] ^ 1])
+    await connection.execute(
+        update(UploadSession).where(UploadSession.id == upload_id).values(tail=altered)
+    )
+    rest = await world.ingest.patch(location, content=data[MiB:], headers=patch_headers(own, MiB))
+    assert rest.status_code == 410, rest.text

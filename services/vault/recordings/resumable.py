@@ -1,11 +1,9 @@
 """Resumable uploads (the vault's half of tus; ingest speaks the protocol, docs/ingest.md).
 
-A session is one S3 multipart upload of the future sealed object plus one database row. Each
-part is a whole number of sealed chunks (the first also carries the header), so a part can
-be sealed as soon as its plaintext has arrived: the chunk indices and the final flag follow
-from the offset and the declared length. What arrived after the last whole part (less than a
-part) is kept in the row, sealed under the clip's data key. The row also holds the running
-SHA-256 (shared/hashing.py), the part etags and the offset, and all of them change in the
+A session is one S3 multipart upload of the future sealed object (written by parts.py) plus
+one database row. What arrived after the last whole part (less than a part) is kept in the
+row, sealed under the clip's data key. The row also holds the running SHA-256
+(shared/hashing.py), the part etags and the offset, and all of them change in the
 transaction that acknowledges a PATCH: whichever vault process gets the next PATCH, after any
 crash, carries on from exactly the acknowledged offset.
 
@@ -16,6 +14,7 @@ for every chunk, so sealing an index twice never reuses a nonce.
 
 from __future__ import annotations
 
+import logging
 import struct
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 
 from services.vault.recordings.models import UploadSession, UploadStatus
+from services.vault.recordings.parts import PartWriter
 from services.vault.recordings.service import (
     CollecteService,
     Sealed,
@@ -49,6 +49,7 @@ from shared.storage import MultipartGone, ObjectStore
 
 # pg_advisory_xact_lock(class, id): the class keeps these locks apart from other advisory locks.
 _LOCK_CLASS = 0x7475  # "tu"
+_logger = logging.getLogger("temoin.vault.uploads")
 TAIL_CONTEXT = b"temoin-upload-tail-v1"
 
 
@@ -153,25 +154,50 @@ class ResumableService:
             raise PayloadTooLarge(f"more than the declared Upload-Length of {upload.length} bytes")
         assert upload.wrapped_key is not None and upload.multipart_id is not None
         assert upload.object_key is not None
-        writer = _PartWriter(
+        data_key = self.collecte.unwrap(upload.wrapped_key, upload.kek_id, upload.recording_id)
+        try:
+            pending = _open_tail(upload, data_key)
+        except sealing.SealError:
+            # The stored tail was altered: nothing sent since the last part can be trusted.
+            _logger.error("upload %s: its stored tail failed authentication", upload.id)
+            await self._discard(upload, UploadStatus.lost)
+            return self._state(upload, None)
+        writer = PartWriter(
             self.store,
-            upload,
-            self.collecte.unwrap(upload.wrapped_key, upload.kek_id, upload.recording_id),
+            object_key=upload.object_key,
+            multipart_id=upload.multipart_id,
+            recording_id=upload.recording_id,
+            data_key=data_key,
+            chunk_size=upload.chunk_size,
+            part_size=upload.part_size,
+            length=upload.length,
+            offset=upload.offset,
+            etags=upload.etags,
+            pending=pending,
+            hash_state=upload.hash_state,
         )
         try:
-            async for piece in body:
-                if writer.offset + len(piece) > upload.length:
-                    raise PayloadTooLarge(
-                        f"more than the declared Upload-Length of {upload.length} bytes"
-                    )
-                await writer.write(piece)
-        except ClientDisconnect as exc:
-            if not keep_partial:
-                raise BadRequest("the body was cut short; nothing of it was kept") from exc
+            try:
+                async for piece in body:
+                    if writer.offset + len(piece) > upload.length:
+                        raise PayloadTooLarge(
+                            f"more than the declared Upload-Length of {upload.length} bytes"
+                        )
+                    await writer.write(piece)
+            except ClientDisconnect as exc:
+                if not keep_partial:
+                    raise BadRequest("the body was cut short; nothing of it was kept") from exc
+            await writer.drain()
         except MultipartGone:
             await self._discard(upload, UploadStatus.lost)
             return self._state(upload, None)
-        writer.save()
+        finally:
+            await writer.abandon()  # parts of a refused PATCH: never acknowledged
+        # Acknowledge everything received, in the transaction the caller commits.
+        upload.offset = writer.offset
+        upload.etags = list(writer.etags)  # a new list: the ORM sees the change
+        upload.hash_state = writer.hash.state()
+        upload.tail = _seal_tail(upload, data_key, writer.pending)
         if upload.offset == upload.length:
             try:
                 await self._complete(upload)
@@ -287,61 +313,18 @@ class ResumableService:
         )
 
 
-class _PartWriter:
-    """Seals whole parts as the plaintext arrives; keeps the remainder for ``save``."""
+# The bytes after the last whole part are kept in the row, sealed under the clip's data key and
+# bound to the upload and the offset they end at, so a tail cannot be replayed elsewhere.
 
-    def __init__(self, store: ObjectStore, upload: UploadSession, data_key: bytes) -> None:
-        self.store = store
-        self.upload = upload
-        self.key = data_key
-        self.header = sealing.Header(upload.chunk_size, upload.recording_id).to_bytes()
-        self.hash = ResumableSha256(upload.hash_state)
-        self.buffer = bytearray(self._open_tail())
-        self.offset = upload.offset  # of everything received, kept or not yet
 
-    def _tail_aad(self, at: int) -> bytes:
-        return TAIL_CONTEXT + self.upload.id.bytes + struct.pack(">Q", at)
+def _tail_aad(upload: UploadSession) -> bytes:
+    return TAIL_CONTEXT + upload.id.bytes + struct.pack(">Q", upload.offset)
 
-    def _open_tail(self) -> bytes:
-        if not self.upload.tail:
-            return b""
-        return sealing.open_blob(self.key, self._tail_aad(self.upload.offset), self.upload.tail)
 
-    async def write(self, piece: bytes) -> None:
-        self.hash.update(piece)
-        self.buffer += piece
-        self.offset += len(piece)
-        part_size = self.upload.part_size
-        while len(self.buffer) >= part_size:
-            await self._send_part(part_size)
-        if self.offset == self.upload.length and self.buffer:
-            await self._send_part(len(self.buffer))  # the last part may be short
+def _open_tail(upload: UploadSession, data_key: bytes) -> bytes:
+    return sealing.open_blob(data_key, _tail_aad(upload), upload.tail) if upload.tail else b""
 
-    async def _send_part(self, size: int) -> None:
-        upload = self.upload
-        number = len(upload.etags) + 1
-        first_chunk = (number - 1) * (upload.part_size // upload.chunk_size)
-        start = (number - 1) * upload.part_size  # plaintext offset of the part
-        sealed = bytearray(self.header if number == 1 else b"")
-        with memoryview(self.buffer) as view:
-            for i, at in enumerate(range(0, size, upload.chunk_size)):
-                plain = bytes(view[at : min(at + upload.chunk_size, size)])
-                final = start + at + len(plain) == upload.length
-                sealed += sealing.seal_chunk(self.header, self.key, first_chunk + i, plain, final)
-        del self.buffer[:size]
-        assert upload.object_key is not None and upload.multipart_id is not None
-        etag = await self.store.upload_part(
-            upload.object_key, upload.multipart_id, number, bytes(sealed)
-        )
-        upload.etags = [*upload.etags, etag]  # a new list, so that the ORM sees the change
 
-    def save(self) -> None:
-        """Acknowledge everything received: offset, hash, tail (the caller commits)."""
-        upload = self.upload
-        upload.offset = self.offset
-        upload.hash_state = self.hash.state()
-        upload.tail = (
-            sealing.seal_blob(self.key, self._tail_aad(self.offset), bytes(self.buffer))
-            if self.buffer
-            else None
-        )
+def _seal_tail(upload: UploadSession, data_key: bytes, pending: bytearray) -> bytes | None:
+    """After ``upload.offset`` has been set to where ``pending`` ends."""
+    return sealing.seal_blob(data_key, _tail_aad(upload), bytes(pending)) if pending else None

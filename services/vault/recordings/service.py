@@ -8,15 +8,16 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO, cast
+from typing import Any
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.directory.models import Agent, Camera, CameraStatus, Organisation, Station
 from services.vault.directory.repository import DirectoryRepository
 from services.vault.recordings.models import Recording, RecordingStatus
+from services.vault.recordings.parts import PartWriter
 from services.vault.recordings.repository import RecordingRepository
-from services.vault.recordings.upload import SealingReader, UploadRejected
 from services.vault.settings import VaultSettings
 from shared import audit, sealing
 from shared.audit import AuditAction, AuditEntry
@@ -111,21 +112,42 @@ class CollecteService:
 
         recording_id = uuid.uuid4()
         data_key = sealing.new_data_key()
-        sealer = sealing.Sealer(recording_id, data_key, self.settings.chunk_size)
-        reader = SealingReader(body, sealer, size=metadata.size, sha256=metadata.sha256)
         object_key = sealed_object_key(resolved.organisation.id, recording_id)
+        multipart_id = await self.store.start_multipart(
+            object_key, retain_until=self.lock_until(metadata, resolved)
+        )
+        writer = PartWriter(
+            self.store,
+            object_key=object_key,
+            multipart_id=multipart_id,
+            recording_id=recording_id,
+            data_key=data_key,
+            chunk_size=self.settings.chunk_size,
+            part_size=self.settings.part_size,
+            length=metadata.size,
+        )
         try:
-            version = await self.store.put_locked(
-                object_key,
-                cast(BinaryIO, reader),
-                retain_until=self.lock_until(metadata, resolved),
-                part_size=self.settings.part_size,
-            )
-        except UploadRejected as exc:
-            if exc.reason == "too_large":
-                raise PayloadTooLarge(exc.detail) from exc
-            field = "size" if exc.reason == "truncated" else "sha256"
-            raise _invalid(field, exc.detail) from exc
+            async for piece in body:
+                if writer.offset + len(piece) > metadata.size:
+                    raise PayloadTooLarge(f"more than the declared {metadata.size} bytes were sent")
+                await writer.write(piece)
+            if writer.offset != metadata.size:
+                raise _invalid(
+                    "size", f"the body ended after {writer.offset} of {metadata.size} bytes"
+                )
+            if writer.hash.hexdigest() != metadata.sha256:
+                raise _invalid(
+                    "sha256", "the clip's SHA-256 differs from the declared one: not stored"
+                )
+            etags = await writer.drain()
+            version = await self.store.complete_multipart(object_key, multipart_id, etags)
+        except BaseException:
+            # Whatever went wrong (a mismatch, the sender gone, the store failing), nothing
+            # is kept: the parts are discarded and no recording is registered.
+            await writer.abandon()
+            with anyio.CancelScope(shield=True):
+                await self.store.abort_multipart(object_key, multipart_id)
+            raise
         return await self.register(
             metadata,
             resolved,
