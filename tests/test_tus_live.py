@@ -240,3 +240,33 @@ async def test_dock_upload_resumes_an_interrupted_upload(
             )
         ).all()
     assert [s.status for s in sessions] == ["complete"]  # the same upload, finished
+
+
+async def test_two_racing_tus_uploads_of_one_clip_make_one_recording(
+    live_org: LiveOrg, engine: AsyncEngine, servers: Servers
+) -> None:
+    kit, ingest = live_org
+    data, metadata = make_clip(kit, size=11 * MiB)
+    locations = [
+        (await ingest.post("/v1/uploads", headers=creation_headers(kit, metadata))).headers[
+            "Location"
+        ]
+        for _ in range(2)
+    ]
+    answers = await asyncio.gather(
+        *(ingest.patch(url, content=data, headers=patch_headers(kit, 0)) for url in locations)
+    )
+    assert [a.status_code for a in answers] == [204, 204], [a.text for a in answers]
+    receipts = [a.headers["Temoin-Receipt"] for a in answers]
+    assert receipts[0] == receipts[1]
+    async with engine.connect() as connection:
+        recordings = (
+            await connection.execute(
+                select(Recording.object_key).where(Recording.organisation_id == kit.id)
+            )
+        ).all()
+    assert len(recordings) == 1
+    # The loser's multipart upload was aborted, not assembled: one object only.
+    store = ObjectStore(servers.storage)
+    objects = list(store.client.list_objects(store.bucket, prefix=f"recordings/{kit.id}/"))
+    assert [o.object_name for o in objects] == [recordings[0].object_key]
