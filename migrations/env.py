@@ -12,9 +12,11 @@ from sqlalchemy.exc import SAWarning
 
 from services.ingest.models import Base as IngestBase
 from services.ingest.stations import models as _stations  # noqa: F401  (registers tables)
+from services.ingest.uploads import models as _uploads  # noqa: F401  (registers tables)
 from services.vault.audit import tables as _audit_tables  # noqa: F401  (registers tables)
 from services.vault.directory import models as _directory  # noqa: F401  (registers tables)
 from services.vault.models import Base as VaultBase
+from services.vault.procedures import models as _procedures  # noqa: F401  (registers tables)
 from services.vault.recordings import models as _recordings  # noqa: F401  (registers tables)
 from shared.audit import audit_metadata
 from shared.db import asyncpg_url, create_engine

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import MetaData, event, text
+from sqlalchemy import ColumnElement, MetaData, event, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -159,3 +159,30 @@ __all__ = [
     "session_scope",
     "utc_now",
 ]
+
+
+Row = TypeVar("Row")
+
+
+async def page(
+    session: AsyncSession,
+    model: type[Row],
+    where: Sequence[ColumnElement[bool]],
+    *,
+    limit: int,
+    offset: int,
+    order_by: Sequence[Any] = (),
+) -> tuple[list[Row], int]:
+    """One page of ``model`` rows and the total count (the id last in the order, so pages
+    are stable)."""
+    total = (
+        await session.execute(select(func.count()).select_from(model).where(*where))
+    ).scalar_one()
+    statement = (
+        select(model)
+        .where(*where)
+        .order_by(*order_by, model.id)  # type: ignore[attr-defined]
+        .limit(limit)
+        .offset(offset)
+    )
+    return list((await session.execute(statement)).scalars()), total

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import anyio.to_thread
@@ -31,6 +31,10 @@ class StorageConfig:
 
 class StorageError(Exception):
     """The object store refused or failed an operation."""
+
+
+class ObjectMissing(StorageError):
+    """The object (or that version of it) is not in the store."""
 
 
 class MultipartGone(StorageError):
@@ -137,3 +141,45 @@ class ObjectStore:
                     raise
 
         await anyio.to_thread.run_sync(abort)
+
+    # --- reading and the life of a locked object --------------------------------------------
+
+    async def open_range(self, key: str, version: str | None, offset: int, length: int) -> Any:
+        """A streaming response for bytes [offset, offset + length) of the object (read it in
+        a worker thread; close and release it after)."""
+
+        def get() -> Any:
+            try:
+                return self.client.get_object(
+                    self.bucket, key, offset=offset, length=length, version_id=version
+                )
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchVersion"):
+                    raise ObjectMissing(f"{key}: {exc.code}") from exc
+                raise
+
+        return await anyio.to_thread.run_sync(get)
+
+    async def set_legal_hold(self, key: str, version: str | None, on: bool) -> None:
+        def apply() -> None:
+            if on:
+                self.client.enable_object_legal_hold(self.bucket, key, version_id=version)
+            else:
+                self.client.disable_object_legal_hold(self.bucket, key, version_id=version)
+
+        await anyio.to_thread.run_sync(apply)
+
+    async def delete_version(self, key: str, version: str | None) -> bool:
+        """Delete one version of an object: whether it is gone (False while a retention
+        period or a legal hold still protects it; the store refuses)."""
+
+        def delete() -> bool:
+            try:
+                self.client.remove_object(self.bucket, key, version_id=version)
+            except S3Error as exc:
+                if exc.code in ("AccessDenied", "InvalidRequest", "ObjectLocked"):
+                    return False
+                raise
+            return True
+
+        return await anyio.to_thread.run_sync(delete)

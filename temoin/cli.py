@@ -378,6 +378,28 @@ def receipt_verify(
     typer.echo(f"OK: recording {data['recording_id']}, received {data['received_at']}")
 
 
+@app.command("verify")
+def verify_package_command(
+    package: Annotated[Path, typer.Argument(help="an extraction package (.zip)")],
+    vault_key: Annotated[
+        str | None, typer.Option(help="the vault's public key (base64), as it publishes it")
+    ] = None,
+    receipt_key: Annotated[str | None, typer.Option(help="ingest's receipt key (base64)")] = None,
+) -> None:
+    """Check an extraction package offline: the BagIt manifests, the vault's signature, the
+    receipt, and the inclusion proof of each audit entry. Exits 1 on any problem."""
+    from shared.package import verify_package
+
+    report = verify_package(package, vault_key=vault_key, receipt_key=receipt_key)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    for problem in report.problems:
+        typer.echo(f"INVALID {problem}")
+    if not report.valid:
+        raise typer.Exit(1)
+    typer.echo(f"OK: package valid; clip SHA-256 {report.clip_sha256}")
+
+
 @app.command("create-bucket")
 def create_bucket() -> None:
     """Create the recordings bucket with object lock (S3_* variables), if missing."""

@@ -106,8 +106,22 @@ def _upload_in(kit: OrgKit) -> dict[str, Any]:
     return {**_check(kit), "content_type": "video/mp4"}
 
 
-async def _complete_upload(world: World, kit: OrgKit) -> uuid.UUID:
-    """An upload of the kit's station, complete (creation-with-upload of a small clip)."""
+async def _prepare(world: World, kit: OrgKit) -> None:
+    """What routes on recordings need, in the kit's organisation: a clip uploaded with tus
+    (the upload and the recording), a procedure holding it, a consultation's media token;
+    and wearers allowed to view their own recordings, so that the matrix covers them."""
+    organisation = (await world.vault.get(kit.path, headers=kit.headers("maire"))).json()
+    updated = await world.vault.put(
+        kit.path,
+        headers=kit.headers("maire"),
+        json={
+            "name": organisation["name"],
+            "departement": organisation["departement"],
+            "communes": organisation["communes"],
+            "wearer_access": True,
+        },
+    )
+    assert updated.status_code == 200, updated.text
     data, metadata = make_clip(kit)
     response = await world.ingest.post(
         "/v1/uploads",
@@ -117,7 +131,50 @@ async def _complete_upload(world: World, kit: OrgKit) -> uuid.UUID:
         ),
     )
     assert response.status_code == 201, response.text
-    return uuid.UUID(response.headers["Location"].rsplit("/", 1)[1])
+    kit.upload_id = uuid.UUID(response.headers["Location"].rsplit("/", 1)[1])
+    receipt = await world.ingest.get(
+        f"/v1/uploads/{kit.upload_id}/receipt", headers={**kit.headers("station"), **TUS}
+    )
+    kit.recording_id = uuid.UUID(receipt.json()["recording_id"])
+    procedure = await world.vault.post(
+        f"{kit.path}/procedures",
+        headers=kit.headers("responsable"),
+        json={"type": "judiciaire", "reference": f"PV-{kit.id.hex[:6]}"},
+    )
+    kit.procedure_id = uuid.UUID(procedure.json()["id"])
+    spare = await world.vault.post(
+        f"{kit.path}/procedures", headers=kit.headers("responsable"), json=_procedure(kit)
+    )
+    kit.spare_procedure_id = uuid.UUID(spare.json()["id"])
+    attached = await world.vault.post(
+        f"{kit.path}/procedures/{kit.procedure_id}/recordings",
+        headers=kit.headers("responsable"),
+        json={"recording_id": str(kit.recording_id), "qualification": "pour le test"},
+    )
+    assert attached.status_code == 201, attached.text
+    consulted = await world.vault.post(
+        f"{kit.path}/recordings/{kit.recording_id}/consultations",
+        headers=kit.headers("habilite"),
+        json={"motif": "matrice des droits"},
+    )
+    assert consulted.status_code == 201, consulted.text
+    kit.media_token = consulted.json()["url"].rsplit("/", 1)[1]
+
+
+def _attach(kit: OrgKit) -> dict[str, Any]:
+    return {"recording_id": str(kit.recording_id), "qualification": "qualification"}
+
+
+def _consult(kit: OrgKit) -> dict[str, Any]:
+    return {"motif": "vérification", "purpose": "compte_rendu"}  # purpose: for the wearer
+
+
+def _extraction(kit: OrgKit) -> dict[str, Any]:
+    return {"recording_id": str(kit.recording_id), "motif": "réquisition", "destinataires": ["OPJ"]}
+
+
+def _procedure(kit: OrgKit) -> dict[str, Any]:
+    return {"type": "administrative", "reference": f"ADM-{uuid.uuid4().hex[:6]}"}
 
 
 def _check(kit: OrgKit) -> dict[str, Any]:
@@ -130,6 +187,7 @@ MANAGERS = ("maire", "responsable")
 READERS = (*MANAGERS, "dpo")
 FINDERS = (*READERS, "habilite")
 AUDITORS = ("dpo", "responsable")
+VIEWERS = ("maire", "responsable", "habilite")
 WITNESSES = (*AUDITORS, "maire", "prefecture")
 
 
@@ -246,6 +304,26 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
         *WITNESSES, query={"first": 1, "second": 1}, also_own=frozenset({404})
     ),
     ("vault", "GET", "/v1/audit/public-key"): PUBLIC,
+    # vault: recordings. R241-12: the DPO finds (metadata) but does not view; the wearer
+    # only their own, where the service allows it (these organisations do, see _prepare).
+    ("vault", "GET", f"{ORG}/recordings"): allow(*FINDERS, "agent"),
+    ("vault", "GET", f"{ORG}/recordings/{{recording_id}}"): allow(*FINDERS, "agent"),
+    ("vault", "POST", f"{ORG}/recordings/{{recording_id}}/consultations"): allow(
+        *VIEWERS, "agent", body=_consult
+    ),
+    # The media URL is its own credential (a <video> element sends no Authorization).
+    ("vault", "GET", "/v1/media/{token}"): PUBLIC,
+    ("vault", "HEAD", "/v1/media/{token}"): PUBLIC,
+    ("vault", "GET", f"{ORG}/procedures"): allow(*VIEWERS, "dpo"),
+    ("vault", "POST", f"{ORG}/procedures"): allow(*VIEWERS, body=_procedure),
+    ("vault", "GET", f"{ORG}/procedures/{{procedure_id}}"): allow(*VIEWERS, "dpo"),
+    ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/recordings"): allow(
+        *VIEWERS, body=_attach, procedure_id=lambda kit: kit.spare_procedure_id
+    ),
+    ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/close"): allow(*VIEWERS),
+    ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/extractions"): allow(
+        *VIEWERS, body=_extraction
+    ),
 }
 
 DEFAULT_IDS: dict[str, Callable[[OrgKit], uuid.UUID | None]] = {
@@ -255,6 +333,10 @@ DEFAULT_IDS: dict[str, Callable[[OrgKit], uuid.UUID | None]] = {
     "habilitation_id": lambda kit: kit.habilitation_id,
     "assignment_id": lambda kit: kit.assignment_id,
     "entry_id": lambda kit: kit.entry_id,
+    "upload_id": lambda kit: kit.upload_id,
+    "recording_id": lambda kit: kit.recording_id,
+    "procedure_id": lambda kit: kit.procedure_id,
+    "token": lambda kit: kit.media_token,
 }
 _PARAM = re.compile(r"\{(\w+)\}")
 
@@ -304,10 +386,10 @@ async def test_decisions(
     if set(params) - {"org_id"}:
         variants.append("foreign_id")
 
-    # Uploads are made per test (they need the object store), one per organisation.
-    uploads: dict[uuid.UUID, uuid.UUID] = {}
-    if "upload_id" in params:
-        uploads = {kit.id: await _complete_upload(world, kit) for kit in (world.own, world.other)}
+    # Recordings and what hangs on them are made per test (they need the object store).
+    if set(params) & {"upload_id", "recording_id", "procedure_id", "token"}:
+        for kit in (world.own, world.other):
+            await _prepare(world, kit)
 
     mismatches: list[str] = []
     for role in (None, *ROLES):
@@ -316,9 +398,7 @@ async def test_decisions(
             id_kit = world.own if variant == "own" else world.other
             values: dict[str, Any] = {"org_id": org_kit.id}
             for name in params:
-                if name == "upload_id":
-                    values[name] = uploads[id_kit.id]
-                elif name != "org_id":
+                if name != "org_id":
                     values[name] = rule.ids.get(name, DEFAULT_IDS[name])(id_kit)
             path = template.format(**values)
             headers = world.own.headers(role) if role is not None else {}

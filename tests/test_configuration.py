@@ -34,6 +34,7 @@ PRODUCTION_ENV = {
     "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
     "VAULT_AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
     "VAULT_KEK": "cHJvZHVjdGlvbi1rZXktZW5jcnlwdGlvbi1rZXktMzI=",
+    "VAULT_MEDIA_KEY": "cHJvZHVjdGlvbi1tZWRpYS11cmwtc2lnbmluZy1rZXk=",
     "INGEST_RECEIPT_KEY": "cHJvZHVjdGlvbi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
     "SERVICE_TOKEN": "a-production-service-token-of-40-characters",
 }
@@ -130,6 +131,7 @@ OPERATOR_ENV = {
     "INGEST_TOKEN_SECRET": "a-long-random-production-secret-of-48-characters",
     "AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
     "VAULT_KEK": "cHJvZHVjdGlvbi1rZXktZW5jcnlwdGlvbi1rZXktMzI=",
+    "MEDIA_KEY": "cHJvZHVjdGlvbi1tZWRpYS11cmwtc2lnbmluZy1rZXk=",
     "RECEIPT_KEY": "cHJvZHVjdGlvbi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
     "SERVICE_TOKEN": "a-production-service-token-of-40-characters",
     "POSTGRES_PASSWORD": "pg-secret",

@@ -5,6 +5,8 @@ from services.vault import __doc__ as DESCRIPTION
 from services.vault.audit.endpoints import router as audit_router
 from services.vault.audit.jobs import maintain_log
 from services.vault.directory.endpoints import router as directory_router
+from services.vault.procedures.endpoints import router as procedures_router
+from services.vault.recordings.endpoints import router as recordings_router
 from services.vault.recordings.internal import router as internal_recordings_router
 from services.vault.recordings.internal import uploads_router as internal_uploads_router
 from services.vault.recordings.jobs import expire_uploads
@@ -37,6 +39,8 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     )
     app.include_router(directory_router)
     app.include_router(audit_router)
+    app.include_router(recordings_router)
+    app.include_router(procedures_router)
     app.include_router(internal_recordings_router)
     app.include_router(internal_uploads_router)
     app.state.settings = settings

@@ -9,6 +9,7 @@ from shared.signatures import b64decode
 # restarts; production refuses them.
 DEV_AUDIT_SIGNING_KEY = "dGVtb2luLWRldi1hdWRpdC1sb2cta2V5LTMyYnl0ZXM="
 DEV_KEK = "dGVtb2luLWRldi1rZXktZW5jcnlwdGlvbi1rZXktMzI="
+DEV_MEDIA_KEY = "dGVtb2luLWRldi1tZWRpYS11cmwtc2lnbmluZy1rZXk="
 
 DEFAULT_PORT = 8720
 
@@ -37,19 +38,34 @@ class VaultSettings(ServiceSettings):
     # parts of 5 MiB still allow 48 GiB, far beyond a body-camera clip.
     part_size: int = Field(5 << 20, ge=5 << 20, description="S3 multipart part size")
 
+    media_key: str = dev_default(
+        DEV_MEDIA_KEY, description="HMAC key (base64, 32 bytes) that signs consultation media URLs"
+    )
+    media_url_ttl_s: int = Field(
+        900, ge=30, le=4 * 3600, description="how long a consultation's media URL is valid"
+    )
+    erasure_interval_s: float = Field(
+        3600.0, gt=0, description="how often the erasure job runs (R241-13)"
+    )
+    scrub_interval_s: float = Field(
+        24 * 3600.0, gt=0, description="how often the fixity scrub re-reads every sealed object"
+    )
     upload_expiry_s: int = Field(
         3 * 24 * 3600,
         ge=60,
         description="how long an unfinished resumable upload is kept before it is discarded",
     )
 
-    @field_validator("kek", "audit_signing_key")
+    @field_validator("kek", "audit_signing_key", "media_key")
     @classmethod
     def _keys(cls, value: str, info: ValidationInfo) -> str:
         return key_of_32_bytes(value, f"VAULT_{str(info.field_name).upper()}")
 
     def key_encryption_key(self) -> bytes:
         return b64decode(self.kek)
+
+    def media_signing_key(self) -> bytes:
+        return b64decode(self.media_key)
 
     def audit_key(self) -> SigningKey:
         return SigningKey(b64decode(self.audit_signing_key))

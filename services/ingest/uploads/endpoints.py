@@ -8,11 +8,13 @@ from nacl.signing import SigningKey
 
 from services.ingest.settings import IngestSettings
 from services.ingest.stations.endpoints import CurrentStation
+from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.service import UploadService
 from shared.clips import METADATA_HEADER, ClipMetadata
 from shared.errors import PayloadTooLarge, UnprocessableEntity
 from shared.receipts import Receipt
 from shared.signatures import b64decode, key_id, public_key_of
+from shared.web import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
 
@@ -45,6 +47,7 @@ async def upload(
     response: Response,
     station: CurrentStation,
     uploads: Uploads,
+    session: SessionDep,
     metadata: Annotated[str | None, Header(alias=METADATA_HEADER)] = None,
     content_length: Annotated[int | None, Header()] = None,
     content_type: Annotated[str, Header()] = "application/octet-stream",
@@ -62,6 +65,7 @@ async def upload(
             field="metadata.size",
         )
     receipt, created = await uploads.upload(station, clip, request.stream(), content_type)
+    await keep_receipt(session, receipt)
     if not created:
         response.status_code = status.HTTP_200_OK
     return receipt

@@ -18,11 +18,13 @@ from email.utils import format_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.ingest.stations.endpoints import CurrentStation
 from services.ingest.uploads.endpoints import Uploads
+from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.resumable import Checksum, ResumableUploads
 from shared.clips import ClipMetadata, UploadSessionState
 from shared.errors import (
@@ -33,6 +35,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.receipts import Receipt
+from shared.web import SessionDep
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
@@ -90,7 +93,9 @@ def _encode(text: str) -> str:
     return base64.b64encode(text.encode()).decode("ascii")
 
 
-def _headers(upload: UploadSessionState, resumable: ResumableUploads) -> dict[str, str]:
+async def _headers(
+    upload: UploadSessionState, resumable: ResumableUploads, session: AsyncSession
+) -> dict[str, str]:
     headers = {
         "Upload-Offset": str(upload.offset),
         "Upload-Expires": format_datetime(upload.expires_at, usegmt=True),
@@ -98,6 +103,7 @@ def _headers(upload: UploadSessionState, resumable: ResumableUploads) -> dict[st
     }
     receipt = resumable.receipt(upload)
     if receipt is not None:
+        await keep_receipt(session, receipt)
         headers[RECEIPT_HEADER] = base64.urlsafe_b64encode(
             receipt.model_dump_json().encode()
         ).decode("ascii")
@@ -146,6 +152,7 @@ async def create(
     request: Request,
     station: CurrentStation,
     resumable: Resumable,
+    session: SessionDep,
     upload_length: Annotated[int | None, Header(ge=0)] = None,
     upload_defer_length: Annotated[str | None, Header()] = None,
     upload_metadata: Annotated[str | None, Header()] = None,
@@ -177,16 +184,18 @@ async def create(
             checksum=_checksum(upload_checksum),
             content_length=content_length,
         )
-    headers = _headers(upload, resumable)
+    headers = await _headers(upload, resumable, session)
     headers["Location"] = f"/v1/uploads/{upload.id}"
     return Response(status_code=status.HTTP_201_CREATED, headers=headers)
 
 
 @router.head("/{upload_id}", dependencies=Tus)
-async def offset(upload_id: uuid.UUID, station: CurrentStation, resumable: Resumable) -> Response:
+async def offset(
+    upload_id: uuid.UUID, station: CurrentStation, resumable: Resumable, session: SessionDep
+) -> Response:
     """Where to resume: the last acknowledged offset (410 once the upload cannot go on)."""
     upload = await resumable.state(station, upload_id)
-    headers = _headers(upload, resumable)
+    headers = await _headers(upload, resumable, session)
     headers["Upload-Length"] = str(upload.length)
     headers["Upload-Metadata"] = (
         f"metadata {_encode(upload.metadata.model_dump_json())},"
@@ -201,6 +210,7 @@ async def append(
     request: Request,
     station: CurrentStation,
     resumable: Resumable,
+    session: SessionDep,
     upload_offset: Annotated[int | None, Header(ge=0)] = None,
     content_type: Annotated[str | None, Header()] = None,
     content_length: Annotated[int | None, Header()] = None,
@@ -220,7 +230,9 @@ async def append(
         checksum=_checksum(upload_checksum),
         content_length=content_length,
     )
-    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=_headers(upload, resumable))
+    return Response(
+        status_code=status.HTTP_204_NO_CONTENT, headers=await _headers(upload, resumable, session)
+    )
 
 
 @router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=Tus)
@@ -230,11 +242,15 @@ async def terminate(upload_id: uuid.UUID, station: CurrentStation, resumable: Re
 
 
 @router.get("/{upload_id}/receipt", response_model=Receipt)
-async def receipt(upload_id: uuid.UUID, station: CurrentStation, resumable: Resumable) -> Receipt:
+async def receipt(
+    upload_id: uuid.UUID, station: CurrentStation, resumable: Resumable, session: SessionDep
+) -> Receipt:
     """The signed receipt of a completed upload (409 while bytes are still missing)."""
     upload = await resumable.state(station, upload_id)
     signed = resumable.receipt(upload)
-    if signed is None:
+    if signed is not None:
+        await keep_receipt(session, signed)
+    else:
         raise Conflict(
             f"the upload is at {upload.offset} of {upload.length} bytes: no receipt yet",
             offset=upload.offset,

@@ -15,19 +15,23 @@ from pydantic import AwareDatetime
 
 from services.vault.audit.repository import AuditRepository
 from services.vault.audit.schemas import (
+    CSV_COLUMNS,
     ConsistencyProof,
     EntryOut,
     EntryPage,
     InclusionProof,
     PublicKey,
     TreeHeadOut,
+    entry_out,
+    head_out,
+    proof_out,
 )
 from services.vault.audit.service import AuditLog, TreeHead
 from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, require
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
-from shared.signatures import b64encode, key_id, public_key_of
+from shared.signatures import key_id, public_key_of
 from shared.web import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -40,7 +44,6 @@ Witness = Annotated[
 Signer = Annotated[Principal, Depends(require(Role.dpo, Role.responsable))]
 
 ORG_AUDIT = "/organisations/{org_id}/audit"
-CSV_COLUMNS = list(EntryOut.model_fields)
 
 
 def _signing_log(request: Request, session: SessionDep) -> AuditLog:
@@ -49,20 +52,6 @@ def _signing_log(request: Request, session: SessionDep) -> AuditLog:
 
 
 Log = Annotated[AuditLog, Depends(_signing_log)]
-
-
-def _entry(row: Any) -> EntryOut:
-    return EntryOut.model_validate({name: row[name] for name in CSV_COLUMNS})
-
-
-def head_out(head: TreeHead) -> TreeHeadOut:
-    return TreeHeadOut(
-        tree_size=head.tree_size,
-        root_hash=head.root_hash.hex(),
-        signed_at=head.signed_at,
-        key_id=head.key_id,
-        signature=b64encode(head.signature),
-    )
 
 
 def _csv(items: list[EntryOut]) -> Iterator[str]:
@@ -103,7 +92,7 @@ async def search_entries(
         limit=limit,
         offset=offset,
     )
-    items = [_entry(row) for row in rows]
+    items = [entry_out(row) for row in rows]
     if format == "csv":
         return StreamingResponse(
             _csv(items),
@@ -124,14 +113,7 @@ async def inclusion_proof(
     leaf, head, path = await log.inclusion_proof(entry_id, tree_size)
     if leaf["organisation_id"] != access.organisation_id:
         raise NotFound("no sequenced entry with that id")
-    return InclusionProof(
-        entry=_entry(leaf),
-        leaf_index=leaf["seq"],
-        leaf_hash=bytes(leaf["leaf_hash"]).hex(),
-        tree_size=head.tree_size,
-        audit_path=[h.hex() for h in path],
-        head=head_out(head),
-    )
+    return proof_out(leaf, head, path)
 
 
 @router.get("/audit/heads", response_model=list[TreeHeadOut])

@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+from shared.signatures import b64encode
+
+if TYPE_CHECKING:
+    from services.vault.audit.service import TreeHead
 
 
 class EntryOut(BaseModel):
@@ -63,3 +68,33 @@ class PublicKey(BaseModel):
     algorithm: str = "Ed25519"
     public_key: str = Field(description="base64, 32 bytes")
     key_id: str
+
+
+CSV_COLUMNS = list(EntryOut.model_fields)
+
+
+def entry_out(row: Any) -> EntryOut:
+    return EntryOut.model_validate({name: row[name] for name in CSV_COLUMNS})
+
+
+def head_out(head: TreeHead) -> TreeHeadOut:
+    return TreeHeadOut(
+        tree_size=head.tree_size,
+        root_hash=head.root_hash.hex(),
+        signed_at=head.signed_at,
+        key_id=head.key_id,
+        signature=b64encode(head.signature),
+    )
+
+
+def proof_out(leaf: Any, head: TreeHead, path: list[bytes]) -> InclusionProof:
+    """An inclusion proof as the API and extraction packages give it (shared/witness.py
+    checks it)."""
+    return InclusionProof(
+        entry=entry_out(leaf),
+        leaf_index=leaf["seq"],
+        leaf_hash=bytes(leaf["leaf_hash"]).hex(),
+        tree_size=head.tree_size,
+        audit_path=[h.hex() for h in path],
+        head=head_out(head),
+    )

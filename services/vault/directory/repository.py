@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -20,6 +20,7 @@ from services.vault.directory.models import (
     Organisation,
     Station,
 )
+from shared.db import page
 
 T = TypeVar("T", Agent, Camera, CameraAssignment, Habilitation, Station)
 
@@ -63,14 +64,7 @@ class DirectoryRepository:
         order_by: Sequence[Any] = (),
     ) -> tuple[list[T], int]:
         where = [model.organisation_id == organisation_id, *filters]
-        total = (
-            await self.session.execute(select(func.count()).select_from(model).where(*where))
-        ).scalar_one()
-        statement = (
-            select(model).where(*where).order_by(*order_by, model.id).limit(limit).offset(offset)
-        )
-        items = list((await self.session.execute(statement)).scalars())
-        return items, total
+        return await page(self.session, model, where, limit=limit, offset=offset, order_by=order_by)
 
     async def agent_by_matricule(self, organisation_id: uuid.UUID, matricule: str) -> Agent | None:
         statement = select(Agent).where(

@@ -51,6 +51,12 @@ class Recording(IdMixin, Base):
     retain_until: Mapped[datetime] = mapped_column(index=True)
     status: Mapped[str] = mapped_column(String(16), default=RecordingStatus.sealed.value)
     erased_at: Mapped[datetime | None]
+    # Erasure destroys the key at once; the object goes when its lock allows.
+    object_deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When the erasure job first found it past retention but held by a procedure (logged once).
+    erasure_refused_at: Mapped[datetime | None] = mapped_column(default=None)
+    legal_hold: Mapped[bool] = mapped_column(default=False)  # as set on the S3 object
+    checked_at: Mapped[datetime | None] = mapped_column(default=None)  # last fixity check
 
     __table_args__ = (
         # The same clip from the same camera is one recording, however often it is uploaded.
@@ -96,3 +102,18 @@ class UploadSession(IdMixin, TimestampMixin, Base):
     tail: Mapped[bytes | None] = mapped_column(LargeBinary)
     # The clip's running SHA-256 up to `offset` (shared/hashing.py).
     hash_state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Consultation(IdMixin, TimestampMixin, Base):
+    """A person's viewing of a recording (R241-14: author, date, motif), the subject of the
+    signed media URL it opens."""
+
+    __tablename__ = "consultations"
+
+    organisation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organisations.id"), index=True)
+    recording_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("recordings.id"), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    motif: Mapped[str] = mapped_column(Text)
+    procedure_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("procedures.id"))
+    expires_at: Mapped[datetime]

@@ -1,0 +1,120 @@
+"""Procedures API: open one, attach recordings to it (legal hold), close it, and extract a
+recording for it as a signed BagIt package (R241-12, R241-13, R241-14)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from services.vault.directory.schemas import Page
+from services.vault.procedures import schemas
+from services.vault.procedures.extraction import ExtractionService, stream_package
+from services.vault.procedures.models import Procedure
+from services.vault.procedures.service import ProcedureService
+from services.vault.settings import VaultSettings
+from shared.access import OrgAccess, organisation_access
+from shared.auth import Role
+from shared.web import SessionDep, StoreDep
+
+router = APIRouter(prefix="/v1", tags=["procedures"])
+
+# Those who may see recordings (R241-12) qualify them for a procedure and extract them; the
+# DPO reads the procedures.
+ACTORS = (Role.maire, Role.responsable, Role.habilite)
+Act = Annotated[OrgAccess, Depends(organisation_access(*ACTORS))]
+Read = Annotated[OrgAccess, Depends(organisation_access(*ACTORS, Role.dpo))]
+PROCEDURES = "/organisations/{org_id}/procedures"
+
+
+async def _out(service: ProcedureService, procedure: Procedure) -> schemas.ProcedureOut:
+    out = schemas.ProcedureOut.model_validate(procedure)
+    out.recording_ids = await service.recording_ids(procedure.id)
+    return out
+
+
+@router.post(PROCEDURES, response_model=schemas.ProcedureOut, status_code=status.HTTP_201_CREATED)
+async def open_procedure(
+    data: schemas.ProcedureIn, access: Act, session: SessionDep, store: StoreDep
+) -> schemas.ProcedureOut:
+    service = ProcedureService(session, store, access)
+    return await _out(service, await service.open(data))
+
+
+@router.get(PROCEDURES, response_model=Page[schemas.ProcedureOut])
+async def list_procedures(
+    access: Read,
+    session: SessionDep,
+    store: StoreDep,
+    open_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[schemas.ProcedureOut]:
+    service = ProcedureService(session, store, access)
+    items, total = await service.search(open_only=open_only, limit=limit, offset=offset)
+    return Page(
+        items=[await _out(service, p) for p in items], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get(f"{PROCEDURES}/{{procedure_id}}", response_model=schemas.ProcedureOut)
+async def get_procedure(
+    procedure_id: uuid.UUID, access: Read, session: SessionDep, store: StoreDep
+) -> schemas.ProcedureOut:
+    service = ProcedureService(session, store, access)
+    return await _out(service, await service.procedure(procedure_id))
+
+
+@router.post(
+    f"{PROCEDURES}/{{procedure_id}}/recordings",
+    response_model=schemas.ProcedureOut,
+    status_code=status.HTTP_201_CREATED,
+)
+async def attach_recording(
+    procedure_id: uuid.UUID,
+    data: schemas.AttachIn,
+    access: Act,
+    session: SessionDep,
+    store: StoreDep,
+) -> schemas.ProcedureOut:
+    """Qualify a recording for the procedure: held (S3 legal hold, no erasure) while open."""
+    service = ProcedureService(session, store, access)
+    return await _out(service, await service.attach(procedure_id, data))
+
+
+@router.post(f"{PROCEDURES}/{{procedure_id}}/close", response_model=schemas.ProcedureOut)
+async def close_procedure(
+    procedure_id: uuid.UUID, access: Act, session: SessionDep, store: StoreDep
+) -> schemas.ProcedureOut:
+    """Close it: recordings no other open procedure holds follow their retention again."""
+    service = ProcedureService(session, store, access)
+    return await _out(service, await service.close(procedure_id))
+
+
+@router.post(
+    f"{PROCEDURES}/{{procedure_id}}/extractions",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}, "description": "the BagIt package"}},
+)
+async def extract(
+    procedure_id: uuid.UUID,
+    data: schemas.ExtractionIn,
+    request: Request,
+    access: Act,
+    session: SessionDep,
+    store: StoreDep,
+) -> StreamingResponse:
+    """A signed BagIt package (zip) of the recording, streamed (docs/extraction.md). The
+    extraction, with its motif and destinataires, is logged before the first byte."""
+    settings: VaultSettings = request.app.state.settings
+    package = await ExtractionService(session, store, settings, access).prepare(procedure_id, data)
+    return StreamingResponse(
+        stream_package(package),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="{package.name}.zip"',
+            "Cache-Control": "private, no-store",
+        },
+    )

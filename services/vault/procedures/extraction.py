@@ -1,0 +1,260 @@
+"""Extraction (« communication », R241-12 and R241-14): a copy of a recording for a procedure,
+as a signed BagIt package (shared/package.py, docs/extraction.md) streamed to the requester.
+
+Only within an open procedure the recording is attached to, with a motif and its
+destinataires, logged before the first byte leaves. Training needs anonymised copies, which
+Témoin cannot make yet: extraction for a `formation` procedure is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
+from nacl.signing import SigningKey
+from sqlalchemy import Uuid, any_, literal, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.audit.schemas import proof_out
+from services.vault.audit.service import AuditLog
+from services.vault.directory.models import Agent, Camera, Organisation
+from services.vault.procedures.models import Procedure, ProcedureType
+from services.vault.procedures.schemas import ExtractionIn
+from services.vault.procedures.service import ProcedureService
+from services.vault.recordings.models import Recording, RecordingStatus
+from services.vault.recordings.reading import SealedReader
+from services.vault.recordings.schemas import RecordingOut
+from services.vault.recordings.service import CollecteService
+from services.vault.settings import VaultSettings
+from shared import audit
+from shared.access import OrgAccess
+from shared.audit import AuditAction, AuditEntry, entries
+from shared.db import utc_now
+from shared.errors import Conflict, Gone, NotFound, UnprocessableEntity
+from shared.package import write_package
+from shared.storage import ObjectStore
+
+_EXTENSIONS = {"video/mp4": "mp4", "video/quicktime": "mov", "video/x-matroska": "mkv"}
+
+
+@dataclass
+class Package:
+    """Everything needed to stream one package once the extraction is logged."""
+
+    name: str
+    reader: SealedReader
+    recording: Recording
+    info: list[tuple[str, str]]
+    files: dict[str, bytes]
+    signer: SigningKey
+
+
+class ExtractionService:
+    def __init__(
+        self,
+        session: AsyncSession,
+        store: ObjectStore,
+        settings: VaultSettings,
+        access: OrgAccess,
+    ) -> None:
+        self.session = session
+        self.store = store
+        self.settings = settings
+        self.access = access
+        self.procedures = ProcedureService(session, store, access)
+
+    async def prepare(self, procedure_id: uuid.UUID, data: ExtractionIn) -> Package:
+        procedure = await self.procedures.procedure(procedure_id)
+        if procedure.type == ProcedureType.formation.value:
+            raise UnprocessableEntity(
+                "extraction for training needs anonymised copies, which Témoin cannot make "
+                "yet: no extraction for a `formation` procedure",
+                field="procedure.type",
+            )
+        if not procedure.is_open:
+            raise Conflict("this procedure is closed: no more extractions for it")
+        recording = await self.procedures.recording(data.recording_id)
+        if not await self.procedures.holds(procedure.id, recording.id):
+            raise Conflict("attach the recording to the procedure before extracting it")
+        if recording.status == RecordingStatus.erased.value or recording.wrapped_key is None:
+            raise Gone("this recording was erased")
+        if recording.status == RecordingStatus.damaged.value:
+            raise Conflict("this recording failed its integrity check: no copy can be made")
+
+        extraction_id = uuid.uuid4()
+        proofs = await self._proofs(recording)
+        receipt = await self.session.scalar(
+            text("SELECT receipt FROM ingest.issued_receipts WHERE recording_id = :id"),
+            {"id": recording.id},
+        )
+        files = {
+            "metadata.json": _json(await self._metadata(recording, procedure)),
+            "audit.json": _json(
+                {
+                    "log_public_key_id": proofs[0]["head"]["key_id"] if proofs else None,
+                    "proofs": proofs,
+                }
+            ),
+        }
+        if receipt is not None:
+            files["receipt.json"] = _json(receipt)
+        await audit.append(
+            self.session,
+            AuditEntry(
+                action=AuditAction.extraction,
+                service="vault",
+                actor_subject=self.access.subject,
+                actor_role=self.access.role.value,
+                organisation_id=self.access.organisation_id,
+                motif=data.motif,
+                destinataires=data.destinataires,
+                recording_ids=[recording.id],
+                procedure_ref=procedure.reference,
+                details={
+                    "extraction": str(extraction_id),
+                    "procedure": str(procedure.id),
+                    "type": procedure.type,
+                },
+            ),
+        )
+        organisation = await self.session.get(Organisation, recording.organisation_id)
+        assert organisation is not None
+        now = utc_now()
+        info = [
+            ("Source-Organization", organisation.name),
+            ("External-Identifier", procedure.reference),
+            ("External-Description", f"Procédure {procedure.type} {procedure.reference}"),
+            ("Bagging-Date", now.date().isoformat()),
+            ("Contact-Name", self.access.subject),
+            ("Temoin-Extraction-Id", str(extraction_id)),
+            ("Temoin-Procedure-Type", procedure.type),
+            ("Temoin-Recording-Id", str(recording.id)),
+            ("Temoin-Requester-Role", self.access.role.value),
+            ("Temoin-Motif", data.motif),
+            ("Temoin-Destinataires", "; ".join(data.destinataires)),
+            ("Temoin-Extracted-At", now.isoformat()),
+        ]
+        data_key = CollecteService(self.session, self.store, self.settings).unwrap(
+            recording.wrapped_key, recording.kek_id, recording.id
+        )
+        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", procedure.reference).strip("-")[:40] or "proc"
+        return Package(
+            name=f"temoin-{slug}-{str(recording.id)[:8]}",
+            reader=SealedReader(self.store, recording, data_key),
+            recording=recording,
+            info=info,
+            files=files,
+            signer=self.settings.audit_key(),
+        )
+
+    async def _proofs(self, recording: Recording) -> list[dict[str, Any]]:
+        """The recording's audit entries, each proved against a freshly signed tree head."""
+        log = AuditLog(self.session, self.settings.audit_key())
+        await log.sequence_all()
+        head = await log.sign_head()
+        ids = await self.session.scalars(
+            select(entries.c.entry_id)
+            .where(literal(recording.id, type_=Uuid) == any_(entries.c.recording_ids))
+            .order_by(entries.c.occurred_at)
+        )
+        proofs = []
+        for entry_id in ids:
+            try:
+                leaf, signed, path = await log.inclusion_proof(entry_id, head.tree_size)
+            except NotFound:
+                continue  # committed too recently to be in this head
+            proofs.append(proof_out(leaf, signed, path).model_dump(mode="json"))
+        return proofs
+
+    async def _metadata(self, recording: Recording, procedure: Procedure) -> dict[str, Any]:
+        camera = await self.session.get(Camera, recording.camera_id)
+        agent = await self.session.get(Agent, recording.agent_id)
+        return {
+            "recording": RecordingOut.model_validate(recording).model_dump(mode="json"),
+            "camera_serial": camera.serial if camera else None,
+            "agent_matricule": agent.matricule if agent else None,
+            "procedure": {
+                "id": str(procedure.id),
+                "type": procedure.type,
+                "reference": procedure.reference,
+            },
+        }
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True).encode()
+
+
+class _ChunkedSender:
+    """A writable stream for zipfile, in a worker thread: it hands ~1 MiB pieces to the
+    event loop through a bounded channel (backpressure: the zip waits for the client)."""
+
+    def __init__(self, channel: MemoryObjectSendStream[bytes]) -> None:
+        self.channel = channel
+        self.buffer = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        if len(self.buffer) >= 1 << 20:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self.buffer:
+            anyio.from_thread.run(self.channel.send, bytes(self.buffer))
+            self.buffer.clear()
+
+
+async def stream_package(package: Package) -> AsyncIterator[bytes]:
+    """The package's bytes as they are made (a damaged or mismatching clip cuts the stream:
+    a partial zip is not a valid package)."""
+    send, receive = anyio.create_memory_object_stream[bytes](4)
+    pieces = package.reader.chunks(0, package.recording.size)
+
+    async def next_piece() -> bytes | None:
+        return await anext(pieces, None)
+
+    def clip() -> Iterator[bytes]:
+        while (piece := anyio.from_thread.run(next_piece)) is not None:
+            yield piece
+
+    extension = _EXTENSIONS.get(package.recording.content_type, "bin")
+    clip_name = f"{package.recording.id}.{extension}"
+
+    def build() -> None:
+        sender = _ChunkedSender(send)
+        write_package(
+            sender,  # type: ignore[arg-type]  # write and flush are all zipfile needs here
+            bag=package.name,
+            info=package.info,
+            clip_name=clip_name,
+            clip=clip(),
+            clip_size=package.recording.size,
+            clip_sha256=package.recording.sha256,
+            files=package.files,
+            signer=package.signer,
+        )
+        sender.flush()
+
+    async def run() -> None:
+        async with send:
+            await anyio.to_thread.run_sync(build)
+
+    task = asyncio.create_task(run())
+    try:
+        async with receive:
+            async for piece in receive:
+                yield piece
+        await task  # raises what the builder raised: the stream is then cut short
+    finally:
+        receive.close()  # a client gone: the builder's next send fails and it stops
+        await asyncio.gather(task, return_exceptions=True)
+        await pieces.aclose()

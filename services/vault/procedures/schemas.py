@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.vault.procedures.models import ProcedureType
+
+
+class ProcedureIn(BaseModel):
+    type: ProcedureType
+    reference: str = Field(min_length=1, max_length=200, description="e.g. the parquet's number")
+    description: str | None = Field(None, max_length=2000)
+
+
+class ProcedureOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    type: ProcedureType
+    reference: str
+    description: str | None
+    opened_by: str
+    created_at: datetime
+    closed_at: datetime | None
+    closed_by: str | None
+    recording_ids: list[uuid.UUID] = Field(default_factory=list)
+
+
+class AttachIn(BaseModel):
+    recording_id: uuid.UUID
+    qualification: str = Field(
+        min_length=3, max_length=500, description="why the recording matters to the procedure"
+    )
+
+
+class ExtractionIn(BaseModel):
+    recording_id: uuid.UUID
+    motif: str = Field(min_length=3, max_length=500)
+    destinataires: list[str] = Field(
+        min_length=1, description="who receives the copy (R241-14), e.g. 'OPJ X, commissariat Y'"
+    )

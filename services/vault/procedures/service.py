@@ -1,0 +1,161 @@
+"""Procedures and the recordings they hold (R241-13: a recording used in a procedure follows
+that procedure's rules, not the one-month erasure). While an open procedure holds a recording
+its S3 object carries a legal hold, so not even the storage's owner can delete it; once no
+open procedure holds it, the hold is lifted and its retention applies again."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.procedures import schemas
+from services.vault.procedures.models import Procedure, ProcedureRecording
+from services.vault.recordings.models import Recording, RecordingStatus
+from shared import audit
+from shared.access import OrgAccess
+from shared.audit import AuditAction, AuditEntry
+from shared.db import flush_or_conflict, page, utc_now
+from shared.errors import Conflict, Gone, NotFound
+from shared.storage import ObjectStore
+
+
+class ProcedureService:
+    def __init__(self, session: AsyncSession, store: ObjectStore, access: OrgAccess) -> None:
+        self.session = session
+        self.store = store
+        self.access = access
+        self.org_id = access.organisation_id
+
+    async def procedure(self, procedure_id: uuid.UUID) -> Procedure:
+        procedure = await self.session.get(Procedure, procedure_id)
+        if procedure is None or procedure.organisation_id != self.org_id:
+            raise NotFound("no such procedure")
+        return procedure
+
+    async def recording(self, recording_id: uuid.UUID) -> Recording:
+        recording = await self.session.get(Recording, recording_id)
+        if recording is None or recording.organisation_id != self.org_id:
+            raise NotFound("no such recording")
+        return recording
+
+    async def recording_ids(self, procedure_id: uuid.UUID) -> list[uuid.UUID]:
+        rows = await self.session.scalars(
+            select(ProcedureRecording.recording_id).where(
+                ProcedureRecording.procedure_id == procedure_id
+            )
+        )
+        return list(rows)
+
+    async def holds(self, procedure_id: uuid.UUID, recording_id: uuid.UUID) -> bool:
+        return (
+            await self.session.get(ProcedureRecording, (procedure_id, recording_id))
+        ) is not None
+
+    async def search(
+        self, *, open_only: bool, limit: int, offset: int
+    ) -> tuple[list[Procedure], int]:
+        where = [Procedure.organisation_id == self.org_id]
+        if open_only:
+            where.append(Procedure.closed_at.is_(None))
+        return await page(
+            self.session,
+            Procedure,
+            where,
+            limit=limit,
+            offset=offset,
+            order_by=[Procedure.created_at.desc()],
+        )
+
+    async def open(self, data: schemas.ProcedureIn) -> Procedure:
+        procedure = Procedure(
+            id=uuid.uuid4(),
+            organisation_id=self.org_id,
+            type=data.type.value,
+            reference=data.reference,
+            description=data.description,
+            opened_by=self.access.subject,
+        )
+        self.session.add(procedure)
+        await flush_or_conflict(self.session, "a procedure of that type and reference exists")
+        await self._log(procedure, [], event="opened")
+        return procedure
+
+    async def attach(self, procedure_id: uuid.UUID, data: schemas.AttachIn) -> Procedure:
+        """Qualify a recording for the procedure: it is held (legal hold) from now on."""
+        procedure = await self.procedure(procedure_id)
+        if not procedure.is_open:
+            raise Conflict("this procedure is closed")
+        recording = await self.recording(data.recording_id)
+        if recording.status == RecordingStatus.erased.value:
+            raise Gone("this recording was erased at the end of its retention")
+        if await self.holds(procedure.id, recording.id):
+            raise Conflict("this recording is already attached to the procedure")
+        if not recording.legal_hold:
+            await self.store.set_legal_hold(recording.object_key, recording.object_version, True)
+            recording.legal_hold = True
+        self.session.add(
+            ProcedureRecording(
+                procedure_id=procedure.id,
+                recording_id=recording.id,
+                qualification=data.qualification,
+                attached_by=self.access.subject,
+            )
+        )
+        await self.session.flush()
+        await self._log(
+            procedure, [recording.id], event="attached", qualification=data.qualification
+        )
+        return procedure
+
+    async def close(self, procedure_id: uuid.UUID) -> Procedure:
+        """Close it, lifting the hold of each recording no other open procedure holds."""
+        procedure = await self.procedure(procedure_id)
+        if not procedure.is_open:
+            raise Conflict("this procedure is already closed")
+        procedure.closed_at = utc_now()
+        procedure.closed_by = self.access.subject
+        await self.session.flush()
+        released = []
+        for recording_id in await self.recording_ids(procedure.id):
+            if await held_by_open_procedure(self.session, recording_id):
+                continue
+            recording = await self.recording(recording_id)
+            if recording.legal_hold and recording.status != RecordingStatus.erased.value:
+                await self.store.set_legal_hold(
+                    recording.object_key, recording.object_version, False
+                )
+            recording.legal_hold = False
+            released.append(recording_id)
+        await self._log(procedure, released, event="closed")
+        return procedure
+
+    async def _log(
+        self, procedure: Procedure, recording_ids: list[uuid.UUID], **details: Any
+    ) -> None:
+        # Qualifying recordings for a procedure is a « modification » of their record.
+        await audit.append(
+            self.session,
+            AuditEntry(
+                action=AuditAction.modification,
+                service="vault",
+                actor_subject=self.access.subject,
+                actor_role=self.access.role.value,
+                organisation_id=self.org_id,
+                recording_ids=recording_ids,
+                procedure_ref=procedure.reference,
+                details={"procedure": str(procedure.id), "type": procedure.type, **details},
+            ),
+        )
+
+
+async def held_by_open_procedure(session: AsyncSession, recording_id: uuid.UUID) -> bool:
+    row = await session.scalar(
+        select(ProcedureRecording.procedure_id)
+        .join(Procedure, Procedure.id == ProcedureRecording.procedure_id)
+        .where(ProcedureRecording.recording_id == recording_id, Procedure.closed_at.is_(None))
+        .limit(1)
+    )
+    return row is not None

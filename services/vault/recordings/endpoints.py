@@ -1,0 +1,184 @@
+"""The recordings API of the admin dashboard: search (metadata only), consultation, and the
+media URL a consultation opens (HTTP Range, for the browser's video player)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from services.vault.directory.schemas import Page
+from services.vault.recordings import schemas
+from services.vault.recordings.media import Unsatisfiable, parse_range, verify_grant
+from services.vault.recordings.models import Consultation, Recording, RecordingStatus
+from services.vault.recordings.reading import Damaged, SealedReader
+from services.vault.recordings.service import CollecteService
+from services.vault.recordings.viewing import ViewingService
+from services.vault.settings import VaultSettings
+from shared.access import OrgAccess, organisation_access, refuse
+from shared.auth import Role
+from shared.errors import Conflict, Forbidden, Gone, NotFound
+from shared.web import SessionDep, StoreDep
+
+router = APIRouter(prefix="/v1", tags=["recordings"])
+
+# R241-12: the maire, the responsable and the habilités view recordings; the wearer only their
+# own, where the service allows it. The DPO finds them (metadata) but does not view them.
+VIEWERS = (Role.maire, Role.responsable, Role.habilite, Role.agent)
+FINDERS = (Role.maire, Role.responsable, Role.habilite, Role.dpo, Role.agent)
+
+Find = Annotated[OrgAccess, Depends(organisation_access(*FINDERS))]
+View = Annotated[OrgAccess, Depends(organisation_access(*VIEWERS))]
+RECORDINGS = "/organisations/{org_id}/recordings"
+
+
+def _settings(request: Request) -> VaultSettings:
+    settings: VaultSettings = request.app.state.settings
+    return settings
+
+
+Settings = Annotated[VaultSettings, Depends(_settings)]
+
+
+@router.get(RECORDINGS, response_model=Page[schemas.RecordingOut])
+async def search(
+    access: Find,
+    session: SessionDep,
+    settings: Settings,
+    started_from: datetime | None = None,
+    started_until: datetime | None = None,
+    agent_id: uuid.UUID | None = None,
+    camera_id: uuid.UUID | None = None,
+    place: Annotated[str | None, Query(max_length=200)] = None,
+    procedure_id: uuid.UUID | None = None,
+    status: RecordingStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[schemas.RecordingOut]:
+    """Recordings of the organisation, newest first, metadata only (a wearer: their own)."""
+    items, total = await ViewingService(session, settings, access).search(
+        started_from=started_from,
+        started_until=started_until,
+        agent_id=agent_id,
+        camera_id=camera_id,
+        place=place,
+        procedure_id=procedure_id,
+        status=status.value if status is not None else None,
+        limit=limit,
+        offset=offset,
+    )
+    return Page.of(schemas.RecordingOut, items, total, limit, offset)
+
+
+@router.get(f"{RECORDINGS}/{{recording_id}}", response_model=schemas.RecordingOut)
+async def get_recording(
+    recording_id: uuid.UUID, access: Find, session: SessionDep, settings: Settings
+) -> schemas.RecordingOut:
+    recording = await ViewingService(session, settings, access).recording(recording_id)
+    return schemas.RecordingOut.model_validate(recording)
+
+
+@router.post(
+    f"{RECORDINGS}/{{recording_id}}/consultations",
+    response_model=schemas.ConsultationOut,
+    status_code=status.HTTP_201_CREATED,
+)
+async def consult(
+    recording_id: uuid.UUID,
+    data: schemas.ConsultationIn,
+    request: Request,
+    access: View,
+    session: SessionDep,
+    settings: Settings,
+) -> schemas.ConsultationOut:
+    """Open a consultation (logged with its motif) and get a short-lived media URL for it."""
+    try:
+        url, consultation = await ViewingService(session, settings, access).consult(
+            recording_id, data
+        )
+    except Forbidden as error:
+        await refuse(request, session, access.principal, error, access.organisation_id)
+    return schemas.ConsultationOut(
+        id=consultation.id, recording_id=recording_id, url=url, expires_at=consultation.expires_at
+    )
+
+
+@router.get("/media/{token}", tags=["media"])
+async def media(
+    token: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    settings: Settings,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """The clip of a consultation, for a <video> element: the URL is the credential. Byte
+    ranges (206), 416 outside the clip; a damaged chunk ends the read, never served."""
+    grant = verify_grant(token, settings.media_signing_key())
+    consultation = await session.get(Consultation, grant.consultation_id)
+    recording = await session.get(Recording, grant.recording_id)
+    if (
+        consultation is None
+        or recording is None
+        or consultation.recording_id != recording.id
+        or consultation.subject != grant.subject
+    ):
+        raise NotFound("no such consultation")
+    if recording.status == RecordingStatus.erased.value or recording.wrapped_key is None:
+        raise Gone("this recording was erased")
+    if recording.status == RecordingStatus.damaged.value:
+        raise Conflict("this recording failed its integrity check: it cannot be served")
+    base_headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Type": recording.content_type,
+        "Cache-Control": "private, no-store",
+    }
+    try:
+        wanted = parse_range(range_header, recording.size)
+    except Unsatisfiable:
+        return Response(
+            status_code=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+            headers={**base_headers, "Content-Range": f"bytes */{recording.size}"},
+        )
+    start, stop = wanted or (0, recording.size)
+    headers = {**base_headers, "Content-Length": str(stop - start)}
+    code = status.HTTP_200_OK
+    if wanted is not None:
+        code = status.HTTP_206_PARTIAL_CONTENT
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{recording.size}"
+    if request.method == "HEAD":
+        return Response(status_code=code, headers=headers)
+    data_key = CollecteService(session, store, settings).unwrap(
+        recording.wrapped_key, recording.kek_id, recording.id
+    )
+    pieces = SealedReader(store, recording, data_key).chunks(start, stop)
+    # The first chunk is opened before answering, so that a damaged recording gets a clear
+    # error rather than a cut stream.
+    try:
+        first = await anext(pieces)
+    except Damaged as exc:
+        raise Conflict(f"this recording failed authentication: {exc}") from exc
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for piece in pieces:  # Damaged here cuts the stream: never unauthenticated bytes
+            yield piece
+
+    return StreamingResponse(body(), status_code=code, headers=headers)
+
+
+@router.head("/media/{token}", tags=["media"])
+async def media_head(
+    token: str,
+    request: Request,
+    session: SessionDep,
+    store: StoreDep,
+    settings: Settings,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+) -> Response:
+    """The headers GET would send (players ask for the size and type first)."""
+    return await media(token, request, session, store, settings, range_header)

@@ -1,0 +1,72 @@
+"""Reading a sealed recording back: any byte range of the clip, opening only the chunks that
+cover it (one ranged S3 GET), each authenticated before a byte of it is handed on. A chunk
+that fails authentication stops the read: nothing unauthenticated is ever served."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import anyio.to_thread
+
+from services.vault.recordings.models import Recording
+from shared import sealing
+from shared.storage import ObjectStore
+
+
+class Damaged(Exception):
+    """The sealed object failed authentication or is missing: never serve it as valid."""
+
+
+def _read_exactly(response: Any, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = response.read(size - len(data))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)
+
+
+class SealedReader:
+    def __init__(self, store: ObjectStore, recording: Recording, data_key: bytes) -> None:
+        self.store = store
+        self.recording = recording
+        self.key = data_key
+        self.chunk_size = recording.chunk_size
+        self.count = sealing.chunk_count(recording.size, recording.chunk_size)
+        self.header = sealing.Header(recording.chunk_size, recording.id).to_bytes()
+
+    def _sealed_length(self, index: int) -> int:
+        plain = min(self.chunk_size, self.recording.size - index * self.chunk_size)
+        return plain + sealing.CHUNK_OVERHEAD
+
+    async def chunks(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
+        """The clip's bytes [start, stop), in pieces of at most a chunk."""
+        if not 0 <= start < stop <= self.recording.size:
+            raise ValueError("range outside the clip")
+        first, last = start // self.chunk_size, (stop - 1) // self.chunk_size
+        offset = sealing.sealed_offset(first, self.chunk_size)
+        length = sealing.sealed_offset(last, self.chunk_size) + self._sealed_length(last) - offset
+        try:
+            response = await self.store.open_range(
+                self.recording.object_key, self.recording.object_version, offset, length
+            )
+        except Exception as exc:
+            raise Damaged(f"the sealed object cannot be read: {exc}") from exc
+        try:
+            for index in range(first, last + 1):
+                sealed = await anyio.to_thread.run_sync(
+                    _read_exactly, response, self._sealed_length(index)
+                )
+                try:
+                    plain = sealing.open_chunk(
+                        self.header, self.key, index, sealed, final=index == self.count - 1
+                    )
+                except sealing.SealError as exc:
+                    raise Damaged(str(exc)) from exc
+                base = index * self.chunk_size
+                yield plain[max(start - base, 0) : stop - base]
+        finally:
+            response.close()
+            response.release_conn()

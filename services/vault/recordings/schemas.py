@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RecordingOut(BaseModel):
+    """A recording's registry entry: metadata only, never content."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    camera_id: uuid.UUID
+    agent_id: uuid.UUID
+    station_id: uuid.UUID
+    started_at: datetime
+    ended_at: datetime
+    clock_offset_ms: int
+    latitude: float | None
+    longitude: float | None
+    address: str | None
+    pre_record_s: int
+    intervention_ref: str | None
+    size: int
+    sha256: str
+    content_type: str
+    received_at: datetime
+    retain_until: datetime
+    status: str
+    legal_hold: bool
+    erased_at: datetime | None
+    checked_at: datetime | None
+
+
+class WearerPurpose(StrEnum):
+    """Loi 2021-646 art. 45: the only purposes for which a wearer may view their recording."""
+
+    recherche_auteurs = "recherche_auteurs"  # help find the authors of offences
+    prevention_atteintes = "prevention_atteintes"  # prevent imminent breaches of public order
+    secours = "secours"  # rescue people
+    compte_rendu = "compte_rendu"  # report an intervention faithfully
+
+
+class ConsultationIn(BaseModel):
+    motif: str = Field(min_length=3, max_length=500, description="why (R241-14), logged")
+    procedure_id: uuid.UUID | None = Field(None, description="the procedure it serves, if any")
+    purpose: WearerPurpose | None = Field(None, description="required when the wearer views")
+
+
+class ConsultationOut(BaseModel):
+    id: uuid.UUID
+    recording_id: uuid.UUID
+    url: str = Field(description="signed media URL for a <video> element (HTTP Range)")
+    expires_at: datetime

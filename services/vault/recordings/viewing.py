@@ -1,0 +1,165 @@
+"""Finding recordings and viewing them (R241-12): metadata search scoped by role, and
+consultations, each logged with its motif (R241-14) and opening a short-lived media URL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.directory.models import Organisation
+from services.vault.procedures.models import Procedure, ProcedureRecording
+from services.vault.recordings.media import MediaGrant, sign_grant
+from services.vault.recordings.models import Consultation, Recording, RecordingStatus
+from services.vault.recordings.schemas import ConsultationIn
+from services.vault.settings import VaultSettings
+from shared import audit
+from shared.access import OrgAccess
+from shared.audit import AuditAction, AuditEntry, Outcome
+from shared.auth import Role
+from shared.db import page, utc_now
+from shared.errors import Conflict, Forbidden, Gone, NotFound, UnprocessableEntity
+
+
+class ViewingService:
+    def __init__(self, session: AsyncSession, settings: VaultSettings, access: OrgAccess) -> None:
+        self.session = session
+        self.settings = settings
+        self.access = access
+        self.org_id = access.organisation_id
+
+    @property
+    def as_wearer(self) -> bool:
+        """Acting as the wearing agent: only their own recordings (loi 2021-646 art. 45)."""
+        return self.access.role == Role.agent
+
+    async def search(
+        self,
+        *,
+        started_from: datetime | None,
+        started_until: datetime | None,
+        agent_id: uuid.UUID | None,
+        camera_id: uuid.UUID | None,
+        place: str | None,
+        procedure_id: uuid.UUID | None,
+        status: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Recording], int]:
+        filters: list[ColumnElement[bool]] = []
+        if self.as_wearer:
+            filters.append(Recording.agent_id == self.access.principal.agent_id)
+        if started_from is not None:
+            filters.append(Recording.started_at >= started_from)
+        if started_until is not None:
+            filters.append(Recording.started_at < started_until)
+        if agent_id is not None:
+            filters.append(Recording.agent_id == agent_id)
+        if camera_id is not None:
+            filters.append(Recording.camera_id == camera_id)
+        if place:
+            filters.append(Recording.address.ilike(f"%{place}%"))
+        if status is not None:
+            filters.append(Recording.status == status)
+        if procedure_id is not None:
+            filters.append(
+                exists().where(
+                    ProcedureRecording.recording_id == Recording.id,
+                    ProcedureRecording.procedure_id == procedure_id,
+                )
+            )
+        return await page(
+            self.session,
+            Recording,
+            [Recording.organisation_id == self.org_id, *filters],
+            limit=limit,
+            offset=offset,
+            order_by=[Recording.started_at.desc()],
+        )
+
+    async def recording(self, recording_id: uuid.UUID) -> Recording:
+        recording = await self.session.get(Recording, recording_id)
+        if recording is None or recording.organisation_id != self.org_id:
+            raise NotFound("no such recording")
+        if self.as_wearer and recording.agent_id != self.access.principal.agent_id:
+            raise NotFound("no such recording")  # the wearer sees only their own
+        return recording
+
+    async def consult(
+        self, recording_id: uuid.UUID, data: ConsultationIn
+    ) -> tuple[str, Consultation]:
+        """Log the consultation and return its signed media URL."""
+        recording = await self.recording(recording_id)
+        if self.as_wearer:
+            await self._check_wearer(recording, data)
+        if recording.status == RecordingStatus.erased.value:
+            raise Gone("this recording was erased at the end of its retention")
+        if recording.status == RecordingStatus.damaged.value:
+            raise Conflict("this recording failed its integrity check: it cannot be viewed")
+        if data.procedure_id is not None:
+            procedure = await self.session.get(Procedure, data.procedure_id)
+            if procedure is None or procedure.organisation_id != self.org_id:
+                raise NotFound("no such procedure")
+        now = utc_now()
+        consultation = Consultation(
+            id=uuid.uuid4(),
+            organisation_id=self.org_id,
+            recording_id=recording.id,
+            subject=self.access.subject,
+            role=self.access.role.value,
+            motif=data.motif,
+            procedure_id=data.procedure_id,
+            expires_at=now + timedelta(seconds=self.settings.media_url_ttl_s),
+        )
+        self.session.add(consultation)
+        await self.session.flush()
+        details: dict[str, Any] = {"consultation": str(consultation.id)}
+        if data.procedure_id is not None:
+            details["procedure"] = str(data.procedure_id)
+        if data.purpose is not None:
+            details["purpose"] = data.purpose.value
+        await self._log(AuditAction.consultation, recording, details, motif=data.motif)
+        token = sign_grant(
+            MediaGrant(consultation.id, recording.id, self.access.subject, consultation.expires_at),
+            self.settings.media_signing_key(),
+        )
+        return f"/v1/media/{token}", consultation
+
+    async def _check_wearer(self, recording: Recording, data: ConsultationIn) -> None:
+        organisation = await self.session.get(Organisation, self.org_id)
+        assert organisation is not None
+        if not organisation.wearer_access:
+            raise Forbidden("this service does not give wearers access to their recordings")
+        if data.purpose is None:
+            raise UnprocessableEntity(
+                "a wearer views a recording only for one of the purposes of loi 2021-646 "
+                "art. 45: give `purpose`",
+                field="body.purpose",
+            )
+
+    async def _log(
+        self,
+        action: AuditAction,
+        recording: Recording,
+        details: dict[str, Any],
+        *,
+        motif: str | None = None,
+        outcome: Outcome = Outcome.success,
+    ) -> None:
+        await audit.append(
+            self.session,
+            AuditEntry(
+                action=action,
+                service="vault",
+                actor_subject=self.access.subject,
+                actor_role=self.access.role.value,
+                organisation_id=self.org_id,
+                recording_ids=[recording.id],
+                outcome=outcome,
+                motif=motif,
+                details=details,
+            ),
+        )

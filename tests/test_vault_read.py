@@ -1,0 +1,121 @@
+"""Search and consultation rules through the in-process apps: scoping by role, the wearer's
+limits, refusals, and the media URL's binding and expiry."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.vault.recordings.media import MediaGrant, sign_grant
+from services.vault.settings import DEV_MEDIA_KEY
+from shared.audit import entries
+from shared.signatures import b64decode
+from tests.fixtures.clips import make_clip, upload_headers
+from tests.fixtures.directory import OrgKit, World
+
+
+async def _upload(world: World, kit: OrgKit, **changes: object) -> str:
+    data, metadata = make_clip(kit, **changes)
+    response = await world.ingest.post(
+        "/v1/recordings", content=data, headers=upload_headers(kit, metadata)
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["recording_id"])
+
+
+async def test_search_filters_and_scopes(world: World) -> None:
+    own = world.own
+    worn = await _upload(world, own)  # the camera is assigned to the wearer
+    # A second camera, worn by the habilité agent.
+    camera = await world.vault.post(
+        f"{own.path}/cameras",
+        headers=own.headers("responsable"),
+        json={"serial": "CAM-2", "model": "Reveal D5"},
+    )
+    assigned = await world.vault.post(
+        f"{own.path}/cameras/{camera.json()['id']}/assignments",
+        headers=own.headers("responsable"),
+        json={"agent_id": str(own.agents["habilite"]), "starts_at": "2026-01-01T00:00:00Z"},
+    )
+    assert assigned.status_code == 201, assigned.text
+    other_agent = await _upload(world, own, camera_serial="CAM-2")
+    found = await world.vault.get(
+        f"{own.path}/recordings", headers=own.headers("dpo"), params={"place": "hôtel de ville"}
+    )
+    assert found.status_code == 200
+    assert {r["id"] for r in found.json()["items"]} == {worn, other_agent}
+    assert "wrapped_key" not in found.json()["items"][0]  # metadata only
+    none = await world.vault.get(
+        f"{own.path}/recordings",
+        headers=own.headers("responsable"),
+        params={"started_from": (datetime.now(UTC) + timedelta(days=1)).isoformat()},
+    )
+    assert none.json()["total"] == 0
+    # The wearer sees their own recordings only; the other organisation sees none of these.
+    mine = await world.vault.get(f"{own.path}/recordings", headers=own.headers("agent"))
+    assert {r["agent_id"] for r in mine.json()["items"]} == {str(own.agents["wearer"])}
+    theirs = await world.vault.get(
+        f"{world.other.path}/recordings/{worn}", headers=world.other.headers("responsable")
+    )
+    assert theirs.status_code == 404
+    bad_status = await world.vault.get(
+        f"{own.path}/recordings", headers=own.headers("dpo"), params={"status": "lost"}
+    )
+    assert bad_status.status_code == 422
+
+
+async def test_consultation_rules(world: World, connection: AsyncConnection) -> None:
+    own = world.own
+    recording = await _upload(world, own)
+    path = f"{own.path}/recordings/{recording}/consultations"
+    no_motif = await world.vault.post(path, headers=own.headers("habilite"), json={})
+    assert no_motif.status_code == 422
+    assert no_motif.json()["errors"][0]["field"] == "body.motif"
+    dpo = await world.vault.post(path, headers=own.headers("dpo"), json={"motif": "contrôle"})
+    assert dpo.status_code == 403  # the DPO is not among those R241-12 lets view
+    # The wearer: refused (and logged) while the service does not allow wearers' access.
+    wearer = await world.vault.post(
+        path, headers=own.headers("agent"), json={"motif": "rapport", "purpose": "compte_rendu"}
+    )
+    assert wearer.status_code == 403
+    refused = await connection.execute(
+        select(entries.c.actor_subject).where(
+            entries.c.action == "access_refused", entries.c.organisation_id == own.id
+        )
+    )
+    assert f"wearer-{own.id.hex[:8]}" in {row.actor_subject for row in refused}
+    elsewhere = await world.vault.post(
+        f"{world.other.path}/recordings/{recording}/consultations",
+        headers=world.other.headers("habilite"),
+        json={"motif": "curiosité"},
+    )
+    assert elsewhere.status_code == 404
+
+
+async def test_media_url_is_bound_and_expires(world: World) -> None:
+    own = world.own
+    recording = await _upload(world, own)
+    opened = await world.vault.post(
+        f"{own.path}/recordings/{recording}/consultations",
+        headers=own.headers("habilite"),
+        json={"motif": "vérification"},
+    )
+    consultation = uuid.UUID(opened.json()["id"])
+    key = b64decode(DEV_MEDIA_KEY)
+    good = MediaGrant(
+        consultation, uuid.UUID(recording), f"habilite-{own.id.hex[:8]}",
+        datetime.now(UTC) + timedelta(minutes=5),
+    )  # fmt: skip
+    assert (await world.vault.get(f"/v1/media/{sign_grant(good, key)}")).status_code == 200
+    expired = MediaGrant(
+        good.consultation_id, good.recording_id, good.subject, datetime.now(UTC) - timedelta(1)
+    )
+    response = await world.vault.get(f"/v1/media/{sign_grant(expired, key)}")
+    assert response.status_code == 403 and "expired" in response.json()["detail"]
+    someone_else = MediaGrant(good.consultation_id, good.recording_id, "intrus", good.expires_at)
+    assert (await world.vault.get(f"/v1/media/{sign_grant(someone_else, key)}")).status_code == 404
+    forged = sign_grant(good, b"k" * 32)
+    assert (await world.vault.get(f"/v1/media/{forged}")).status_code == 403
