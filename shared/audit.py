@@ -47,6 +47,7 @@ class AuditAction(StrEnum):
     station_registered = "station_registered"
     station_revoked = "station_revoked"
     access_refused = "access_refused"
+    fixity_failure = "fixity_failure"  # a sealed object found damaged or missing
     report_finalised = "report_finalised"
     audit_purge = "audit_purge"
 

@@ -160,6 +160,16 @@ class ObjectStore:
 
         return await anyio.to_thread.run_sync(get)
 
+    async def read_head(self, key: str, version: str | None, length: int) -> bytes:
+        """The first ``length`` bytes of an object version (ObjectMissing if absent)."""
+        response = await self.open_range(key, version, 0, length)
+        try:
+            data: bytes = await anyio.to_thread.run_sync(response.read)
+        finally:
+            response.close()
+            response.release_conn()
+        return data
+
     async def set_legal_hold(self, key: str, version: str | None, on: bool) -> None:
         def apply() -> None:
             if on:

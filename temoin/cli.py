@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -398,6 +399,103 @@ def verify_package_command(
     if not report.valid:
         raise typer.Exit(1)
     typer.echo(f"OK: package valid; clip SHA-256 {report.clip_sha256}")
+
+
+def _vault_session() -> Any:
+    """An engine's sessionmaker and the object store, as the vault's settings give them."""
+    import services.vault.app  # noqa: F401  (every vault model: the ORM resolves foreign keys)
+    from services.vault.settings import VaultSettings
+    from shared.db import create_engine, create_sessionmaker
+    from shared.storage import ObjectStore
+
+    settings = VaultSettings()
+    engine = create_engine(
+        settings.database_url, application_name="temoin-cli", role=settings.database_role
+    )
+    return settings, engine, create_sessionmaker(engine), ObjectStore(settings.storage())
+
+
+@app.command("erase")
+def erase(
+    dry_run: Annotated[
+        bool, typer.Option(help="list what would be erased, change nothing")
+    ] = False,
+) -> None:
+    """Erase recordings past their retention (R241-13), as the vault's job does: destroy the
+    keys, keep tombstones with their `effacement` entries, delete objects whose lock expired.
+    Recordings held by an open procedure are kept (and the refusal logged once)."""
+    import asyncio
+
+    from services.vault.recordings.erasure import ErasureService
+    from shared.db import session_scope, utc_now
+
+    async def run() -> None:
+        settings, engine, sessionmaker, store = _vault_session()
+        try:
+            now = utc_now()
+            async with session_scope(sessionmaker) as session:
+                service = ErasureService(session, store)
+                if dry_run:
+                    for recording in await service.due(now):
+                        typer.echo(f"would erase {recording.id} (retain until "
+                                   f"{recording.retain_until:%Y-%m-%d %H:%M})")  # fmt: skip
+                    for recording in await service.held(now, not_yet_logged=False):
+                        typer.echo(f"held by a procedure: {recording.id}")
+                    waiting = await service.awaiting_object_deletion()
+                    typer.echo(f"{len(waiting)} erased object(s) awaiting deletion")
+                    await session.rollback()
+                    return
+                report = await service.erase_due(now)
+            async with session_scope(sessionmaker) as session:
+                objects = await ErasureService(session, store).delete_objects(now)
+            typer.echo(
+                f"{len(report.erased)} erased, {len(report.held)} newly found held by a "
+                f"procedure, {len(objects.objects_deleted)} object(s) deleted, "
+                f"{len(objects.objects_locked)} still locked"
+            )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+@app.command("scrub")
+def scrub(
+    recording: Annotated[
+        list[str] | None, typer.Option(help="check only these recordings (ids)")
+    ] = None,
+) -> None:
+    """Re-read every sealed recording, authenticate each chunk and compare its SHA-256 with
+    the registry. Damaged ones are flagged (status, audit entry). Exits 1 if any is."""
+    import asyncio
+
+    from services.vault.recordings.fixity import FixityService
+    from shared.db import session_scope, utc_now
+
+    async def run() -> int:
+        settings, engine, sessionmaker, store = _vault_session()
+        checked, damaged = 0, []
+        started = utc_now()  # each recording once: those checked before this run started
+        try:
+            while True:
+                async with session_scope(sessionmaker) as session:
+                    report = await FixityService(session, store, settings).scrub(
+                        checked_before=started,
+                        recording_ids=[uuid.UUID(r) for r in recording] if recording else None,
+                        limit=20,
+                    )
+                checked += report.checked
+                damaged += report.damaged
+                if report.checked == 0:
+                    break
+        finally:
+            await engine.dispose()
+        for recording_id in damaged:
+            typer.echo(f"DAMAGED {recording_id}")
+        typer.echo(f"{checked} recording(s) checked, {len(damaged)} damaged")
+        return 1 if damaged else 0
+
+    raise typer.Exit(asyncio.run(run()))
 
 
 @app.command("create-bucket")

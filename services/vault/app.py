@@ -9,7 +9,7 @@ from services.vault.procedures.endpoints import router as procedures_router
 from services.vault.recordings.endpoints import router as recordings_router
 from services.vault.recordings.internal import router as internal_recordings_router
 from services.vault.recordings.internal import uploads_router as internal_uploads_router
-from services.vault.recordings.jobs import expire_uploads
+from services.vault.recordings.jobs import erase_expired, expire_uploads, scrub_objects
 from services.vault.settings import VaultSettings
 from shared.web import ServiceState, create_service_app
 
@@ -30,12 +30,20 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     async def upload_expiry(state: ServiceState) -> None:
         await expire_uploads(state["sessionmaker"], state["store"], settings)
 
+    async def erasure(state: ServiceState) -> None:
+        await erase_expired(state["sessionmaker"], state["store"], settings.erasure_interval_s)
+
+    async def scrub(state: ServiceState) -> None:
+        await scrub_objects(state["sessionmaker"], state["store"], settings)
+
     app = create_service_app(
         service=SERVICE,
         title="Témoin vault",
         description=DESCRIPTION or "",
         version="0.1.0",
-        lifespan=service_lifespan(settings, SERVICE, background=[log_maintenance, upload_expiry]),
+        lifespan=service_lifespan(
+            settings, SERVICE, background=[log_maintenance, upload_expiry, erasure, scrub]
+        ),
     )
     app.include_router(directory_router)
     app.include_router(audit_router)

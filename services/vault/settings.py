@@ -44,6 +44,11 @@ class VaultSettings(ServiceSettings):
     media_url_ttl_s: int = Field(
         900, ge=30, le=4 * 3600, description="how long a consultation's media URL is valid"
     )
+    # S3 refuses a retention date in the past: an old clip is locked at least this long, and
+    # the erasure job deletes it as soon as the lock allows (its key is destroyed on time).
+    minimum_lock_s: int = Field(
+        24 * 3600, ge=1, description="shortest object lock given to a clip, at upload"
+    )
     erasure_interval_s: float = Field(
         3600.0, gt=0, description="how often the erasure job runs (R241-13)"
     )

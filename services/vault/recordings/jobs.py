@@ -1,5 +1,5 @@
-"""The vault's background work on uploads: discard resumable uploads left unfinished past
-their expiry (their S3 multipart uploads are aborted, their tails dropped)."""
+"""The vault's background work on recordings: discard resumable uploads left unfinished past
+their expiry, erase recordings at the end of their retention, re-read sealed objects."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.vault.recordings.erasure import ErasureService
+from services.vault.recordings.fixity import FixityService, due_before
 from services.vault.recordings.resumable import ResumableService
 from services.vault.settings import VaultSettings
 from shared.db import session_scope
@@ -31,3 +33,44 @@ async def expire_uploads(
         except Exception:  # the loop must survive a database or store outage
             _logger.exception("upload expiry failed; retrying")
         await asyncio.sleep(every_s)
+
+
+async def erase_expired(
+    sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, every_s: float
+) -> None:
+    """R241-13: keys destroyed and entries written in one transaction, objects deleted
+    after, when their lock allows."""
+    while True:
+        try:
+            async with session_scope(sessionmaker) as session:
+                report = await ErasureService(session, store).erase_due()
+            async with session_scope(sessionmaker) as session:
+                deleted = await ErasureService(session, store).delete_objects()
+            if report.erased or report.held or deleted.objects_deleted:
+                _logger.info(
+                    "erasure: %d erased, %d held by a procedure, %d objects deleted",
+                    len(report.erased),
+                    len(report.held),
+                    len(deleted.objects_deleted),
+                )
+        except Exception:
+            _logger.exception("erasure failed; retrying")
+        await asyncio.sleep(every_s)
+
+
+async def scrub_objects(
+    sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, settings: VaultSettings
+) -> None:
+    """Re-read every sealed object once per `VAULT_SCRUB_INTERVAL_S`, a batch at a time."""
+    while True:
+        try:
+            while True:
+                async with session_scope(sessionmaker) as session:
+                    report = await FixityService(session, store, settings).scrub(
+                        checked_before=due_before(settings), limit=20
+                    )
+                if report.checked == 0:
+                    break
+        except Exception:
+            _logger.exception("fixity scrub failed; retrying")
+        await asyncio.sleep(min(settings.scrub_interval_s, 3600))

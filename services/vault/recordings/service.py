@@ -26,10 +26,6 @@ from shared.db import utc_now
 from shared.errors import Forbidden, PayloadTooLarge, UnprocessableEntity
 from shared.storage import ObjectStore
 
-# S3 refuses a retention date in the past: an old clip is locked at least this long, and the
-# erasure job removes it as soon as the lock allows.
-MINIMUM_LOCK = timedelta(days=1)
-
 
 @dataclass(frozen=True)
 class Resolved:
@@ -166,7 +162,10 @@ class CollecteService:
         return metadata.ended_at + timedelta(days=resolved.organisation.retention_days)
 
     def lock_until(self, metadata: ClipMetadata, resolved: Resolved) -> datetime:
-        return max(self.retain_until(metadata, resolved), utc_now() + MINIMUM_LOCK)
+        return max(
+            self.retain_until(metadata, resolved),
+            utc_now() + timedelta(seconds=self.settings.minimum_lock_s),
+        )
 
     def wrap(self, data_key: bytes, recording_id: uuid.UUID) -> bytes:
         return sealing.wrap_key(

@@ -1,0 +1,142 @@
+"""Automatic erasure at the end of the retention (L241-2, R241-13).
+
+A recording past its `retain_until` that no open procedure holds is erased in one
+transaction: its wrapped data key is destroyed (every copy of the sealed object becomes
+unreadable at once), its registry row becomes a tombstone (metadata kept, status `erased`),
+and its `effacement` entry is appended. The sealed object itself is deleted afterwards, as
+soon as its S3 lock has expired; until then it is ciphertext nobody can open. A crash at any
+point leaves each recording either untouched or erased with its entry; running the job again
+only finishes what is left.
+
+A recording past its retention but held by an open procedure is not erased: the refusal is
+logged once (`effacement`, outcome `refused`), and it is erased once released.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Exists, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.procedures.models import Procedure, ProcedureRecording
+from services.vault.recordings.models import Recording, RecordingStatus
+from shared import audit
+from shared.audit import AuditAction, AuditEntry, Outcome
+from shared.db import utc_now
+from shared.storage import ObjectStore
+
+ACTOR = "temoin-vault:erasure"
+
+
+@dataclass
+class ErasureReport:
+    erased: list[uuid.UUID] = field(default_factory=list)
+    held: list[uuid.UUID] = field(default_factory=list)  # past retention, kept for a procedure
+    objects_deleted: list[uuid.UUID] = field(default_factory=list)
+    objects_locked: list[uuid.UUID] = field(default_factory=list)  # key gone, lock not yet
+
+
+def _held() -> Exists:
+    """Whether an open procedure holds the recording (a correlated EXISTS)."""
+    return exists().where(
+        ProcedureRecording.recording_id == Recording.id,
+        ProcedureRecording.procedure_id == Procedure.id,
+        Procedure.closed_at.is_(None),
+    )
+
+
+class ErasureService:
+    def __init__(self, session: AsyncSession, store: ObjectStore) -> None:
+        self.session = session
+        self.store = store
+
+    async def due(self, now: datetime, limit: int = 500) -> list[Recording]:
+        rows = await self.session.scalars(
+            select(Recording)
+            .where(
+                Recording.retain_until <= now,
+                Recording.status != RecordingStatus.erased.value,
+                ~_held(),
+            )
+            .order_by(Recording.retain_until)
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def held(self, now: datetime, *, not_yet_logged: bool) -> list[Recording]:
+        statement = select(Recording).where(
+            Recording.retain_until <= now,
+            Recording.status != RecordingStatus.erased.value,
+            _held(),
+        )
+        if not_yet_logged:
+            statement = statement.where(Recording.erasure_refused_at.is_(None))
+        return list(await self.session.scalars(statement))
+
+    async def awaiting_object_deletion(self, limit: int = 500) -> list[Recording]:
+        rows = await self.session.scalars(
+            select(Recording)
+            .where(
+                Recording.status == RecordingStatus.erased.value,
+                Recording.object_deleted_at.is_(None),
+            )
+            .limit(limit)
+        )
+        return list(rows)
+
+    async def erase_due(self, now: datetime | None = None) -> ErasureReport:
+        """Destroy the keys of every recording due, log each erasure and each new refusal
+        (the caller commits: all of it or none)."""
+        now = now or utc_now()
+        report = ErasureReport()
+        for recording in await self.due(now):
+            recording.wrapped_key = None
+            recording.status = RecordingStatus.erased.value
+            recording.erased_at = now
+            await self._log(recording, Outcome.success, {"retain_until": _iso(recording)})
+            report.erased.append(recording.id)
+        for recording in await self.held(now, not_yet_logged=True):
+            recording.erasure_refused_at = now
+            await self._log(
+                recording,
+                Outcome.refused,
+                {"retain_until": _iso(recording), "reason": "held by an open procedure"},
+            )
+            report.held.append(recording.id)
+        await self.session.flush()
+        return report
+
+    async def delete_objects(self, now: datetime | None = None) -> ErasureReport:
+        """Delete the sealed objects of erased recordings whose lock has expired."""
+        report = ErasureReport()
+        for recording in await self.awaiting_object_deletion():
+            if await self.store.delete_version(recording.object_key, recording.object_version):
+                recording.object_deleted_at = now or utc_now()
+                report.objects_deleted.append(recording.id)
+            else:
+                report.objects_locked.append(recording.id)
+        await self.session.flush()
+        return report
+
+    async def _log(self, recording: Recording, outcome: Outcome, details: dict[str, Any]) -> None:
+        await audit.append(
+            self.session,
+            AuditEntry(
+                action=AuditAction.effacement,
+                service="vault",
+                actor_subject=ACTOR,
+                actor_role="system",
+                organisation_id=recording.organisation_id,
+                recording_ids=[recording.id],
+                outcome=outcome,
+                details={"sha256": recording.sha256, **details},
+            ),
+        )
+
+
+def _iso(recording: Recording) -> str:
+    return recording.retain_until.isoformat()
