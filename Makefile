@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean bench-audit bench-ingest
+.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench-audit: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m benchmarks.ingest
+
+bench-vault: $(STAMP)
+	$(BIN)/python -m benchmarks.vault
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -122,7 +122,11 @@ def setup_organisation(vault_url: str, issuer: DevIssuer) -> StationKeyFile:
                 "communes": [{"insee_code": "94038", "name": "Bench"}],
             },
         ).raise_for_status()
-        agent = c.post("/agents", json={"matricule": "B1", "first_name": "B", "last_name": "B"})
+        agent = c.post(
+            "/agents",
+            json={"matricule": "B1", "first_name": "B", "last_name": "B",
+                  "subject": "bench-responsable", "roles": ["responsable"]},
+        )  # fmt: skip
         for serial in CAMERAS:
             camera = c.post("/cameras", json={"serial": serial, "model": "bench"})
             c.post(

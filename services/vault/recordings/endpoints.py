@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from sqlalchemy import select
 
 from services.vault.directory.schemas import Page
 from services.vault.recordings import schemas
@@ -34,6 +35,7 @@ FINDERS = (Role.maire, Role.responsable, Role.habilite, Role.dpo, Role.agent)
 Find = Annotated[OrgAccess, Depends(organisation_access(*FINDERS))]
 View = Annotated[OrgAccess, Depends(organisation_access(*VIEWERS))]
 RECORDINGS = "/organisations/{org_id}/recordings"
+SMALL_RANGE = 4 << 20  # ranges up to this size are answered in one piece
 
 
 def _settings(request: Request) -> VaultSettings:
@@ -119,14 +121,17 @@ async def media(
     """The clip of a consultation, for a <video> element: the URL is the credential. Byte
     ranges (206), 416 outside the clip; a damaged chunk ends the read, never served."""
     grant = verify_grant(token, settings.media_signing_key())
-    consultation = await session.get(Consultation, grant.consultation_id)
-    recording = await session.get(Recording, grant.recording_id)
-    if (
-        consultation is None
-        or recording is None
-        or consultation.recording_id != recording.id
-        or consultation.subject != grant.subject
-    ):
+    # One round trip: players send a request per range, so it is on every seek's path.
+    recording = await session.scalar(
+        select(Recording)
+        .join(Consultation, Consultation.recording_id == Recording.id)
+        .where(
+            Consultation.id == grant.consultation_id,
+            Consultation.subject == grant.subject,
+            Recording.id == grant.recording_id,
+        )
+    )
+    if recording is None:
         raise NotFound("no such consultation")
     if recording.status == RecordingStatus.erased.value or recording.wrapped_key is None:
         raise Gone("this recording was erased")
@@ -156,6 +161,13 @@ async def media(
         recording.wrapped_key, recording.kek_id, recording.id
     )
     pieces = SealedReader(store, recording, data_key).chunks(start, stop)
+    if stop - start <= SMALL_RANGE:
+        # A seek: read it whole, so that any damage is a clear error, not a cut stream.
+        try:
+            body_bytes = b"".join([piece async for piece in pieces])
+        except Damaged as exc:
+            raise Conflict(f"this recording failed authentication: {exc}") from exc
+        return Response(body_bytes, status_code=code, headers=headers)
     # The first chunk is opened before answering, so that a damaged recording gets a clear
     # error rather than a cut stream.
     try:

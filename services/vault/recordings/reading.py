@@ -4,6 +4,7 @@ that fails authentication stops the read: nothing unauthenticated is ever served
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -12,6 +13,8 @@ import anyio.to_thread
 from services.vault.recordings.models import Recording
 from shared import sealing
 from shared.storage import ObjectStore
+
+AHEAD = 2  # chunks read and being opened ahead of the one being sent
 
 
 class Damaged(Exception):
@@ -54,19 +57,47 @@ class SealedReader:
             )
         except Exception as exc:
             raise Damaged(f"the sealed object cannot be read: {exc}") from exc
+
+        def open_(index: int, sealed: bytes) -> bytes:
+            try:
+                return sealing.open_chunk(
+                    self.header, self.key, index, sealed, final=index == self.count - 1
+                )
+            except sealing.SealError as exc:
+                raise Damaged(str(exc)) from exc
+
+        # A pipeline: the object is read in order by one task while earlier chunks are opened
+        # in worker threads (both release the GIL) and sent; AHEAD chunks at most in between.
+        opened: asyncio.Queue[asyncio.Future[bytes]] = asyncio.Queue(maxsize=AHEAD)
+
+        async def read_all() -> None:
+            for index in range(first, last + 1):
+                future: asyncio.Future[bytes]
+                try:
+                    sealed = await anyio.to_thread.run_sync(
+                        _read_exactly, response, self._sealed_length(index)
+                    )
+                    future = asyncio.ensure_future(anyio.to_thread.run_sync(open_, index, sealed))
+                except Exception as exc:  # handed to the consumer, in order
+                    future = asyncio.get_running_loop().create_future()
+                    future.set_exception(Damaged(f"the sealed object cannot be read: {exc}"))
+                    await opened.put(future)
+                    return
+                await opened.put(future)
+
+        reader = asyncio.create_task(read_all())
         try:
             for index in range(first, last + 1):
-                sealed = await anyio.to_thread.run_sync(
-                    _read_exactly, response, self._sealed_length(index)
-                )
-                try:
-                    plain = sealing.open_chunk(
-                        self.header, self.key, index, sealed, final=index == self.count - 1
-                    )
-                except sealing.SealError as exc:
-                    raise Damaged(str(exc)) from exc
+                plain = await (await opened.get())
                 base = index * self.chunk_size
                 yield plain[max(start - base, 0) : stop - base]
         finally:
+            reader.cancel()
+            leftovers: list[asyncio.Future[Any]] = [reader]
+            while not opened.empty():
+                leftovers.append(opened.get_nowait())
+            for future in leftovers:
+                future.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
             response.close()
             response.release_conn()

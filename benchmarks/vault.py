@@ -1,0 +1,146 @@
+"""`make bench-vault`: the read path's speed, on this machine's real servers, beside its peer.
+
+In one run, on a 1 GiB clip uploaded and sealed: (1) streaming the whole clip through a
+consultation's media URL (authenticated, decrypted) against a direct S3 GET of the sealed
+object; (2) 200 random 1 MiB range reads through the media URL against direct S3 ranged GETs
+of 1 MiB, median latencies; (3) an extraction package (signed BagIt zip), MB/s.
+Targets: streaming >= 0.5x the direct GET; range median <= 2x the direct one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from benchmarks.ingest import CAMERAS, MIB, make_file, setup_organisation, upload_post
+from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
+from shared.storage import ObjectStore, StorageConfig
+from temoin.dev_issuer import DevIssuer
+from temoin.embedded import S3Ports, free_port
+from temoin.stack import BUCKET, RunningService, StackConfig, running_stack
+
+RANGE_READS = 200
+
+
+def _drain(response: httpx.Response) -> int:
+    return sum(len(piece) for piece in response.iter_bytes(MIB))
+
+
+def main(size_mib: int) -> None:
+    console = Console()
+    root = Path(tempfile.mkdtemp(prefix="temoin-bench-vault-"))
+    ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
+    weed = S3Ports.free()
+    config = StackConfig(var_dir=root / "var", s3_ports=weed, service_ports=ports)
+    try:
+        with running_stack(config, console) as services:
+            by_name: dict[str, RunningService] = {s.name: s for s in services}
+            vault_url = by_name["vault"].url
+            issuer = DevIssuer(root / "var" / "dev-issuer")
+            station = setup_organisation(vault_url, issuer)
+            org = station.organisation_id
+            token = issuer.mint("bench-responsable", ["responsable"], organisation_id=org)
+            clip = root / "clip.bin"
+            sha = make_file(clip, size_mib * MIB)
+            upload_post(by_name["ingest"].url, station, CAMERAS[0], clip, sha)
+            clip.unlink()
+            store = ObjectStore(
+                StorageConfig(
+                    f"http://127.0.0.1:{weed.s3}", DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET
+                )
+            )
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=vault_url, timeout=120, headers=headers) as client:
+                (recording,) = client.get(f"/v1/organisations/{org}/recordings").json()["items"]
+                key = f"recordings/{org}/{recording['id']}.sealed"
+                sealed_size = store.client.stat_object(BUCKET, key).size
+                url = client.post(
+                    f"/v1/organisations/{org}/recordings/{recording['id']}/consultations",
+                    json={"motif": "benchmark"},
+                ).json()["url"]
+                mb = size_mib * MIB / 1e6
+
+                # (1) the whole clip
+                started = time.perf_counter()
+                response = store.client.get_object(BUCKET, key)
+                direct_bytes = sum(len(p) for p in response.stream(MIB))
+                response.close()
+                response.release_conn()
+                direct_s = time.perf_counter() - started
+                started = time.perf_counter()
+                with client.stream("GET", url) as streamed:
+                    assert streamed.status_code == 200
+                    served = _drain(streamed)
+                served_s = time.perf_counter() - started
+                assert served == size_mib * MIB and direct_bytes == sealed_size
+
+                # (2) random 1 MiB ranges
+                rng = random.Random(42)
+                direct_ms, served_ms = [], []
+                for _ in range(RANGE_READS):
+                    start = rng.randrange(0, size_mib * MIB - MIB)
+                    t0 = time.perf_counter()
+                    part = store.client.get_object(BUCKET, key, offset=start, length=MIB)
+                    part.read()
+                    part.close()
+                    part.release_conn()
+                    direct_ms.append((time.perf_counter() - t0) * 1000)
+                    t0 = time.perf_counter()
+                    answer = client.get(url, headers={"Range": f"bytes={start}-{start + MIB - 1}"})
+                    assert answer.status_code == 206 and len(answer.content) == MIB
+                    served_ms.append((time.perf_counter() - t0) * 1000)
+
+                # (3) an extraction package
+                procedure = client.post(
+                    f"/v1/organisations/{org}/procedures",
+                    json={"type": "judiciaire", "reference": "BENCH-1"},
+                ).json()["id"]
+                client.post(
+                    f"/v1/organisations/{org}/procedures/{procedure}/recordings",
+                    json={"recording_id": recording["id"], "qualification": "benchmark"},
+                ).raise_for_status()
+                started = time.perf_counter()
+                with client.stream(
+                    "POST",
+                    f"/v1/organisations/{org}/procedures/{procedure}/extractions",
+                    json={"recording_id": recording["id"], "motif": "benchmark",
+                          "destinataires": ["bench"]},
+                ) as package:  # fmt: skip
+                    assert package.status_code == 200
+                    package_bytes = _drain(package)
+                package_s = time.perf_counter() - started
+
+            direct_rate, served_rate = sealed_size / 1e6 / direct_s, mb / served_s
+            direct_median = statistics.median(direct_ms)
+            served_median = statistics.median(served_ms)
+            console.print(f"\n{size_mib} MiB clip")
+            console.print(f"  (1) direct S3 GET of the sealed object: {direct_rate:7.1f} MB/s")
+            console.print(f"      streaming through the media URL:    {served_rate:7.1f} MB/s")
+            console.print(f"      ratio {served_rate / direct_rate:.2f}   target: >= 0.5")
+            p90 = statistics.quantiles(served_ms, n=10)[-1]
+            console.print(
+                f"  (2) {RANGE_READS} random 1 MiB ranges, median: direct {direct_median:.1f} ms, "
+                f"media URL {served_median:.1f} ms (p90 {p90:.1f} ms)"
+            )
+            console.print(f"      ratio {served_median / direct_median:.2f}   target: <= 2")
+            console.print(
+                f"  (3) extraction package: {package_bytes / 1e6 / package_s:7.1f} MB/s "
+                f"({package_bytes / MIB:.0f} MiB in {package_s:.1f} s)"
+            )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    arguments = parser.parse_args()
+    main(arguments.size_mib)
