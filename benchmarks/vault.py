@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import urllib3
 from rich.console import Console
 
 from benchmarks.ingest import CAMERAS, MIB, make_file, setup_organisation, upload_post
@@ -75,10 +76,15 @@ def main(size_mib: int) -> None:
                 response.close()
                 response.release_conn()
                 direct_s = time.perf_counter() - started
+                # The same HTTP client library as the peer's (urllib3, under minio), so that
+                # the client's own cost is the same on both sides.
                 started = time.perf_counter()
-                with client.stream("GET", url) as streamed:
-                    assert streamed.status_code == 200
-                    served = _drain(streamed)
+                streamed = urllib3.PoolManager().request(
+                    "GET", f"{vault_url}{url}", preload_content=False
+                )
+                assert streamed.status == 200
+                served = sum(len(p) for p in streamed.stream(MIB))
+                streamed.release_conn()
                 served_s = time.perf_counter() - started
                 assert served == size_mib * MIB and direct_bytes == sealed_size
 
