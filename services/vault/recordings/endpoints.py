@@ -160,14 +160,15 @@ async def media(
     data_key = CollecteService(session, store, settings).unwrap(
         recording.wrapped_key, recording.kek_id, recording.id
     )
-    pieces = SealedReader(store, recording, data_key).chunks(start, stop)
+    reader = SealedReader(store, recording, data_key)
     if stop - start <= SMALL_RANGE:
         # A seek: read it whole, so that any damage is a clear error, not a cut stream.
         try:
-            body_bytes = b"".join([piece async for piece in pieces])
+            body_bytes = await reader.read(start, stop)
         except Damaged as exc:
             raise Conflict(f"this recording failed authentication: {exc}") from exc
         return Response(body_bytes, status_code=code, headers=headers)
+    pieces = reader.chunks(start, stop)
     # The first chunk is opened before answering, so that a damaged recording gets a clear
     # error rather than a cut stream.
     try:

@@ -44,13 +44,28 @@ class SealedReader:
         plain = min(self.chunk_size, self.recording.size - index * self.chunk_size)
         return plain + sealing.CHUNK_OVERHEAD
 
-    async def chunks(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
-        """The clip's bytes [start, stop), in pieces of at most a chunk."""
+    def _open(self, index: int, sealed: bytes) -> bytes:
+        try:
+            return sealing.open_chunk(
+                self.header, self.key, index, sealed, final=index == self.count - 1
+            )
+        except sealing.SealError as exc:
+            raise Damaged(str(exc)) from exc
+
+    def _span(self, start: int, stop: int) -> tuple[int, int, int, int]:
+        """The chunks [first, last] that cover [start, stop), and their sealed byte range."""
         if not 0 <= start < stop <= self.recording.size:
             raise ValueError("range outside the clip")
         first, last = start // self.chunk_size, (stop - 1) // self.chunk_size
         offset = sealing.sealed_offset(first, self.chunk_size)
         length = sealing.sealed_offset(last, self.chunk_size) + self._sealed_length(last) - offset
+        return first, last, offset, length
+
+    async def read(self, start: int, stop: int) -> bytes:
+        """The clip's bytes [start, stop) at once: for a seek, a few chunks, read and opened
+        in one worker thread (each hop between the event loop and a thread costs more than
+        opening a small chunk)."""
+        first, last, offset, length = self._span(start, stop)
         try:
             response = await self.store.open_range(
                 self.recording.object_key, self.recording.object_version, offset, length
@@ -58,13 +73,30 @@ class SealedReader:
         except Exception as exc:
             raise Damaged(f"the sealed object cannot be read: {exc}") from exc
 
-        def open_(index: int, sealed: bytes) -> bytes:
+        def read_and_open() -> bytes:
             try:
-                return sealing.open_chunk(
-                    self.header, self.key, index, sealed, final=index == self.count - 1
-                )
-            except sealing.SealError as exc:
-                raise Damaged(str(exc)) from exc
+                indices = range(first, last + 1)
+                sealed = [_read_exactly(response, self._sealed_length(i)) for i in indices]
+            finally:
+                response.close()
+                response.release_conn()
+            opened = [self._open(i, data) for i, data in zip(indices, sealed, strict=True)]
+            return b"".join(
+                plain[max(start - i * self.chunk_size, 0) : stop - i * self.chunk_size]
+                for i, plain in zip(indices, opened, strict=True)
+            )
+
+        return await anyio.to_thread.run_sync(read_and_open)
+
+    async def chunks(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
+        """The clip's bytes [start, stop), in pieces of at most a chunk."""
+        first, last, offset, length = self._span(start, stop)
+        try:
+            response = await self.store.open_range(
+                self.recording.object_key, self.recording.object_version, offset, length
+            )
+        except Exception as exc:
+            raise Damaged(f"the sealed object cannot be read: {exc}") from exc
 
         # A pipeline: the object is read in order by one task while earlier chunks are opened
         # in worker threads (both release the GIL) and sent; AHEAD chunks at most in between.
@@ -77,7 +109,9 @@ class SealedReader:
                     sealed = await anyio.to_thread.run_sync(
                         _read_exactly, response, self._sealed_length(index)
                     )
-                    future = asyncio.ensure_future(anyio.to_thread.run_sync(open_, index, sealed))
+                    future = asyncio.ensure_future(
+                        anyio.to_thread.run_sync(self._open, index, sealed)
+                    )
                 except Exception as exc:  # handed to the consumer, in order
                     future = asyncio.get_running_loop().create_future()
                     future.set_exception(Damaged(f"the sealed object cannot be read: {exc}"))
