@@ -16,8 +16,6 @@ import argparse
 import base64
 import hashlib
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -30,13 +28,12 @@ import psutil
 from nacl.signing import SigningKey
 from rich.console import Console
 
-from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
+from benchmarks.stack import bench_stack
 from shared.clips import METADATA_HEADER, ClipMetadata
 from shared.signatures import public_key_of
-from shared.storage import ObjectStore, StorageConfig
+from shared.storage import ObjectStore
 from temoin.dev_issuer import DevIssuer
-from temoin.embedded import S3Ports, free_port
-from temoin.stack import BUCKET, RunningService, StackConfig, running_stack
+from temoin.stack import BUCKET
 from temoin.station import StationKeyFile, upload_token
 
 MIB = 1 << 20
@@ -202,74 +199,62 @@ def _rss(processes: dict[str, psutil.Process], rss: PeakRss) -> str:
 
 def main(size_mib: int, large_mib: int) -> None:
     console = Console()
-    root = Path(tempfile.mkdtemp(prefix="temoin-bench-ingest-"))
-    ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
-    weed = S3Ports.free()
-    config = StackConfig(var_dir=root / "var", s3_ports=weed, service_ports=ports)
-    try:
-        with running_stack(config, console) as services:
-            by_name: dict[str, RunningService] = {s.name: s for s in services}
-            processes = {
-                name: psutil.Process(by_name[name].process.pid) for name in ("ingest", "vault")
-            }
-            s3_process = next(
-                p for p in psutil.Process().children(recursive=True) if p.name() == "weed"
-            )
-            station = setup_organisation(
-                by_name["vault"].url, DevIssuer(root / "var" / "dev-issuer")
-            )
-            ingest = by_name["ingest"].url
-            clip = root / "clip.bin"
-            sha = make_file(clip, size_mib * MIB)
-            store = ObjectStore(
-                StorageConfig(
-                    f"http://127.0.0.1:{weed.s3}", DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET
-                )
-            )
-            everyone = {**processes, "s3": s3_process, "client": psutil.Process()}
-            with PeakRss(everyone) as direct_usage:
-                direct_before = direct_put(store, clip, "bench/direct-before")
-            with PeakRss(everyone) as tus_usage:
-                by_tus = upload_tus(ingest, station, CAMERAS[0], clip, sha)
-            with PeakRss(everyone) as post_usage:
-                by_post = upload_post(ingest, station, CAMERAS[1], clip, sha)
-            # The store's speed drifts between runs (page cache, compaction): the peer is
-            # measured before and after the uploads, which are compared with their mean.
-            direct_after = direct_put(store, clip, "bench/direct-after")
-            direct = (direct_before + direct_after) / 2
-            mb = size_mib * MIB / 1e6
-            console.print(f"\n{size_mib} MiB clip")
-            console.print(
-                f"  (a) direct S3 multipart PUT (minio SDK): {mb / direct:7.1f} MB/s "
-                f"(before {mb / direct_before:.1f}, after {mb / direct_after:.1f})"
-            )
-            console.print(f"  (b) tus through ingest:                 {mb / by_tus:7.1f} MB/s")
-            console.print(f"  (c) single POST through ingest:         {mb / by_post:7.1f} MB/s")
-            console.print(
-                f"  b/a = {direct / by_tus:.2f}   c/a = {direct / by_post:.2f}   target: >= 0.8"
-            )
-            console.print(
-                f"  peak RSS (b): {_rss(processes, tus_usage)}; "
-                f"(c): {_rss(processes, post_usage)}   target: <= 150 MB each"
-            )
-            console.print(f"  during (a): {direct_usage.report()}")
-            console.print(f"  during (b): {tus_usage.report()}")
-            console.print(f"  during (c): {post_usage.report()}")
+    with bench_stack(console, "temoin-bench-ingest-") as stack:
+        processes = {
+            name: psutil.Process(stack.services[name].process.pid) for name in ("ingest", "vault")
+        }
+        s3_process = next(
+            p for p in psutil.Process().children(recursive=True) if p.name() == "weed"
+        )
+        station = setup_organisation(
+            stack.url("vault"), DevIssuer(stack.root / "var" / "dev-issuer")
+        )
+        ingest = stack.url("ingest")
+        clip = stack.root / "clip.bin"
+        sha = make_file(clip, size_mib * MIB)
+        store = stack.store
+        everyone = {**processes, "s3": s3_process, "client": psutil.Process()}
+        with PeakRss(everyone) as direct_usage:
+            direct_before = direct_put(store, clip, "bench/direct-before")
+        with PeakRss(everyone) as tus_usage:
+            by_tus = upload_tus(ingest, station, CAMERAS[0], clip, sha)
+        with PeakRss(everyone) as post_usage:
+            by_post = upload_post(ingest, station, CAMERAS[1], clip, sha)
+        # The store's speed drifts between runs (page cache, compaction): the peer is
+        # measured before and after the uploads, which are compared with their mean.
+        direct_after = direct_put(store, clip, "bench/direct-after")
+        direct = (direct_before + direct_after) / 2
+        mb = size_mib * MIB / 1e6
+        console.print(f"\n{size_mib} MiB clip")
+        console.print(
+            f"  (a) direct S3 multipart PUT (minio SDK): {mb / direct:7.1f} MB/s "
+            f"(before {mb / direct_before:.1f}, after {mb / direct_after:.1f})"
+        )
+        console.print(f"  (b) tus through ingest:                 {mb / by_tus:7.1f} MB/s")
+        console.print(f"  (c) single POST through ingest:         {mb / by_post:7.1f} MB/s")
+        console.print(
+            f"  b/a = {direct / by_tus:.2f}   c/a = {direct / by_post:.2f}   target: >= 0.8"
+        )
+        console.print(
+            f"  peak RSS (b): {_rss(processes, tus_usage)}; "
+            f"(c): {_rss(processes, post_usage)}   target: <= 150 MB each"
+        )
+        console.print(f"  during (a): {direct_usage.report()}")
+        console.print(f"  during (b): {tus_usage.report()}")
+        console.print(f"  during (c): {post_usage.report()}")
+        clip.unlink()
+        if large_mib:
+            sha = make_file(clip, large_mib * MIB)
+            console.print(f"\n{large_mib} MiB clip")
+            for name, upload, camera in (
+                ("tus", upload_tus, CAMERAS[0]),
+                ("single POST", upload_post, CAMERAS[1]),
+            ):
+                with PeakRss(processes) as rss:
+                    took = upload(ingest, station, camera, clip, sha)
+                rate = large_mib * MIB / 1e6 / took
+                console.print(f"  {name}: {rate:.1f} MB/s, peak RSS {_rss(processes, rss)}")
             clip.unlink()
-            if large_mib:
-                sha = make_file(clip, large_mib * MIB)
-                console.print(f"\n{large_mib} MiB clip")
-                for name, upload, camera in (
-                    ("tus", upload_tus, CAMERAS[0]),
-                    ("single POST", upload_post, CAMERAS[1]),
-                ):
-                    with PeakRss(processes) as rss:
-                        took = upload(ingest, station, camera, clip, sha)
-                    rate = large_mib * MIB / 1e6 / took
-                    console.print(f"  {name}: {rate:.1f} MB/s, peak RSS {_rss(processes, rss)}")
-                clip.unlink()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

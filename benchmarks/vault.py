@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import urllib3
 from rich.console import Console
 
 from benchmarks.ingest import CAMERAS, MIB, make_file, setup_organisation, upload_post
-from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
-from shared.storage import ObjectStore, StorageConfig
+from benchmarks.stack import bench_stack
 from temoin.dev_issuer import DevIssuer
-from temoin.embedded import S3Ports, free_port
-from temoin.stack import BUCKET, RunningService, StackConfig, running_stack
+from temoin.stack import BUCKET
 
 RANGE_READS = 200
 
@@ -37,112 +32,100 @@ def _drain(response: httpx.Response) -> int:
 
 def main(size_mib: int) -> None:
     console = Console()
-    root = Path(tempfile.mkdtemp(prefix="temoin-bench-vault-"))
-    ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
-    weed = S3Ports.free()
-    config = StackConfig(var_dir=root / "var", s3_ports=weed, service_ports=ports)
-    try:
-        with running_stack(config, console) as services:
-            by_name: dict[str, RunningService] = {s.name: s for s in services}
-            vault_url = by_name["vault"].url
-            issuer = DevIssuer(root / "var" / "dev-issuer")
-            station = setup_organisation(vault_url, issuer)
-            org = station.organisation_id
-            token = issuer.mint("bench-responsable", ["responsable"], organisation_id=org)
-            clip = root / "clip.bin"
-            sha = make_file(clip, size_mib * MIB)
-            upload_post(by_name["ingest"].url, station, CAMERAS[0], clip, sha)
-            clip.unlink()
-            store = ObjectStore(
-                StorageConfig(
-                    f"http://127.0.0.1:{weed.s3}", DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET
-                )
+    with bench_stack(console, "temoin-bench-vault-") as stack:
+        vault_url = stack.url("vault")
+        issuer = DevIssuer(stack.root / "var" / "dev-issuer")
+        station = setup_organisation(vault_url, issuer)
+        org = station.organisation_id
+        token = issuer.mint("bench-responsable", ["responsable"], organisation_id=org)
+        clip = stack.root / "clip.bin"
+        sha = make_file(clip, size_mib * MIB)
+        upload_post(stack.url("ingest"), station, CAMERAS[0], clip, sha)
+        clip.unlink()
+        store = stack.store
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=vault_url, timeout=120, headers=headers) as client:
+            (recording,) = client.get(f"/v1/organisations/{org}/recordings").json()["items"]
+            key = f"recordings/{org}/{recording['id']}.sealed"
+            sealed_size = store.client.stat_object(BUCKET, key).size
+            url = client.post(
+                f"/v1/organisations/{org}/recordings/{recording['id']}/consultations",
+                json={"motif": "benchmark"},
+            ).json()["url"]
+            mb = size_mib * MIB / 1e6
+
+            # (1) the whole clip
+            started = time.perf_counter()
+            response = store.client.get_object(BUCKET, key)
+            direct_bytes = sum(len(p) for p in response.stream(MIB))
+            response.close()
+            response.release_conn()
+            direct_s = time.perf_counter() - started
+            # The same HTTP client library as the peer's (urllib3, under minio), so that
+            # the client's own cost is the same on both sides.
+            started = time.perf_counter()
+            streamed = urllib3.PoolManager().request(
+                "GET", f"{vault_url}{url}", preload_content=False
             )
-            headers = {"Authorization": f"Bearer {token}"}
-            with httpx.Client(base_url=vault_url, timeout=120, headers=headers) as client:
-                (recording,) = client.get(f"/v1/organisations/{org}/recordings").json()["items"]
-                key = f"recordings/{org}/{recording['id']}.sealed"
-                sealed_size = store.client.stat_object(BUCKET, key).size
-                url = client.post(
-                    f"/v1/organisations/{org}/recordings/{recording['id']}/consultations",
-                    json={"motif": "benchmark"},
-                ).json()["url"]
-                mb = size_mib * MIB / 1e6
+            assert streamed.status == 200
+            served = sum(len(p) for p in streamed.stream(MIB))
+            streamed.release_conn()
+            served_s = time.perf_counter() - started
+            assert served == size_mib * MIB and direct_bytes == sealed_size
 
-                # (1) the whole clip
-                started = time.perf_counter()
-                response = store.client.get_object(BUCKET, key)
-                direct_bytes = sum(len(p) for p in response.stream(MIB))
-                response.close()
-                response.release_conn()
-                direct_s = time.perf_counter() - started
-                # The same HTTP client library as the peer's (urllib3, under minio), so that
-                # the client's own cost is the same on both sides.
-                started = time.perf_counter()
-                streamed = urllib3.PoolManager().request(
-                    "GET", f"{vault_url}{url}", preload_content=False
-                )
-                assert streamed.status == 200
-                served = sum(len(p) for p in streamed.stream(MIB))
-                streamed.release_conn()
-                served_s = time.perf_counter() - started
-                assert served == size_mib * MIB and direct_bytes == sealed_size
+            # (2) random 1 MiB ranges
+            rng = random.Random(42)
+            direct_ms, served_ms = [], []
+            for _ in range(RANGE_READS):
+                start = rng.randrange(0, size_mib * MIB - MIB)
+                t0 = time.perf_counter()
+                part = store.client.get_object(BUCKET, key, offset=start, length=MIB)
+                part.read()
+                part.close()
+                part.release_conn()
+                direct_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                answer = client.get(url, headers={"Range": f"bytes={start}-{start + MIB - 1}"})
+                assert answer.status_code == 206 and len(answer.content) == MIB
+                served_ms.append((time.perf_counter() - t0) * 1000)
 
-                # (2) random 1 MiB ranges
-                rng = random.Random(42)
-                direct_ms, served_ms = [], []
-                for _ in range(RANGE_READS):
-                    start = rng.randrange(0, size_mib * MIB - MIB)
-                    t0 = time.perf_counter()
-                    part = store.client.get_object(BUCKET, key, offset=start, length=MIB)
-                    part.read()
-                    part.close()
-                    part.release_conn()
-                    direct_ms.append((time.perf_counter() - t0) * 1000)
-                    t0 = time.perf_counter()
-                    answer = client.get(url, headers={"Range": f"bytes={start}-{start + MIB - 1}"})
-                    assert answer.status_code == 206 and len(answer.content) == MIB
-                    served_ms.append((time.perf_counter() - t0) * 1000)
+            # (3) an extraction package
+            procedure = client.post(
+                f"/v1/organisations/{org}/procedures",
+                json={"type": "judiciaire", "reference": "BENCH-1"},
+            ).json()["id"]
+            client.post(
+                f"/v1/organisations/{org}/procedures/{procedure}/recordings",
+                json={"recording_id": recording["id"], "qualification": "benchmark"},
+            ).raise_for_status()
+            started = time.perf_counter()
+            with client.stream(
+                "POST",
+                f"/v1/organisations/{org}/procedures/{procedure}/extractions",
+                json={"recording_id": recording["id"], "motif": "benchmark",
+                      "destinataires": ["bench"]},
+            ) as package:  # fmt: skip
+                assert package.status_code == 200
+                package_bytes = _drain(package)
+            package_s = time.perf_counter() - started
 
-                # (3) an extraction package
-                procedure = client.post(
-                    f"/v1/organisations/{org}/procedures",
-                    json={"type": "judiciaire", "reference": "BENCH-1"},
-                ).json()["id"]
-                client.post(
-                    f"/v1/organisations/{org}/procedures/{procedure}/recordings",
-                    json={"recording_id": recording["id"], "qualification": "benchmark"},
-                ).raise_for_status()
-                started = time.perf_counter()
-                with client.stream(
-                    "POST",
-                    f"/v1/organisations/{org}/procedures/{procedure}/extractions",
-                    json={"recording_id": recording["id"], "motif": "benchmark",
-                          "destinataires": ["bench"]},
-                ) as package:  # fmt: skip
-                    assert package.status_code == 200
-                    package_bytes = _drain(package)
-                package_s = time.perf_counter() - started
-
-            direct_rate, served_rate = sealed_size / 1e6 / direct_s, mb / served_s
-            direct_median = statistics.median(direct_ms)
-            served_median = statistics.median(served_ms)
-            console.print(f"\n{size_mib} MiB clip")
-            console.print(f"  (1) direct S3 GET of the sealed object: {direct_rate:7.1f} MB/s")
-            console.print(f"      streaming through the media URL:    {served_rate:7.1f} MB/s")
-            console.print(f"      ratio {served_rate / direct_rate:.2f}   target: >= 0.5")
-            p90 = statistics.quantiles(served_ms, n=10)[-1]
-            console.print(
-                f"  (2) {RANGE_READS} random 1 MiB ranges, median: direct {direct_median:.1f} ms, "
-                f"media URL {served_median:.1f} ms (p90 {p90:.1f} ms)"
-            )
-            console.print(f"      ratio {served_median / direct_median:.2f}   target: <= 2")
-            console.print(
-                f"  (3) extraction package: {package_bytes / 1e6 / package_s:7.1f} MB/s "
-                f"({package_bytes / MIB:.0f} MiB in {package_s:.1f} s)"
-            )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        direct_rate, served_rate = sealed_size / 1e6 / direct_s, mb / served_s
+        direct_median = statistics.median(direct_ms)
+        served_median = statistics.median(served_ms)
+        console.print(f"\n{size_mib} MiB clip")
+        console.print(f"  (1) direct S3 GET of the sealed object: {direct_rate:7.1f} MB/s")
+        console.print(f"      streaming through the media URL:    {served_rate:7.1f} MB/s")
+        console.print(f"      ratio {served_rate / direct_rate:.2f}   target: >= 0.5")
+        p90 = statistics.quantiles(served_ms, n=10)[-1]
+        console.print(
+            f"  (2) {RANGE_READS} random 1 MiB ranges, median: direct {direct_median:.1f} ms, "
+            f"media URL {served_median:.1f} ms (p90 {p90:.1f} ms)"
+        )
+        console.print(f"      ratio {served_median / direct_median:.2f}   target: <= 2")
+        console.print(
+            f"  (3) extraction package: {package_bytes / 1e6 / package_s:7.1f} MB/s "
+            f"({package_bytes / MIB:.0f} MiB in {package_s:.1f} s)"
+        )
 
 
 if __name__ == "__main__":
