@@ -13,6 +13,8 @@ from sqlalchemy.exc import SAWarning
 from services.ingest.models import Base as IngestBase
 from services.ingest.stations import models as _stations  # noqa: F401  (registers tables)
 from services.ingest.uploads import models as _uploads  # noqa: F401  (registers tables)
+from services.reporting.models import Base as ReportingBase
+from services.reporting.statistics import models as _statistics  # noqa: F401  (registers tables)
 from services.vault.audit import tables as _audit_tables  # noqa: F401  (registers tables)
 from services.vault.directory import models as _directory  # noqa: F401  (registers tables)
 from services.vault.models import Base as VaultBase
@@ -27,7 +29,12 @@ SCHEMAS = ("ingest", "vault", "reporting", "audit")
 warnings.filterwarnings("ignore", message="Did not recognize type 'xid8'", category=SAWarning)
 
 # Every service's models, so that `alembic revision --autogenerate` sees all schemas.
-target_metadata: list[MetaData] = [IngestBase.metadata, VaultBase.metadata, audit_metadata]
+target_metadata: list[MetaData] = [
+    IngestBase.metadata,
+    VaultBase.metadata,
+    ReportingBase.metadata,
+    audit_metadata,
+]
 
 
 def _url() -> str:

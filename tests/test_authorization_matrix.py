@@ -173,6 +173,14 @@ def _extraction(kit: OrgKit) -> dict[str, Any]:
     return {"recording_id": str(kit.recording_id), "motif": "réquisition", "destinataires": ["OPJ"]}
 
 
+def _period(kit: OrgKit) -> dict[str, Any]:
+    return {"start": "2026-01-01", "end": "2026-12-31"}
+
+
+def _evaluation(kit: OrgKit) -> dict[str, Any]:
+    return {**_period(kit), "text": "Les interventions sont plus calmes."}
+
+
 def _procedure(kit: OrgKit) -> dict[str, Any]:
     return {"type": "administrative", "reference": f"ADM-{uuid.uuid4().hex[:6]}"}
 
@@ -324,6 +332,13 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/extractions"): allow(
         *VIEWERS, body=_extraction
     ),
+    # reporting: the report is the service's; the préfecture sees its département's table.
+    ("reporting", "GET", f"{ORG}/report"): allow(*MANAGERS),
+    ("reporting", "PUT", f"{ORG}/report/evaluation"): allow("responsable", body=_evaluation),
+    ("reporting", "POST", f"{ORG}/report/finalise"): allow(*MANAGERS, body=_period),
+    ("reporting", "GET", f"{ORG}/report/finalised/{{report_id}}"): allow(*MANAGERS),
+    ("reporting", "GET", "/v1/prefectures/{departement}/table"): allow("prefecture"),
+    ("reporting", "GET", "/v1/reports/public-key"): PUBLIC,
 }
 
 DEFAULT_IDS: dict[str, Callable[[OrgKit], uuid.UUID | None]] = {
@@ -337,6 +352,8 @@ DEFAULT_IDS: dict[str, Callable[[OrgKit], uuid.UUID | None]] = {
     "recording_id": lambda kit: kit.recording_id,
     "procedure_id": lambda kit: kit.procedure_id,
     "token": lambda kit: kit.media_token,
+    "report_id": lambda kit: kit.report_id,
+    "departement": lambda kit: kit.departement,
 }
 _PARAM = re.compile(r"\{(\w+)\}")
 
@@ -390,6 +407,13 @@ async def test_decisions(
     if set(params) & {"upload_id", "recording_id", "procedure_id", "token"}:
         for kit in (world.own, world.other):
             await _prepare(world, kit)
+    if "report_id" in params:
+        for kit in (world.own, world.other):
+            finalised = await world.reporting.post(
+                f"{kit.path}/report/finalise", headers=kit.headers("maire"), json=_period(kit)
+            )
+            assert finalised.status_code == 201, finalised.text
+            kit.report_id = uuid.UUID(finalised.json()["id"])
 
     mismatches: list[str] = []
     for role in (None, *ROLES):

@@ -35,6 +35,7 @@ PRODUCTION_ENV = {
     "VAULT_AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
     "VAULT_KEK": "cHJvZHVjdGlvbi1rZXktZW5jcnlwdGlvbi1rZXktMzI=",
     "VAULT_MEDIA_KEY": "cHJvZHVjdGlvbi1tZWRpYS11cmwtc2lnbmluZy1rZXk=",
+    "REPORTING_SIGNING_KEY_SEED": "cHJvZHVjdGlvbi1yZXBvcnQtc2lnbmluZy1rZXktMzI=",
     "INGEST_RECEIPT_KEY": "cHJvZHVjdGlvbi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
     "SERVICE_TOKEN": "a-production-service-token-of-40-characters",
 }
@@ -132,6 +133,7 @@ OPERATOR_ENV = {
     "AUDIT_SIGNING_KEY": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
     "VAULT_KEK": "cHJvZHVjdGlvbi1rZXktZW5jcnlwdGlvbi1rZXktMzI=",
     "MEDIA_KEY": "cHJvZHVjdGlvbi1tZWRpYS11cmwtc2lnbmluZy1rZXk=",
+    "REPORT_KEY": "cHJvZHVjdGlvbi1yZXBvcnQtc2lnbmluZy1rZXktMzI=",
     "RECEIPT_KEY": "cHJvZHVjdGlvbi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
     "SERVICE_TOKEN": "a-production-service-token-of-40-characters",
     "POSTGRES_PASSWORD": "pg-secret",

@@ -1,0 +1,1 @@
+"""Incremental statistics from the audit feed, and the reports computed from them."""

@@ -1,0 +1,259 @@
+"""The reports: an organisation's yearly report to the préfet (R241-17) for the maire and the
+responsable, and a préfecture's table over its département, in JSON, CSV (and PDF)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import uuid
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from services.reporting.settings import ReportingSettings
+from services.reporting.statistics.models import Evaluation, FinalisedReport
+from services.reporting.statistics.report import (
+    CSV_FIELDS,
+    Report,
+    build_report,
+    check_period,
+    csv_row,
+    organisation_info,
+    organisations_of,
+)
+from shared import audit
+from shared.access import OrgAccess, PrincipalDep, organisation_access, refuse, require
+from shared.audit import AuditAction, AuditEntry
+from shared.auth import Role
+from shared.errors import NotFound, UnprocessableEntity
+from shared.signatures import b64encode, key_id, public_key_of
+from shared.web import SessionDep
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+
+# R241-17: the report is the service's (the maire's and the responsable's); the préfecture
+# gets statistics only, for its département.
+Reader = Annotated[OrgAccess, Depends(organisation_access(Role.maire, Role.responsable))]
+Author = Annotated[OrgAccess, Depends(organisation_access(Role.responsable))]
+Format = Literal["json", "csv", "pdf"]
+REPORT = "/organisations/{org_id}/report"
+
+
+def _period(year: int | None, start: date | None, end: date | None) -> tuple[date, date]:
+    if start is None and end is None:
+        year = year or datetime.now(UTC).year
+        return date(year, 1, 1), date(year, 12, 31)
+    if start is None or end is None:
+        raise UnprocessableEntity("give both start and end, or a year", field="query.start")
+    check_period(start, end)
+    return start, end
+
+
+def _csv(header: list[str], rows: list[list[object]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=";")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _render(report: Report, fmt: Format) -> Response:
+    if fmt == "csv":
+        body = _csv([name for name, _ in CSV_FIELDS], [csv_row(report)])
+        return Response(body, media_type="text/csv; charset=utf-8")
+    if fmt == "pdf":
+        from services.reporting.statistics.pdf import report_letter
+
+        return Response(report_letter(report), media_type="application/pdf")
+    return Response(report.model_dump_json(), media_type="application/json")
+
+
+@router.get(REPORT, response_model=Report, responses={200: {"content": {"text/csv": {}}}})
+async def organisation_report(
+    access: Reader,
+    session: SessionDep,
+    year: Annotated[int | None, Query(ge=2016, le=2100)] = None,
+    start: date | None = None,
+    end: date | None = None,
+    format: Format = "json",
+) -> Response:
+    """The report for a calendar year (default: this one) or any date range (inclusive)."""
+    first, last = _period(year, start, end)
+    org = await organisation_info(session, access.organisation_id)
+    return _render(await build_report(session, org, first, last), format)
+
+
+class EvaluationIn(BaseModel):
+    start: date
+    end: date
+    text: str = Field(min_length=1, max_length=20000)
+
+
+@router.put(f"{REPORT}/evaluation", status_code=204)
+async def write_evaluation(data: EvaluationIn, access: Author, session: SessionDep) -> None:
+    """« Évaluation de l'impact de l'emploi des caméras individuelles dans les rapports des
+    agents avec la population » (R241-17), written by the responsable for the period."""
+    check_period(data.start, data.end)
+    await organisation_info(session, access.organisation_id)
+    existing = await session.get(Evaluation, (access.organisation_id, data.start, data.end))
+    if existing is None:
+        session.add(
+            Evaluation(
+                organisation_id=access.organisation_id,
+                period_start=data.start,
+                period_end=data.end,
+                text=data.text,
+                written_by=access.subject,
+                written_at=datetime.now(UTC),
+            )
+        )
+    else:
+        existing.text, existing.written_by = data.text, access.subject
+        existing.written_at = datetime.now(UTC)
+
+
+class FinaliseIn(BaseModel):
+    start: date
+    end: date
+
+
+class Finalised(BaseModel):
+    id: uuid.UUID
+    body: str = Field(description="the report exactly as signed and hashed (JSON text)")
+    sha256: str
+    key_id: str
+    signature: str = Field(description="Ed25519 over 'temoin-report-v1\\n' + the report JSON")
+    finalised_at: datetime
+    report: Report
+
+
+@router.post(f"{REPORT}/finalise", response_model=Finalised, status_code=201)
+async def finalise(
+    data: FinaliseIn, request: Request, access: Reader, session: SessionDep
+) -> Finalised:
+    """Freeze the report as sent: hashed, signed, logged; later events do not change it."""
+    settings: ReportingSettings = request.app.state.settings
+    org = await organisation_info(session, access.organisation_id)
+    report = await build_report(session, org, data.start, data.end)
+    body = report.model_dump_json()
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    key = settings.signing_key()
+    row = FinalisedReport(
+        id=uuid.uuid4(),
+        organisation_id=org.id,
+        period_start=data.start,
+        period_end=data.end,
+        body=body,
+        sha256=digest,
+        signature=b64encode(key.sign(b"temoin-report-v1\n" + body.encode()).signature),
+        key_id=key_id(public_key_of(key)),
+        finalised_by=access.subject,
+        finalised_at=datetime.now(UTC),
+    )
+    session.add(row)
+    await session.flush()
+    await audit.append(
+        session,
+        AuditEntry(
+            action=AuditAction.report_finalised,
+            service="reporting",
+            actor_subject=access.subject,
+            actor_role=access.role.value,
+            organisation_id=org.id,
+            details={
+                "report": str(row.id),
+                "sha256": digest,
+                "period": [data.start.isoformat(), data.end.isoformat()],
+            },
+        ),
+    )
+    return Finalised(
+        id=row.id,
+        body=body,
+        sha256=digest,
+        key_id=row.key_id,
+        signature=row.signature,
+        finalised_at=row.finalised_at,
+        report=Report.model_validate(json.loads(body)),
+    )
+
+
+@router.get(f"{REPORT}/finalised/{{report_id}}", response_model=Finalised)
+async def finalised_report(report_id: uuid.UUID, access: Reader, session: SessionDep) -> Finalised:
+    row = await session.get(FinalisedReport, report_id)
+    if row is None or row.organisation_id != access.organisation_id:
+        raise NotFound("no such finalised report")
+    return Finalised(
+        id=row.id,
+        body=row.body,
+        sha256=row.sha256,
+        key_id=row.key_id,
+        signature=row.signature,
+        finalised_at=row.finalised_at,
+        report=Report.model_validate_json(row.body),
+    )
+
+
+@router.get("/reports/public-key")
+async def reports_public_key(request: Request) -> dict[str, str]:
+    """The key that signs finalised reports (public: anyone may check one)."""
+    settings: ReportingSettings = request.app.state.settings
+    key = public_key_of(settings.signing_key())
+    return {"algorithm": "Ed25519", "public_key": key, "key_id": key_id(key)}
+
+
+class PrefectureTable(BaseModel):
+    departement: str
+    period: dict[str, date]
+    rows: list[Report]
+    totals: dict[str, int]
+
+
+Prefecture = Annotated[object, Depends(require(Role.prefecture))]
+
+
+@router.get("/prefectures/{departement}/table", response_model=PrefectureTable)
+async def prefecture_table(
+    departement: Annotated[str, Path(pattern=r"^(\d{2,3}|2[AB])$")],
+    request: Request,
+    principal: PrincipalDep,
+    guard: Prefecture,
+    session: SessionDep,
+    year: Annotated[int | None, Query(ge=2016, le=2100)] = None,
+    format: Format = "json",
+) -> Response:
+    """One row per organisation of the département (those with no data included, marked as
+    such) and totals, for a year (default: this one)."""
+    if principal.departement != departement:  # another's: as if it did not exist (logged)
+        await refuse(request, session, principal, NotFound("no such département table"), None)
+    start, end = _period(year, None, None)
+    rows = [
+        await build_report(session, org, start, end)
+        for org in await organisations_of(session, departement)
+    ]
+    totals = {
+        name: sum(int(value(r) or 0) for r in rows)
+        for name, value in CSV_FIELDS
+        if name not in ("organisation", "departement", "periode_debut", "periode_fin",
+                        "delai_median_minutes", "donnees")
+    }  # fmt: skip
+    if format == "csv":
+        lines = [csv_row(r) for r in rows]
+        lines.append(
+            ["TOTAL", departement, start.isoformat(), end.isoformat(), *totals.values(), "", ""]
+        )
+        return Response(
+            _csv([n for n, _ in CSV_FIELDS], lines), media_type="text/csv; charset=utf-8"
+        )
+    table = PrefectureTable(
+        departement=departement, period={"start": start, "end": end}, rows=rows, totals=totals
+    )
+    if format == "pdf":
+        from services.reporting.statistics.pdf import prefecture_table_pdf
+
+        return Response(prefecture_table_pdf(table), media_type="application/pdf")
+    return Response(table.model_dump_json(), media_type="application/json")
