@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault
+.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench-ingest: $(STAMP)
 
 bench-vault: $(STAMP)
 	$(BIN)/python -m benchmarks.vault
+
+bench-report: $(STAMP)
+	$(BIN)/python -m benchmarks.report
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,18 @@ from shared.db import session_scope
 
 CHECKPOINT = "audit-feed"
 DELAY_CAP_MINUTES = 7 * 24 * 60  # a week or more: one bucket
+DELAY_STEP = 1.1
 _logger = logging.getLogger("temoin.reporting.consumer")
+
+
+def delay_bucket(minutes: float) -> int:
+    """The bucket of a delay: its lower bound in minutes, on a scale of steps of 10% (so a
+    year of days holds a few dozen thousand rows at most, whatever the number of clips,
+    and the median is within 10%)."""
+    if minutes < 1:
+        return 0
+    minutes = min(minutes, DELAY_CAP_MINUTES)
+    return max(1, round(DELAY_STEP ** math.floor(math.log(minutes, DELAY_STEP))))
 
 
 def _day(value: str) -> date:
@@ -86,8 +98,8 @@ class Consumer:
                 counts[(org, day, "recordings")] += 1
                 cameras.add((org, day, str(details["camera"])))
                 ended = datetime.fromisoformat(details["ended_at"])
-                minutes = int((event.occurred_at - ended).total_seconds() // 60)
-                delays[(org, day, min(max(minutes, 0), DELAY_CAP_MINUTES))] += 1
+                minutes = (event.occurred_at - ended).total_seconds() / 60
+                delays[(org, day, delay_bucket(minutes))] += 1
                 for recording_id in event.recording_ids:
                     days[recording_id] = (org, day)
             elif event.action == "consultation":
@@ -136,8 +148,8 @@ class Consumer:
                 )
                 .on_conflict_do_nothing()
             )
-        for event in extractions:
-            await self._extraction(event)
+        if extractions:
+            await self._extractions(extractions)
         await self.session.execute(
             update(Checkpoint)
             .where(Checkpoint.name == CHECKPOINT)
@@ -163,35 +175,53 @@ class Consumer:
             )
         )
 
-    async def _extraction(self, event: FeedEvent) -> None:
-        """Uses count in the period their recordings were made."""
-        kind = str(event.details.get("type", ""))
-        procedure = event.details.get("procedure")
-        for recording_id in event.recording_ids:
-            made = await self.session.get(RecordingDay, recording_id)
-            if made is None:
-                continue  # a recording whose collecte predates the log (none in practice)
-            await self.session.execute(
-                insert(RecordingUse)
-                .values(
-                    organisation_id=made.organisation_id,
-                    recording_id=recording_id,
-                    type=kind,
-                    day=made.day,
-                )
-                .on_conflict_do_nothing()
+    async def _extractions(self, events: list[FeedEvent]) -> None:
+        """Uses count in the period their recordings were made, each recording once per
+        procedure type: a daily counter moves only when a use is new."""
+        wanted = {r for event in events for r in event.recording_ids}
+        made = {
+            row.recording_id: row
+            for row in await self.session.scalars(
+                select(RecordingDay).where(RecordingDay.recording_id.in_(wanted))
             )
-            if procedure is not None:
-                await self.session.execute(
-                    insert(ProcedureUse)
-                    .values(
-                        organisation_id=made.organisation_id,
-                        procedure_id=uuid.UUID(str(procedure)),
-                        day=made.day,
-                        type=kind,
-                    )
-                    .on_conflict_do_nothing()
-                )
+        }
+        uses: dict[tuple[uuid.UUID, str], dict[str, Any]] = {}
+        procedures: dict[tuple[uuid.UUID, date], dict[str, Any]] = {}
+        for event in events:
+            kind = str(event.details.get("type", ""))
+            procedure = event.details.get("procedure")
+            for recording_id in event.recording_ids:
+                day = made.get(recording_id)
+                if day is None:
+                    continue  # its collecte predates the log (none in practice)
+                uses[(recording_id, kind)] = {
+                    "organisation_id": day.organisation_id,
+                    "recording_id": recording_id,
+                    "type": kind,
+                    "day": day.day,
+                }
+                if procedure is not None:
+                    procedures[(uuid.UUID(str(procedure)), day.day)] = {
+                        "organisation_id": day.organisation_id,
+                        "procedure_id": uuid.UUID(str(procedure)),
+                        "day": day.day,
+                        "type": kind,
+                    }
+        if uses:
+            new = await self.session.execute(
+                insert(RecordingUse)
+                .values(list(uses.values()))
+                .on_conflict_do_nothing()
+                .returning(RecordingUse.organisation_id, RecordingUse.day, RecordingUse.type)
+            )
+            counts: Counter[tuple[uuid.UUID, date, str]] = Counter(
+                (org, day, f"used_{kind}") for org, day, kind in new.all()
+            )
+            await self._add_counts(DailyCount, counts, "metric")
+        if procedures:
+            await self.session.execute(
+                insert(ProcedureUse).values(list(procedures.values())).on_conflict_do_nothing()
+            )
 
 
 async def follow_feed(sessionmaker: async_sessionmaker[AsyncSession], every_s: float = 2.0) -> None:

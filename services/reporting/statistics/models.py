@@ -22,8 +22,9 @@ class Checkpoint(Base):
 
 
 class DailyCount(Base):
-    """How many of each event, per organisation and day (recordings, consultations,
-    extractions, erasures)."""
+    """How many of each event, per organisation and day: recordings, consultations,
+    extractions, erasures, and recordings used for each procedure type (`used_judiciaire`...,
+    by the day the recording was made)."""
 
     __tablename__ = "daily_counts"
 
@@ -44,8 +45,9 @@ class CameraDay(Base):
 
 
 class DelayBucket(Base):
-    """Recordings per day by delay from the end of recording to its arrival, in minutes
-    (the last bucket holds everything longer): the median comes from these counts."""
+    """Recordings per day by delay from the end of recording to its arrival, in buckets of
+    10% (`minutes` is the bucket's lower bound; a week or more is one bucket): the median
+    comes from these counts."""
 
     __tablename__ = "delay_buckets"
 

@@ -20,7 +20,6 @@ from services.reporting.statistics.models import (
     Evaluation,
     HabilitationPeriod,
     ProcedureUse,
-    RecordingUse,
 )
 from shared.errors import NotFound, UnprocessableEntity
 
@@ -168,15 +167,6 @@ async def build_report(
             )
         ).all()
     )
-    uses: dict[str, Any] = dict(
-        (
-            await session.execute(
-                select(RecordingUse.type, func.count())
-                .where(RecordingUse.organisation_id == org.id, RecordingUse.day.between(start, end))
-                .group_by(RecordingUse.type)
-            )
-        ).all()
-    )
     delays = (
         await session.execute(
             select(DelayBucket.minutes, func.sum(DelayBucket.count))
@@ -193,7 +183,7 @@ async def build_report(
         agents_habilites=int(agents or 0),
         procedures={t: int(procedures.get(t, 0)) for t in PROCEDURE_TYPES},
         recordings=recordings,
-        recordings_used={t: int(uses.get(t, 0)) for t in USE_TYPES},
+        recordings_used={t: int(totals.get(f"used_{t}", 0)) for t in USE_TYPES},
         consultations=int(totals.get("consultations", 0)),
         extractions=int(totals.get("extractions", 0)),
         erasures=int(totals.get("erasures", 0)),
