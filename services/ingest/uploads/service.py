@@ -135,6 +135,8 @@ class UploadService:
                     "Temoin-Station": str(station.station_id),
                     METADATA_HEADER: metadata.encode(),
                     "Content-Type": content_type,
+                    # The length is known: no chunked encoding for the vault to parse.
+                    "Content-Length": str(metadata.size),
                 },
             )
         except Mismatch as mismatch:
