@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
@@ -131,6 +130,18 @@ class Finalised(BaseModel):
     report: Report
 
 
+def _finalised(row: FinalisedReport) -> Finalised:
+    return Finalised(
+        id=row.id,
+        body=row.body,
+        sha256=row.sha256,
+        key_id=row.key_id,
+        signature=row.signature,
+        finalised_at=row.finalised_at,
+        report=Report.model_validate_json(row.body),
+    )
+
+
 @router.post(f"{REPORT}/finalise", response_model=Finalised, status_code=201)
 async def finalise(
     data: FinaliseIn, request: Request, access: Reader, session: SessionDep
@@ -171,15 +182,7 @@ async def finalise(
             },
         ),
     )
-    return Finalised(
-        id=row.id,
-        body=body,
-        sha256=digest,
-        key_id=row.key_id,
-        signature=row.signature,
-        finalised_at=row.finalised_at,
-        report=Report.model_validate(json.loads(body)),
-    )
+    return _finalised(row)
 
 
 @router.get(f"{REPORT}/finalised/{{report_id}}", response_model=Finalised)
@@ -187,15 +190,7 @@ async def finalised_report(report_id: uuid.UUID, access: Reader, session: Sessio
     row = await session.get(FinalisedReport, report_id)
     if row is None or row.organisation_id != access.organisation_id:
         raise NotFound("no such finalised report")
-    return Finalised(
-        id=row.id,
-        body=row.body,
-        sha256=row.sha256,
-        key_id=row.key_id,
-        signature=row.signature,
-        finalised_at=row.finalised_at,
-        report=Report.model_validate_json(row.body),
-    )
+    return _finalised(row)
 
 
 @router.get("/reports/public-key")
