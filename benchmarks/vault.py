@@ -15,10 +15,11 @@ import statistics
 import time
 
 import httpx
+import psutil
 import urllib3
 from rich.console import Console
 
-from benchmarks.ingest import CAMERAS, MIB, make_file, setup_organisation, upload_post
+from benchmarks.ingest import CAMERAS, MIB, PeakRss, make_file, setup_organisation, upload_post
 from benchmarks.stack import bench_stack
 from temoin.dev_issuer import DevIssuer
 from temoin.stack import BUCKET
@@ -63,6 +64,15 @@ def main(size_mib: int) -> None:
             direct_s = time.perf_counter() - started
             # The same HTTP client library as the peer's (urllib3, under minio), so that
             # the client's own cost is the same on both sides.
+            processes = {
+                "vault": psutil.Process(stack.services["vault"].process.pid),
+                "s3": next(
+                    p for p in psutil.Process().children(recursive=True) if p.name() == "weed"
+                ),
+                "client": psutil.Process(),
+            }
+            usage = PeakRss(processes)
+            usage.__enter__()
             started = time.perf_counter()
             streamed = urllib3.PoolManager().request(
                 "GET", f"{vault_url}{url}", preload_content=False
@@ -71,6 +81,7 @@ def main(size_mib: int) -> None:
             served = sum(len(p) for p in streamed.stream(MIB))
             streamed.release_conn()
             served_s = time.perf_counter() - started
+            usage.__exit__()
             assert served == size_mib * MIB and direct_bytes == sealed_size
 
             # (2) random 1 MiB ranges
@@ -116,6 +127,7 @@ def main(size_mib: int) -> None:
         console.print(f"  (1) direct S3 GET of the sealed object: {direct_rate:7.1f} MB/s")
         console.print(f"      streaming through the media URL:    {served_rate:7.1f} MB/s")
         console.print(f"      ratio {served_rate / direct_rate:.2f}   target: >= 0.5")
+        console.print(f"      during the stream: {usage.report()}")
         p90 = statistics.quantiles(served_ms, n=10)[-1]
         console.print(
             f"  (2) {RANGE_READS} random 1 MiB ranges, median: direct {direct_median:.1f} ms, "
