@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from services.reporting.settings import ReportingSettings
 from services.reporting.statistics.models import Evaluation, FinalisedReport
+from services.reporting.statistics.pdf import prefecture_table_pdf, report_letter
 from services.reporting.statistics.report import (
     CSV_FIELDS,
     Report,
@@ -25,9 +26,9 @@ from services.reporting.statistics.report import (
     organisations_of,
 )
 from shared import audit
-from shared.access import OrgAccess, PrincipalDep, organisation_access, refuse, require
+from shared.access import OrgAccess, organisation_access, refuse, require
 from shared.audit import AuditAction, AuditEntry
-from shared.auth import Role
+from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
 from shared.signatures import b64encode, key_id, public_key_of
 from shared.web import SessionDep
@@ -65,8 +66,6 @@ def _render(report: Report, fmt: Format) -> Response:
         body = _csv([name for name, _ in CSV_FIELDS], [csv_row(report)])
         return Response(body, media_type="text/csv; charset=utf-8")
     if fmt == "pdf":
-        from services.reporting.statistics.pdf import report_letter
-
         return Response(report_letter(report), media_type="application/pdf")
     return Response(report.model_dump_json(), media_type="application/json")
 
@@ -208,15 +207,14 @@ class PrefectureTable(BaseModel):
     totals: dict[str, int]
 
 
-Prefecture = Annotated[object, Depends(require(Role.prefecture))]
+Prefecture = Annotated[Principal, Depends(require(Role.prefecture))]
 
 
 @router.get("/prefectures/{departement}/table", response_model=PrefectureTable)
 async def prefecture_table(
     departement: Annotated[str, Path(pattern=r"^(\d{2,3}|2[AB])$")],
     request: Request,
-    principal: PrincipalDep,
-    guard: Prefecture,
+    principal: Prefecture,
     session: SessionDep,
     year: Annotated[int | None, Query(ge=2016, le=2100)] = None,
     format: Format = "json",
@@ -248,7 +246,5 @@ async def prefecture_table(
         departement=departement, period={"start": start, "end": end}, rows=rows, totals=totals
     )
     if format == "pdf":
-        from services.reporting.statistics.pdf import prefecture_table_pdf
-
         return Response(prefecture_table_pdf(table), media_type="application/pdf")
     return Response(table.model_dump_json(), media_type="application/json")
