@@ -1,4 +1,5 @@
-"""What every benchmark needs: its own real servers in a temporary directory."""
+"""What every benchmark needs: its own real servers in a temporary directory (PostgreSQL
+alone, or the whole stack on its embedded default)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
+from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
+from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
-from temoin.embedded import EmbeddedPostgres
+from temoin.embedded import EmbeddedPostgres, S3Ports, free_port
+from temoin.stack import BUCKET, RunningService, StackConfig, running_stack
 
 
 @contextlib.contextmanager
@@ -28,3 +35,31 @@ def postgres() -> Iterator[str]:
 
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:,.0f}/s"
+
+
+@dataclass
+class BenchStack:
+    root: Path
+    services: dict[str, RunningService]
+    store: ObjectStore  # the S3 store itself, for the peer measurements
+
+    def url(self, name: str) -> str:
+        return self.services[name].url
+
+
+@contextlib.contextmanager
+def bench_stack(console: Console, prefix: str) -> Iterator[BenchStack]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
+    weed = S3Ports.free()
+    config = StackConfig(var_dir=root / "var", s3_ports=weed, service_ports=ports)
+    try:
+        with running_stack(config, console) as services:
+            store = ObjectStore(
+                StorageConfig(
+                    f"http://127.0.0.1:{weed.s3}", DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, BUCKET
+                )
+            )
+            yield BenchStack(root, {s.name: s for s in services}, store)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

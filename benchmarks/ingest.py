@@ -28,7 +28,7 @@ import psutil
 from nacl.signing import SigningKey
 from rich.console import Console
 
-from benchmarks.stack import bench_stack
+from benchmarks.common import bench_stack
 from shared.clips import METADATA_HEADER, ClipMetadata
 from shared.signatures import public_key_of
 from shared.storage import ObjectStore

@@ -19,8 +19,8 @@ import psutil
 import urllib3
 from rich.console import Console
 
+from benchmarks.common import bench_stack
 from benchmarks.ingest import CAMERAS, MIB, PeakRss, make_file, setup_organisation, upload_post
-from benchmarks.stack import bench_stack
 from temoin.dev_issuer import DevIssuer
 from temoin.stack import BUCKET
 

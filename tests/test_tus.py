@@ -11,10 +11,11 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.vault.recordings.models import Recording, UploadSession
-from services.vault.settings import DEV_KEK
+from services.vault.recordings.resumable import ResumableService
+from services.vault.settings import DEV_KEK, VaultSettings
 from shared import sealing
 from shared.clips import ClipMetadata
 from shared.receipts import receipt_is_valid
@@ -298,11 +299,6 @@ async def test_termination_and_expiration(
         .values(expires_at=UploadSession.expires_at - timedelta(days=30))
     )
     assert (await world.ingest.head(expiring, headers=tus_headers(own))).status_code == 410
-
-    from sqlalchemy.ext.asyncio import AsyncSession
-
-    from services.vault.recordings.resumable import ResumableService
-    from services.vault.settings import VaultSettings
 
     session = AsyncSession(bind=connection, join_transaction_mode="create_savepoint")
     service = ResumableService(session, ObjectStore(servers.storage), VaultSettings())
