@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/stations", tags=["stations"])
 _bearer = HTTPBearer(auto_error=False, description="station upload token")
 
 
-def station_auth(request: Request, session: SessionDep) -> StationAuthService:
+async def station_auth(request: Request, session: SessionDep) -> StationAuthService:
     settings: IngestSettings = request.app.state.settings
     return StationAuthService(
         session,

@@ -23,7 +23,7 @@ def receipt_key(settings: IngestSettings) -> SigningKey:
     return SigningKey(b64decode(settings.receipt_key))
 
 
-def _uploads(request: Request) -> UploadService:
+async def _uploads(request: Request) -> UploadService:
     settings: IngestSettings = request.app.state.settings
     return UploadService(
         request.app.state.vault,

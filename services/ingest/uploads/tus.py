@@ -46,7 +46,7 @@ MAX_SIZE = 64 << 30  # far beyond any body-camera clip; the vault's parts allow 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads (tus)"])
 
 
-def _tus_version(tus_resumable: Annotated[str | None, Header()] = None) -> None:
+async def _tus_version(tus_resumable: Annotated[str | None, Header()] = None) -> None:
     if tus_resumable != TUS_VERSION:
         raise PreconditionFailed(
             f"this server speaks tus {TUS_VERSION} (Tus-Resumable header)",
@@ -54,7 +54,7 @@ def _tus_version(tus_resumable: Annotated[str | None, Header()] = None) -> None:
         )
 
 
-def _resumable(uploads: Uploads) -> ResumableUploads:
+async def _resumable(uploads: Uploads) -> ResumableUploads:
     return ResumableUploads(uploads)
 
 

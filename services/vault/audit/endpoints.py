@@ -46,7 +46,7 @@ Signer = Annotated[Principal, Depends(require(Role.dpo, Role.responsable))]
 ORG_AUDIT = "/organisations/{org_id}/audit"
 
 
-def _signing_log(request: Request, session: SessionDep) -> AuditLog:
+async def _signing_log(request: Request, session: SessionDep) -> AuditLog:
     settings: VaultSettings = request.app.state.settings
     return AuditLog(session, settings.audit_key())
 

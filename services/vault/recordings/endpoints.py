@@ -38,7 +38,7 @@ RECORDINGS = "/organisations/{org_id}/recordings"
 SMALL_RANGE = 4 << 20  # ranges up to this size are answered in one piece
 
 
-def _settings(request: Request) -> VaultSettings:
+async def _settings(request: Request) -> VaultSettings:
     settings: VaultSettings = request.app.state.settings
     return settings
 

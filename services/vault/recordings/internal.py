@@ -23,12 +23,12 @@ router = APIRouter(prefix="/internal/v1/recordings", tags=["internal"])
 uploads_router = APIRouter(prefix="/internal/v1/uploads", tags=["internal"])
 
 
-def _collecte(request: Request, session: SessionDep, store: StoreDep) -> CollecteService:
+async def _collecte(request: Request, session: SessionDep, store: StoreDep) -> CollecteService:
     settings: VaultSettings = request.app.state.settings
     return CollecteService(session, store, settings)
 
 
-def _resumable(request: Request, session: SessionDep, store: StoreDep) -> ResumableService:
+async def _resumable(request: Request, session: SessionDep, store: StoreDep) -> ResumableService:
     settings: VaultSettings = request.app.state.settings
     return ResumableService(session, store, settings)
 
