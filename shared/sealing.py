@@ -28,20 +28,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_decrypt as _open,
-)
-from nacl.bindings import (
-    crypto_aead_xchacha20poly1305_ietf_encrypt as _seal,
-)
-from nacl.exceptions import CryptoError
+from shared import xchacha
 
 MAGIC = b"TEMOINSEAL"
 VERSION = 2
-NONCE_SIZE = 24
-TAG_SIZE = 16
+NONCE_SIZE = xchacha.NONCE_SIZE
+TAG_SIZE = xchacha.TAG_SIZE
 CHUNK_OVERHEAD = NONCE_SIZE + TAG_SIZE
-KEY_SIZE = 32
+KEY_SIZE = xchacha.KEY_SIZE
 DEFAULT_CHUNK_SIZE = 1 << 20
 _HEADER = struct.Struct(">10sBI16s")
 HEADER_SIZE = _HEADER.size  # 31
@@ -94,16 +88,18 @@ def _aad(header_bytes: bytes, index: int, final: bool) -> bytes:
 def seal_chunk(header_bytes: bytes, key: bytes, index: int, plaintext: bytes, final: bool) -> bytes:
     """Chunk ``index`` of an object, sealed (nonce || ciphertext || tag)."""
     nonce = os.urandom(NONCE_SIZE)
-    return nonce + _seal(plaintext, _aad(header_bytes, index, final), nonce, key)
+    return nonce + xchacha.encrypt(key, nonce, plaintext, _aad(header_bytes, index, final))
 
 
-def open_chunk(header_bytes: bytes, key: bytes, index: int, sealed: bytes, final: bool) -> bytes:
+def open_chunk(
+    header_bytes: bytes, key: bytes, index: int, sealed: bytes | memoryview, final: bool
+) -> bytes:
+    """Chunk ``index`` authenticated and decrypted (SealError if it fails)."""
     Header.parse(header_bytes)
+    nonce, ciphertext = bytes(sealed[:NONCE_SIZE]), sealed[NONCE_SIZE:]
     try:
-        return _open(
-            sealed[NONCE_SIZE:], _aad(header_bytes, index, final), sealed[:NONCE_SIZE], key
-        )
-    except CryptoError as exc:
+        return xchacha.decrypt(key, nonce, ciphertext, _aad(header_bytes, index, final))
+    except (xchacha.Rejected, ValueError) as exc:  # ValueError: too short to hold a nonce
         raise SealError(f"chunk {index} failed authentication") from exc
 
 
@@ -170,13 +166,13 @@ def open_all(sealed: bytes, key: bytes, size: int) -> Iterator[bytes]:
 def seal_blob(key: bytes, aad: bytes, plaintext: bytes) -> bytes:
     """nonce (24 random bytes) || XChaCha20-Poly1305(key, nonce, aad, plaintext)."""
     nonce = os.urandom(NONCE_SIZE)
-    return nonce + _seal(plaintext, aad, nonce, key)
+    return nonce + xchacha.encrypt(key, nonce, plaintext, aad)
 
 
 def open_blob(key: bytes, aad: bytes, sealed: bytes) -> bytes:
     try:
-        return _open(sealed[NONCE_SIZE:], aad, sealed[:NONCE_SIZE], key)
-    except CryptoError as exc:
+        return xchacha.decrypt(key, sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
+    except (xchacha.Rejected, ValueError) as exc:
         raise SealError("sealed data failed authentication") from exc
 
 
