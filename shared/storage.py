@@ -144,21 +144,21 @@ class ObjectStore:
 
     # --- reading and the life of a locked object --------------------------------------------
 
+    def get_range(self, key: str, version: str | None, offset: int, length: int) -> Any:
+        """Blocking, for a worker thread that goes on to read the answer: a streaming response
+        for bytes [offset, offset + length) of the object (close and release it after)."""
+        try:
+            return self.client.get_object(
+                self.bucket, key, offset=offset, length=length, version_id=version
+            )
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchVersion"):
+                raise ObjectMissing(f"{key}: {exc.code}") from exc
+            raise
+
     async def open_range(self, key: str, version: str | None, offset: int, length: int) -> Any:
-        """A streaming response for bytes [offset, offset + length) of the object (read it in
-        a worker thread; close and release it after)."""
-
-        def get() -> Any:
-            try:
-                return self.client.get_object(
-                    self.bucket, key, offset=offset, length=length, version_id=version
-                )
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchVersion"):
-                    raise ObjectMissing(f"{key}: {exc.code}") from exc
-                raise
-
-        return await anyio.to_thread.run_sync(get)
+        """get_range from the event loop (read the answer in a worker thread too)."""
+        return await anyio.to_thread.run_sync(self.get_range, key, version, offset, length)
 
     async def read_head(self, key: str, version: str | None, length: int) -> bytes:
         """The first ``length`` bytes of an object version (ObjectMissing if absent)."""

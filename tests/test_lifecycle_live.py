@@ -160,7 +160,8 @@ async def test_scrub_flags_a_damaged_object_which_is_never_served(
     row = await _row(engine, recording_id)
     store = ObjectStore(servers.storage)
     sealed = bytearray(store.client.get_object(store.bucket, row.object_key).read())  # type: ignore[attr-defined]
-    sealed[sealing.sealed_offset(2, MiB) + 100] ^= 1  # inside the third chunk
+    chunk = row.chunk_size  # type: ignore[attr-defined]
+    sealed[sealing.sealed_offset(2, chunk) + 100] ^= 1  # inside the third chunk
     put = store.client.put_object(store.bucket, row.object_key, io.BytesIO(sealed), len(sealed))  # type: ignore[attr-defined]
     async with engine.begin() as connection:
         await connection.execute(
@@ -171,7 +172,7 @@ async def test_scrub_flags_a_damaged_object_which_is_never_served(
 
     # A read that meets the damaged chunk fails closed; before it, reads still work.
     assert (await vault.get(url, headers={"Range": "bytes=0-9"})).status_code == 206
-    damaged_read = await vault.get(url, headers={"Range": f"bytes={2 * MiB}-{2 * MiB + 10}"})
+    damaged_read = await vault.get(url, headers={"Range": f"bytes={2 * chunk}-{2 * chunk + 10}"})
     assert damaged_read.status_code == 409
 
     scrub = run_temoin("scrub", "--recording", recording_id, env=servers.env())

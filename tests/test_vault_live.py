@@ -37,7 +37,7 @@ class Scene:
 
 @pytest.fixture
 async def scene(live: Live, servers: Servers) -> AsyncIterator[Scene]:
-    """An organisation with one uploaded clip of 3 MiB and a bit (four chunks)."""
+    """An organisation with one uploaded clip of 3 MiB and a bit (the last chunk short)."""
     async with (
         httpx.AsyncClient(base_url=live.vault.url, timeout=60) as vault,
         httpx.AsyncClient(base_url=live.ingest.url, timeout=60) as ingest,

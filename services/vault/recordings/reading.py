@@ -5,6 +5,7 @@ that fails authentication stops the read: nothing unauthenticated is ever served
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -14,21 +15,24 @@ from services.vault.recordings.models import Recording
 from shared import sealing
 from shared.storage import ObjectStore
 
-AHEAD = 2  # chunks read and being opened ahead of the one being sent
+AHEAD = 2  # batches read and opened ahead of the one being sent
+BATCH = 1 << 20  # plaintext handed to the event loop at a time, when streaming
 
 
 class Damaged(Exception):
     """The sealed object failed authentication or is missing: never serve it as valid."""
 
 
-def _read_exactly(response: Any, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        piece = response.read(size - len(data))
+def _read_exactly(response: Any, size: int) -> bytearray:
+    data = bytearray(size)
+    filled = 0
+    while filled < size:
+        piece = response.read(size - filled)
         if not piece:
-            break
-        data += piece
-    return bytes(data)
+            raise Damaged(f"the sealed object ends {size - filled} bytes early")
+        data[filled : filled + len(piece)] = piece
+        filled += len(piece)
+    return data
 
 
 class SealedReader:
@@ -40,98 +44,115 @@ class SealedReader:
         self.count = sealing.chunk_count(recording.size, recording.chunk_size)
         self.header = sealing.Header(recording.chunk_size, recording.id).to_bytes()
 
-    def _sealed_length(self, index: int) -> int:
-        plain = min(self.chunk_size, self.recording.size - index * self.chunk_size)
-        return plain + sealing.CHUNK_OVERHEAD
-
-    def _open(self, index: int, sealed: bytes) -> bytes:
-        try:
-            return sealing.open_chunk(
-                self.header, self.key, index, sealed, final=index == self.count - 1
-            )
-        except sealing.SealError as exc:
-            raise Damaged(str(exc)) from exc
-
-    def _span(self, start: int, stop: int) -> tuple[int, int, int, int]:
-        """The chunks [first, last] that cover [start, stop), and their sealed byte range."""
+    def _span(self, start: int, stop: int) -> tuple[int, int]:
+        """The chunks [first, last] that cover the clip's bytes [start, stop)."""
         if not 0 <= start < stop <= self.recording.size:
             raise ValueError("range outside the clip")
-        first, last = start // self.chunk_size, (stop - 1) // self.chunk_size
-        offset = sealing.sealed_offset(first, self.chunk_size)
-        length = sealing.sealed_offset(last, self.chunk_size) + self._sealed_length(last) - offset
-        return first, last, offset, length
+        return start // self.chunk_size, (stop - 1) // self.chunk_size
 
-    async def read(self, start: int, stop: int) -> bytes:
-        """The clip's bytes [start, stop) at once: for a seek, a few chunks, read and opened
-        in one worker thread (each hop between the event loop and a thread costs more than
-        opening a small chunk)."""
-        first, last, offset, length = self._span(start, stop)
+    def _sealed_length(self, first: int, last: int) -> int:
+        """The length of sealed chunks [first, last] (the last chunk may be short)."""
+        end = sealing.sealed_offset(last + 1, self.chunk_size)
+        if last == self.count - 1:
+            end = sealing.sealed_size(self.recording.size, self.chunk_size)
+        return end - sealing.sealed_offset(first, self.chunk_size)
+
+    def _get(self, first: int, last: int) -> Any:
+        """Blocking: the S3 response carrying sealed chunks [first, last]."""
+        offset = sealing.sealed_offset(first, self.chunk_size)
+        length = self._sealed_length(first, last)
         try:
-            response = await self.store.open_range(
+            return self.store.get_range(
                 self.recording.object_key, self.recording.object_version, offset, length
             )
         except Exception as exc:
             raise Damaged(f"the sealed object cannot be read: {exc}") from exc
 
-        def read_and_open() -> bytes:
+    def _read_and_open(self, response: Any, first: int, last: int, start: int, stop: int) -> bytes:
+        """Blocking: read chunks [first, last] from ``response``, authenticate and open each,
+        and return their plaintext within the clip's bytes [start, stop)."""
+        sealed = _read_exactly(response, self._sealed_length(first, last))
+        plain = []
+        with memoryview(sealed) as view:
+            at = 0
+            for index in range(first, last + 1):
+                base = index * self.chunk_size
+                size = min(self.chunk_size, self.recording.size - base) + sealing.CHUNK_OVERHEAD
+                try:
+                    opened = sealing.open_chunk(
+                        self.header, self.key, index, view[at : at + size], self.count - 1 == index
+                    )
+                except sealing.SealError as exc:
+                    raise Damaged(str(exc)) from exc
+                at += size
+                plain.append(opened[max(start - base, 0) : stop - base])
+        return plain[0] if len(plain) == 1 else b"".join(plain)
+
+    async def read(self, start: int, stop: int) -> bytes:
+        """The clip's bytes [start, stop) at once: for a seek, a few chunks, fetched, read and
+        opened in one worker thread (each hop between the event loop and a thread costs more
+        than opening a small chunk)."""
+        first, last = self._span(start, stop)
+
+        def fetch() -> bytes:
+            response = self._get(first, last)
             try:
-                indices = range(first, last + 1)
-                sealed = [_read_exactly(response, self._sealed_length(i)) for i in indices]
+                return self._read_and_open(response, first, last, start, stop)
             finally:
                 response.close()
                 response.release_conn()
-            opened = [self._open(i, data) for i, data in zip(indices, sealed, strict=True)]
-            return b"".join(
-                plain[max(start - i * self.chunk_size, 0) : stop - i * self.chunk_size]
-                for i, plain in zip(indices, opened, strict=True)
-            )
 
-        return await anyio.to_thread.run_sync(read_and_open)
+        return await anyio.to_thread.run_sync(fetch)
 
     async def chunks(self, start: int, stop: int) -> AsyncGenerator[bytes, None]:
-        """The clip's bytes [start, stop), in pieces of at most a chunk."""
-        first, last, offset, length = self._span(start, stop)
+        """The clip's bytes [start, stop), in pieces of about BATCH bytes."""
+        first, last = self._span(start, stop)
+        per_batch = max(1, BATCH // self.chunk_size)
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Queue[bytes | Damaged] = asyncio.Queue()
+        room = threading.Semaphore(AHEAD)
+        stopping = threading.Event()
+
+        # One thread reads the object in order and opens it, batch by batch (both release the
+        # GIL), while the event loop sends the batches before: one hand-off per batch, and at
+        # most AHEAD batches waiting. The thread stops at the next batch once told to.
+        def hand_over(item: bytes | Damaged) -> None:
+            if stopping.is_set():
+                return
+            try:
+                loop.call_soon_threadsafe(ready.put_nowait, item)
+            except RuntimeError:  # the event loop is closed: nobody is waiting any more
+                stopping.set()
+
+        def produce() -> None:
+            try:
+                response = self._get(first, last)
+            except Damaged as exc:
+                hand_over(exc)
+                return
+            try:
+                for batch in range(first, last + 1, per_batch):
+                    room.acquire()
+                    if stopping.is_set():
+                        return
+                    end = min(batch + per_batch - 1, last)
+                    hand_over(self._read_and_open(response, batch, end, start, stop))
+            except Exception as exc:  # handed to the consumer, in order
+                hand_over(exc if isinstance(exc, Damaged) else Damaged(f"read failed: {exc}"))
+            finally:
+                response.close()
+                response.release_conn()
+
+        threading.Thread(target=produce, name="sealed-reader", daemon=True).start()
         try:
-            response = await self.store.open_range(
-                self.recording.object_key, self.recording.object_version, offset, length
-            )
-        except Exception as exc:
-            raise Damaged(f"the sealed object cannot be read: {exc}") from exc
-
-        # A pipeline: the object is read in order by one task while earlier chunks are opened
-        # in worker threads (both release the GIL) and sent; AHEAD chunks at most in between.
-        opened: asyncio.Queue[asyncio.Future[bytes]] = asyncio.Queue(maxsize=AHEAD)
-
-        async def read_all() -> None:
-            for index in range(first, last + 1):
-                future: asyncio.Future[bytes]
-                try:
-                    sealed = await anyio.to_thread.run_sync(
-                        _read_exactly, response, self._sealed_length(index)
-                    )
-                    future = asyncio.ensure_future(
-                        anyio.to_thread.run_sync(self._open, index, sealed)
-                    )
-                except Exception as exc:  # handed to the consumer, in order
-                    future = asyncio.get_running_loop().create_future()
-                    future.set_exception(Damaged(f"the sealed object cannot be read: {exc}"))
-                    await opened.put(future)
-                    return
-                await opened.put(future)
-
-        reader = asyncio.create_task(read_all())
-        try:
-            for index in range(first, last + 1):
-                plain = await (await opened.get())
-                base = index * self.chunk_size
-                yield plain[max(start - base, 0) : stop - base]
+            remaining = stop - start
+            while remaining:
+                item = await ready.get()
+                room.release()
+                if isinstance(item, Damaged):
+                    raise item
+                remaining -= len(item)
+                yield item
         finally:
-            reader.cancel()
-            leftovers: list[asyncio.Future[Any]] = [reader]
-            while not opened.empty():
-                leftovers.append(opened.get_nowait())
-            for future in leftovers:
-                future.cancel()
-            await asyncio.gather(*leftovers, return_exceptions=True)
-            response.close()
-            response.release_conn()
+            stopping.set()
+            room.release()  # a thread waiting for room wakes, sees it is told to stop
