@@ -33,7 +33,7 @@ class VaultSettings(ServiceSettings):
         DEV_KEK, description="key-encryption key (base64, 32 bytes) wrapping each clip's key"
     )
     kek_id: str = Field("dev-kek-1", max_length=64, description="name of that key (rotation)")
-    chunk_size: int = Field(64 << 10, ge=4096, le=16 << 20, description="sealed chunk size")
+    chunk_size: int = Field(256 << 10, ge=4096, le=16 << 20, description="sealed chunk size")
     # The S3 minimum: parts in flight are most of a streaming upload's memory, and 10,000
     # parts of 5 MiB still allow 48 GiB, far beyond a body-camera clip.
     part_size: int = Field(5 << 20, ge=5 << 20, description="S3 multipart part size")
