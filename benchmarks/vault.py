@@ -95,9 +95,8 @@ def main(size_mib: int) -> None:
                 part.release_conn()
                 direct_ms.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
-                answer = pool.request(
-                    "GET", f"{vault_url}{url}", headers={"Range": f"bytes={start}-{start + MIB - 1}"}
-                )
+                wanted = {"Range": f"bytes={start}-{start + MIB - 1}"}
+                answer = pool.request("GET", f"{vault_url}{url}", headers=wanted)
                 assert answer.status == 206 and len(answer.data) == MIB
                 served_ms.append((time.perf_counter() - t0) * 1000)
 
