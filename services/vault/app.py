@@ -6,6 +6,7 @@ from services.vault.audit.endpoints import router as audit_router
 from services.vault.audit.jobs import maintain_log
 from services.vault.directory.endpoints import router as directory_router
 from services.vault.procedures.endpoints import router as procedures_router
+from services.vault.recordings.endpoints import media_router
 from services.vault.recordings.endpoints import router as recordings_router
 from services.vault.recordings.internal import router as internal_recordings_router
 from services.vault.recordings.internal import uploads_router as internal_uploads_router
@@ -45,6 +46,7 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
             settings, SERVICE, background=[log_maintenance, upload_expiry, erasure, scrub]
         ),
     )
+    app.include_router(media_router)  # first: on every seek's path
     app.include_router(directory_router)
     app.include_router(audit_router)
     app.include_router(recordings_router)

@@ -10,13 +10,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
 
 from services.vault.directory.schemas import Page
 from services.vault.recordings import schemas
 from services.vault.recordings.media import Unsatisfiable, parse_range, verify_grant
-from services.vault.recordings.models import Consultation, Recording, RecordingStatus
+from services.vault.recordings.models import RecordingStatus
 from services.vault.recordings.reading import Damaged, SealedReader
+from services.vault.recordings.repository import RecordingRepository
 from services.vault.recordings.service import CollecteService
 from services.vault.recordings.viewing import ViewingService
 from services.vault.settings import VaultSettings
@@ -26,6 +26,9 @@ from shared.errors import Conflict, Forbidden, Gone, NotFound
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
+# The app routes this one first: a player sends a request per seek, and matching a path
+# against every route before it was a measurable part of each.
+media_router = APIRouter(prefix="/v1", tags=["media"])
 
 # R241-12: the maire, the responsable and the habilités view recordings; the wearer only their
 # own, where the service allows it. The DPO finds them (metadata) but does not view them.
@@ -109,7 +112,7 @@ async def consult(
     )
 
 
-@router.get("/media/{token}", tags=["media"])
+@media_router.get("/media/{token}")
 async def media(
     token: str,
     request: Request,
@@ -121,15 +124,8 @@ async def media(
     """The clip of a consultation, for a <video> element: the URL is the credential. Byte
     ranges (206), 416 outside the clip; a damaged chunk ends the read, never served."""
     grant = verify_grant(token, settings.media_signing_key())
-    # One round trip: players send a request per range, so it is on every seek's path.
-    recording = await session.scalar(
-        select(Recording)
-        .join(Consultation, Consultation.recording_id == Recording.id)
-        .where(
-            Consultation.id == grant.consultation_id,
-            Consultation.subject == grant.subject,
-            Recording.id == grant.recording_id,
-        )
+    recording = await RecordingRepository(session).consulted(
+        grant.consultation_id, grant.subject, grant.recording_id
     )
     if recording is None:
         raise NotFound("no such consultation")
@@ -184,7 +180,7 @@ async def media(
     return StreamingResponse(body(), status_code=code, headers=headers)
 
 
-@router.head("/media/{token}", tags=["media"])
+@media_router.head("/media/{token}")
 async def media_head(
     token: str,
     request: Request,

@@ -3,11 +3,23 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.directory.models import Agent, CameraAssignment, Organisation, Station
-from services.vault.recordings.models import Recording
+from services.vault.recordings.models import Consultation, Recording
+
+# Built once rather than per request: a player sends a request per seek, and building the
+# statement cost about as much as running it.
+_CONSULTED = (
+    select(Recording)
+    .join(Consultation, Consultation.recording_id == Recording.id)
+    .where(
+        Consultation.id == bindparam("consultation_id"),
+        Consultation.subject == bindparam("subject"),
+        Recording.id == bindparam("recording_id"),
+    )
+)
 
 
 class RecordingRepository:
@@ -32,6 +44,14 @@ class RecordingRepository:
             )
         )
         return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def consulted(
+        self, consultation_id: uuid.UUID, subject: str, recording_id: uuid.UUID
+    ) -> Recording | None:
+        """The recording of that person's consultation, in one round trip."""
+        params = {"consultation_id": consultation_id, "subject": subject,
+                  "recording_id": recording_id}  # fmt: skip
+        return await self.session.scalar(_CONSULTED, params)
 
     async def by_content(self, camera_id: uuid.UUID, sha256: str) -> Recording | None:
         statement = select(Recording).where(
