@@ -2,8 +2,9 @@
 
 In one run, on a 1 GiB clip uploaded and sealed: (1) streaming the whole clip through a
 consultation's media URL (authenticated, decrypted) against a direct S3 GET of the sealed
-object, three times each, alternating, medians compared; (2) 200 random 1 MiB range reads through the media URL against direct S3 ranged GETs
-of 1 MiB, median latencies; (3) an extraction package (signed BagIt zip), MB/s.
+object, three times each, alternating, medians compared; (2) 200 random 1 MiB range reads
+through the media URL against direct S3 ranged GETs of 1 MiB, median latencies; (3) an
+extraction package (signed BagIt zip), MB/s.
 Targets: streaming >= 0.5x the direct GET; range median <= 2x the direct one.
 """
 
