@@ -91,6 +91,20 @@ def seal_chunk(header_bytes: bytes, key: bytes, index: int, plaintext: bytes, fi
     return nonce + xchacha.encrypt(key, nonce, plaintext, _aad(header_bytes, index, final))
 
 
+def seal_chunk_into(
+    header_bytes: bytes,
+    key: bytes,
+    index: int,
+    plaintext: memoryview,
+    final: bool,
+    out: memoryview,
+) -> None:
+    """seal_chunk written into ``out`` (exactly len(plaintext) + CHUNK_OVERHEAD bytes)."""
+    nonce = os.urandom(NONCE_SIZE)
+    out[:NONCE_SIZE] = nonce
+    xchacha.encrypt_into(key, nonce, plaintext, _aad(header_bytes, index, final), out[NONCE_SIZE:])
+
+
 def open_chunk(
     header_bytes: bytes, key: bytes, index: int, sealed: bytes | memoryview, final: bool
 ) -> bytes:

@@ -59,6 +59,15 @@ def encrypt(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
     return aead.encrypt(bytes(4) + nonce[16:], plaintext, aad)
 
 
+def encrypt_into(
+    key: bytes, nonce: bytes, plaintext: bytes | memoryview, aad: bytes, out: memoryview
+) -> None:
+    """encrypt, written into ``out`` (exactly len(plaintext) + 16 bytes): no copy."""
+    _check(key, nonce)
+    aead = ChaCha20Poly1305(_hchacha20(key, nonce[:16]))
+    aead.encrypt_into(bytes(4) + nonce[16:], plaintext, aad, out)
+
+
 def decrypt(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes) -> bytes:
     """The plaintext of ciphertext || tag, or Rejected."""
     _check(key, nonce)

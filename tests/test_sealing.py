@@ -103,3 +103,13 @@ def test_sealing_a_chunk_twice_never_reuses_a_nonce() -> None:
     second = sealing.seal_chunk(header, key, 3, b"b" * 100, final=False)
     assert first[: sealing.NONCE_SIZE] != second[: sealing.NONCE_SIZE]
     assert sealing.open_chunk(header, key, 3, second, final=False) == b"b" * 100
+
+
+def test_seal_chunk_into_opens_like_seal_chunk() -> None:
+    key, recording, data = sealing.new_data_key(), uuid.uuid4(), os.urandom(CHUNK)
+    header = sealing.Header(CHUNK, recording).to_bytes()
+    out = bytearray(CHUNK + CHUNK_OVERHEAD)
+    sealing.seal_chunk_into(header, key, 5, memoryview(data), False, memoryview(out))
+    assert sealing.open_chunk(header, key, 5, bytes(out), final=False) == data
+    with pytest.raises(SealError):  # bound to its index and final flag like any chunk
+        sealing.open_chunk(header, key, 5, bytes(out), final=True)

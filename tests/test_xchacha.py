@@ -54,3 +54,10 @@ def test_sizes_are_checked() -> None:
         xchacha.encrypt(os.urandom(31), os.urandom(24), b"", b"")
     with pytest.raises(ValueError):
         xchacha.decrypt(os.urandom(32), os.urandom(12), b"x" * 16, b"")
+
+
+def test_encrypt_into_writes_the_same_bytes() -> None:
+    key, nonce, aad, plaintext = os.urandom(32), os.urandom(24), b"aad", os.urandom(5000)
+    out = bytearray(len(plaintext) + xchacha.TAG_SIZE)
+    xchacha.encrypt_into(key, nonce, memoryview(plaintext), aad, memoryview(out))
+    assert bytes(out) == xchacha.encrypt(key, nonce, plaintext, aad)

@@ -83,9 +83,9 @@ class PartWriter:
         self._in_flight = []
 
     async def _send(self, size: int) -> None:
-        with memoryview(self.pending) as view:
-            plain = bytes(view[:size])
-        del self.pending[:size]
+        # The part's buffer goes to its task as it is; only what follows it is copied.
+        plain, self.pending = self.pending, self.pending[size:]
+        del plain[size:]
         if len(self._in_flight) >= IN_FLIGHT:
             await self._collect_one()
         number, self._next_part = self._next_part, self._next_part + 1
@@ -94,12 +94,12 @@ class PartWriter:
     async def _collect_one(self) -> None:
         self.etags.append(await self._in_flight.pop(0))
 
-    async def _seal_and_upload(self, number: int, plain: bytes) -> str:
+    async def _seal_and_upload(self, number: int, plain: bytearray) -> str:
         sealed = await anyio.to_thread.run_sync(self._seal, number, plain)
         del plain  # only the sealed part is held while it is sent
         return await self.store.upload_part(self.object_key, self.multipart_id, number, sealed)
 
-    def _seal(self, number: int, plain: bytes) -> bytearray:
+    def _seal(self, number: int, plain: bytearray) -> bytearray:
         first_chunk = (number - 1) * (self.part_size // self.chunk_size)
         start = (number - 1) * self.part_size  # the part's plaintext offset in the clip
         header = self.header if number == 1 else b""
@@ -107,11 +107,14 @@ class PartWriter:
         sealed = bytearray(len(header) + len(plain) + chunks * sealing.CHUNK_OVERHEAD)
         sealed[: len(header)] = header
         at = len(header)
-        with memoryview(plain) as view:
+        # Each chunk is sealed from the part's buffer straight into the sealed part's.
+        with memoryview(plain) as source, memoryview(sealed) as target:
             for i in range(chunks):
-                chunk = bytes(view[i * self.chunk_size : (i + 1) * self.chunk_size])
+                chunk = source[i * self.chunk_size : (i + 1) * self.chunk_size]
                 final = start + i * self.chunk_size + len(chunk) == self.length
-                piece = sealing.seal_chunk(self.header, self.key, first_chunk + i, chunk, final)
-                sealed[at : at + len(piece)] = piece
-                at += len(piece)
+                end = at + len(chunk) + sealing.CHUNK_OVERHEAD
+                sealing.seal_chunk_into(
+                    self.header, self.key, first_chunk + i, chunk, final, target[at:end]
+                )
+                at = end
         return sealed
