@@ -101,7 +101,10 @@ class UploadService:
         received = 0
 
         async def hashed() -> AsyncIterator[bytes]:
+            # The last piece is held back until the whole body is checked: on a mismatch the
+            # vault never sees the end of the body, so it aborts and stores nothing.
             nonlocal received
+            held: bytes | None = None
             async for chunk in body:
                 received += len(chunk)
                 if received > metadata.size:
@@ -109,8 +112,9 @@ class UploadService:
                         PayloadTooLarge(f"more than the declared {metadata.size} bytes were sent")
                     )
                 digest.update(chunk)
-                yield chunk
-            # Refuse before the vault sees the end of the body: it then aborts, storing nothing.
+                if held is not None:
+                    yield held
+                held = chunk
             if received != metadata.size:
                 raise Mismatch(
                     UnprocessableEntity(
@@ -125,6 +129,8 @@ class UploadService:
                         field="metadata.sha256",
                     )
                 )
+            if held is not None:
+                yield held
 
         try:
             response = await self.call_vault(
