@@ -179,6 +179,21 @@ class ObjectStore:
 
         await anyio.to_thread.run_sync(apply)
 
+    async def list_versions(self, prefix: str) -> list[tuple[str, str | None]]:
+        """Every version of every object under ``prefix``, as (key, version id)."""
+
+        def listed() -> list[tuple[str, str | None]]:
+            found = self.client.list_objects(
+                self.bucket, prefix=prefix, recursive=True, include_version=True
+            )
+            return [
+                (o.object_name, o.version_id)
+                for o in found
+                if o.object_name and not o.is_delete_marker
+            ]
+
+        return await anyio.to_thread.run_sync(listed)
+
     async def delete_version(self, key: str, version: str | None) -> bool:
         """Delete one version of an object: whether it is gone (False while a retention
         period or a legal hold still protects it; the store refuses)."""

@@ -422,8 +422,9 @@ def erase(
     ] = False,
 ) -> None:
     """Erase recordings past their retention (R241-13), as the vault's job does: destroy the
-    keys, keep tombstones with their `effacement` entries, delete objects whose lock expired.
-    Recordings held by an open procedure are kept (and the refusal logged once)."""
+    keys, keep tombstones with their `effacement` entries, delete objects whose lock expired,
+    and orphans (sealed objects no recording refers to) once unlocked. Recordings held by an
+    open procedure are kept (and the refusal logged once)."""
     import asyncio
 
     from services.vault.recordings.erasure import ErasureService
@@ -443,15 +444,23 @@ def erase(
                         typer.echo(f"held by a procedure: {recording.id}")
                     waiting = await service.awaiting_object_deletion()
                     typer.echo(f"{len(waiting)} erased object(s) awaiting deletion")
+                    for key, _ in await service.orphans():
+                        typer.echo(f"orphan (no recording refers to it): {key}")
                     await session.rollback()
                     return
                 report = await service.erase_due(now)
             async with session_scope(sessionmaker) as session:
                 objects = await ErasureService(session, store).delete_objects(now)
+            async with session_scope(sessionmaker) as session:
+                orphans = await ErasureService(session, store).delete_orphans()
+            for key in orphans.orphans_deleted:
+                typer.echo(f"deleted orphan {key}")
             typer.echo(
                 f"{len(report.erased)} erased, {len(report.held)} newly found held by a "
                 f"procedure, {len(objects.objects_deleted)} object(s) deleted, "
-                f"{len(objects.objects_locked)} still locked"
+                f"{len(objects.objects_locked)} still locked, "
+                f"{len(orphans.orphans_deleted)} orphan(s) deleted, "
+                f"{len(orphans.orphans_locked)} orphan(s) still locked"
             )
         finally:
             await engine.dispose()

@@ -142,6 +142,36 @@ async def test_erasure_at_the_end_of_retention(
     assert (await _row(engine, held)).status == "erased"  # type: ignore[attr-defined]
 
 
+async def test_erasure_deletes_orphaned_objects_once_unlocked(
+    org: tuple[OrgKit, httpx.AsyncClient], engine: AsyncEngine, servers: Servers
+) -> None:
+    kit, _ = org
+    registered, _ = await _upload(kit, ended_days_ago=1)
+    registered_key = (await _row(engine, registered)).object_key  # type: ignore[attr-defined]
+    # What a crash between the store's completion and the database's commit leaves: a
+    # complete, locked sealed object that no recording refers to.
+    store = ObjectStore(servers.storage)
+    orphan = f"recordings/{kit.id}/{uuid.uuid4()}.sealed"
+    locked_until = datetime.now(UTC) + timedelta(seconds=MINIMUM_LOCK_S)
+    multipart = await store.start_multipart(orphan, retain_until=locked_until)
+    etag = await store.upload_part(orphan, multipart, 1, b"sealed bytes of a lost request")
+    version = await store.complete_multipart(orphan, multipart, [etag])
+    assert not await store.delete_version(orphan, version)  # locked, like any sealed object
+
+    env = servers.env()
+    preview = run_temoin("erase", "--dry-run", env=env)
+    assert f"orphan (no recording refers to it): {orphan}" in preview.stdout
+    assert registered_key not in preview.stdout
+    await asyncio.sleep(max((locked_until - datetime.now(UTC)).total_seconds(), 0) + 1)
+    erased = run_temoin("erase", env=env)
+    assert erased.returncode == 0, erased.stderr
+    assert f"deleted orphan {orphan}" in erased.stdout
+    with pytest.raises(S3Error):
+        store.client.stat_object(store.bucket, orphan, version_id=version)
+    assert await store.list_versions(orphan) == []
+    store.client.stat_object(store.bucket, registered_key)  # a registered one stays
+
+
 async def test_scrub_flags_a_damaged_object_which_is_never_served(
     org: tuple[OrgKit, httpx.AsyncClient], engine: AsyncEngine, servers: Servers
 ) -> None:

@@ -10,6 +10,13 @@ only finishes what is left.
 
 A recording past its retention but held by an open procedure is not erased: the refusal is
 logged once (`effacement`, outcome `refused`), and it is erased once released.
+
+The job also deletes orphans: sealed objects for which no recording was ever registered, left
+by a crash between the store's completion of an upload and the database's commit. Their data
+key died with the request (or lies in an upload session that can no longer complete), the
+dock kept the clip for want of a receipt and uploaded it again, so they hold nothing the
+registry needs. Each is deleted once its lock allows. A fresh object is never taken for one:
+every object is locked for at least `VAULT_MINIMUM_LOCK_S`, far longer than a registration.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from sqlalchemy import Exists, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.procedures.models import Procedure, ProcedureRecording
-from services.vault.recordings.models import Recording, RecordingStatus
+from services.vault.recordings.models import Recording, RecordingStatus, UploadSession, UploadStatus
+from services.vault.recordings.service import RECORDINGS_PREFIX
 from shared import audit
 from shared.audit import AuditAction, AuditEntry, Outcome
 from shared.db import utc_now
@@ -38,6 +46,8 @@ class ErasureReport:
     held: list[uuid.UUID] = field(default_factory=list)  # past retention, kept for a procedure
     objects_deleted: list[uuid.UUID] = field(default_factory=list)
     objects_locked: list[uuid.UUID] = field(default_factory=list)  # key gone, lock not yet
+    orphans_deleted: list[str] = field(default_factory=list)  # object keys
+    orphans_locked: list[str] = field(default_factory=list)
 
 
 def _held() -> Exists:
@@ -120,6 +130,37 @@ class ErasureService:
             else:
                 report.objects_locked.append(recording.id)
         await self.session.flush()
+        return report
+
+    async def orphans(self) -> list[tuple[str, str | None]]:
+        """The versions of sealed objects that no recording and no open upload refers to."""
+        versions = await self.store.list_versions(RECORDINGS_PREFIX)
+        keys = {key for key, _ in versions}
+        if not keys:
+            return []
+        registered = set(
+            await self.session.scalars(
+                select(Recording.object_key).where(Recording.object_key.in_(keys))
+            )
+        )
+        uploading = set(
+            await self.session.scalars(
+                select(UploadSession.object_key).where(
+                    UploadSession.object_key.in_(keys),
+                    UploadSession.status == UploadStatus.open.value,
+                )
+            )
+        )
+        return [(k, v) for k, v in versions if k not in registered and k not in uploading]
+
+    async def delete_orphans(self) -> ErasureReport:
+        """Delete the orphans whose lock has expired (the others wait for a later run)."""
+        report = ErasureReport()
+        for key, version in await self.orphans():
+            if await self.store.delete_version(key, version):
+                report.orphans_deleted.append(key)
+            else:
+                report.orphans_locked.append(key)
         return report
 
     async def _log(self, recording: Recording, outcome: Outcome, details: dict[str, Any]) -> None:

@@ -46,6 +46,10 @@ async def erase_expired(
                 report = await ErasureService(session, store).erase_due()
             async with session_scope(sessionmaker) as session:
                 deleted = await ErasureService(session, store).delete_objects()
+            async with session_scope(sessionmaker) as session:
+                orphans = await ErasureService(session, store).delete_orphans()
+            for key in orphans.orphans_deleted:
+                _logger.warning("erasure: deleted %s, a sealed object no recording refers to", key)
             if report.erased or report.held or deleted.objects_deleted:
                 _logger.info(
                     "erasure: %d erased, %d held by a procedure, %d objects deleted",

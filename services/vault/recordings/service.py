@@ -228,8 +228,11 @@ class Sealed:
     wrapped_key: bytes
 
 
+RECORDINGS_PREFIX = "recordings/"  # every sealed object's key starts so
+
+
 def sealed_object_key(organisation_id: uuid.UUID, recording_id: uuid.UUID) -> str:
-    return f"recordings/{organisation_id}/{recording_id}.sealed"
+    return f"{RECORDINGS_PREFIX}{organisation_id}/{recording_id}.sealed"
 
 
 def _collecte_entry(recording: Recording, resolved: Resolved) -> AuditEntry:
