@@ -218,3 +218,12 @@ def test_malformed_keys_refuse_to_start(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError, match=variable):
         settings()
+
+
+def test_parts_must_be_whole_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A part is sealed when full, so it must end on a chunk boundary: refused at start."""
+    monkeypatch.setenv("VAULT_CHUNK_SIZE", str(300_000))
+    with pytest.raises(ValidationError, match="VAULT_PART_SIZE must be a whole number"):
+        VaultSettings()
+    monkeypatch.setenv("VAULT_CHUNK_SIZE", str(1 << 20))
+    assert VaultSettings().part_size % VaultSettings().chunk_size == 0

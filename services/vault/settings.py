@@ -1,5 +1,7 @@
+from __future__ import annotations
+
 from nacl.signing import SigningKey
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.config import ServiceSettings, dev_default, key_of_32_bytes
@@ -65,6 +67,13 @@ class VaultSettings(ServiceSettings):
     @classmethod
     def _keys(cls, value: str, info: ValidationInfo) -> str:
         return key_of_32_bytes(value, f"VAULT_{str(info.field_name).upper()}")
+
+    @model_validator(mode="after")
+    def _whole_chunks(self) -> VaultSettings:
+        # A part is sealed as soon as it is full: it must end where a chunk ends.
+        if self.part_size % self.chunk_size:
+            raise ValueError("VAULT_PART_SIZE must be a whole number of VAULT_CHUNK_SIZE chunks")
+        return self
 
     def key_encryption_key(self) -> bytes:
         return b64decode(self.kek)

@@ -83,8 +83,7 @@ class ResumableService:
             expires_at=utc_now() + timedelta(seconds=self.settings.upload_expiry_s),
             recording_id=recording_id,
             chunk_size=chunk_size,
-            # Whole chunks, at least the S3 minimum part size.
-            part_size=-(-self.settings.part_size // chunk_size) * chunk_size,
+            part_size=self.settings.part_size,  # whole chunks (VaultSettings checks)
             etags=[],
             kek_id=self.settings.kek_id,
             retain_until=self.collecte.retain_until(metadata, resolved),
