@@ -91,18 +91,24 @@ def seal_chunk(header_bytes: bytes, key: bytes, index: int, plaintext: bytes, fi
     return nonce + xchacha.encrypt(key, nonce, plaintext, _aad(header_bytes, index, final))
 
 
-def seal_chunk_into(
+def seal_chunk_in_place(
     header_bytes: bytes,
     key: bytes,
     index: int,
-    plaintext: memoryview,
+    slot: memoryview,
     final: bool,
-    out: memoryview,
+    scratch: memoryview,
 ) -> None:
-    """seal_chunk written into ``out`` (exactly len(plaintext) + CHUNK_OVERHEAD bytes)."""
+    """Seal chunk ``index`` where it lies: ``slot`` is the chunk's place in the object, its
+    plaintext already between the room for the nonce and the room for the tag; ``scratch``
+    holds at least the chunk's ciphertext and tag (it is copied back: no other buffer)."""
+    size = len(slot) - CHUNK_OVERHEAD
     nonce = os.urandom(NONCE_SIZE)
-    out[:NONCE_SIZE] = nonce
-    xchacha.encrypt_into(key, nonce, plaintext, _aad(header_bytes, index, final), out[NONCE_SIZE:])
+    slot[:NONCE_SIZE] = nonce
+    sealed = scratch[: size + TAG_SIZE]
+    plaintext = slot[NONCE_SIZE : NONCE_SIZE + size]
+    xchacha.encrypt_into(key, nonce, plaintext, _aad(header_bytes, index, final), sealed)
+    slot[NONCE_SIZE:] = sealed
 
 
 def open_chunk(

@@ -105,11 +105,13 @@ def test_sealing_a_chunk_twice_never_reuses_a_nonce() -> None:
     assert sealing.open_chunk(header, key, 3, second, final=False) == b"b" * 100
 
 
-def test_seal_chunk_into_opens_like_seal_chunk() -> None:
-    key, recording, data = sealing.new_data_key(), uuid.uuid4(), os.urandom(CHUNK)
+def test_seal_chunk_in_place_opens_like_seal_chunk() -> None:
+    key, recording, data = sealing.new_data_key(), uuid.uuid4(), os.urandom(CHUNK - 3)
     header = sealing.Header(CHUNK, recording).to_bytes()
-    out = bytearray(CHUNK + CHUNK_OVERHEAD)
-    sealing.seal_chunk_into(header, key, 5, memoryview(data), False, memoryview(out))
-    assert sealing.open_chunk(header, key, 5, bytes(out), final=False) == data
+    slot = bytearray(sealing.NONCE_SIZE) + data + bytearray(sealing.TAG_SIZE)
+    scratch = bytearray(CHUNK + sealing.TAG_SIZE)
+    sealing.seal_chunk_in_place(header, key, 5, memoryview(slot), True, memoryview(scratch))
+    assert data not in slot
+    assert sealing.open_chunk(header, key, 5, bytes(slot), final=True) == data
     with pytest.raises(SealError):  # bound to its index and final flag like any chunk
-        sealing.open_chunk(header, key, 5, bytes(out), final=True)
+        sealing.open_chunk(header, key, 5, bytes(slot), final=False)

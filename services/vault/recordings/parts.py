@@ -3,8 +3,9 @@ protocols (single request and resumable).
 
 Each part is a whole number of sealed chunks (the first part also carries the header), so a
 part can be sealed as soon as its plaintext has arrived: the chunk indices and the final flag
-follow from the part's offset and the clip's declared length. Two parts at most are in flight
-while the next one fills; sealing and the S3 calls run in worker threads. Memory is about
+follow from the part's offset and the clip's declared length. The plaintext is copied once,
+into the buffer of the sealed part at the place of each chunk's ciphertext, and sealed there
+in a worker thread. Two parts at most are in flight while the next one fills: memory is about
 three parts, whatever the clip's size, and no plaintext goes to disk.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import anyio.to_thread
 
@@ -40,8 +41,8 @@ class PartWriter:
         pending: bytes = b"",
         hash_state: bytes | None = None,
     ) -> None:
-        """``offset``, ``etags``, ``pending`` (the plaintext after the last whole part) and
-        ``hash_state`` resume an upload where an earlier writer stopped."""
+        """``offset``, ``etags``, ``pending`` (the plaintext after the last whole part, already
+        hashed) and ``hash_state`` resume an upload where an earlier writer stopped."""
         if part_size % chunk_size:
             raise ValueError("a part is a whole number of chunks")
         self.store = store
@@ -53,21 +54,36 @@ class PartWriter:
         self.length = length
         self.header = sealing.Header(chunk_size, recording_id).to_bytes()
         self.hash = ResumableSha256(hash_state)
-        self.offset = offset  # plaintext received, sent or pending
+        self.offset = offset  # plaintext received, sent or in the part being filled
         self.etags = list(etags)  # of the parts sent, in order
-        self.pending = bytearray(pending)
-        self._next_part = len(self.etags) + 1
+        self._number = len(self.etags) + 1  # of the part being filled
+        self._part: bytearray | None = None  # its sealed layout, allocated with its first byte
+        self._filled = 0  # plaintext bytes in it
         self._in_flight: list[asyncio.Task[str]] = []
+        if pending:
+            self._place(memoryview(pending))
+
+    @property
+    def pending(self) -> bytes:
+        """The plaintext of the part being filled (a resumable upload keeps it, sealed)."""
+        if self._part is None:
+            return b""
+        with memoryview(self._part) as view:
+            return b"".join(
+                view[at : at + size] for at, size in self._slots(self._number, self._filled)
+            )
 
     async def write(self, piece: bytes) -> None:
         """Take the next bytes of the clip (the caller keeps the total within ``length``)."""
         self.hash.update(piece)
-        self.pending += piece
         self.offset += len(piece)
-        while len(self.pending) >= self.part_size:
-            await self._send(self.part_size)
-        if self.offset == self.length and self.pending:
-            await self._send(len(self.pending))  # the last part may be short
+        with memoryview(piece) as view:
+            while view:
+                room = self._plain_size(self._number) - self._filled
+                self._place(view[:room])
+                view = view[room:]
+                if self._filled == self._plain_size(self._number):
+                    await self._send()
 
     async def drain(self) -> list[str]:
         """Wait for the parts in flight; the etags of every part sent, in order."""
@@ -82,39 +98,66 @@ class PartWriter:
         await asyncio.gather(*self._in_flight, return_exceptions=True)
         self._in_flight = []
 
-    async def _send(self, size: int) -> None:
-        # The part's buffer goes to its task as it is; only what follows it is copied.
-        plain, self.pending = self.pending, self.pending[size:]
-        del plain[size:]
+    # --- the layout of a part ----------------------------------------------------------------
+
+    def _plain_size(self, number: int) -> int:
+        """The plaintext bytes of part ``number`` (the last part may be short)."""
+        return min(self.part_size, self.length - (number - 1) * self.part_size)
+
+    def _header_size(self, number: int) -> int:
+        return len(self.header) if number == 1 else 0  # the object's header opens part 1
+
+    def _slots(self, number: int, plain: int) -> Iterator[tuple[int, int]]:
+        """Where the first ``plain`` bytes of part ``number`` go in its sealed layout: for each
+        of its chunks, the offset of its plaintext (after the nonce) and its size."""
+        at = self._header_size(number)
+        for start in range(0, plain, self.chunk_size):
+            yield at + sealing.NONCE_SIZE, min(self.chunk_size, plain - start)
+            at += self.chunk_size + sealing.CHUNK_OVERHEAD
+
+    def _place(self, data: memoryview) -> None:
+        """Copy ``data`` (at most what the part lacks) into the part's chunks."""
+        if self._part is None:
+            plain = self._plain_size(self._number)
+            header = self._header_size(self._number)
+            chunks = -(-plain // self.chunk_size)
+            self._part = bytearray(header + plain + chunks * sealing.CHUNK_OVERHEAD)
+            self._part[:header] = self.header[:header]
+        while data:
+            chunk, within = divmod(self._filled, self.chunk_size)
+            at = self._header_size(self._number) + sealing.NONCE_SIZE + within
+            at += chunk * (self.chunk_size + sealing.CHUNK_OVERHEAD)
+            size = min(self.chunk_size - within, len(data))
+            self._part[at : at + size] = data[:size]
+            data = data[size:]
+            self._filled += size
+
+    # --- sealing and sending -----------------------------------------------------------------
+
+    async def _send(self) -> None:
+        assert self._part is not None
+        part, number = self._part, self._number
+        self._part, self._filled, self._number = None, 0, number + 1
         if len(self._in_flight) >= IN_FLIGHT:
             await self._collect_one()
-        number, self._next_part = self._next_part, self._next_part + 1
-        self._in_flight.append(asyncio.create_task(self._seal_and_upload(number, plain)))
+        self._in_flight.append(asyncio.create_task(self._seal_and_upload(number, part)))
 
     async def _collect_one(self) -> None:
         self.etags.append(await self._in_flight.pop(0))
 
-    async def _seal_and_upload(self, number: int, plain: bytearray) -> str:
-        sealed = await anyio.to_thread.run_sync(self._seal, number, plain)
-        del plain  # only the sealed part is held while it is sent
-        return await self.store.upload_part(self.object_key, self.multipart_id, number, sealed)
+    async def _seal_and_upload(self, number: int, part: bytearray) -> str:
+        await anyio.to_thread.run_sync(self._seal, number, part)
+        return await self.store.upload_part(self.object_key, self.multipart_id, number, part)
 
-    def _seal(self, number: int, plain: bytearray) -> bytearray:
+    def _seal(self, number: int, part: bytearray) -> None:
+        """Seal the part's chunks where they lie."""
         first_chunk = (number - 1) * (self.part_size // self.chunk_size)
         start = (number - 1) * self.part_size  # the part's plaintext offset in the clip
-        header = self.header if number == 1 else b""
-        chunks = -(-len(plain) // self.chunk_size)
-        sealed = bytearray(len(header) + len(plain) + chunks * sealing.CHUNK_OVERHEAD)
-        sealed[: len(header)] = header
-        at = len(header)
-        # Each chunk is sealed from the part's buffer straight into the sealed part's.
-        with memoryview(plain) as source, memoryview(sealed) as target:
-            for i in range(chunks):
-                chunk = source[i * self.chunk_size : (i + 1) * self.chunk_size]
-                final = start + i * self.chunk_size + len(chunk) == self.length
-                end = at + len(chunk) + sealing.CHUNK_OVERHEAD
-                sealing.seal_chunk_into(
-                    self.header, self.key, first_chunk + i, chunk, final, target[at:end]
+        scratch = bytearray(self.chunk_size + sealing.TAG_SIZE)
+        with memoryview(part) as view, memoryview(scratch) as out:
+            for i, (at, size) in enumerate(self._slots(number, self._plain_size(number))):
+                final = start + i * self.chunk_size + size == self.length
+                slot = view[at - sealing.NONCE_SIZE : at + size + sealing.TAG_SIZE]
+                sealing.seal_chunk_in_place(
+                    self.header, self.key, first_chunk + i, slot, final, out
                 )
-                at = end
-        return sealed

@@ -324,6 +324,6 @@ def _open_tail(upload: UploadSession, data_key: bytes) -> bytes:
     return sealing.open_blob(data_key, _tail_aad(upload), upload.tail) if upload.tail else b""
 
 
-def _seal_tail(upload: UploadSession, data_key: bytes, pending: bytearray) -> bytes | None:
+def _seal_tail(upload: UploadSession, data_key: bytes, pending: bytes) -> bytes | None:
     """After ``upload.offset`` has been set to where ``pending`` ends."""
-    return sealing.seal_blob(data_key, _tail_aad(upload), bytes(pending)) if pending else None
+    return sealing.seal_blob(data_key, _tail_aad(upload), pending) if pending else None
