@@ -74,7 +74,9 @@ class PartWriter:
             )
 
     async def write(self, piece: bytes) -> None:
-        """Take the next bytes of the clip (the caller keeps the total within ``length``)."""
+        """Take the next bytes of the clip (the caller refuses what goes beyond ``length``)."""
+        if self.offset + len(piece) > self.length:
+            raise ValueError("more bytes than the clip's declared length")
         self.hash.update(piece)
         self.offset += len(piece)
         with memoryview(piece) as view:
