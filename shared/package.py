@@ -56,7 +56,7 @@ def write_package(
     bag: str,
     info: list[tuple[str, str]],
     clip_name: str,
-    clip: Iterable[bytes],
+    clip: Iterable[bytes | memoryview],
     clip_size: int,
     clip_sha256: str,
     files: Mapping[str, bytes],

@@ -122,6 +122,17 @@ def open_chunk(
         raise SealError(f"chunk {index} failed authentication") from exc
 
 
+def open_chunk_into(
+    header_bytes: bytes, key: bytes, index: int, sealed: memoryview, final: bool, out: memoryview
+) -> None:
+    """open_chunk written into ``out`` (exactly len(sealed) - CHUNK_OVERHEAD bytes)."""
+    nonce = bytes(sealed[:NONCE_SIZE])
+    try:
+        xchacha.decrypt_into(key, nonce, sealed[NONCE_SIZE:], _aad(header_bytes, index, final), out)
+    except (xchacha.Rejected, ValueError) as exc:
+        raise SealError(f"chunk {index} failed authentication") from exc
+
+
 class Sealer:
     """Seals a stream chunk by chunk: feed plaintext, collect sealed bytes; bounded memory."""
 

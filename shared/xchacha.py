@@ -68,6 +68,16 @@ def encrypt_into(
     aead.encrypt_into(bytes(4) + nonce[16:], plaintext, aad, out)
 
 
+def decrypt_into(key: bytes, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> None:
+    """decrypt, written into ``out`` (exactly len(sealed) - 16 bytes), or Rejected."""
+    _check(key, nonce)
+    aead = ChaCha20Poly1305(_hchacha20(key, nonce[:16]))
+    try:
+        aead.decrypt_into(bytes(4) + nonce[16:], sealed, aad, out)
+    except InvalidTag as exc:
+        raise Rejected("authentication failed") from exc
+
+
 def decrypt(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes) -> bytes:
     """The plaintext of ciphertext || tag, or Rejected."""
     _check(key, nonce)

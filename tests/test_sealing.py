@@ -115,3 +115,14 @@ def test_seal_chunk_in_place_opens_like_seal_chunk() -> None:
     assert sealing.open_chunk(header, key, 5, bytes(slot), final=True) == data
     with pytest.raises(SealError):  # bound to its index and final flag like any chunk
         sealing.open_chunk(header, key, 5, bytes(slot), final=False)
+
+
+def test_open_chunk_into_is_open_chunk() -> None:
+    key, recording, data = sealing.new_data_key(), uuid.uuid4(), os.urandom(CHUNK)
+    header = sealing.Header(CHUNK, recording).to_bytes()
+    sealed = sealing.seal_chunk(header, key, 2, data, final=False)
+    out = bytearray(CHUNK)
+    sealing.open_chunk_into(header, key, 2, memoryview(sealed), False, memoryview(out))
+    assert out == data
+    with pytest.raises(SealError):  # another index: refused, like open_chunk
+        sealing.open_chunk_into(header, key, 3, memoryview(sealed), False, memoryview(out))

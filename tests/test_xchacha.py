@@ -61,3 +61,14 @@ def test_encrypt_into_writes_the_same_bytes() -> None:
     out = bytearray(len(plaintext) + xchacha.TAG_SIZE)
     xchacha.encrypt_into(key, nonce, memoryview(plaintext), aad, memoryview(out))
     assert bytes(out) == xchacha.encrypt(key, nonce, plaintext, aad)
+
+
+def test_decrypt_into_reads_libsodium_and_refuses_a_change() -> None:
+    key, nonce, aad, plaintext = os.urandom(32), os.urandom(24), b"aad", os.urandom(5000)
+    sealed = bytearray(crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key))
+    out = bytearray(len(plaintext))
+    xchacha.decrypt_into(key, nonce, memoryview(sealed), aad, memoryview(out))
+    assert out == plaintext
+    sealed[7] ^= 1
+    with pytest.raises(xchacha.Rejected):
+        xchacha.decrypt_into(key, nonce, memoryview(sealed), aad, memoryview(out))

@@ -219,10 +219,10 @@ async def stream_package(package: Package) -> AsyncIterator[bytes]:
     send, receive = anyio.create_memory_object_stream[bytes](4)
     pieces = package.reader.chunks(0, package.recording.size)
 
-    async def next_piece() -> bytes | None:
+    async def next_piece() -> memoryview | None:
         return await anext(pieces, None)
 
-    def clip() -> Iterator[bytes]:
+    def clip() -> Iterator[memoryview]:
         while (piece := anyio.from_thread.run(next_piece)) is not None:
             yield piece
 

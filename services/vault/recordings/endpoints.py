@@ -172,7 +172,7 @@ async def media(
     except Damaged as exc:
         raise Conflict(f"this recording failed authentication: {exc}") from exc
 
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncIterator[memoryview]:
         yield first
         async for piece in pieces:  # Damaged here cuts the stream: never unauthenticated bytes
             yield piece
