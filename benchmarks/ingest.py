@@ -1,6 +1,6 @@
 """`make bench-ingest`: the write path's speed and memory, on this machine's real servers.
 
-In one run, for the same 1 GiB file, three rounds of: (a) a direct S3 multipart PUT with the
+In one run, for the same 1 GiB file, five rounds of: (a) a direct S3 multipart PUT with the
 minio SDK, the peer; (b) an upload through ingest with tus (creation, then one PATCH of the
 whole file, as `temoin dock upload` does); (c) an upload with the single POST. (b) and (c)
 are hashed, checked, sealed, locked, registered and receipted, each round from other cameras
@@ -105,7 +105,7 @@ def _file_chunks(path: Path) -> Iterator[bytes]:
             yield block
 
 
-ROUNDS = 3
+ROUNDS = 5
 CAMERAS = tuple(f"BENCH-CAM-{n}" for n in range(1, 2 * ROUNDS + 1))
 
 
@@ -201,7 +201,7 @@ def _rss(processes: dict[str, psutil.Process], rss: PeakRss) -> str:
 
 
 def main(size_mib: int, large_mib: int) -> None:
-    console = Console()
+    console = Console(soft_wrap=True)  # long lines stay whole in a log
     with bench_stack(console, "temoin-bench-ingest-") as stack:
         processes = {
             name: psutil.Process(stack.services[name].process.pid) for name in ("ingest", "vault")
@@ -218,35 +218,40 @@ def main(size_mib: int, large_mib: int) -> None:
         store = stack.store
         everyone = {**processes, "s3": s3_process, "client": psutil.Process()}
         # The machine's speed drifts from one upload to the next (the direct PUT alone swings
-        # by 20%): ROUNDS rounds of (a), (b), (c), each side's median compared. Each round
-        # uploads through other cameras, or the clip would be recognised as already stored.
-        direct_s: list[float] = []
-        tus_s: list[float] = []
-        post_s: list[float] = []
+        # by 20%), and the store slows a little as it fills: ROUNDS rounds of (a), (b), (c),
+        # each round in another order so that no side is always first, and each side's median
+        # compared. Each round uploads through other cameras, or the clip would be recognised
+        # as already stored. Before each upload the disks are synced, so that writing out the
+        # previous upload's gigabyte (kernel work charged to no process here) is not done
+        # during the next one.
+        seconds: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+        usage: dict[str, PeakRss] = {}
         peaks = dict.fromkeys(processes, 0)
+
+        def measured(side: str, round_: int) -> float:
+            if side == "a":
+                return direct_put(store, clip, f"bench/direct-{round_}")
+            if side == "b":
+                return upload_tus(ingest, station, CAMERAS[2 * round_], clip, sha)
+            return upload_post(ingest, station, CAMERAS[2 * round_ + 1], clip, sha)
+
         for round_ in range(ROUNDS):
-            with PeakRss(everyone) as direct_usage:
-                direct_s.append(direct_put(store, clip, f"bench/direct-{round_}"))
-            with PeakRss(everyone) as tus_usage:
-                tus_s.append(upload_tus(ingest, station, CAMERAS[2 * round_], clip, sha))
-            with PeakRss(everyone) as post_usage:
-                post_s.append(upload_post(ingest, station, CAMERAS[2 * round_ + 1], clip, sha))
+            for side in "abc"[round_ % 3 :] + "abc"[: round_ % 3]:
+                os.sync()
+                with PeakRss(everyone) as usage[side]:
+                    seconds[side].append(measured(side, round_))
             for name in processes:
-                peaks[name] = max(peaks[name], tus_usage.peak[name], post_usage.peak[name])
+                peaks[name] = max(peaks[name], usage["b"].peak[name], usage["c"].peak[name])
         mb = size_mib * MIB / 1e6
-        direct, by_tus, by_post = (statistics.median(s) for s in (direct_s, tus_s, post_s))
-
-        def rates(seconds: list[float]) -> str:
-            return ", ".join(f"{mb / s:.1f}" for s in seconds)
-
+        direct, by_tus, by_post = (statistics.median(seconds[side]) for side in "abc")
         console.print(f"\n{size_mib} MiB clip, medians of {ROUNDS} rounds")
-        for label, seconds in (
-            ("(a) direct S3 multipart PUT (minio SDK):", direct_s),
-            ("(b) tus through ingest:                ", tus_s),
-            ("(c) single POST through ingest:        ", post_s),
+        for side, label in (
+            ("a", "(a) direct S3 multipart PUT (minio SDK):"),
+            ("b", "(b) tus through ingest:                "),
+            ("c", "(c) single POST through ingest:        "),
         ):
-            median = mb / statistics.median(seconds)
-            console.print(f"  {label} {median:7.1f} MB/s ({rates(seconds)})")
+            rates = ", ".join(f"{mb / s:.1f}" for s in seconds[side])
+            console.print(f"  {label} {mb / statistics.median(seconds[side]):7.1f} MB/s ({rates})")
         console.print(
             f"  b/a = {direct / by_tus:.2f}   c/a = {direct / by_post:.2f}   target: >= 0.8"
         )
@@ -256,9 +261,8 @@ def main(size_mib: int, large_mib: int) -> None:
             + "   target: <= 150 MB each"
         )
         console.print("  CPU during the last round:")
-        console.print(f"  during (a): {direct_usage.report()}")
-        console.print(f"  during (b): {tus_usage.report()}")
-        console.print(f"  during (c): {post_usage.report()}")
+        for side in "abc":
+            console.print(f"  during ({side}): {usage[side].report()}")
         clip.unlink()
         if large_mib:
             sha = make_file(clip, large_mib * MIB)
