@@ -1,2 +1,2 @@
-"""Receives clips from docking stations, hashes them while streaming, checks the metadata the
-law requires (R241-10) and hands them to the vault."""
+"""Receives clips from docking stations, checks the metadata the law requires (R241-10), streams
+them to the vault, which hashes and seals them, and signs the receipts."""

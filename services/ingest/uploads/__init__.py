@@ -1,2 +1,2 @@
-"""Clips from docking stations: hashed while they stream, checked, handed to the vault for
-sealing, and acknowledged with a signed receipt only once sealed and registered."""
+"""Clips from docking stations: authenticated, checked, streamed to the vault (which hashes and
+seals them), and acknowledged with a signed receipt only once sealed and registered."""

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,24 +96,19 @@ class UploadService:
         if existing is not None:
             return sign_receipt(StoredClip.model_validate(existing), self.receipt_key), False
 
-        digest = hashlib.sha256()
-        received = 0
-
-        async def hashed() -> AsyncIterator[bytes]:
-            # The last piece is held back until the whole body is checked: on a mismatch the
-            # vault never sees the end of the body, so it aborts and stores nothing.
-            nonlocal received
-            held: bytes | None = None
-            async for chunk in body:
-                received += len(chunk)
+        async def counted() -> AsyncIterator[bytes]:
+            # The vault hashes the clip as it seals it and refuses one whose SHA-256 differs
+            # from the declared one (422, metadata.sha256), as on the tus path. Here the size
+            # is held to its declaration: bytes beyond it are refused at once (413), and a
+            # body that ends short is cut off before the vault sees an end to it.
+            received = 0
+            async for piece in body:
+                received += len(piece)
                 if received > metadata.size:
                     raise Mismatch(
                         PayloadTooLarge(f"more than the declared {metadata.size} bytes were sent")
                     )
-                digest.update(chunk)
-                if held is not None:
-                    yield held
-                held = chunk
+                yield piece
             if received != metadata.size:
                 raise Mismatch(
                     UnprocessableEntity(
@@ -122,21 +116,12 @@ class UploadService:
                         field="metadata.size",
                     )
                 )
-            if digest.hexdigest() != metadata.sha256:
-                raise Mismatch(
-                    UnprocessableEntity(
-                        "the clip's SHA-256 differs from the declared one: not stored",
-                        field="metadata.sha256",
-                    )
-                )
-            if held is not None:
-                yield held
 
         try:
             response = await self.call_vault(
                 "POST",
                 "/internal/v1/recordings",
-                content=hashed(),
+                content=counted(),
                 headers={
                     "Temoin-Station": str(station.station_id),
                     METADATA_HEADER: metadata.encode(),
@@ -148,6 +133,6 @@ class UploadService:
         except Mismatch as mismatch:
             raise mismatch.error from None
         stored = StoredClip.model_validate(response.json())
-        if stored.sha256 != digest.hexdigest() or stored.size != received:
+        if stored.sha256 != metadata.sha256 or stored.size != metadata.size:
             raise ServiceUnavailable("the vault registered something else: no receipt")
         return sign_receipt(stored, self.receipt_key), stored.created
