@@ -57,8 +57,9 @@ class _Client(Minio):
     with UNSIGNED-PAYLOAD: the store checks the body against that CRC32C (S3's "additional
     checksums"; SeaweedFS and MinIO both refuse a part that differs, BadDigest) instead of a
     SHA-256 of the payload over plain HTTP (MD5 over HTTPS) that the SDK would compute. The
-    CRC32C costs 1/40 of the CPU. It guards against damage in transit; against tampering, a
-    sealed part's chunks carry their own authentication tags, and production links are TLS.
+    CRC32C costs 1/40 of the CPU. It guards against damage in transit, not against someone on
+    the link who forges a body with the same CRC32C: such a part's chunks fail their
+    authentication tags when read, so it is never served as the clip (docs/architecture.md).
     The headers, the CRC32C among them, are signed as before."""
 
     def _build_headers(
