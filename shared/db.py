@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import asyncpg
 from sqlalchemy import ColumnElement, MetaData, event, func, select, text
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -39,6 +41,43 @@ TYPE_ANNOTATION_MAP: dict[Any, Any] = {
     datetime: DateTime(timezone=True),
     uuid.UUID: UUID(as_uuid=True),
 }
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (down, restarting, failing over): a passing outage."""
+
+
+# What PostgreSQL and asyncpg say when the server is away, starting, stopping or full, or a
+# connection died under a query; and a transaction that lost a deadlock or a serialisation
+# race, which the same request may retry.
+_OUTAGES = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by the database layer, means an outage rather than a bug or a
+    refusal (answered 503, "retry later", not 500)."""
+    if isinstance(exc, DatabaseUnavailable | PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, _OUTAGES):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def utc_now() -> datetime:
@@ -88,6 +127,15 @@ def create_engine(
         pool_size=pool_size,
         connect_args={"server_settings": server_settings},
     )
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
+        # A new connection that fails is an outage (asyncpg raises OSError and its own
+        # errors here, which SQLAlchemy passes on unwrapped).
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except _OUTAGES as exc:
+            raise DatabaseUnavailable(f"the database cannot be reached: {exc}") from exc
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _checked_in(dbapi_connection: Any, record: Any) -> None:
@@ -140,12 +188,20 @@ async def flush_or_conflict(session: AsyncSession, detail: str) -> None:
         raise Conflict(detail) from exc
 
 
+async def try_job_lock(session: AsyncSession, job: str) -> bool:
+    """Whether this transaction may run ``job`` now: one process at a time, however many
+    replicas try (a PostgreSQL advisory lock, released when the transaction ends)."""
+    locked = await session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtext(job))))
+    return bool(locked)
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
 
 
 __all__ = [
+    "DatabaseUnavailable",
     "DeclarativeBase",
     "IdMixin",
     "TimestampMixin",
@@ -153,10 +209,12 @@ __all__ = [
     "asyncpg_url",
     "create_engine",
     "create_sessionmaker",
+    "database_unavailable",
     "flush_or_conflict",
     "metadata_for",
     "ping",
     "session_scope",
+    "try_job_lock",
     "utc_now",
 ]
 

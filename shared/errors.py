@@ -9,7 +9,8 @@
     ├── PreconditionFailed      412
     ├── PayloadTooLarge         413
     ├── UnprocessableEntity     422 (names the offending field)
-    └── ServiceUnavailable      503
+    ├── BadGateway              502 (a service this one called failed on the request)
+    └── ServiceUnavailable      503 (with Retry-After: a passing outage)
 
 Services raise these, never ``HTTPException``; one handler turns them into
 ``application/problem+json``. Anything else is a bug: it is logged with its traceback and the
@@ -26,11 +27,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://temoin.fr/problems/"
 
 _logger = logging.getLogger("temoin.errors")
+RETRY_AFTER_S = 5  # what a 503 tells the client to wait: a restart, a failover
 
 
 class TemoinError(Exception):
@@ -140,10 +143,23 @@ class ChecksumMismatch(TemoinError):
     slug = "checksum-mismatch"
 
 
+class BadGateway(TemoinError):
+    status_code = 502
+    title = "Bad gateway"
+    slug = "bad-gateway"
+
+
 class ServiceUnavailable(TemoinError):
     status_code = 503
     title = "Service unavailable"
     slug = "unavailable"
+
+    def __init__(
+        self, detail: str, *, headers: Mapping[str, str] | None = None, **extensions: Any
+    ) -> None:
+        super().__init__(
+            detail, headers={"Retry-After": str(RETRY_AFTER_S), **(headers or {})}, **extensions
+        )
 
 
 def problem_response(
@@ -217,7 +233,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # The client went away mid-request: nobody reads this answer, and it is not a bug.
+    _logger.info("client disconnected: %s %s", request.method, request.url.path)
+    return problem_response(
+        400, "Bad request", "the request was cut short", slug="bad-request",
+        instance=request.url.path,
+    )  # fmt: skip
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     _logger.exception("unhandled error", exc_info=exc)
     return problem_response(
         500,
@@ -232,4 +257,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TemoinError, _temoin_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(Exception, unexpected_error)

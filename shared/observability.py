@@ -36,6 +36,40 @@ HTTP_LATENCY = Histogram(
 )
 
 
+UNAVAILABLE = Counter(
+    "temoin_dependency_unavailable_total",
+    "Requests or background passes that met the database or the object store unavailable",
+    ["dependency"],
+)
+
+
+class OutageLog:
+    """One log line per outage of a dependency, not one per request or per pass: an outage is
+    over once nothing has met it for ``quiet_s`` seconds. Every occurrence is still counted
+    (temoin_dependency_unavailable_total)."""
+
+    def __init__(self, quiet_s: float = 30.0) -> None:
+        self.quiet_s = quiet_s
+        self._last_seen: dict[str, float] = {}
+        self._logger = logging.getLogger("temoin.outage")
+
+    def noticed(self, dependency: str, exc: BaseException) -> None:
+        UNAVAILABLE.labels(dependency).inc()
+        now = time.monotonic()
+        last = self._last_seen.get(dependency)
+        self._last_seen[dependency] = now
+        if last is None or now - last > self.quiet_s:
+            self._logger.error(
+                "%s unavailable (%s: %s): answering 503 until it is back",
+                dependency,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
+
+
+outages = OutageLog()
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()

@@ -7,18 +7,23 @@ blocks its event loop on storage and no other module imports minio.
 from __future__ import annotations
 
 import base64
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import anyio.to_thread
+import certifi
 import crc32c
+import urllib3
 from minio import Minio
 from minio.commonconfig import COMPLIANCE
 from minio.credentials.credentials import Credentials
 from minio.datatypes import Part
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 from minio.helpers import DictType, genheaders
 from minio.retention import Retention
 
@@ -33,11 +38,16 @@ class StorageConfig:
 
 
 class StorageError(Exception):
-    """The object store refused or failed an operation."""
+    """The object store refused an operation (the base of what this module raises)."""
+
+
+class StorageUnavailable(StorageError):
+    """The store did not answer, or failed (connection refused or cut, timeout, a 5xx): a
+    passing fault that says nothing about the objects. Callers answer 503 and try later."""
 
 
 class ObjectMissing(StorageError):
-    """The object (or that version of it) is not in the store."""
+    """The object (or that version of it) is not in the store, or is shorter than asked."""
 
 
 class MultipartGone(StorageError):
@@ -45,8 +55,60 @@ class MultipartGone(StorageError):
     outcome was never recorded)."""
 
 
-def _gone_if_no_such_upload(exc: S3Error) -> Exception:
-    return MultipartGone(str(exc)) if exc.code == "NoSuchUpload" else exc
+# S3 error codes that mean "try again later", not "this request is wrong".
+_PASSING = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Busy"}
+_MISSING = {"NoSuchKey", "NoSuchVersion", "NoSuchObject", "InvalidRange"}
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Every failure of the SDK or of the connection under it, as one of this module's
+    errors: no caller needs to know minio's or urllib3's exception classes."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except S3Error as exc:
+        if exc.code == "NoSuchUpload":
+            raise MultipartGone(str(exc)) from exc
+        if exc.code in _MISSING:
+            raise ObjectMissing(f"{exc.code}: {exc.message}") from exc
+        if exc.code in _PASSING:
+            raise StorageUnavailable(f"the object store failed: {exc.code}") from exc
+        raise StorageError(f"the object store refused: {exc.code}: {exc.message}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise StorageUnavailable(f"the object store cannot be reached: {exc}") from exc
+    except MinioException as exc:  # ServerError (a 5xx without an S3 body) and the like
+        raise StorageUnavailable(f"the object store failed: {exc}") from exc
+
+
+Result = TypeVar("Result")
+
+
+def _call(function: Callable[[], Result]) -> Result:
+    with _translated():
+        return function()
+
+
+class Body:
+    """A streaming GET's answer: ``read`` raises only this module's errors (a connection cut
+    mid-body is StorageUnavailable: urllib3 checks the length it was promised)."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def read(self, size: int) -> bytes:
+        with _translated():
+            data: bytes = self._response.read(size)
+            return data
+
+    def close(self) -> None:
+        # A connection cut mid-body can fail again on close: nothing more to learn from it.
+        try:
+            self._response.close()
+            self._response.release_conn()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 _PART_CHECKSUM = "x-amz-checksum-crc32c"
@@ -83,6 +145,19 @@ def part_checksum(data: bytes | bytearray) -> str:
     return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
 
 
+def _http_client() -> urllib3.PoolManager:
+    """minio's own defaults but for the time limits: it waits 5 minutes to connect and 5 for
+    each read, and retries 5 times, so an unreachable store held a request (or the fixity
+    scrub) for minutes before anyone learnt of it."""
+    return urllib3.PoolManager(
+        timeout=urllib3.util.Timeout(connect=5.0, read=60.0),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
 def _client(config: StorageConfig) -> Minio:
     parts = urlsplit(config.endpoint)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -93,6 +168,7 @@ def _client(config: StorageConfig) -> Minio:
         secret_key=config.secret_key,
         secure=parts.scheme == "https",
         region=config.region,
+        http_client=_http_client(),
     )
 
 
@@ -102,13 +178,13 @@ class ObjectStore:
         self.bucket = config.bucket
         self.client = _client(config)
 
+    async def _run(self, function: Callable[[], Result]) -> Result:
+        """A blocking SDK call in a worker thread, its failures translated."""
+        return await anyio.to_thread.run_sync(_call, function)
+
     async def ping(self) -> None:
         """Raise StorageError unless the bucket is reachable."""
-        try:
-            exists = await anyio.to_thread.run_sync(self.client.bucket_exists, self.bucket)
-        except (S3Error, OSError) as exc:
-            raise StorageError(f"object store unreachable: {exc}") from exc
-        if not exists:
+        if not await self._run(lambda: self.client.bucket_exists(self.bucket)):
             raise StorageError(f"bucket {self.bucket!r} does not exist")
 
     def ensure_bucket(self) -> None:
@@ -134,68 +210,84 @@ class ObjectStore:
             upload_id: str = self.client._create_multipart_upload(self.bucket, key, headers)
             return upload_id
 
-        return await anyio.to_thread.run_sync(start)
+        return await self._run(start)
 
     async def upload_part(
         self, key: str, upload_id: str, number: int, data: bytes | bytearray
     ) -> str:
         """Store part ``number`` (from 1; sent again, it replaces the earlier one): its etag.
-        The store refuses it (S3Error, BadDigest) unless it received exactly these bytes."""
+        The store refuses it (StorageError, BadDigest) unless it received exactly these
+        bytes."""
 
         def upload() -> str:
             headers: DictType = {_PART_CHECKSUM: part_checksum(data)}
-            try:
-                # Any bytes-like object will do (it is sent as is): no copy.
-                etag: str = self.client._upload_part(
-                    self.bucket, key, cast(bytes, data), headers, upload_id, number
-                )
-            except S3Error as exc:
-                raise _gone_if_no_such_upload(exc) from exc
+            # Any bytes-like object will do (it is sent as is): no copy.
+            etag: str = self.client._upload_part(
+                self.bucket, key, cast(bytes, data), headers, upload_id, number
+            )
             return etag
 
-        return await anyio.to_thread.run_sync(upload)
+        return await self._run(upload)
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> str | None:
-        """Assemble the parts into the object: its version id."""
+        """Assemble the parts into the object: its version id (MultipartGone once the upload
+        is no more: aborted, or completed earlier, which some stores answer so)."""
         parts = [Part(number, etag) for number, etag in enumerate(etags, start=1)]
 
         def complete() -> str | None:
-            try:
-                result = self.client._complete_multipart_upload(self.bucket, key, upload_id, parts)
-            except S3Error as exc:
-                raise _gone_if_no_such_upload(exc) from exc
+            result = self.client._complete_multipart_upload(self.bucket, key, upload_id, parts)
             version: str | None = result.version_id
             return version
 
-        return await anyio.to_thread.run_sync(complete)
+        return await self._run(complete)
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """Discard a multipart upload and its parts (already gone is fine)."""
+        try:
+            await self._run(
+                lambda: self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            )
+        except MultipartGone:
+            pass
 
-        def abort() -> None:
-            try:
-                self.client._abort_multipart_upload(self.bucket, key, upload_id)
-            except S3Error as exc:
-                if exc.code != "NoSuchUpload":
-                    raise
+    async def list_multipart_uploads(self, prefix: str) -> list[tuple[str, str, datetime | None]]:
+        """The store's own list of multipart uploads not completed nor aborted under
+        ``prefix``, as (key, upload id, when it was started)."""
 
-        await anyio.to_thread.run_sync(abort)
+        def listed() -> list[tuple[str, str, datetime | None]]:
+            found: list[tuple[str, str, datetime | None]] = []
+            key_marker: str | None = None
+            upload_marker: str | None = None
+            while True:
+                page = self.client._list_multipart_uploads(
+                    self.bucket, prefix=prefix, key_marker=key_marker,
+                    upload_id_marker=upload_marker,
+                )  # fmt: skip
+                found += [
+                    (u.object_name, u.upload_id, u.initiated_time)
+                    for u in page.uploads
+                    if u.upload_id is not None
+                ]
+                if not page.is_truncated or not page.uploads:
+                    return found
+                key_marker, upload_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
+
+        return await self._run(listed)
 
     # --- reading and the life of a locked object --------------------------------------------
 
-    def get_range(self, key: str, version: str | None, offset: int, length: int) -> Any:
-        """Blocking, for a worker thread that goes on to read the answer: a streaming response
-        for bytes [offset, offset + length) of the object (close and release it after)."""
-        try:
-            return self.client.get_object(
-                self.bucket, key, offset=offset, length=length, version_id=version
+    def get_range(self, key: str, version: str | None, offset: int, length: int) -> Body:
+        """Blocking, for a worker thread that goes on to read the answer: a streaming answer
+        for bytes [offset, offset + length) of the object (close it after)."""
+        return Body(
+            _call(
+                lambda: self.client.get_object(
+                    self.bucket, key, offset=offset, length=length, version_id=version
+                )
             )
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchVersion"):
-                raise ObjectMissing(f"{key}: {exc.code}") from exc
-            raise
+        )
 
-    async def open_range(self, key: str, version: str | None, offset: int, length: int) -> Any:
+    async def open_range(self, key: str, version: str | None, offset: int, length: int) -> Body:
         """get_range from the event loop (read the answer in a worker thread too)."""
         return await anyio.to_thread.run_sync(self.get_range, key, version, offset, length)
 
@@ -203,11 +295,17 @@ class ObjectStore:
         """The first ``length`` bytes of an object version (ObjectMissing if absent)."""
         response = await self.open_range(key, version, 0, length)
         try:
-            data: bytes = await anyio.to_thread.run_sync(response.read)
+            return await anyio.to_thread.run_sync(response.read, length)
         finally:
             response.close()
-            response.release_conn()
-        return data
+
+    async def stat(self, key: str) -> tuple[str | None, int] | None:
+        """The current version of an object and its size, or None if there is none."""
+        try:
+            found = await self._run(lambda: self.client.stat_object(self.bucket, key))
+        except ObjectMissing:
+            return None
+        return found.version_id, int(found.size or 0)
 
     async def set_legal_hold(self, key: str, version: str | None, on: bool) -> None:
         def apply() -> None:
@@ -216,7 +314,7 @@ class ObjectStore:
             else:
                 self.client.disable_object_legal_hold(self.bucket, key, version_id=version)
 
-        await anyio.to_thread.run_sync(apply)
+        await self._run(apply)
 
     async def list_versions(self, prefix: str) -> list[tuple[str, str | None]]:
         """Every version of every object under ``prefix``, as (key, version id)."""
@@ -231,7 +329,7 @@ class ObjectStore:
                 if o.object_name and not o.is_delete_marker
             ]
 
-        return await anyio.to_thread.run_sync(listed)
+        return await self._run(listed)
 
     async def delete_version(self, key: str, version: str | None) -> bool:
         """Delete one version of an object: whether it is gone (False while a retention
@@ -246,4 +344,4 @@ class ObjectStore:
                 raise
             return True
 
-        return await anyio.to_thread.run_sync(delete)
+        return await self._run(delete)

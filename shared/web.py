@@ -6,19 +6,34 @@ settings' values; nothing here reads settings.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, TypedDict
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.auth import TokenVerifier
-from shared.db import create_engine, create_sessionmaker, ping, session_scope
-from shared.errors import install_error_handlers, problem_response
-from shared.observability import RequestContextMiddleware, metrics_response
-from shared.storage import ObjectStore, StorageConfig
+from shared.db import (
+    DatabaseUnavailable,
+    create_engine,
+    create_sessionmaker,
+    database_unavailable,
+    ping,
+    session_scope,
+)
+from shared.errors import (
+    RETRY_AFTER_S,
+    install_error_handlers,
+    problem_response,
+    unexpected_error,
+)
+from shared.observability import RequestContextMiddleware, metrics_response, outages
+from shared.storage import ObjectStore, StorageConfig, StorageError
 
 READINESS_TIMEOUT_S = 3.0
 
@@ -79,6 +94,43 @@ async def _check(name: str, probe: Callable[[], Any]) -> tuple[str, str]:
     return name, "ok"
 
 
+def outage_of(exc: BaseException) -> str | None:
+    """The dependency whose outage ``exc`` is ("database", "object store"), or None for an
+    error that is not an outage (a bug, a refusal)."""
+    if isinstance(exc, StorageError):
+        return "object store"
+    if database_unavailable(exc):
+        return "database"
+    return None
+
+
+def job_failed(logger: logging.Logger, job: str, exc: BaseException) -> None:
+    """A background pass that failed: an outage is noted once (OutageLog), anything else is
+    logged with its traceback. Either way the job tries again at its next pass."""
+    dependency = outage_of(exc)
+    if dependency is not None:
+        outages.noticed(dependency, exc)
+    else:
+        logger.error("%s failed; trying again at the next pass", job, exc_info=exc)
+
+
+async def _outage(request: Request, exc: Exception) -> JSONResponse:
+    """The database or the store unavailable: 503 with Retry-After, logged once per outage,
+    never a 500 with a traceback per request."""
+    dependency = outage_of(exc)
+    if dependency is None:
+        return await unexpected_error(request, exc)
+    outages.noticed(dependency, exc)
+    return problem_response(
+        503,
+        "Service unavailable",
+        f"the {dependency} is unavailable for a moment: retry later",
+        slug="unavailable",
+        instance=request.url.path,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -127,6 +179,8 @@ def create_service_app(
 ) -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     install_error_handlers(app)
+    for outage in (StorageError, DatabaseUnavailable, DBAPIError, PoolTimeout):
+        app.add_exception_handler(outage, _outage)
     app.add_middleware(RequestContextMiddleware, service=service)
     app.include_router(_health_router())
     app.state.service = service

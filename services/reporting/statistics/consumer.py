@@ -30,6 +30,7 @@ from services.reporting.statistics.models import (
 )
 from shared.audit import FeedEvent, read_feed
 from shared.db import session_scope
+from shared.web import job_failed
 
 CHECKPOINT = "audit-feed"
 DELAY_CAP_MINUTES = 7 * 24 * 60  # a week or more: one bucket
@@ -233,6 +234,6 @@ async def follow_feed(sessionmaker: async_sessionmaker[AsyncSession], every_s: f
                     applied = await Consumer(session).consume()
                 if applied == 0:
                     break
-        except Exception:  # the loop must survive a database outage
-            _logger.exception("consuming the audit feed failed; retrying")
+        except Exception as exc:  # the loop must survive a database outage
+            job_failed(_logger, "consuming the audit feed", exc)
         await asyncio.sleep(every_s)

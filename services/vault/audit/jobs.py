@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.vault.audit.service import AuditLog, purge_expired
 from shared.db import session_scope
+from shared.web import job_failed
 
 _logger = logging.getLogger("temoin.vault.audit")
 
@@ -44,6 +45,6 @@ async def maintain_log(
                     _logger.info("purged %d audit entries older than three years", purged)
         except IntegrityError:
             _logger.info("another vault signed this tree head first")
-        except Exception:  # the loop must survive a database outage
-            _logger.exception("audit log maintenance failed; retrying")
+        except Exception as exc:  # the loop must survive a database outage
+            job_failed(_logger, "audit log maintenance", exc)
         await asyncio.sleep(sequence_every_s)
