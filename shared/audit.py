@@ -48,6 +48,7 @@ class AuditAction(StrEnum):
     station_revoked = "station_revoked"
     access_refused = "access_refused"
     fixity_failure = "fixity_failure"  # a sealed object found damaged or missing
+    fixity_restored = "fixity_restored"  # one flagged damaged that checks again
     report_finalised = "report_finalised"
     audit_purge = "audit_purge"
 

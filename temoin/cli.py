@@ -474,35 +474,42 @@ def scrub(
         list[str] | None, typer.Option(help="check only these recordings (ids)")
     ] = None,
 ) -> None:
-    """Re-read every sealed recording, authenticate each chunk and compare its SHA-256 with
-    the registry. Damaged ones are flagged (status, audit entry). Exits 1 if any is."""
+    """Re-read every sealed recording (and every one flagged damaged), authenticate each chunk
+    and compare its SHA-256 with the registry. Damaged ones are flagged (status, audit entry);
+    a flagged one that checks again is restored. Exits 1 if any is damaged, 2 if the store
+    could not be read for some (not checked: run it again later), else 0."""
     import asyncio
 
-    from services.vault.recordings.fixity import FixityService
-    from shared.db import session_scope, utc_now
+    from services.vault.recordings import fixity
+    from shared.db import utc_now
 
     async def run() -> int:
         settings, engine, sessionmaker, store = _vault_session()
-        checked, damaged = 0, []
-        started = utc_now()  # each recording once: those checked before this run started
         try:
-            while True:
-                async with session_scope(sessionmaker) as session:
-                    report = await FixityService(session, store, settings).scrub(
-                        checked_before=started,
-                        recording_ids=[uuid.UUID(r) for r in recording] if recording else None,
-                        limit=20,
-                    )
-                checked += report.checked
-                damaged += report.damaged
-                if report.checked == 0:
-                    break
+            report = await fixity.scrub(
+                sessionmaker,
+                store,
+                settings,
+                checked_before=utc_now(),  # each recording once: those checked before now
+                recording_ids=[uuid.UUID(r) for r in recording] if recording else None,
+            )
         finally:
             await engine.dispose()
-        for recording_id in damaged:
+        for recording_id in report.damaged:
             typer.echo(f"DAMAGED {recording_id}")
-        typer.echo(f"{checked} recording(s) checked, {len(damaged)} damaged")
-        return 1 if damaged else 0
+        for recording_id in report.restored:
+            typer.echo(f"RESTORED {recording_id} (it checks again)")
+        typer.echo(
+            f"{report.checked} recording(s) checked, {len(report.damaged)} damaged, "
+            f"{len(report.restored)} restored"
+        )
+        if report.unchecked:
+            typer.echo(
+                f"NOT CHECKED: the store could not be read for {len(report.unchecked)} "
+                "recording(s); run the scrub again later",
+                err=True,
+            )
+        return 1 if report.damaged else 2 if report.unchecked else 0
 
     raise typer.Exit(asyncio.run(run()))
 

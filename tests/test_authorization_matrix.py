@@ -75,11 +75,6 @@ def _clip(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
     return data, {METADATA_HEADER: metadata.encode(), "Content-Type": "video/mp4"}
 
 
-def _clip_for_vault(kit: OrgKit) -> tuple[bytes, dict[str, str]]:
-    data, headers = _clip(kit)
-    return data, {**headers, "Temoin-Station": str(kit.station_id)}
-
-
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -159,6 +154,7 @@ async def _prepare(world: World, kit: OrgKit) -> None:
     )
     assert consulted.status_code == 201, consulted.text
     kit.media_token = consulted.json()["url"].rsplit("/", 1)[1]
+    kit.consultation_id = uuid.UUID(consulted.json()["id"])
 
 
 def _attach(kit: OrgKit) -> dict[str, Any]:
@@ -249,8 +245,6 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     ("ingest", "DELETE", "/v1/uploads/{upload_id}"): allow("station", raw=_tus),
     ("ingest", "GET", "/v1/uploads/{upload_id}/receipt"): allow("station"),
     # vault: internal routes, for ingest's service token only
-    ("vault", "POST", "/internal/v1/recordings/check"): allow("service", body=_check),
-    ("vault", "POST", "/internal/v1/recordings"): allow("service", raw=_clip_for_vault),
     # The station is named by ingest; another station's upload is not found.
     ("vault", "POST", "/internal/v1/uploads"): allow("service", body=_upload_in),
     ("vault", "GET", "/internal/v1/uploads/{upload_id}"): allow("service", raw=_as_station),
@@ -319,6 +313,10 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     ("vault", "POST", f"{ORG}/recordings/{{recording_id}}/consultations"): allow(
         *VIEWERS, "agent", body=_consult
     ),
+    # One closes one's own consultation only (the kit's is the habilité's): 404 for others.
+    ("vault", "DELETE", f"{ORG}/recordings/{{recording_id}}/consultations/{{consultation_id}}"): (
+        allow(*VIEWERS, "agent", also_own=frozenset({404}))
+    ),
     # The media URL is its own credential (a <video> element sends no Authorization).
     ("vault", "GET", "/v1/media/{token}"): PUBLIC,
     ("vault", "HEAD", "/v1/media/{token}"): PUBLIC,
@@ -352,6 +350,7 @@ DEFAULT_IDS: dict[str, Callable[[OrgKit], uuid.UUID | None]] = {
     "recording_id": lambda kit: kit.recording_id,
     "procedure_id": lambda kit: kit.procedure_id,
     "token": lambda kit: kit.media_token,
+    "consultation_id": lambda kit: kit.consultation_id,
     "report_id": lambda kit: kit.report_id,
     "departement": lambda kit: kit.departement,
 }

@@ -121,9 +121,10 @@ async def test_erasure_at_the_end_of_retention(
     fresh_row = await _row(engine, fresh)
     assert not await store.delete_version(fresh_row.object_key, fresh_row.object_version)  # type: ignore[attr-defined]
     await asyncio.sleep(MINIMUM_LOCK_S + 1)
-    assert run_temoin("erase", env=env).returncode == 0
+    erased = run_temoin("erase", env=env)
+    assert erased.returncode == 0, erased.stderr
     row = await _row(engine, expired)
-    assert row.object_deleted_at is not None  # type: ignore[attr-defined]
+    assert row.object_deleted_at is not None, erased.stdout  # type: ignore[attr-defined]
     with pytest.raises(S3Error):
         store.client.stat_object(store.bucket, row.object_key, version_id=row.object_version)  # type: ignore[attr-defined]
     held_row = await _row(engine, held)

@@ -8,9 +8,8 @@ from services.vault.directory.endpoints import router as directory_router
 from services.vault.procedures.endpoints import router as procedures_router
 from services.vault.recordings.endpoints import media_router
 from services.vault.recordings.endpoints import router as recordings_router
-from services.vault.recordings.internal import router as internal_recordings_router
 from services.vault.recordings.internal import uploads_router as internal_uploads_router
-from services.vault.recordings.jobs import erase_expired, expire_uploads, scrub_objects
+from services.vault.recordings.jobs import erase_expired, scrub_objects, uploads_job
 from services.vault.settings import VaultSettings
 from shared.web import ServiceState, create_service_app
 
@@ -28,8 +27,8 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
             sign_every_s=settings.audit_head_interval_s,
         )
 
-    async def upload_expiry(state: ServiceState) -> None:
-        await expire_uploads(state["sessionmaker"], state["store"], settings)
+    async def uploads(state: ServiceState) -> None:
+        await uploads_job(state["sessionmaker"], state["store"], settings)
 
     async def erasure(state: ServiceState) -> None:
         await erase_expired(state["sessionmaker"], state["store"], settings.erasure_interval_s)
@@ -43,7 +42,7 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
         description=DESCRIPTION or "",
         version="0.1.0",
         lifespan=service_lifespan(
-            settings, SERVICE, background=[log_maintenance, upload_expiry, erasure, scrub]
+            settings, SERVICE, background=[log_maintenance, uploads, erasure, scrub]
         ),
     )
     app.include_router(media_router)  # first: on every seek's path
@@ -51,7 +50,6 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(recordings_router)
     app.include_router(procedures_router)
-    app.include_router(internal_recordings_router)
     app.include_router(internal_uploads_router)
     app.state.settings = settings
     return app

@@ -62,6 +62,24 @@ class VaultSettings(ServiceSettings):
         ge=60,
         description="how long an unfinished resumable upload is kept before it is discarded",
     )
+    single_upload_expiry_s: int = Field(
+        900,
+        ge=1,
+        description="how long the session of a single POST that died (nothing resumes it) "
+        "keeps its parts before they are discarded",
+    )
+    upload_sweep_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="how often unfinished uploads are expired, interrupted completions rolled "
+        "forward and the store's stray multipart uploads aborted",
+    )
+    stray_multipart_after_s: int = Field(
+        3600,
+        ge=1,
+        description="age after which a multipart upload in the store that no upload session "
+        "owns is aborted",
+    )
 
     @field_validator("kek", "audit_signing_key", "media_key")
     @classmethod

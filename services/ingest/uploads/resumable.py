@@ -10,13 +10,12 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from services.ingest.stations.repository import StationKey
-from services.ingest.uploads.service import Mismatch, UploadService
+from services.ingest.uploads.service import Mismatch, UploadService, usable
 from shared.clips import ClipMetadata, UploadSessionState
-from shared.errors import ChecksumMismatch, Gone, UnprocessableEntity
-from shared.receipts import Receipt, sign_receipt
+from shared.errors import ChecksumMismatch
+from shared.receipts import Receipt
 
 
 @dataclass(frozen=True)
@@ -34,17 +33,7 @@ class ResumableUploads:
     async def create(
         self, station: StationKey, metadata: ClipMetadata, content_type: str
     ) -> UploadSessionState:
-        self.uploads.check_times(metadata)
-        response = await self.uploads.call_vault(
-            "POST",
-            "/internal/v1/uploads",
-            json={
-                "station_id": str(station.station_id),
-                "metadata": metadata.model_dump(mode="json"),
-                "content_type": content_type,
-            },
-        )
-        return UploadSessionState.model_validate(response.json())
+        return await self.uploads.create(station, metadata, content_type, single=False)
 
     async def state(self, station: StationKey, upload_id: uuid.UUID) -> UploadSessionState:
         response = await self.uploads.call_vault(
@@ -99,30 +88,8 @@ class ResumableUploads:
         )
 
     def receipt(self, upload: UploadSessionState) -> Receipt | None:
-        if upload.stored is None:
-            return None
-        stored = upload.stored
-        if stored.sha256 != upload.metadata.sha256 or stored.size != upload.length:
-            raise ValueError("the vault registered something else")
-        return sign_receipt(stored, self.uploads.receipt_key)
+        return None if upload.stored is None else self.uploads.receipt(upload)
 
 
 def _station(station: StationKey) -> dict[str, str]:
     return {"Temoin-Station": str(station.station_id)}
-
-
-def usable(upload: UploadSessionState, *, after_patch: bool = False) -> UploadSessionState:
-    """The session, or the problem that ends it for the dock."""
-    if upload.status == "rejected":
-        if after_patch:
-            raise UnprocessableEntity(
-                "the clip's SHA-256 differs from the declared one: nothing was stored; "
-                "upload it again",
-                field="metadata.sha256",
-            )
-        raise Gone("this upload was rejected (SHA-256 mismatch): upload the clip again")
-    if upload.status in ("terminated", "expired", "lost"):
-        raise Gone(f"this upload is {upload.status}: upload the clip again")
-    if upload.status == "open" and upload.expires_at <= datetime.now(UTC):
-        raise Gone("this upload expired before it was finished: upload the clip again")
-    return upload

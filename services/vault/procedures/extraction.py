@@ -29,10 +29,10 @@ from services.vault.directory.models import Agent, Camera, Organisation
 from services.vault.procedures.models import Procedure, ProcedureType
 from services.vault.procedures.schemas import ExtractionIn
 from services.vault.procedures.service import ProcedureService
+from services.vault.recordings.keys import unwrap_data_key
 from services.vault.recordings.models import Recording, RecordingStatus
 from services.vault.recordings.reading import SealedReader
 from services.vault.recordings.schemas import RecordingOut
-from services.vault.recordings.service import CollecteService
 from services.vault.settings import VaultSettings
 from shared import audit
 from shared.access import OrgAccess
@@ -89,6 +89,14 @@ class ExtractionService:
         if recording.status == RecordingStatus.damaged.value:
             raise Conflict("this recording failed its integrity check: no copy can be made")
 
+        data_key = unwrap_data_key(
+            self.settings, recording.wrapped_key, recording.kek_id, recording.id
+        )
+        reader = SealedReader(self.store, recording, data_key)
+        # Its first chunk read and authenticated before the extraction is logged: a store
+        # that is down (503) or an object found damaged (409) refuses it with nothing logged
+        # as communicated.
+        await reader.read(0, min(recording.size, recording.chunk_size))
         extraction_id = uuid.uuid4()
         proofs = await self._proofs(recording)
         receipt = await self.session.scalar(
@@ -142,13 +150,10 @@ class ExtractionService:
             ("Temoin-Destinataires", "; ".join(data.destinataires)),
             ("Temoin-Extracted-At", now.isoformat()),
         ]
-        data_key = CollecteService(self.session, self.store, self.settings).unwrap(
-            recording.wrapped_key, recording.kek_id, recording.id
-        )
         slug = re.sub(r"[^A-Za-z0-9_-]+", "-", procedure.reference).strip("-")[:40] or "proc"
         return Package(
             name=f"temoin-{slug}-{str(recording.id)[:8]}",
-            reader=SealedReader(self.store, recording, data_key),
+            reader=reader,
             recording=recording,
             info=info,
             files=files,

@@ -89,6 +89,9 @@ class ProcedureService:
         if not procedure.is_open:
             raise Conflict("this procedure is closed")
         recording = await self.recording(data.recording_id)
+        # Locked against the erasure job, which skips locked rows: a recording is either
+        # erased before it is attached (410) or held from then on, never both.
+        await self.session.refresh(recording, with_for_update=True)
         if recording.status == RecordingStatus.erased.value:
             raise Gone("this recording was erased at the end of its retention")
         if await self.holds(procedure.id, recording.id):

@@ -13,15 +13,15 @@ from fastapi.responses import StreamingResponse
 
 from services.vault.directory.schemas import Page
 from services.vault.recordings import schemas
+from services.vault.recordings.keys import unwrap_data_key
 from services.vault.recordings.media import Unsatisfiable, parse_range, verify_grant
 from services.vault.recordings.models import RecordingStatus
-from services.vault.recordings.reading import Damaged, SealedReader
+from services.vault.recordings.reading import SealedReader
 from services.vault.recordings.repository import RecordingRepository
-from services.vault.recordings.service import CollecteService
-from services.vault.recordings.viewing import ViewingService
+from services.vault.recordings.viewing import ViewingService, still_allowed
 from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, refuse
-from shared.auth import Role
+from shared.auth import Principal, Role
 from shared.errors import Conflict, Forbidden, Gone, NotFound
 from shared.web import SessionDep, StoreDep
 
@@ -112,6 +112,21 @@ async def consult(
     )
 
 
+@router.delete(
+    f"{RECORDINGS}/{{recording_id}}/consultations/{{consultation_id}}",
+    status_code=status.HTTP_204_NO_CONTENT,
+)
+async def close_consultation(
+    recording_id: uuid.UUID,
+    consultation_id: uuid.UUID,
+    access: View,
+    session: SessionDep,
+    settings: Settings,
+) -> None:
+    """Close one's own consultation (the player was closed): its media URL stops at once."""
+    await ViewingService(session, settings, access).close(recording_id, consultation_id)
+
+
 @media_router.get("/media/{token}")
 async def media(
     token: str,
@@ -122,13 +137,23 @@ async def media(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The clip of a consultation, for a <video> element: the URL is the credential. Byte
-    ranges (206), 416 outside the clip; a damaged chunk ends the read, never served."""
+    ranges (206), 416 outside the clip; a damaged chunk ends the read, never served. Each
+    request checks again that the viewer may still view it (403, logged, once a habilitation
+    is withdrawn or the consultation closed); 503 with Retry-After while the store is down."""
     grant = verify_grant(token, settings.media_signing_key())
-    recording = await RecordingRepository(session).consulted(
+    consulted = await RecordingRepository(session).consulted(
         grant.consultation_id, grant.subject, grant.recording_id
     )
-    if recording is None:
+    if consulted is None:
         raise NotFound("no such consultation")
+    if (refusal := still_allowed(consulted)) is not None:
+        viewer = Principal(
+            subject=consulted.consultation.subject,
+            roles=frozenset({Role(consulted.consultation.role)}),
+            organisation_id=consulted.consultation.organisation_id,
+        )
+        await refuse(request, session, viewer, refusal, consulted.consultation.organisation_id)
+    recording = consulted.recording
     if recording.status == RecordingStatus.erased.value or recording.wrapped_key is None:
         raise Gone("this recording was erased")
     if recording.status == RecordingStatus.damaged.value:
@@ -153,24 +178,16 @@ async def media(
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{recording.size}"
     if request.method == "HEAD":
         return Response(status_code=code, headers=headers)
-    data_key = CollecteService(session, store, settings).unwrap(
-        recording.wrapped_key, recording.kek_id, recording.id
-    )
+    data_key = unwrap_data_key(settings, recording.wrapped_key, recording.kek_id, recording.id)
     reader = SealedReader(store, recording, data_key)
     if stop - start <= SMALL_RANGE:
-        # A seek: read it whole, so that any damage is a clear error, not a cut stream.
-        try:
-            body_bytes = await reader.read(start, stop)
-        except Damaged as exc:
-            raise Conflict(f"this recording failed authentication: {exc}") from exc
+        # A seek: read it whole, so that any damage (409) or store outage (503) is a clear
+        # answer, not a cut stream.
+        body_bytes = await reader.read(start, stop)
         return Response(body_bytes, status_code=code, headers=headers)
     pieces = reader.chunks(start, stop)
-    # The first chunk is opened before answering, so that a damaged recording gets a clear
-    # error rather than a cut stream.
-    try:
-        first = await anext(pieces)
-    except Damaged as exc:
-        raise Conflict(f"this recording failed authentication: {exc}") from exc
+    # The first chunk is opened before answering, for the same reason.
+    first = await anext(pieces)
 
     async def body() -> AsyncIterator[memoryview]:
         yield first

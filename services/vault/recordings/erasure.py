@@ -11,6 +11,10 @@ only finishes what is left.
 A recording past its retention but held by an open procedure is not erased: the refusal is
 logged once (`effacement`, outcome `refused`), and it is erased once released.
 
+Several erasers may run at once (the job of each vault process, `temoin erase`): each claims
+the rows it acts on with `FOR UPDATE SKIP LOCKED`, so a recording is erased once, with one
+entry, and the orphan sweep runs in one process at a time.
+
 The job also deletes orphans: sealed objects for which no recording was ever registered, left
 by a crash between the store's completion of an upload and the database's commit. Their data
 key died with the request (or lies in an upload session that can no longer complete), the
@@ -34,7 +38,7 @@ from services.vault.recordings.models import Recording, RecordingStatus, UploadS
 from services.vault.recordings.service import RECORDINGS_PREFIX
 from shared import audit
 from shared.audit import AuditAction, AuditEntry, Outcome
-from shared.db import utc_now
+from shared.db import try_job_lock, utc_now
 from shared.storage import ObjectStore
 
 ACTOR = "temoin-vault:erasure"
@@ -74,6 +78,7 @@ class ErasureService:
             )
             .order_by(Recording.retain_until)
             .limit(limit)
+            .with_for_update(of=Recording, skip_locked=True)
         )
         return list(rows)
 
@@ -85,6 +90,7 @@ class ErasureService:
         )
         if not_yet_logged:
             statement = statement.where(Recording.erasure_refused_at.is_(None))
+        statement = statement.with_for_update(of=Recording, skip_locked=True)
         return list(await self.session.scalars(statement))
 
     async def awaiting_object_deletion(self, limit: int = 500) -> list[Recording]:
@@ -95,6 +101,7 @@ class ErasureService:
                 Recording.object_deleted_at.is_(None),
             )
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         return list(rows)
 
@@ -147,15 +154,20 @@ class ErasureService:
             await self.session.scalars(
                 select(UploadSession.object_key).where(
                     UploadSession.object_key.in_(keys),
-                    UploadSession.status == UploadStatus.open.value,
+                    UploadSession.status.in_(
+                        [UploadStatus.open.value, UploadStatus.completing.value]
+                    ),
                 )
             )
         )
         return [(k, v) for k, v in versions if k not in registered and k not in uploading]
 
     async def delete_orphans(self) -> ErasureReport:
-        """Delete the orphans whose lock has expired (the others wait for a later run)."""
+        """Delete the orphans whose lock has expired (the others wait for a later run); one
+        process at a time."""
         report = ErasureReport()
+        if not await try_job_lock(self.session, "vault:orphan-sweep"):
+            return report
         for key, version in await self.orphans():
             if await self.store.delete_version(key, version):
                 report.orphans_deleted.append(key)

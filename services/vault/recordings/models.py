@@ -5,7 +5,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -57,6 +66,8 @@ class Recording(IdMixin, Base):
     erasure_refused_at: Mapped[datetime | None] = mapped_column(default=None)
     legal_hold: Mapped[bool] = mapped_column(default=False)  # as set on the S3 object
     checked_at: Mapped[datetime | None] = mapped_column(default=None)  # last fixity check
+    # A scrub is reading it until then (services/vault/recordings/fixity.py).
+    scrub_claimed_until: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
         # The same clip from the same camera is one recording, however often it is uploaded.
@@ -66,6 +77,9 @@ class Recording(IdMixin, Base):
 
 class UploadStatus(StrEnum):
     open = "open"  # receiving: offset < length
+    # Every byte is in and checked, the session's state committed: the store assembles the
+    # object and the recording is registered. A crash here is rolled forward, never lost.
+    completing = "completing"
     complete = "complete"  # sealed and registered (or found already registered): `recording_id`
     rejected = "rejected"  # the whole clip did not match its declared SHA-256: start again
     terminated = "terminated"  # the station gave up on it (tus termination)
@@ -103,6 +117,16 @@ class UploadSession(IdMixin, TimestampMixin, Base):
     # The clip's running SHA-256 up to `offset` (shared/hashing.py).
     hash_state: Mapped[bytes] = mapped_column(LargeBinary)
 
+    __table_args__ = (
+        # What the background passes look for (expiry, completions to roll forward).
+        Index(
+            "ix_vault_upload_sessions_live",
+            "status",
+            "expires_at",
+            postgresql_where=text("status IN ('open', 'completing')"),
+        ),
+    )
+
 
 class Consultation(IdMixin, TimestampMixin, Base):
     """A person's viewing of a recording (R241-14: author, date, motif), the subject of the
@@ -117,3 +141,4 @@ class Consultation(IdMixin, TimestampMixin, Base):
     motif: Mapped[str] = mapped_column(Text)
     procedure_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("procedures.id"))
     expires_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)  # its media URL ends

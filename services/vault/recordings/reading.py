@@ -1,32 +1,46 @@
 """Reading a sealed recording back: any byte range of the clip, opening only the chunks that
 cover it (one ranged S3 GET), each authenticated before a byte of it is handed on. A chunk
-that fails authentication stops the read: nothing unauthenticated is ever served."""
+that fails authentication stops the read: nothing unauthenticated is ever served.
+
+Two kinds of failure, kept apart because only one of them says anything about the evidence:
+``Damaged`` (an authentication tag fails, the object is missing or shorter than the registry
+says) and the store's own ``StorageError`` (connection refused or cut, timeout: try later)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import anyio.to_thread
 
 from services.vault.recordings.models import Recording
 from shared import sealing
-from shared.storage import ObjectStore
+from shared.errors import Conflict
+from shared.storage import Body, ObjectMissing, ObjectStore
 
 AHEAD = 2  # batches read and opened ahead of the one being sent
 BATCH = 1 << 20  # plaintext handed to the event loop at a time, when streaming
 
 
-class Damaged(Exception):
-    """The sealed object failed authentication or is missing: never serve it as valid."""
+class Damaged(Conflict):
+    """The sealed object (or its wrapped key) failed authentication, or is missing or shorter
+    than the registry says: never serve it as valid (409 when a request meets it)."""
+
+    title = "Integrity check failed"
+    slug = "damaged"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"this recording failed its integrity check: {problem}")
+        self.problem = problem
 
 
-def _read_exactly(response: Any, size: int) -> bytes | bytearray:
+def _read_exactly(response: Body, size: int) -> bytes | bytearray:
+    """``size`` bytes; an answer that ends cleanly before them is an object shorter than the
+    registry says (a connection cut mid-answer raises StorageUnavailable instead)."""
     first = response.read(size)
     if len(first) == size:  # the usual case: no copy
-        return first  # type: ignore[no-any-return]
+        return first
     data = bytearray(size)
     data[: len(first)] = first
     filled = len(first)
@@ -61,19 +75,19 @@ class SealedReader:
             end = sealing.sealed_size(self.recording.size, self.chunk_size)
         return end - sealing.sealed_offset(first, self.chunk_size)
 
-    def _get(self, first: int, last: int) -> Any:
-        """Blocking: the S3 response carrying sealed chunks [first, last]."""
+    def _get(self, first: int, last: int) -> Body:
+        """Blocking: the S3 answer carrying sealed chunks [first, last]."""
         offset = sealing.sealed_offset(first, self.chunk_size)
         length = self._sealed_length(first, last)
         try:
             return self.store.get_range(
                 self.recording.object_key, self.recording.object_version, offset, length
             )
-        except Exception as exc:
-            raise Damaged(f"the sealed object cannot be read: {exc}") from exc
+        except ObjectMissing as exc:
+            raise Damaged(f"the sealed object is missing: {exc}") from exc
 
     def _read_and_open(
-        self, response: Any, first: int, last: int, start: int, stop: int
+        self, response: Body, first: int, last: int, start: int, stop: int
     ) -> memoryview:
         """Blocking: read chunks [first, last] from ``response``, authenticate and open each
         into one buffer, and return their plaintext within the clip's bytes [start, stop)."""
@@ -111,7 +125,6 @@ class SealedReader:
                 return self._read_and_open(response, first, last, start, stop)
             finally:
                 response.close()
-                response.release_conn()
 
         return await anyio.to_thread.run_sync(fetch)
 
@@ -120,14 +133,14 @@ class SealedReader:
         first, last = self._span(start, stop)
         per_batch = max(1, BATCH // self.chunk_size)
         loop = asyncio.get_running_loop()
-        ready: asyncio.Queue[memoryview | Damaged] = asyncio.Queue()
+        ready: asyncio.Queue[memoryview | Exception] = asyncio.Queue()
         room = threading.Semaphore(AHEAD)
         stopping = threading.Event()
 
         # One thread reads the object in order and opens it, batch by batch (both release the
         # GIL), while the event loop sends the batches before: one hand-off per batch, and at
         # most AHEAD batches waiting. The thread stops at the next batch once told to.
-        def hand_over(item: memoryview | Damaged) -> None:
+        def hand_over(item: memoryview | Exception) -> None:
             if stopping.is_set():
                 return
             try:
@@ -138,7 +151,7 @@ class SealedReader:
         def produce() -> None:
             try:
                 response = self._get(first, last)
-            except Damaged as exc:
+            except Exception as exc:  # Damaged or StorageError: the consumer raises it
                 hand_over(exc)
                 return
             try:
@@ -149,10 +162,9 @@ class SealedReader:
                     end = min(batch + per_batch - 1, last)
                     hand_over(self._read_and_open(response, batch, end, start, stop))
             except Exception as exc:  # handed to the consumer, in order
-                hand_over(exc if isinstance(exc, Damaged) else Damaged(f"read failed: {exc}"))
+                hand_over(exc)
             finally:
                 response.close()
-                response.release_conn()
 
         threading.Thread(target=produce, name="sealed-reader", daemon=True).start()
         try:
@@ -160,7 +172,7 @@ class SealedReader:
             while remaining:
                 item = await ready.get()
                 room.release()
-                if isinstance(item, Damaged):
+                if isinstance(item, Exception):
                     raise item
                 remaining -= len(item)
                 yield item

@@ -1,19 +1,49 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.directory.models import Agent, CameraAssignment, Organisation, Station
 from services.vault.recordings.models import Consultation, Recording
+from shared.access import PersonRecord, people_view
+
+
+@dataclass(frozen=True)
+class Consulted:
+    """A consultation and its recording, with what decides whether its viewer may still view:
+    the person as the directory has them now, and the service's wearer access."""
+
+    recording: Recording
+    consultation: Consultation
+    person: PersonRecord | None
+    wearer_access: bool
+
 
 # Built once rather than per request: a player sends a request per seek, and building the
 # statement cost about as much as running it.
 _CONSULTED = (
-    select(Recording)
+    select(
+        Recording,
+        Consultation,
+        Organisation.wearer_access,
+        people_view.c.agent_id,
+        people_view.c.active,
+        people_view.c.roles,
+        people_view.c.habilitation_active,
+    )
     .join(Consultation, Consultation.recording_id == Recording.id)
+    .join(Organisation, Organisation.id == Recording.organisation_id)
+    .outerjoin(
+        people_view,
+        and_(
+            people_view.c.organisation_id == Consultation.organisation_id,
+            people_view.c.subject == Consultation.subject,
+        ),
+    )
     .where(
         Consultation.id == bindparam("consultation_id"),
         Consultation.subject == bindparam("subject"),
@@ -47,11 +77,18 @@ class RecordingRepository:
 
     async def consulted(
         self, consultation_id: uuid.UUID, subject: str, recording_id: uuid.UUID
-    ) -> Recording | None:
-        """The recording of that person's consultation, in one round trip."""
+    ) -> Consulted | None:
+        """That person's consultation of the recording, in one round trip."""
         params = {"consultation_id": consultation_id, "subject": subject,
                   "recording_id": recording_id}  # fmt: skip
-        return await self.session.scalar(_CONSULTED, params)
+        row = (await self.session.execute(_CONSULTED, params)).one_or_none()
+        if row is None:
+            return None
+        recording, consultation, wearer_access, agent_id, active, roles, habilitation = row
+        person = None
+        if agent_id is not None:
+            person = PersonRecord(agent_id, bool(active), frozenset(roles), bool(habilitation))
+        return Consulted(recording, consultation, person, bool(wearer_access))
 
     async def by_content(self, camera_id: uuid.UUID, sha256: str) -> Recording | None:
         statement = select(Recording).where(

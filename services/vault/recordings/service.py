@@ -1,29 +1,27 @@
-"""Collecte: a clip from ingest is checked against the directory (R241-10), sealed into the
-object store under object lock, and registered with its `collecte` audit entry in one
-transaction. Nothing is registered unless the sealed object is complete and matches."""
+"""Collecte: a clip from ingest is checked against the directory (R241-10) and, once its
+sealed object is complete in the store under object lock (resumable.py, parts.py),
+registered with its `collecte` audit entry in one transaction. Nothing is registered unless
+the sealed object is complete and matches."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.directory.models import Agent, Camera, CameraStatus, Organisation, Station
 from services.vault.directory.repository import DirectoryRepository
 from services.vault.recordings.models import Recording, RecordingStatus
-from services.vault.recordings.parts import PartWriter
 from services.vault.recordings.repository import RecordingRepository
 from services.vault.settings import VaultSettings
 from shared import audit, sealing
 from shared.audit import AuditAction, AuditEntry
 from shared.clips import ClipMetadata, StoredClip
 from shared.db import utc_now
-from shared.errors import Forbidden, PayloadTooLarge, UnprocessableEntity
+from shared.errors import Forbidden, UnprocessableEntity
 from shared.storage import ObjectStore
 
 
@@ -86,76 +84,13 @@ class CollecteService:
         recording = await self.repository.by_content(resolved.camera.id, sha256)
         return None if recording is None else _stored(recording, resolved.camera, created=False)
 
-    async def stored(self, recording_id: uuid.UUID) -> StoredClip:
+    async def stored(self, recording_id: uuid.UUID) -> tuple[StoredClip, str]:
+        """The registered recording, and the key of its sealed object."""
         recording = await self.session.get(Recording, recording_id)
         assert recording is not None
         camera = await self.session.get(Camera, recording.camera_id)
         assert camera is not None
-        return _stored(recording, camera, created=False)
-
-    async def collect(
-        self,
-        metadata: ClipMetadata,
-        station_id: uuid.UUID,
-        body: AsyncIterator[bytes],
-        content_type: str,
-    ) -> StoredClip:
-        resolved = await self.resolve(metadata, station_id)
-        # Two uploads of one clip: the second waits here, then finds the first's recording.
-        await self.repository.lock_content(resolved.camera.id, metadata.sha256)
-        if (found := await self.existing(resolved, metadata.sha256)) is not None:
-            return found
-
-        recording_id = uuid.uuid4()
-        data_key = sealing.new_data_key()
-        object_key = sealed_object_key(resolved.organisation.id, recording_id)
-        multipart_id = await self.store.start_multipart(
-            object_key, retain_until=self.lock_until(metadata, resolved)
-        )
-        writer = PartWriter(
-            self.store,
-            object_key=object_key,
-            multipart_id=multipart_id,
-            recording_id=recording_id,
-            data_key=data_key,
-            chunk_size=self.settings.chunk_size,
-            part_size=self.settings.part_size,
-            length=metadata.size,
-        )
-        try:
-            async for piece in body:
-                if writer.offset + len(piece) > metadata.size:
-                    raise PayloadTooLarge(f"more than the declared {metadata.size} bytes were sent")
-                await writer.write(piece)
-            if writer.offset != metadata.size:
-                raise _invalid(
-                    "size", f"the body ended after {writer.offset} of {metadata.size} bytes"
-                )
-            if writer.hash.hexdigest() != metadata.sha256:
-                raise _invalid(
-                    "sha256", "the clip's SHA-256 differs from the declared one: not stored"
-                )
-            etags = await writer.drain()
-            version = await self.store.complete_multipart(object_key, multipart_id, etags)
-        except BaseException:
-            # Whatever went wrong (a mismatch, the sender gone, the store failing), nothing
-            # is kept: the parts are discarded and no recording is registered.
-            await writer.abandon()
-            with anyio.CancelScope(shield=True):
-                await self.store.abort_multipart(object_key, multipart_id)
-            raise
-        return await self.register(
-            metadata,
-            resolved,
-            content_type,
-            Sealed(
-                recording_id=recording_id,
-                object_key=object_key,
-                object_version=version,
-                chunk_size=self.settings.chunk_size,
-                wrapped_key=self.wrap(data_key, recording_id),
-            ),
-        )
+        return _stored(recording, camera, created=False), recording.object_key
 
     def retain_until(self, metadata: ClipMetadata, resolved: Resolved) -> datetime:
         """R241-13: the recording is erased this long after it ended."""
@@ -166,18 +101,6 @@ class CollecteService:
             self.retain_until(metadata, resolved),
             utc_now() + timedelta(seconds=self.settings.minimum_lock_s),
         )
-
-    def wrap(self, data_key: bytes, recording_id: uuid.UUID) -> bytes:
-        return sealing.wrap_key(
-            data_key, self.settings.key_encryption_key(), self.settings.kek_id, recording_id
-        )
-
-    def unwrap(self, wrapped: bytes, kek_id: str, recording_id: uuid.UUID) -> bytes:
-        if kek_id != self.settings.kek_id:
-            raise RuntimeError(
-                f"data key wrapped by {kek_id!r}, not the current key-encryption key"
-            )
-        return sealing.unwrap_key(wrapped, self.settings.key_encryption_key(), kek_id, recording_id)
 
     async def register(
         self, metadata: ClipMetadata, resolved: Resolved, content_type: str, sealed: Sealed

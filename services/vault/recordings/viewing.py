@@ -14,10 +14,11 @@ from services.vault.directory.models import Organisation
 from services.vault.procedures.models import Procedure, ProcedureRecording
 from services.vault.recordings.media import MediaGrant, sign_grant
 from services.vault.recordings.models import Consultation, Recording, RecordingStatus
+from services.vault.recordings.repository import Consulted
 from services.vault.recordings.schemas import ConsultationIn
 from services.vault.settings import VaultSettings
 from shared import audit
-from shared.access import OrgAccess
+from shared.access import OrgAccess, effective_roles
 from shared.audit import AuditAction, AuditEntry, Outcome
 from shared.auth import Role
 from shared.db import page, utc_now
@@ -128,6 +129,20 @@ class ViewingService:
         )
         return f"/v1/media/{token}", consultation
 
+    async def close(self, recording_id: uuid.UUID, consultation_id: uuid.UUID) -> None:
+        """End one's own consultation: its media URL stops working at once."""
+        consultation = await self.session.get(Consultation, consultation_id)
+        if (
+            consultation is None
+            or consultation.organisation_id != self.org_id
+            or consultation.recording_id != recording_id
+            or consultation.subject != self.access.subject
+        ):
+            raise NotFound("no such consultation")
+        if consultation.closed_at is None:
+            consultation.closed_at = utc_now()
+            await self.session.flush()
+
     async def _check_wearer(self, recording: Recording, data: ConsultationIn) -> None:
         organisation = await self.session.get(Organisation, self.org_id)
         assert organisation is not None
@@ -163,3 +178,29 @@ class ViewingService:
                 details=details,
             ),
         )
+
+
+def still_allowed(consulted: Consulted) -> Forbidden | None:
+    """Why the viewer of a consultation may no longer view its recording, or None. Checked at
+    every media request, so that a decision (a habilitation withdrawn, an agent deactivated,
+    wearer access turned off, the consultation closed) applies at once, not when the URL
+    expires. Roles that the directory does not hold (maire, préfecture) stand on the token
+    that opened the consultation."""
+    consultation = consulted.consultation
+    if consultation.closed_at is not None:
+        return Forbidden("this consultation was closed: open a new one")
+    if consultation.expires_at <= utc_now():
+        return Forbidden("this consultation has expired: open a new one")
+    role = Role(consultation.role)
+    if role not in effective_roles(frozenset({role}), consulted.person):
+        return Forbidden(
+            f"the viewer no longer holds the role {role.value} (withdrawn habilitation or "
+            "agent record)"
+        )
+    if role == Role.agent:
+        person = consulted.person
+        if not consulted.wearer_access:
+            return Forbidden("this service no longer gives wearers access to their recordings")
+        if person is None or person.agent_id != consulted.recording.agent_id:
+            return Forbidden("a wearer views only their own recordings")
+    return None
