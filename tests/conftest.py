@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.directory",
     "tests.fixtures.live",
     "tests.fixtures.databases",
+    "tests.fixtures.proxy",
 ]

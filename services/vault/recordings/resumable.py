@@ -407,18 +407,13 @@ class ResumableService:
         if not listed:
             return []
         pairs = {(key, upload_id) for key, upload_id, _ in listed}
-        owned = set(
-            (
-                await self.session.execute(
-                    select(UploadSession.object_key, UploadSession.multipart_id).where(
-                        UploadSession.status.in_(
-                            [UploadStatus.open.value, UploadStatus.completing.value]
-                        ),
-                        tuple_(UploadSession.object_key, UploadSession.multipart_id).in_(pairs),
-                    )
-                )
-            ).tuples()
+        rows = await self.session.execute(
+            select(UploadSession.object_key, UploadSession.multipart_id).where(
+                UploadSession.status.in_([UploadStatus.open.value, UploadStatus.completing.value]),
+                tuple_(UploadSession.object_key, UploadSession.multipart_id).in_(pairs),
+            )
         )
+        owned = {(key, upload_id) for key, upload_id in rows}
         cutoff = utc_now() - older_than
         aborted = []
         for key, upload_id, started in listed:
