@@ -111,10 +111,12 @@ class Dock:
                     return saved
             failure = "no attempt"
             for attempt in range(1, RETRIES + 1):
+                wait_s: float = min(2**attempt, 30)
                 try:
                     receipt = _Upload(client, clip, metadata, self.station, progress).run()
                 except _Retry as exc:
                     failure = str(exc)
+                    wait_s = min(max(wait_s, exc.wait_s), 60)
                 except (httpx.TransportError, StationError) as exc:
                     failure = f"{type(exc).__name__}: {exc}"
                 else:
@@ -122,7 +124,7 @@ class Dock:
                     upload_state_of(clip).unlink(missing_ok=True)
                     return kept
                 if attempt < RETRIES:
-                    time.sleep(min(2**attempt, 30))
+                    time.sleep(wait_s)
             raise DockError(f"{clip}: gave up after {RETRIES} attempts: {failure}")
 
     def _keep(
@@ -136,6 +138,15 @@ class Dock:
 
 class _Retry(Exception):
     """Worth another attempt: the server failed or was busy; the upload resumes."""
+
+    def __init__(self, reason: str, wait_s: float = 0) -> None:
+        super().__init__(reason)
+        self.wait_s = wait_s
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else 0
 
 
 @dataclass
@@ -206,8 +217,10 @@ class _Upload:
     def _check(self, response: httpx.Response, expected: tuple[int, ...]) -> None:
         if response.status_code in expected:
             return
+        if response.status_code == 502:  # the vault failed on this very request
+            raise DockError(f"{self.clip}: failed: {problem(response)}")
         if response.status_code >= 500 or response.status_code in (409, 423, 429, 460):
-            raise _Retry(problem(response))  # resumable: ask the offset again and go on
+            raise _Retry(problem(response), _retry_after(response))  # resume and go on
         if response.status_code == 410:  # expired or ended: the next attempt starts afresh
             upload_state_of(self.clip).unlink(missing_ok=True)
             raise _Retry(problem(response))
