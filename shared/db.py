@@ -125,7 +125,9 @@ def create_engine(
     engine = create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
-        connect_args={"server_settings": server_settings},
+        # A database that does not answer is an outage to report (503) within seconds, not
+        # after asyncpg's minute.
+        connect_args={"server_settings": server_settings, "timeout": 10},
     )
 
     @event.listens_for(engine.sync_engine, "do_connect")
