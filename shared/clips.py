@@ -21,6 +21,9 @@ from shared.errors import UnprocessableEntity
 
 METADATA_HEADER = "Temoin-Metadata"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The largest clip taken, on both protocols (tus advertises it as Tus-Max-Size): far beyond
+# any body-camera clip; the vault's parts allow 48 GiB+.
+MAX_CLIP_SIZE = 64 << 30
 
 
 class Place(BaseModel):
@@ -55,7 +58,7 @@ class ClipMetadata(BaseModel):
     )
     place: Place
     pre_record_s: int = Field(0, ge=0, le=300)
-    size: int = Field(gt=0, description="bytes of the clip")
+    size: int = Field(gt=0, le=MAX_CLIP_SIZE, description="bytes of the clip")
     sha256: str = Field(description="hex SHA-256 of the clip")
     intervention_ref: str | None = Field(None, max_length=100)
 

@@ -12,6 +12,7 @@ from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.service import UploadService
 from shared.clips import METADATA_HEADER, ClipMetadata
 from shared.errors import PayloadTooLarge, UnprocessableEntity
+from shared.inputs import HeaderCount
 from shared.receipts import Receipt
 from shared.signatures import b64decode, key_id, public_key_of
 from shared.web import SessionDep
@@ -49,7 +50,7 @@ async def upload(
     uploads: Uploads,
     session: SessionDep,
     metadata: Annotated[str | None, Header(alias=METADATA_HEADER)] = None,
-    content_length: Annotated[int | None, Header()] = None,
+    content_length: Annotated[HeaderCount | None, Header()] = None,
     content_type: Annotated[str, Header()] = "application/octet-stream",
 ) -> Receipt:
     """Upload one clip as the raw request body (streamed), its R241-10 metadata as base64url

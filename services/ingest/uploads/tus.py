@@ -26,7 +26,7 @@ from services.ingest.stations.endpoints import CurrentStation
 from services.ingest.uploads.endpoints import Uploads
 from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.resumable import Checksum, ResumableUploads
-from shared.clips import ClipMetadata, UploadSessionState
+from shared.clips import MAX_CLIP_SIZE, ClipMetadata, UploadSessionState
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -34,6 +34,7 @@ from shared.errors import (
     UnprocessableEntity,
     UnsupportedMediaType,
 )
+from shared.inputs import HeaderCount
 from shared.receipts import Receipt
 from shared.web import SessionDep
 
@@ -41,7 +42,6 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
 RECEIPT_HEADER = "Temoin-Receipt"
-MAX_SIZE = 64 << 30  # far beyond any body-camera clip; the vault's parts allow 48 GiB+
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads (tus)"])
 
@@ -142,7 +142,7 @@ async def capabilities() -> Response:
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": TUS_EXTENSIONS,
             "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
-            "Tus-Max-Size": str(MAX_SIZE),
+            "Tus-Max-Size": str(MAX_CLIP_SIZE),
         },
     )
 
@@ -153,11 +153,11 @@ async def create(
     station: CurrentStation,
     resumable: Resumable,
     session: SessionDep,
-    upload_length: Annotated[int | None, Header(ge=0)] = None,
+    upload_length: Annotated[HeaderCount | None, Header()] = None,
     upload_defer_length: Annotated[str | None, Header()] = None,
     upload_metadata: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
-    content_length: Annotated[int | None, Header()] = None,
+    content_length: Annotated[HeaderCount | None, Header()] = None,
     upload_checksum: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Create an upload (tus creation); with a body, also its first bytes
@@ -211,9 +211,9 @@ async def append(
     station: CurrentStation,
     resumable: Resumable,
     session: SessionDep,
-    upload_offset: Annotated[int | None, Header(ge=0)] = None,
+    upload_offset: Annotated[HeaderCount | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
-    content_length: Annotated[int | None, Header()] = None,
+    content_length: Annotated[HeaderCount | None, Header()] = None,
     upload_checksum: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Append the body at Upload-Offset (409 if that is not where the upload is). The answer

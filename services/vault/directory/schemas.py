@@ -21,6 +21,8 @@ Matricule = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,32}$")
 ]
 AgentRole = Literal["agent", "responsable"]
+# Far beyond the largest municipal police (a few hundred cameras).
+MAX_AUTHORISED_CAMERAS = 100_000
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -73,7 +75,10 @@ class OrganisationIn(Schema):
         False, description="whether wearers may view their own recordings (loi 2021-646 art. 45)"
     )
     authorised_cameras: int | None = Field(
-        None, ge=0, description="cameras allowed by the préfet's authorisation (R241-8)"
+        None,
+        ge=0,
+        le=MAX_AUTHORISED_CAMERAS,
+        description="cameras allowed by the préfet's authorisation (R241-8)",
     )
 
 

@@ -23,6 +23,7 @@ from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, refuse
 from shared.auth import Role
 from shared.errors import Conflict, Forbidden, Gone, NotFound
+from shared.inputs import Offset
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
@@ -62,7 +63,7 @@ async def search(
     procedure_id: uuid.UUID | None = None,
     status: RecordingStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[schemas.RecordingOut]:
     """Recordings of the organisation, newest first, metadata only (a wearer: their own)."""
     items, total = await ViewingService(session, settings, access).search(

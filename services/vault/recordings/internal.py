@@ -16,6 +16,7 @@ from services.vault.recordings.service import CollecteService
 from services.vault.settings import VaultSettings
 from shared.clips import METADATA_HEADER, ClipMetadata, StoredClip, UploadSessionState
 from shared.errors import BadRequest
+from shared.inputs import Offset
 from shared.service_auth import ServiceCaller
 from shared.web import SessionDep, StoreDep
 
@@ -112,9 +113,9 @@ async def append_upload(
     request: Request,
     caller: ServiceCaller,
     resumable: Resumable,
-    offset: Annotated[int, Query(ge=0)],
+    offset: Annotated[Offset, Query()],
     keep_partial: Annotated[bool, Query()] = True,
-    content_length: Annotated[int | None, Query(ge=0)] = None,
+    content_length: Annotated[Offset | None, Query()] = None,
 ) -> UploadSessionState:
     """Append the streamed body at ``offset``; once the last byte is in, seal, check the
     whole clip's SHA-256 and register it (status ``complete``, or ``rejected``)."""

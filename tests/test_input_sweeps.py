@@ -1,0 +1,247 @@
+"""Bad input, swept by class over every route of the three apps (their OpenAPI schemas): each
+value the APIs take, in the query, the path, a header or a JSON body, gets the values that
+once ended in a 500, and must be refused as the client's error, naming the field.
+
+- every integer has a minimum and a maximum, and 2^63 or 2^64 is refused (422);
+- an integer header written other than as digits is refused (422).
+
+A new route or field that forgets the rule fails here. Each request is the authorization
+matrix's own example for that route (tests/test_authorization_matrix.py), by a role allowed
+there, with one value replaced."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.inputs import INT64_MAX
+from tests.fixtures.directory import OrgKit, World
+from tests.test_authorization_matrix import _PARAM, DEFAULT_IDS, MATRIX
+
+SERVICES = ("ingest", "vault", "reporting")
+
+
+@dataclass(frozen=True)
+class Place:
+    """One value a route takes: where (query, header, path, body) and its JSON schema."""
+
+    service: str
+    method: str
+    path: str
+    location: str
+    name: str  # "offset", "content-length", "communes.0.name"
+    schema: dict[str, Any]
+
+    @property
+    def field(self) -> str:
+        return f"{self.location}.{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.service} {self.method} {self.path} {self.field}"
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = root["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+def _leaves(schema: dict[str, Any], root: dict[str, Any], name: str) -> Iterator[tuple[str, Any]]:
+    """(dotted name, schema) of each value a schema takes: objects by property, lists by
+    their first item, unions by each arm but null."""
+    schema = _resolve(schema, root)
+    arms = [
+        arm
+        for key in ("anyOf", "oneOf", "allOf")
+        for arm in schema.get(key, [])
+        if _resolve(arm, root).get("type") != "null"
+    ]
+    if arms:
+        for arm in arms:
+            yield from _leaves(arm, root, name)
+    elif "properties" in schema:
+        for prop, sub in schema["properties"].items():
+            yield from _leaves(sub, root, f"{name}.{prop}" if name else prop)
+    elif schema.get("type") == "array":
+        yield from _leaves(schema["items"], root, f"{name}.0")
+    else:
+        yield name, schema
+
+
+def _places(service: str, api: dict[str, Any]) -> Iterator[Place]:
+    for path, operations in api["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                for name, leaf in _leaves(parameter["schema"], api, parameter["name"]):
+                    yield Place(service, method.upper(), path, parameter["in"], name, leaf)
+            content = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in content:
+                for name, leaf in _leaves(content["application/json"]["schema"], api, ""):
+                    yield Place(service, method.upper(), path, "body", name, leaf)
+
+
+def _client(world: World, service: str) -> httpx.AsyncClient:
+    clients = {"ingest": world.ingest, "vault": world.vault, "reporting": world.reporting}
+    return clients[service]
+
+
+async def _all_places(world: World) -> list[Place]:
+    places = []
+    for service in SERVICES:
+        api = (await _client(world, service).get("/openapi.json")).json()
+        places.extend(_places(service, api))
+    return places
+
+
+def _set(node: Any, parts: list[str], value: Any) -> None:
+    head, rest = parts[0], parts[1:]
+    key: Any = int(head) if isinstance(node, list) else head
+    if isinstance(node, list) and len(node) <= key:
+        node.append(None)
+    if not rest:
+        node[key] = value
+        return
+    if not isinstance(node[key] if isinstance(node, list) else node.get(key), dict | list):
+        node[key] = [] if rest[0].isdigit() else {}
+    _set(node[key], rest, value)
+
+
+@dataclass
+class Call:
+    """The matrix's example request for a route, which a test then spoils in one place."""
+
+    client: httpx.AsyncClient
+    method: str
+    path_values: dict[str, str]
+    template: str
+    headers: dict[str, str]
+    params: dict[str, Any]
+    body: Any
+    content: bytes | None
+
+    @classmethod
+    def example(cls, world: World, service: str, method: str, template: str) -> Call:
+        rule = MATRIX[(service, method, template)]
+        kit: OrgKit = world.own
+        values: dict[str, str] = {}
+        for name in _PARAM.findall(template):
+            found = kit.id if name == "org_id" else rule.ids.get(name, DEFAULT_IDS[name])(kit)
+            values[name] = str(found if found is not None else uuid.uuid4())
+        headers = {} if rule.public else kit.headers(sorted(rule.allowed)[0])
+        content = None
+        if rule.raw is not None:
+            content, extra = rule.raw(kit)
+            headers = {**extra, **headers}
+        body = rule.body(kit) if rule.body is not None else None
+        return cls(
+            _client(world, service), method, values, template, headers, dict(rule.query),
+            body, content,
+        )  # fmt: skip
+
+    def spoil(self, place: Place, value: Any) -> Call:
+        spoiled = replace(
+            self,
+            path_values=dict(self.path_values),
+            headers=dict(self.headers),
+            params=dict(self.params),
+            body=copy.deepcopy(self.body),
+        )
+        if place.location == "query":
+            spoiled.params[place.name] = value
+        elif place.location == "header":
+            spoiled.headers = {
+                k: v for k, v in spoiled.headers.items() if k.lower() != place.name.lower()
+            }
+            spoiled.headers[place.name] = value
+        elif place.location == "path":
+            spoiled.path_values[place.name] = value
+        else:
+            spoiled.body = {} if spoiled.body is None else spoiled.body
+            _set(spoiled.body, place.name.split("."), value)
+        return spoiled
+
+    async def send(self, connection: AsyncConnection) -> httpx.Response:
+        path = self.template.format(**{k: quote(v, safe="") for k, v in self.path_values.items()})
+        headers = dict(self.headers)
+        content = self.content
+        if self.body is not None:
+            # json.dumps escapes what UTF-8 cannot carry: "\ud800" travels as JSON text.
+            content = json.dumps(self.body).encode()
+            headers["Content-Type"] = "application/json"
+        savepoint = await connection.begin_nested()
+        try:
+            return await self.client.request(
+                self.method, path, headers=headers, params=self.params, content=content
+            )
+        finally:
+            await savepoint.rollback()
+
+
+def _named(response: httpx.Response, place: Place) -> bool:
+    """A problem naming the place's field (header names compare without case)."""
+    if response.headers.get("content-type") != "application/problem+json":
+        return False
+    if place.method == "HEAD":
+        return True  # no body to read the field from
+    fields = [e["field"] for e in response.json().get("errors", [])]
+    if place.location == "header":
+        return place.field.lower() in {f.lower() for f in fields}
+    return place.field in fields
+
+
+async def _refused(
+    world: World, connection: AsyncConnection, places: list[Place], values: list[Any]
+) -> list[str]:
+    """Send each value at each place; what was not a 422 naming the field."""
+    failures = []
+    for place in places:
+        call = Call.example(world, place.service, place.method, place.path)
+        for value in values:
+            response = await call.spoil(place, value).send(connection)
+            if response.status_code != 422 or not _named(response, place):
+                failures.append(
+                    f"{place} = {value!r}: {response.status_code} {response.text[:200]}"
+                )
+    return failures
+
+
+def _is_integer(place: Place) -> bool:
+    return place.schema.get("type") == "integer"
+
+
+async def test_every_integer_has_bounds_a_column_holds(world: World) -> None:
+    unbounded = []
+    for place in filter(_is_integer, await _all_places(world)):
+        low = place.schema.get("minimum", place.schema.get("exclusiveMinimum"))
+        high = place.schema.get("maximum", place.schema.get("exclusiveMaximum"))
+        if low is None or high is None or low < -INT64_MAX - 1 or high > INT64_MAX:
+            unbounded.append(f"{place}: [{low}, {high}]")
+    assert not unbounded, "integers the API takes without bounds:\n" + "\n".join(unbounded)
+
+
+async def test_integers_beyond_bigint_are_refused(
+    world: World, connection: AsyncConnection
+) -> None:
+    places = [p for p in await _all_places(world) if _is_integer(p)]
+    assert len(places) > 20
+    values: list[Any] = [2**63, 2**64]
+    headers = [p for p in places if p.location == "header"]
+    others = [p for p in places if p.location != "header"]
+    failures = await _refused(world, connection, others, values)
+    failures += await _refused(world, connection, headers, [str(v) for v in values])
+    assert not failures, "\n".join(failures)
+
+
+async def test_integer_headers_are_digits_only(world: World, connection: AsyncConnection) -> None:
+    places = [p for p in await _all_places(world) if p.location == "header" and _is_integer(p)]
+    assert {p.name for p in places} >= {"content-length", "upload-length", "upload-offset"}
+    failures = await _refused(world, connection, places, ["+1000", "1_000", " 12", "1e3", "-1"])
+    assert not failures, "\n".join(failures)
