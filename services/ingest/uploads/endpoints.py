@@ -10,7 +10,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.stations.endpoints import CurrentStation
 from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.service import UploadService
-from shared.clips import METADATA_HEADER, ClipMetadata
+from shared.clips import MAX_CLIP_SIZE, METADATA_HEADER, ClipMetadata
 from shared.errors import PayloadTooLarge, UnprocessableEntity
 from shared.inputs import HeaderCount
 from shared.receipts import Receipt
@@ -57,6 +57,8 @@ async def upload(
     JSON in the `Temoin-Metadata` header. The signed receipt comes back only once the clip is
     sealed and registered: until then the camera keeps it. The same clip again (same camera
     and SHA-256) gets the same receipt (200), never a second recording."""
+    if content_length is not None and content_length > MAX_CLIP_SIZE:
+        raise PayloadTooLarge(f"a clip is at most {MAX_CLIP_SIZE} bytes")
     clip = ClipMetadata.decode(metadata)
     if content_length is not None and content_length > clip.size:
         raise PayloadTooLarge(f"Content-Length exceeds the declared size ({clip.size} bytes)")

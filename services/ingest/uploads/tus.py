@@ -30,6 +30,7 @@ from shared.clips import MAX_CLIP_SIZE, ClipMetadata, UploadSessionState
 from shared.errors import (
     BadRequest,
     Conflict,
+    PayloadTooLarge,
     PreconditionFailed,
     UnprocessableEntity,
     UnsupportedMediaType,
@@ -162,9 +163,14 @@ async def create(
 ) -> Response:
     """Create an upload (tus creation); with a body, also its first bytes
     (creation-with-upload). A clip already registered gets an upload that is complete at
-    once, with its receipt."""
+    once, with its receipt. Upload-Length is at most Tus-Max-Size."""
     if upload_defer_length is not None or upload_length is None:
         raise BadRequest("Upload-Length is required (Upload-Defer-Length is not supported)")
+    if upload_length > MAX_CLIP_SIZE:
+        raise PayloadTooLarge(
+            f"Upload-Length exceeds Tus-Max-Size ({MAX_CLIP_SIZE} bytes)",
+            headers={"Tus-Max-Size": str(MAX_CLIP_SIZE)},
+        )
     pairs = parse_upload_metadata(upload_metadata)
     clip = clip_metadata(pairs)
     if upload_length != clip.size:
