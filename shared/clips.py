@@ -8,7 +8,6 @@ accents; headers are ASCII), beside the raw clip as the request body.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import uuid
@@ -18,6 +17,7 @@ from typing import Annotated, Any, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import UnprocessableEntity
+from shared.inputs import refuse_unstorable
 
 METADATA_HEADER = "Temoin-Metadata"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -80,7 +80,7 @@ class ClipMetadata(BaseModel):
             raise UnprocessableEntity(f"the {METADATA_HEADER} header is missing", field="header")
         try:
             data: Any = json.loads(base64.urlsafe_b64decode(header.encode("ascii") + b"=="))
-        except (binascii.Error, ValueError, UnicodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # binascii.Error, UnicodeError included
             raise UnprocessableEntity(
                 f"{METADATA_HEADER} is not base64url JSON", field="header"
             ) from exc
@@ -89,6 +89,7 @@ class ClipMetadata(BaseModel):
     @classmethod
     def parse(cls, data: Any) -> ClipMetadata:
         """Validate decoded JSON; every problem is a 422 naming the field."""
+        refuse_unstorable(data, "metadata")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -3,6 +3,7 @@ value the APIs take, in the query, the path, a header or a JSON body, gets the v
 once ended in a 500, and must be refused as the client's error, naming the field.
 
 - every integer has a minimum and a maximum, and 2^63 or 2^64 is refused (422);
+- text PostgreSQL cannot store (NUL, a lone UTF-16 surrogate) is refused (422), anywhere;
 - an integer header written other than as digits is refused (422).
 
 A new route or field that forgets the rule fails here. Each request is the authorization
@@ -11,6 +12,7 @@ there, with one value replaced."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import uuid
@@ -20,13 +22,19 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from shared.clips import METADATA_HEADER, ClipMetadata
 from shared.inputs import INT64_MAX
+from shared.web import JSON_BODY_LIMIT
+from tests.fixtures.clips import make_clip
 from tests.fixtures.directory import OrgKit, World
 from tests.test_authorization_matrix import _PARAM, DEFAULT_IDS, MATRIX
 
 SERVICES = ("ingest", "vault", "reporting")
+NUL = "a\x00b"
+SURROGATE = "a\ud800b"
 
 
 @dataclass(frozen=True)
@@ -240,8 +248,128 @@ async def test_integers_beyond_bigint_are_refused(
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.parametrize("value", [NUL, SURROGATE], ids=["NUL", "surrogate"])
+async def test_unstorable_text_is_refused_in_every_body_field(
+    world: World, connection: AsyncConnection, value: str
+) -> None:
+    """Every JSON body field, whatever its type (the rest of the body need not be valid: the
+    text is refused before any route runs)."""
+    places = [p for p in await _all_places(world) if p.location == "body"]
+    assert {p.service for p in places} == set(SERVICES)
+    failures = []
+    for place in places:
+        call = Call.example(world, place.service, place.method, place.path)
+        call.body = {}
+        response = await call.spoil(place, value).send(connection)
+        if response.status_code != 422 or not _named(response, place):
+            failures.append(f"{place}: {response.status_code} {response.text[:200]}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_nul_is_refused_in_every_parameter(world: World, connection: AsyncConnection) -> None:
+    """Query, path and header parameters of every route, and a header no route reads. (A
+    lone surrogate cannot travel there: URLs and headers carry bytes, read as UTF-8 with
+    replacement or as latin-1.)"""
+    places = [p for p in await _all_places(world) if p.location in ("query", "path", "header")]
+    routes = {(s, m, p) for (s, m, p) in MATRIX}
+    places += [Place(s, m, p, "header", "x-probe", {}) for (s, m, p) in sorted(routes)]
+    assert {p.location for p in places} == {"query", "path", "header"}
+    failures = await _refused(world, connection, places, [NUL])
+    assert not failures, "\n".join(failures)
+
+
+async def test_undecodable_text_in_parameters_is_never_a_server_error(
+    world: World, connection: AsyncConnection
+) -> None:
+    """The UTF-8 form of a surrogate (invalid UTF-8) in every query parameter: replaced on
+    decoding, so whatever the answer, it is not a 500."""
+    places = [p for p in await _all_places(world) if p.location == "query"]
+    failures = []
+    for place in places:
+        call = Call.example(world, place.service, place.method, place.path)
+        call.params = {k: v for k, v in call.params.items() if k != place.name}
+        query = "&".join([str(httpx.QueryParams(call.params)), f"{place.name}=%ED%A0%80"])
+        call.template = f"{call.template}?{query.lstrip('&')}"
+        call.params = {}
+        response = await call.send(connection)
+        if response.status_code >= 500:
+            failures.append(f"{place}: {response.status_code} {response.text[:200]}")
+    assert not failures, "\n".join(failures)
+
+
 async def test_integer_headers_are_digits_only(world: World, connection: AsyncConnection) -> None:
     places = [p for p in await _all_places(world) if p.location == "header" and _is_integer(p)]
     assert {p.name for p in places} >= {"content-length", "upload-length", "upload-offset"}
     failures = await _refused(world, connection, places, ["+1000", "1_000", " 12", "1e3", "-1"])
     assert not failures, "\n".join(failures)
+
+
+# Clip metadata travels inside a header (the single POST's Temoin-Metadata, base64url JSON;
+# tus's Upload-Metadata, base64 JSON): the same classes, decoded by ClipMetadata.parse.
+
+
+def _metadata_leaves() -> list[str]:
+    schema = ClipMetadata.model_json_schema(ref_template="#/components/schemas/{model}")
+    root = {"components": {"schemas": schema.get("$defs", {})}}
+    return [name for name, _ in _leaves(schema, root, "")]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def _send_metadata(
+    world: World, protocol: str, metadata: dict[str, Any], filetype: str = "video/mp4"
+) -> httpx.Response:
+    kit = world.own
+    text = json.dumps(metadata).encode()
+    auth = kit.headers("station")
+    if protocol == "post":
+        encoded = base64.urlsafe_b64encode(text).decode()
+        headers = {**auth, METADATA_HEADER: encoded, "Content-Type": filetype}
+        return await world.ingest.post("/v1/recordings", content=b"x" * 16, headers=headers)
+    headers = {
+        **auth,
+        "Tus-Resumable": "1.0.0",
+        "Upload-Length": "4096",
+        "Upload-Metadata": f"metadata {_b64(text)},filetype {_b64(filetype.encode())}",
+    }
+    return await world.ingest.post("/v1/uploads", headers=headers)
+
+
+PROTOCOLS = ["post", "tus"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_clip_metadata_refuses_each_class_in_every_field(world: World, protocol: str) -> None:
+    _, clip = make_clip(world.own)
+    valid = clip.model_dump(mode="json")
+    leaves = _metadata_leaves()
+    assert {"camera_serial", "place.address", "started_at", "size"} <= set(leaves)
+    spoiled: list[tuple[str, Any]] = [(leaf, v) for leaf in leaves for v in (NUL, SURROGATE)]
+    spoiled += [("size", 2**63), ("size", 2**64), ("clock_offset_ms", 2**63)]
+    failures = []
+    for leaf, value in spoiled:
+        metadata = copy.deepcopy(valid)
+        _set(metadata, leaf.split("."), value)
+        response = await _send_metadata(world, protocol, metadata)
+        fields = [e["field"] for e in response.json().get("errors", [])]
+        if response.status_code != 422 or f"metadata.{leaf}" not in fields:
+            failures.append(f"{leaf} = {value!r}: {response.status_code} {response.text[:200]}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_tus_metadata_values_refuse_unstorable_text(world: World) -> None:
+    _, clip = make_clip(world.own)
+    response = await _send_metadata(world, "tus", clip.model_dump(mode="json"), filetype=NUL)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "header.upload-metadata.filetype"
+
+
+async def test_json_bodies_are_read_up_to_a_limit(world: World) -> None:
+    own = world.own
+    big = json.dumps({"name": "x" * JSON_BODY_LIMIT}).encode()
+    headers = {**own.headers("maire"), "Content-Type": "application/json"}
+    response = await world.vault.put(own.path, content=big, headers=headers)
+    assert response.status_code == 413, response.text
+    assert response.headers["content-type"] == "application/problem+json"

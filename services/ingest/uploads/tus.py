@@ -35,7 +35,7 @@ from shared.errors import (
     UnprocessableEntity,
     UnsupportedMediaType,
 )
-from shared.inputs import HeaderCount
+from shared.inputs import HeaderCount, refuse_unstorable
 from shared.receipts import Receipt
 from shared.web import SessionDep
 
@@ -43,6 +43,7 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
 RECEIPT_HEADER = "Temoin-Receipt"
+UPLOAD_METADATA = "header.upload-metadata"
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads (tus)"])
 
@@ -74,6 +75,7 @@ def parse_upload_metadata(header: str | None) -> dict[str, str]:
             pairs[key] = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise BadRequest(f"Upload-Metadata: the value of {key!r} is not base64") from exc
+    refuse_unstorable(pairs, UPLOAD_METADATA)
     return pairs
 
 
@@ -85,7 +87,7 @@ def clip_metadata(pairs: dict[str, str]) -> ClipMetadata:
         )
     try:
         data = json.loads(pairs["metadata"])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UnprocessableEntity("the `metadata` value is not JSON", field="metadata") from exc
     return ClipMetadata.parse(data)
 
