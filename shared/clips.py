@@ -14,10 +14,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import UnprocessableEntity
-from shared.inputs import refuse_unstorable
+from shared.inputs import Instant, refuse_unstorable
 
 METADATA_HEADER = "Temoin-Metadata"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -51,8 +51,8 @@ class ClipMetadata(BaseModel):
     agent_matricule: str | None = Field(
         None, max_length=32, description="the wearer; when absent, the camera's assignment"
     )
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
     clock_offset_ms: int = Field(
         ge=-86_400_000, le=86_400_000, description="camera clock minus station clock"
     )

@@ -163,6 +163,13 @@ async def test_station_assertions_that_must_be_refused(world: World) -> None:
     other_station = _assertion(world.other.station_id, own.station_key)  # type: ignore[arg-type]
     await _assert_401(world.ingest.post(url, json=other_station))
 
+    ends = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-11-25T10:00:00")
+    for moment in ends:  # the calendar's ends, and no time zone
+        unsigned = StationAssertion(str(own.station_id), moment, "n" * 32)
+        signature = b64encode(own.station_key.sign(unsigned.message()).signature)
+        signed = {**unsigned.__dict__, "signature": signature}
+        await _assert_401(world.ingest.post(url, json=signed))
+
     malformed = await world.ingest.post(url, json={"station_id": "x", "nonce": "short"})
     assert malformed.status_code == 422
     fields = {e["field"] for e in malformed.json()["errors"]}

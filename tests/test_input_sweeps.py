@@ -4,6 +4,8 @@ once ended in a 500, and must be refused as the client's error, naming the field
 
 - every integer has a minimum and a maximum, and 2^63 or 2^64 is refused (422);
 - text PostgreSQL cannot store (NUL, a lone UTF-16 surrogate) is refused (422), anywhere;
+- an instant at the calendar's ends, with an offset, or without a time zone is refused (422),
+  and so is a report's day in year 9999;
 - an integer header written other than as digits is refused (422).
 
 A new route or field that forgets the rule fails here. Each request is the authorization
@@ -297,6 +299,23 @@ async def test_undecodable_text_in_parameters_is_never_a_server_error(
     assert not failures, "\n".join(failures)
 
 
+INSTANTS = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01T00:00:00"]
+DAYS = ["9999-12-31", "0001-01-01"]
+
+
+async def test_instants_at_the_calendars_ends_or_naive_are_refused(
+    world: World, connection: AsyncConnection
+) -> None:
+    places = await _all_places(world)
+    instants = [p for p in places if p.schema.get("format") == "date-time"]
+    days = [p for p in places if p.schema.get("format") == "date"]
+    assert {p.location for p in instants} == {"query", "body"}
+    assert {p.service for p in days} == {"reporting"}
+    failures = await _refused(world, connection, instants, INSTANTS)
+    failures += await _refused(world, connection, days, DAYS)
+    assert not failures, "\n".join(failures)
+
+
 async def test_integer_headers_are_digits_only(world: World, connection: AsyncConnection) -> None:
     places = [p for p in await _all_places(world) if p.location == "header" and _is_integer(p)]
     assert {p.name for p in places} >= {"content-length", "upload-length", "upload-offset"}
@@ -347,6 +366,7 @@ async def test_clip_metadata_refuses_each_class_in_every_field(world: World, pro
     leaves = _metadata_leaves()
     assert {"camera_serial", "place.address", "started_at", "size"} <= set(leaves)
     spoiled: list[tuple[str, Any]] = [(leaf, v) for leaf in leaves for v in (NUL, SURROGATE)]
+    spoiled += [(leaf, v) for leaf in ("started_at", "ended_at") for v in INSTANTS]
     spoiled += [("size", 2**63), ("size", 2**64), ("clock_offset_ms", 2**63)]
     failures = []
     for leaf, value in spoiled:

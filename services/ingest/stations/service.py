@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.ingest.stations.repository import StationKey, StationRepository
 from services.ingest.stations.schemas import AssertionIn, StationToken
 from shared.errors import Unauthenticated
+from shared.inputs import parse_instant
 from shared.signatures import StationAssertion, verify
 
 TOKEN_ISSUER = "temoin-ingest"
@@ -24,12 +25,9 @@ TOKEN_AUDIENCE = "temoin-ingest-upload"
 
 def _parse_timestamp(value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_instant(value)
     except ValueError as exc:
-        raise Unauthenticated("assertion timestamp is not RFC 3339") from exc
-    if moment.tzinfo is None:
-        raise Unauthenticated("assertion timestamp has no time zone")
-    return moment
+        raise Unauthenticated("assertion timestamp is not an RFC 3339 instant") from exc
 
 
 class StationAuthService:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from services.vault.audit.repository import AuditRepository
 from services.vault.audit.schemas import (
@@ -31,7 +31,7 @@ from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, require
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
-from shared.inputs import INT64_MAX, Offset
+from shared.inputs import INT64_MAX, Instant, Offset
 from shared.signatures import key_id, public_key_of
 from shared.web import SessionDep
 
@@ -73,8 +73,8 @@ async def search_entries(
     recording_id: uuid.UUID | None = None,
     actor: str | None = Query(None, max_length=255, description="author's subject"),
     action: str | None = Query(None, max_length=48),
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: int = Query(100, ge=1, le=10_000),
     offset: Offset = 0,
     format: Literal["json", "csv"] = "json",

@@ -5,9 +5,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from services.vault.directory.models import LEGAL_RETENTION_DAYS, CameraStatus, StationStatus
+from shared.inputs import Instant
 from shared.signatures import verify_key
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -178,12 +179,12 @@ class StationOut(Schema):
 
 class AssignmentIn(Schema):
     agent_id: uuid.UUID
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = None
+    starts_at: Instant
+    ends_at: Instant | None = None
 
 
 class AssignmentEnd(Schema):
-    ends_at: AwareDatetime
+    ends_at: Instant
 
 
 class AssignmentOut(Schema):

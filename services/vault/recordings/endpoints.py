@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -23,7 +22,7 @@ from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, refuse
 from shared.auth import Role
 from shared.errors import Conflict, Forbidden, Gone, NotFound
-from shared.inputs import Offset
+from shared.inputs import Instant, Offset
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
@@ -55,8 +54,8 @@ async def search(
     access: Find,
     session: SessionDep,
     settings: Settings,
-    started_from: datetime | None = None,
-    started_until: datetime | None = None,
+    started_from: Instant | None = None,
+    started_until: Instant | None = None,
     agent_id: uuid.UUID | None = None,
     camera_id: uuid.UUID | None = None,
     place: Annotated[str | None, Query(max_length=200)] = None,
