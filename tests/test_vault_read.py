@@ -1,8 +1,12 @@
 """Search and consultation rules through the in-process apps: scoping by role, the wearer's
-limits, refusals, and the media URL's binding and expiry."""
+limits, refusals, and the media URL's binding, expiry and refusals."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -119,3 +123,38 @@ async def test_media_url_is_bound_and_expires(world: World) -> None:
     assert (await world.vault.get(f"/v1/media/{sign_grant(someone_else, key)}")).status_code == 404
     forged = sign_grant(good, b"k" * 32)
     assert (await world.vault.get(f"/v1/media/{forged}")).status_code == 403
+
+
+def _signed(payload: bytes, key: bytes) -> str:
+    """A media token whose HMAC is right, whatever its payload (the development key is
+    public: anyone can make these)."""
+    mac = hmac.new(key, b"temoin-media-v1\n" + payload, hashlib.sha256).digest()
+    encode = base64.urlsafe_b64encode
+    return f"{encode(payload).decode().rstrip('=')}.{encode(mac).decode().rstrip('=')}"
+
+
+async def test_a_well_signed_but_malformed_media_token_is_forbidden(world: World) -> None:
+    key = b64decode(DEV_MEDIA_KEY)
+    ids = {"c": str(uuid.uuid4()), "r": str(uuid.uuid4()), "s": "habilite-x"}
+    later = int((datetime.now(UTC) + timedelta(minutes=5)).timestamp())
+    payloads: list[object] = [
+        [ids],
+        "text",
+        {"c": ids["c"], "r": ids["r"]},
+        {**ids, "c": "not-a-uuid", "e": later},
+        {**ids, "e": str(later)},
+        {**ids, "e": float(later)},
+        {**ids, "e": True},
+        {**ids, "e": 10**30},
+        {**ids, "e": -1},
+        {**ids, "s": 7, "e": later},
+        {**ids, "s": "a\x00b", "e": later},
+        {**ids, "s": "a\ud800b", "e": later},
+    ]
+    raw = [json.dumps(p).encode() for p in payloads]
+    raw += [b"not json", b"\xff\xfe", b"[" * 20_000, b'{"e": 1' + b"0" * 5000 + b"}"]
+    for payload in raw:
+        for method in ("GET", "HEAD"):
+            response = await world.vault.request(method, f"/v1/media/{_signed(payload, key)}")
+            assert response.status_code == 403, (payload[:40], response.text)
+            assert response.headers["content-type"] == "application/problem+json"
