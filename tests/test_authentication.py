@@ -89,6 +89,37 @@ async def test_people_tokens_that_must_be_refused(
     await _assert_401(world.vault.get(me, headers=_bearer(bad_org)))
 
 
+async def test_tokens_issued_in_the_future_are_refused(world: World, servers: Servers) -> None:
+    """People's tokens (OIDC) and stations' (ingest's own) share one rule: an issue time
+    beyond the clocks' tolerance is refused, within it accepted."""
+    issuer, own = servers.issuer, world.own
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    ahead = issuer.mint("maire-x", ["maire"], organisation_id=own.id, now=later)
+    body = await _assert_401(world.vault.get("/v1/me", headers=_bearer(ahead)))
+    assert "future" in str(body["detail"])
+    slightly = datetime.now(UTC) + timedelta(seconds=10)
+    skewed = issuer.mint("maire-x", ["maire"], organisation_id=own.id, now=slightly)
+    assert (await world.vault.get("/v1/me", headers=_bearer(skewed))).status_code == 200
+
+    claims = jwt.decode(own.tokens["station"], options={"verify_signature": False})
+    secret = "temoin-dev-station-token-secret-change-me"
+    for iat, status in ((int(later.timestamp()), 401), (int(slightly.timestamp()), 200)):
+        token = jwt.encode(claims | {"iat": iat}, secret, algorithm="HS256")
+        response = await world.ingest.get("/v1/stations/me", headers=_bearer(token))
+        assert response.status_code == status, response.text
+    for iat in ("1", None):
+        spoiled = {k: v for k, v in (claims | {"iat": iat}).items() if v is not None}
+        token = jwt.encode(spoiled, secret, algorithm="HS256")
+        await _assert_401(world.ingest.get("/v1/stations/me", headers=_bearer(token)))
+
+
+async def test_claims_the_database_cannot_hold_are_refused(world: World, servers: Servers) -> None:
+    issuer = servers.issuer
+    for subject in ("maire\x00x", "maire\ud800x"):
+        token = issuer.mint(subject, ["maire"], organisation_id=world.own.id)
+        await _assert_401(world.vault.get("/v1/me", headers=_bearer(token)))
+
+
 async def test_keycloak_style_claims(servers: Servers) -> None:
     from services.config import ServiceSettings
     from shared.auth import ClaimNames, principal_from_claims

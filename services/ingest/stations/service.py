@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.stations.repository import StationKey, StationRepository
 from services.ingest.stations.schemas import AssertionIn, StationToken
+from shared.auth import decode_token
 from shared.errors import Unauthenticated
 from shared.inputs import parse_instant
 from shared.signatures import StationAssertion, verify
@@ -88,19 +89,18 @@ class StationAuthService:
 
     async def authenticate(self, token: str) -> StationKey:
         """The station behind an upload token, which must still be active."""
+        claims = decode_token(
+            token,
+            self.secret,
+            algorithms=["HS256"],
+            audience=TOKEN_AUDIENCE,
+            issuer=TOKEN_ISSUER,
+            required=["sub", "org"],
+            kind="station token",
+        )
         try:
-            claims = jwt.decode(
-                token,
-                self.secret,
-                algorithms=["HS256"],
-                audience=TOKEN_AUDIENCE,
-                issuer=TOKEN_ISSUER,
-                options={"require": ["exp", "sub", "org"]},
-            )
-            station_id = uuid.UUID(claims["sub"])
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("station token expired") from exc
-        except (jwt.PyJWTError, ValueError) as exc:
+            station_id = uuid.UUID(str(claims["sub"]))
+        except ValueError as exc:
             raise Unauthenticated("invalid station token") from exc
         station = await self.repository.station(station_id)
         if station is None or not station.active:
