@@ -14,9 +14,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.errors import UnprocessableEntity
+from shared.errors import UnprocessableEntity, UnsupportedMediaType
 from shared.inputs import Instant, refuse_unstorable
 
 METADATA_HEADER = "Temoin-Metadata"
@@ -24,6 +24,41 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The largest clip taken, on both protocols (tus advertises it as Tus-Max-Size): far beyond
 # any body-camera clip; the vault's parts allow 48 GiB+.
 MAX_CLIP_SIZE = 64 << 30
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# RFC 9110 8.3.1: type "/" subtype *( OWS ";" OWS parameter ), a parameter's value a token or
+# a quoted string.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAMETER = rf"[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"[ !#-\[\]-~]*\")"
+_MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})((?:{_PARAMETER})*)")
+
+
+def clip_content_type(value: str) -> str:
+    """The media type a dock declares for a clip, normalised: the vault serves the clip back
+    with it, from its own origin, so only video types and application/octet-stream (with
+    parameters) are taken, never one a browser would run (text/html). ValueError otherwise."""
+    match = _MEDIA_TYPE.fullmatch(value.strip()) if len(value) <= 255 else None
+    if match is None:
+        raise ValueError("not a media type (type/subtype; parameter=value)")
+    kind, subtype, parameters = match.group(1).lower(), match.group(2).lower(), match.group(3)
+    if kind != "video" and f"{kind}/{subtype}" != DEFAULT_CONTENT_TYPE:
+        raise ValueError(f"a clip is video/* or {DEFAULT_CONTENT_TYPE}, not {kind}/{subtype}")
+    return f"{kind}/{subtype}{parameters}"
+
+
+def declared_content_type(value: str | None, *, field: str) -> str:
+    """A dock's declared content type (415 naming the field unless a clip's)."""
+    if value is None:
+        return DEFAULT_CONTENT_TYPE
+    try:
+        return clip_content_type(value)
+    except ValueError as exc:
+        raise UnsupportedMediaType(
+            f"{field}: {exc}", errors=[{"field": field, "message": str(exc)}]
+        ) from exc
+
+
+ClipContentType = Annotated[str, AfterValidator(clip_content_type)]
 
 
 class Place(BaseModel):

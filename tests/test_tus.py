@@ -330,7 +330,7 @@ async def test_an_altered_tail_ends_the_upload(world: World, connection: AsyncCo
     assert rest.status_code == 410, rest.text
 
 
-async def test_creation_beyond_tus_max_size(world: World) -> None:
+async def test_creation_beyond_tus_max_size_or_not_a_clip(world: World) -> None:
     own = world.own
     _, metadata = make_clip(own, size=1000)
     advertised = int((await world.ingest.options("/v1/uploads")).headers["Tus-Max-Size"])
@@ -339,3 +339,11 @@ async def test_creation_beyond_tus_max_size(world: World) -> None:
     response = await world.ingest.post("/v1/uploads", headers=too_long)
     assert response.status_code == 413, response.text
     assert response.headers["Tus-Max-Size"] == str(advertised)
+    page = {
+        **creation_headers(own, metadata),
+        "Upload-Metadata": f"metadata {_b64(metadata.model_dump_json())},filetype "
+        + _b64("text/html"),
+    }
+    response = await world.ingest.post("/v1/uploads", headers=page)
+    assert response.status_code == 415, response.text
+    assert response.json()["errors"][0]["field"] == "header.upload-metadata.filetype"

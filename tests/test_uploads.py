@@ -283,6 +283,29 @@ async def test_forged_or_expired_station_tokens_upload_nothing(
     assert await _count(connection, own.id) == (0, 0)
 
 
+async def test_only_a_clips_content_type_is_taken(
+    world: World, connection: AsyncConnection
+) -> None:
+    """The vault serves a clip back with the type its dock declared, from its own origin: a
+    page's type (text/html) would let a station plant a page there."""
+    own = world.own
+    data, metadata = make_clip(own)
+    for refused in ("text/html", "application/json", "image/svg+xml", "video", "video/mp4; x"):
+        headers = {**upload_headers(own, metadata), "Content-Type": refused}
+        response = await world.ingest.post("/v1/recordings", content=data, headers=headers)
+        assert response.status_code == 415, (refused, response.text)
+        assert response.json()["errors"][0]["field"] == "header.content-type"
+    assert await _count(connection, own.id) == (0, 0)
+    declared = 'Video/MP4; codecs="avc1.64001F"'
+    headers = {**upload_headers(own, metadata), "Content-Type": declared}
+    response = await world.ingest.post("/v1/recordings", content=data, headers=headers)
+    assert response.status_code == 201, response.text
+    stored = await connection.scalar(
+        select(Recording.content_type).where(Recording.organisation_id == own.id)
+    )
+    assert stored == 'video/mp4; codecs="avc1.64001F"'
+
+
 async def test_a_clip_larger_than_the_maximum_is_refused(world: World) -> None:
     own = world.own
     data, metadata = make_clip(own)

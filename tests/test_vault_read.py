@@ -1,5 +1,5 @@
 """Search and consultation rules through the in-process apps: scoping by role, the wearer's
-limits, refusals, and the media URL's binding, expiry and refusals."""
+limits, refusals, and the media URL's binding, expiry, refusals and content type."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.vault.recordings.media import MediaGrant, sign_grant
+from services.vault.recordings.models import Recording
 from services.vault.settings import DEV_MEDIA_KEY
 from shared.audit import entries
 from shared.signatures import b64decode
@@ -158,3 +159,45 @@ async def test_a_well_signed_but_malformed_media_token_is_forbidden(world: World
             response = await world.vault.request(method, f"/v1/media/{_signed(payload, key)}")
             assert response.status_code == 403, (payload[:40], response.text)
             assert response.headers["content-type"] == "application/problem+json"
+
+
+async def _media_url(world: World) -> tuple[str, int]:
+    own = world.own
+    recording = await _upload(world, own)
+    opened = await world.vault.post(
+        f"{own.path}/recordings/{recording}/consultations",
+        headers=own.headers("habilite"),
+        json={"motif": "vérification"},
+    )
+    assert opened.status_code == 201, opened.text
+    size = await world.vault.get(f"{own.path}/recordings/{recording}", headers=own.headers("dpo"))
+    return opened.json()["url"], size.json()["size"]
+
+
+async def test_an_unsatisfiable_range_is_a_problem(world: World) -> None:
+    url, size = await _media_url(world)
+    for method in ("GET", "HEAD"):
+        for asked in (f"bytes={size}-", "bytes=-0", f"bytes={'9' * 5000}-"):
+            response = await world.vault.request(method, url, headers={"Range": asked})
+            assert response.status_code == 416, (method, asked)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["content-range"] == f"bytes */{size}"
+            assert response.headers["x-content-type-options"] == "nosniff"
+            if method == "GET":
+                assert response.json()["status"] == 416
+
+
+async def test_media_is_served_as_a_clip_never_as_a_page(
+    world: World, connection: AsyncConnection
+) -> None:
+    """The type a dock declared comes back, with nosniff; one that is not a clip's (a row kept
+    from before ingest checked it) is served as opaque bytes."""
+    url, _ = await _media_url(world)
+    served = await world.vault.get(url)
+    assert served.headers["content-type"] == "video/mp4"
+    assert served.headers["x-content-type-options"] == "nosniff"
+    await connection.execute(update(Recording).values(content_type="text/html"))
+    served = await world.vault.get(url)
+    assert served.status_code == 200
+    assert served.headers["content-type"] == "application/octet-stream"
+    assert served.headers["x-content-type-options"] == "nosniff"

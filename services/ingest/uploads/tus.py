@@ -26,7 +26,7 @@ from services.ingest.stations.endpoints import CurrentStation
 from services.ingest.uploads.endpoints import Uploads
 from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.resumable import Checksum, ResumableUploads
-from shared.clips import MAX_CLIP_SIZE, ClipMetadata, UploadSessionState
+from shared.clips import MAX_CLIP_SIZE, ClipMetadata, UploadSessionState, declared_content_type
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -165,7 +165,8 @@ async def create(
 ) -> Response:
     """Create an upload (tus creation); with a body, also its first bytes
     (creation-with-upload). A clip already registered gets an upload that is complete at
-    once, with its receipt. Upload-Length is at most Tus-Max-Size."""
+    once, with its receipt. Its `filetype` is video/* or application/octet-stream (the
+    default); Upload-Length at most Tus-Max-Size."""
     if upload_defer_length is not None or upload_length is None:
         raise BadRequest("Upload-Length is required (Upload-Defer-Length is not supported)")
     if upload_length > MAX_CLIP_SIZE:
@@ -174,15 +175,16 @@ async def create(
             headers={"Tus-Max-Size": str(MAX_CLIP_SIZE)},
         )
     pairs = parse_upload_metadata(upload_metadata)
+    media_type = declared_content_type(
+        pairs.get("filetype") or None, field=f"{UPLOAD_METADATA}.filetype"
+    )
     clip = clip_metadata(pairs)
     if upload_length != clip.size:
         raise UnprocessableEntity(
             f"Upload-Length is {upload_length}, the declared size {clip.size}",
             field="metadata.size",
         )
-    upload = await resumable.create(
-        station, clip, pairs.get("filetype") or "application/octet-stream"
-    )
+    upload = await resumable.create(station, clip, media_type)
     if content_type == OFFSET_STREAM and content_length != 0:
         upload = await resumable.append(
             station,

@@ -12,7 +12,12 @@ from fastapi.responses import StreamingResponse
 
 from services.vault.directory.schemas import Page
 from services.vault.recordings import schemas
-from services.vault.recordings.media import Unsatisfiable, parse_range, verify_grant
+from services.vault.recordings.media import (
+    Unsatisfiable,
+    parse_range,
+    served_content_type,
+    verify_grant,
+)
 from services.vault.recordings.models import RecordingStatus
 from services.vault.recordings.reading import Damaged, SealedReader
 from services.vault.recordings.repository import RecordingRepository
@@ -21,7 +26,7 @@ from services.vault.recordings.viewing import ViewingService
 from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, refuse
 from shared.auth import Role
-from shared.errors import Conflict, Forbidden, Gone, NotFound
+from shared.errors import Conflict, Forbidden, Gone, NotFound, RangeNotSatisfiable
 from shared.inputs import Instant, Offset
 from shared.web import SessionDep, StoreDep
 
@@ -122,7 +127,8 @@ async def media(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The clip of a consultation, for a <video> element: the URL is the credential. Byte
-    ranges (206), 416 outside the clip; a damaged chunk ends the read, never served."""
+    ranges (206), 416 outside the clip (a problem, with `Content-Range: bytes */size`); a
+    damaged chunk ends the read, never served."""
     grant = verify_grant(token, settings.media_signing_key())
     recording = await RecordingRepository(session).consulted(
         grant.consultation_id, grant.subject, grant.recording_id
@@ -133,20 +139,21 @@ async def media(
         raise Gone("this recording was erased")
     if recording.status == RecordingStatus.damaged.value:
         raise Conflict("this recording failed its integrity check: it cannot be served")
-    base_headers = {
-        "Accept-Ranges": "bytes",
-        "Content-Type": recording.content_type,
-        "Cache-Control": "private, no-store",
-    }
     try:
         wanted = parse_range(range_header, recording.size)
-    except Unsatisfiable:
-        return Response(
-            status_code=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
-            headers={**base_headers, "Content-Range": f"bytes */{recording.size}"},
-        )
+    except Unsatisfiable as exc:
+        raise RangeNotSatisfiable(
+            f"the clip has {recording.size} bytes: no byte of that range is in it",
+            size=recording.size,
+            headers={"Accept-Ranges": "bytes", "Cache-Control": "private, no-store"},
+        ) from exc
     start, stop = wanted or (0, recording.size)
-    headers = {**base_headers, "Content-Length": str(stop - start)}
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Type": served_content_type(recording.content_type),
+        "Cache-Control": "private, no-store",
+        "Content-Length": str(stop - start),
+    }
     code = status.HTTP_200_OK
     if wanted is not None:
         code = status.HTTP_206_PARTIAL_CONTENT

@@ -14,7 +14,13 @@ from starlette.requests import ClientDisconnect
 from services.vault.recordings.resumable import ResumableService
 from services.vault.recordings.service import CollecteService
 from services.vault.settings import VaultSettings
-from shared.clips import METADATA_HEADER, ClipMetadata, StoredClip, UploadSessionState
+from shared.clips import (
+    METADATA_HEADER,
+    ClipContentType,
+    ClipMetadata,
+    StoredClip,
+    UploadSessionState,
+)
 from shared.errors import BadRequest
 from shared.inputs import Offset
 from shared.service_auth import ServiceCaller
@@ -63,7 +69,7 @@ async def collect(
     collecte: Collecte,
     station: Annotated[uuid.UUID, Header(alias="Temoin-Station")],
     metadata: Annotated[str | None, Header(alias=METADATA_HEADER)] = None,
-    content_type: Annotated[str, Header()] = "application/octet-stream",
+    content_type: Annotated[ClipContentType, Header()] = "application/octet-stream",
 ) -> StoredClip:
     """Seal the streamed clip into the object store and register it (201), or answer the
     existing recording of the same clip (200). Only then may ingest sign a receipt."""
@@ -83,7 +89,7 @@ async def collect(
 class UploadIn(BaseModel):
     station_id: uuid.UUID
     metadata: ClipMetadata
-    content_type: str = "application/octet-stream"
+    content_type: ClipContentType = "application/octet-stream"
 
 
 @uploads_router.post("", response_model=UploadSessionState, status_code=status.HTTP_201_CREATED)

@@ -15,8 +15,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared.clips import DEFAULT_CONTENT_TYPE, clip_content_type
 from shared.errors import Forbidden
-from shared.inputs import END_OF_INSTANTS, storable
+from shared.inputs import END_OF_INSTANTS, INT64_MAX, storable
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,25 @@ def _grant(payload: bytes) -> MediaGrant | None:
         return None
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+def served_content_type(stored: str) -> str:
+    """The Content-Type a clip is served with: the one its dock declared, unless it is not a
+    clip's (a row kept from before ingest checked it): then opaque bytes."""
+    try:
+        return clip_content_type(stored)
+    except ValueError:
+        return DEFAULT_CONTENT_TYPE
+
+
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 
 
 class Unsatisfiable(Exception):
     """No byte of the requested range is in the clip (416)."""
+
+
+def _position(digits: str) -> int:
+    # Beyond any clip, however many digits (int() refuses more than 4300).
+    return int(digits) if len(digits) <= 18 else INT64_MAX
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -121,14 +136,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "" and last == "":
         return None
     if first == "":  # the last N bytes
-        length = int(last)
+        length = _position(last)
         if length == 0:
             raise Unsatisfiable
         return max(size - length, 0), size
-    start = int(first)
+    start = _position(first)
     if start >= size:
         raise Unsatisfiable
-    stop = size if last == "" else min(int(last) + 1, size)
+    stop = size if last == "" else min(_position(last) + 1, size)
     if stop <= start:
         return None  # last < first: syntactically invalid, ignored
     return start, stop
