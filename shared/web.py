@@ -143,9 +143,8 @@ class RefuseUnstorableText:
         field = field or _unstorable_in_headers(scope)
         if field is None and _takes_json(scope):
             body = await _json_body(scope, receive, self.json_limit)
-            if body is None:
-                detail = f"a JSON body is limited to {self.json_limit} bytes"
-                await _problem(scope, 413, "Payload too large", detail)(scope, receive, send)
+            if isinstance(body, JSONResponse):
+                await body(scope, receive, send)
                 return
             field = _unstorable_in_json(body)
             receive = _replay(body, receive)
@@ -226,22 +225,24 @@ def _takes_json(scope: Scope) -> bool:
     return media_type == b"application/json" or media_type.endswith(b"+json")
 
 
-async def _json_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None beyond ``limit`` bytes."""
+async def _json_body(scope: Scope, receive: Receive, limit: int) -> bytes | JSONResponse:
+    """The whole body, or the answer when there is none to hand on."""
+    too_large = _problem(
+        scope, 413, "Payload too large", f"a JSON body is limited to {limit} bytes"
+    )
     declared = _header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        return None
+        return too_large
     body = bytearray()
     while True:
         message = await receive()
-        if message["type"] != "http.request":
-            break  # the client left; the route will find out
+        if message["type"] != "http.request":  # the client left: nobody reads the answer
+            return _problem(scope, 400, "Bad request", "the request was cut short")
         body += message.get("body", b"")
         if len(body) > limit:
-            return None
+            return too_large
         if not message.get("more_body", False):
-            break
-    return bytes(body)
+            return bytes(body)
 
 
 def _unstorable_in_json(body: bytes) -> str | None:
