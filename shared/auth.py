@@ -14,6 +14,7 @@ that carry the organisation, the roles and the département are configurable.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient, PyJWKSet
 
 from shared.errors import Unauthenticated
+from shared.inputs import unstorable_at
 
 
 class Role(StrEnum):
@@ -40,6 +42,8 @@ class Role(StrEnum):
 
 
 PERSON_ROLES = frozenset(Role) - {Role.station}
+# How far the clocks of those who issue tokens and of those who check them may disagree.
+CLOCK_TOLERANCE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,46 @@ def _claim(claims: Mapping[str, Any], path: str) -> Any:
             return None
         value = value.get(part)
     return value
+
+
+def decode_token(
+    token: str,
+    key: Any,
+    *,
+    algorithms: Sequence[str],
+    audience: str,
+    issuer: str,
+    required: Sequence[str] = (),
+    leeway_s: float = CLOCK_TOLERANCE_S,
+    kind: str = "token",
+) -> dict[str, Any]:
+    """The claims of a JWT, people's and stations' alike, or 401: a signature by ``key``,
+    the issuer and audience expected, an expiry not past and an issue time (``iat``) not in
+    the future, each against our clock give or take ``leeway_s``, and text the database can
+    hold (claims name people and organisations in queries)."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=list(algorithms),
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway_s,
+            # The issue time is checked below, by our rule rather than the library's default.
+            options={"require": ["exp", "iat", *required], "verify_iat": False},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthenticated(f"{kind} expired") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthenticated(f"invalid {kind}: {exc}") from exc
+    issued_at = claims["iat"]
+    if type(issued_at) not in (int, float):
+        raise Unauthenticated(f"invalid {kind}: iat is not a number")
+    if issued_at > time.time() + leeway_s:
+        raise Unauthenticated(f"{kind} issued in the future: check the issuer's clock")
+    if unstorable_at(claims, "claims") is not None:
+        raise Unauthenticated(f"invalid {kind}: a claim holds NUL or a lone surrogate")
+    return claims
 
 
 def principal_from_claims(claims: Mapping[str, Any], names: ClaimNames) -> Principal:
@@ -136,7 +180,7 @@ class TokenVerifier:
         jwks_url: str,
         algorithms: Sequence[str] = ("EdDSA", "RS256", "ES256"),
         claims: ClaimNames | None = None,
-        leeway_s: float = 30.0,
+        leeway_s: float = CLOCK_TOLERANCE_S,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
@@ -148,21 +192,19 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         try:
             signing_key = await anyio.to_thread.run_sync(self._jwks.get_signing_key_from_jwt, token)
-            claims = jwt.decode(
-                token,
-                signing_key.key,
-                algorithms=self.algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway_s,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-            )
         except jwt.PyJWKClientConnectionError as exc:
             raise Unauthenticated("the identity provider's keys cannot be fetched") from exc
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("token expired") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from exc
+        claims = decode_token(
+            token,
+            signing_key.key,
+            algorithms=self.algorithms,
+            audience=self.audience,
+            issuer=self.issuer,
+            required=["sub", "iss", "aud"],
+            leeway_s=self.leeway_s,
+        )
         return principal_from_claims(claims, self.claims)
 
 

@@ -8,19 +8,57 @@ accents; headers are ASCII), beside the raw clip as the request body.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from shared.errors import UnprocessableEntity
+from shared.errors import UnprocessableEntity, UnsupportedMediaType
+from shared.inputs import Instant, refuse_unstorable
 
 METADATA_HEADER = "Temoin-Metadata"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The largest clip taken, on both protocols (tus advertises it as Tus-Max-Size): far beyond
+# any body-camera clip; the vault's parts allow 48 GiB+.
+MAX_CLIP_SIZE = 64 << 30
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# RFC 9110 8.3.1: type "/" subtype *( OWS ";" OWS parameter ), a parameter's value a token or
+# a quoted string.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAMETER = rf"[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|\"[ !#-\[\]-~]*\")"
+_MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})((?:{_PARAMETER})*)")
+
+
+def clip_content_type(value: str) -> str:
+    """The media type a dock declares for a clip, normalised: the vault serves the clip back
+    with it, from its own origin, so only video types and application/octet-stream (with
+    parameters) are taken, never one a browser would run (text/html). ValueError otherwise."""
+    match = _MEDIA_TYPE.fullmatch(value.strip()) if len(value) <= 255 else None
+    if match is None:
+        raise ValueError("not a media type (type/subtype; parameter=value)")
+    kind, subtype, parameters = match.group(1).lower(), match.group(2).lower(), match.group(3)
+    if kind != "video" and f"{kind}/{subtype}" != DEFAULT_CONTENT_TYPE:
+        raise ValueError(f"a clip is video/* or {DEFAULT_CONTENT_TYPE}, not {kind}/{subtype}")
+    return f"{kind}/{subtype}{parameters}"
+
+
+def declared_content_type(value: str | None, *, field: str) -> str:
+    """A dock's declared content type (415 naming the field unless a clip's)."""
+    if value is None:
+        return DEFAULT_CONTENT_TYPE
+    try:
+        return clip_content_type(value)
+    except ValueError as exc:
+        raise UnsupportedMediaType(
+            f"{field}: {exc}", errors=[{"field": field, "message": str(exc)}]
+        ) from exc
+
+
+ClipContentType = Annotated[str, AfterValidator(clip_content_type)]
 
 
 class Place(BaseModel):
@@ -48,14 +86,14 @@ class ClipMetadata(BaseModel):
     agent_matricule: str | None = Field(
         None, max_length=32, description="the wearer; when absent, the camera's assignment"
     )
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Instant
+    ended_at: Instant
     clock_offset_ms: int = Field(
         ge=-86_400_000, le=86_400_000, description="camera clock minus station clock"
     )
     place: Place
     pre_record_s: int = Field(0, ge=0, le=300)
-    size: int = Field(gt=0, description="bytes of the clip")
+    size: int = Field(gt=0, le=MAX_CLIP_SIZE, description="bytes of the clip")
     sha256: str = Field(description="hex SHA-256 of the clip")
     intervention_ref: str | None = Field(None, max_length=100)
 
@@ -77,7 +115,7 @@ class ClipMetadata(BaseModel):
             raise UnprocessableEntity(f"the {METADATA_HEADER} header is missing", field="header")
         try:
             data: Any = json.loads(base64.urlsafe_b64decode(header.encode("ascii") + b"=="))
-        except (binascii.Error, ValueError, UnicodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # binascii.Error, UnicodeError included
             raise UnprocessableEntity(
                 f"{METADATA_HEADER} is not base64url JSON", field="header"
             ) from exc
@@ -86,6 +124,7 @@ class ClipMetadata(BaseModel):
     @classmethod
     def parse(cls, data: Any) -> ClipMetadata:
         """Validate decoded JSON; every problem is a 422 naming the field."""
+        refuse_unstorable(data, "metadata")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

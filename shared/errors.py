@@ -6,9 +6,14 @@
     ├── Forbidden               403
     ├── NotFound                404
     ├── Conflict                409
+    ├── Gone                    410
     ├── PreconditionFailed      412
     ├── PayloadTooLarge         413
+    ├── UnsupportedMediaType    415
+    ├── RangeNotSatisfiable     416 (with Content-Range: bytes */size)
     ├── UnprocessableEntity     422 (names the offending field)
+    ├── Locked                  423
+    ├── ChecksumMismatch        460 (tus)
     ├── BadGateway              502 (a service this one called failed on the request)
     └── ServiceUnavailable      503 (with Retry-After: a passing outage)
 
@@ -109,6 +114,17 @@ class UnsupportedMediaType(TemoinError):
     status_code = 415
     title = "Unsupported media type"
     slug = "unsupported-media-type"
+
+
+class RangeNotSatisfiable(TemoinError):
+    """No byte of the requested range is in the representation (RFC 9110 15.5.17)."""
+
+    status_code = 416
+    title = "Range not satisfiable"
+    slug = "range-not-satisfiable"
+
+    def __init__(self, detail: str, *, size: int, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail, headers={**(headers or {}), "Content-Range": f"bytes */{size}"})
 
 
 class UnprocessableEntity(TemoinError):

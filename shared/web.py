@@ -1,21 +1,24 @@
 """What every Témoin service app has: lifespan resources, health and readiness, metrics,
-request ids and problem+json errors. Services call ``create_service_app`` with their own
-settings' values; nothing here reads settings.
+request ids, problem+json errors, and the refusal of text PostgreSQL cannot store. Services
+call ``create_service_app`` with their own settings' values; nothing here reads settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, TypedDict
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import TokenVerifier
 from shared.db import (
@@ -32,10 +35,13 @@ from shared.errors import (
     problem_response,
     unexpected_error,
 )
+from shared.inputs import UNSTORABLE, storable, unstorable_at
 from shared.observability import RequestContextMiddleware, metrics_response, outages
 from shared.storage import ObjectStore, StorageConfig, StorageError
 
 READINESS_TIMEOUT_S = 3.0
+# The JSON bodies the APIs take are a few KiB (an organisation with all its communes included).
+JSON_BODY_LIMIT = 1 << 20
 
 
 class ServiceState(TypedDict):
@@ -169,6 +175,149 @@ def _health_router() -> APIRouter:
     return router
 
 
+class RefuseUnstorableText:
+    """Refuses, before any route runs, text PostgreSQL cannot store (shared/inputs.py) in the
+    path, the query, a header or a JSON body: 422 naming the field (``path.org_id``,
+    ``query.place``, ``header.x-request-id``, ``body.communes.0.name``).
+
+    Only JSON bodies are read here (at most ``json_limit`` bytes, 413 beyond), then handed
+    on: uploads and the media route stream through untouched."""
+
+    def __init__(self, app: ASGIApp, *, json_limit: int = JSON_BODY_LIMIT) -> None:
+        self.app = app
+        self.json_limit = json_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        field = _unstorable_in_path(scope) or _unstorable_in_query(scope)
+        field = field or _unstorable_in_headers(scope)
+        if field is None and _takes_json(scope):
+            body = await _json_body(scope, receive, self.json_limit)
+            if isinstance(body, JSONResponse):
+                await body(scope, receive, send)
+                return
+            field = _unstorable_in_json(body)
+            receive = _replay(body, receive)
+        if field is not None:
+            errors = [{"field": field, "message": UNSTORABLE}]
+            response = _problem(
+                scope, 422, "Invalid input", f"{field}: {UNSTORABLE}", errors=errors
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _problem(scope: Scope, status: int, title: str, detail: str, **extensions: Any) -> JSONResponse:
+    slug = title.lower().replace(" ", "-")
+    instance = scope["path"] if storable(scope["path"]) else None
+    return problem_response(
+        status, title, detail, slug=slug, instance=instance, extensions=extensions
+    )
+
+
+def _unstorable_in_path(scope: Scope) -> str | None:
+    if storable(scope["path"]):
+        return None
+    # Only now are the routes' templates read, to name the parameter.
+    segments = scope["path"].split("/")
+    openapi = getattr(scope.get("app"), "openapi", None)
+    for template in openapi()["paths"] if openapi is not None else ():
+        parts = template.split("/")
+        if len(parts) == len(segments) and all(
+            part == segment or part.startswith("{")
+            for part, segment in zip(parts, segments, strict=True)
+        ):
+            for part, segment in zip(parts, segments, strict=True):
+                if part.startswith("{") and not storable(segment):
+                    return f"path.{part.strip('{}')}"
+    return "path"
+
+
+def _unstorable_in_query(scope: Scope) -> str | None:
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return None
+    # Decoded as Starlette decodes it, so that the check sees what the routes will see.
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if not storable(name):
+            return "query"
+        if not storable(value):
+            return f"query.{name}"
+    return None
+
+
+def _unstorable_in_headers(scope: Scope) -> str | None:
+    # Header values are bytes, read as latin-1: NUL is the only character they can hold that
+    # PostgreSQL refuses.
+    name: bytes
+    value: bytes
+    for name, value in scope["headers"]:
+        if b"\x00" in value or b"\x00" in name:
+            return "header." + name.replace(b"\x00", b"").decode("latin-1")
+    return None
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+def _takes_json(scope: Scope) -> bool:
+    """Whether the body is JSON a route will read: FastAPI reads a body as JSON only when its
+    Content-Type says so (strict_content_type, its default)."""
+    content_type = _header(scope, b"content-type")
+    if content_type is None:
+        return False
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type == b"application/json" or media_type.endswith(b"+json")
+
+
+async def _json_body(scope: Scope, receive: Receive, limit: int) -> bytes | JSONResponse:
+    """The whole body, or the answer when there is none to hand on."""
+    too_large = _problem(
+        scope, 413, "Payload too large", f"a JSON body is limited to {limit} bytes"
+    )
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return too_large
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client left: nobody reads the answer
+            return _problem(scope, 400, "Bad request", "the request was cut short")
+        body += message.get("body", b"")
+        if len(body) > limit:
+            return too_large
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+def _unstorable_in_json(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route refuses it as such
+    return unstorable_at(value, "body")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 def create_service_app(
     *,
     service: str,
@@ -181,7 +330,8 @@ def create_service_app(
     install_error_handlers(app)
     for outage in (StorageError, DatabaseUnavailable, DBAPIError, PoolTimeout):
         app.add_exception_handler(outage, _outage)
-    app.add_middleware(RequestContextMiddleware, service=service)
+    app.add_middleware(RefuseUnstorableText)
+    app.add_middleware(RequestContextMiddleware, service=service)  # outermost: logs every answer
     app.include_router(_health_router())
     app.state.service = service
     return app

@@ -89,6 +89,37 @@ async def test_people_tokens_that_must_be_refused(
     await _assert_401(world.vault.get(me, headers=_bearer(bad_org)))
 
 
+async def test_tokens_issued_in_the_future_are_refused(world: World, servers: Servers) -> None:
+    """People's tokens (OIDC) and stations' (ingest's own) share one rule: an issue time
+    beyond the clocks' tolerance is refused, within it accepted."""
+    issuer, own = servers.issuer, world.own
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    ahead = issuer.mint("maire-x", ["maire"], organisation_id=own.id, now=later)
+    body = await _assert_401(world.vault.get("/v1/me", headers=_bearer(ahead)))
+    assert "future" in str(body["detail"])
+    slightly = datetime.now(UTC) + timedelta(seconds=10)
+    skewed = issuer.mint("maire-x", ["maire"], organisation_id=own.id, now=slightly)
+    assert (await world.vault.get("/v1/me", headers=_bearer(skewed))).status_code == 200
+
+    claims = jwt.decode(own.tokens["station"], options={"verify_signature": False})
+    secret = "temoin-dev-station-token-secret-change-me"
+    for iat, status in ((int(later.timestamp()), 401), (int(slightly.timestamp()), 200)):
+        token = jwt.encode(claims | {"iat": iat}, secret, algorithm="HS256")
+        response = await world.ingest.get("/v1/stations/me", headers=_bearer(token))
+        assert response.status_code == status, response.text
+    for iat in ("1", None):
+        spoiled = {k: v for k, v in (claims | {"iat": iat}).items() if v is not None}
+        token = jwt.encode(spoiled, secret, algorithm="HS256")
+        await _assert_401(world.ingest.get("/v1/stations/me", headers=_bearer(token)))
+
+
+async def test_claims_the_database_cannot_hold_are_refused(world: World, servers: Servers) -> None:
+    issuer = servers.issuer
+    for subject in ("maire\x00x", "maire\ud800x"):
+        token = issuer.mint(subject, ["maire"], organisation_id=world.own.id)
+        await _assert_401(world.vault.get("/v1/me", headers=_bearer(token)))
+
+
 async def test_keycloak_style_claims(servers: Servers) -> None:
     from services.config import ServiceSettings
     from shared.auth import ClaimNames, principal_from_claims
@@ -162,6 +193,13 @@ async def test_station_assertions_that_must_be_refused(world: World) -> None:
 
     other_station = _assertion(world.other.station_id, own.station_key)  # type: ignore[arg-type]
     await _assert_401(world.ingest.post(url, json=other_station))
+
+    ends = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-11-25T10:00:00")
+    for moment in ends:  # the calendar's ends, and no time zone
+        unsigned = StationAssertion(str(own.station_id), moment, "n" * 32)
+        signature = b64encode(own.station_key.sign(unsigned.message()).signature)
+        signed = {**unsigned.__dict__, "signature": signature}
+        await _assert_401(world.ingest.post(url, json=signed))
 
     malformed = await world.ingest.post(url, json={"station_id": "x", "nonce": "short"})
     assert malformed.status_code == 422

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import Message, Receive, Scope, Send
 
 from shared import audit
 from shared.audit import AuditAction, AuditEntry, entries
 from shared.errors import Conflict
-from shared.web import SessionDep
+from shared.web import RefuseUnstorableText, SessionDep
 from temoin.embedded import free_port
 from tests.fixtures.apps import ClientFactory, serve_in_process, settings_for
 from tests.fixtures.servers import Servers
@@ -178,3 +180,39 @@ async def test_a_failed_request_leaves_nothing_written(
         # The request's connection went back to the pool clean, not idle in a transaction.
         pool = client._transport.app.state["engine"].pool  # type: ignore[attr-defined]
         assert pool.checkedout() == 0
+
+
+async def test_the_text_guard_hands_a_json_body_on_whole_or_not_at_all() -> None:
+    """RefuseUnstorableText reads a JSON body in its pieces and hands it on in one; a client
+    that leaves mid-body gets its answer (400) without the route running."""
+    handed: list[Message] = []
+
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        handed.append(await receive())
+        await Response(status_code=204)(scope, receive, send)
+
+    async def run(messages: list[Message]) -> list[Message]:
+        pending = iter(messages)
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return next(pending)
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/probe", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")]}  # fmt: skip
+        await RefuseUnstorableText(route)(scope, receive, send)
+        return sent
+
+    pieces: list[Message] = [
+        {"type": "http.request", "body": b'{"name": ', "more_body": True},
+        {"type": "http.request", "body": b'"Athis"}', "more_body": False},
+    ]
+    sent = await run(pieces)
+    assert handed == [{"type": "http.request", "body": b'{"name": "Athis"}', "more_body": False}]
+    assert sent[0]["status"] == 204
+    handed.clear()
+    sent = await run([pieces[0], {"type": "http.disconnect"}])
+    assert (handed, sent[0]["status"]) == ([], 400)

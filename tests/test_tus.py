@@ -17,7 +17,7 @@ from services.vault.recordings.models import Recording, UploadSession
 from services.vault.recordings.resumable import ResumableService
 from services.vault.settings import DEV_KEK, VaultSettings
 from shared import sealing
-from shared.clips import ClipMetadata
+from shared.clips import MAX_CLIP_SIZE, ClipMetadata
 from shared.receipts import receipt_is_valid
 from shared.signatures import b64decode
 from shared.storage import ObjectStore
@@ -328,3 +328,22 @@ async def test_an_altered_tail_ends_the_upload(world: World, connection: AsyncCo
     )
     rest = await world.ingest.patch(location, content=data[MiB:], headers=patch_headers(own, MiB))
     assert rest.status_code == 410, rest.text
+
+
+async def test_creation_beyond_tus_max_size_or_not_a_clip(world: World) -> None:
+    own = world.own
+    _, metadata = make_clip(own, size=1000)
+    advertised = int((await world.ingest.options("/v1/uploads")).headers["Tus-Max-Size"])
+    assert advertised == MAX_CLIP_SIZE
+    too_long = {**creation_headers(own, metadata), "Upload-Length": str(advertised + 1)}
+    response = await world.ingest.post("/v1/uploads", headers=too_long)
+    assert response.status_code == 413, response.text
+    assert response.headers["Tus-Max-Size"] == str(advertised)
+    page = {
+        **creation_headers(own, metadata),
+        "Upload-Metadata": f"metadata {_b64(metadata.model_dump_json())},filetype "
+        + _b64("text/html"),
+    }
+    response = await world.ingest.post("/v1/uploads", headers=page)
+    assert response.status_code == 415, response.text
+    assert response.json()["errors"][0]["field"] == "header.upload-metadata.filetype"

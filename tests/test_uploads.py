@@ -4,6 +4,8 @@ registered and nothing stored."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from services.vault.recordings.models import Recording
 from services.vault.settings import DEV_KEK
 from shared import sealing
 from shared.audit import entries
-from shared.clips import METADATA_HEADER
+from shared.clips import MAX_CLIP_SIZE, METADATA_HEADER
 from shared.receipts import receipt_is_valid
 from shared.signatures import b64decode
 from shared.storage import ObjectStore
@@ -279,3 +281,40 @@ async def test_forged_or_expired_station_tokens_upload_nothing(
         assert response.status_code == 401
         assert response.headers["content-type"] == "application/problem+json"
     assert await _count(connection, own.id) == (0, 0)
+
+
+async def test_only_a_clips_content_type_is_taken(
+    world: World, connection: AsyncConnection
+) -> None:
+    """The vault serves a clip back with the type its dock declared, from its own origin: a
+    page's type (text/html) would let a station plant a page there."""
+    own = world.own
+    data, metadata = make_clip(own)
+    for refused in ("text/html", "application/json", "image/svg+xml", "video", "video/mp4; x"):
+        headers = {**upload_headers(own, metadata), "Content-Type": refused}
+        response = await world.ingest.post("/v1/recordings", content=data, headers=headers)
+        assert response.status_code == 415, (refused, response.text)
+        assert response.json()["errors"][0]["field"] == "header.content-type"
+    assert await _count(connection, own.id) == (0, 0)
+    declared = 'Video/MP4; codecs="avc1.64001F"'
+    headers = {**upload_headers(own, metadata), "Content-Type": declared}
+    response = await world.ingest.post("/v1/recordings", content=data, headers=headers)
+    assert response.status_code == 201, response.text
+    stored = await connection.scalar(
+        select(Recording.content_type).where(Recording.organisation_id == own.id)
+    )
+    assert stored == 'video/mp4; codecs="avc1.64001F"'
+
+
+async def test_a_clip_larger_than_the_maximum_is_refused(world: World) -> None:
+    own = world.own
+    data, metadata = make_clip(own)
+    headers = {**upload_headers(own, metadata), "Content-Length": str(MAX_CLIP_SIZE + 1)}
+    response = await world.ingest.post("/v1/recordings", content=data, headers=headers)
+    assert response.status_code == 413, response.text
+    too_big = metadata.model_dump(mode="json") | {"size": MAX_CLIP_SIZE + 1}
+    encoded = base64.urlsafe_b64encode(json.dumps(too_big).encode()).decode()
+    headers = {**upload_headers(own, metadata), METADATA_HEADER: encoded}
+    response = await world.ingest.post("/v1/recordings", content=data, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == "metadata.size"

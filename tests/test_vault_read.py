@@ -1,15 +1,20 @@
 """Search and consultation rules through the in-process apps: scoping by role, the wearer's
-limits, refusals, and the media URL's binding and expiry."""
+limits, refusals, and the media URL's binding, expiry, refusals and content type."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.vault.recordings.media import MediaGrant, sign_grant
+from services.vault.recordings.models import Recording
 from services.vault.settings import DEV_MEDIA_KEY
 from shared.audit import entries
 from shared.signatures import b64decode
@@ -119,3 +124,80 @@ async def test_media_url_is_bound_and_expires(world: World) -> None:
     assert (await world.vault.get(f"/v1/media/{sign_grant(someone_else, key)}")).status_code == 404
     forged = sign_grant(good, b"k" * 32)
     assert (await world.vault.get(f"/v1/media/{forged}")).status_code == 403
+
+
+def _signed(payload: bytes, key: bytes) -> str:
+    """A media token whose HMAC is right, whatever its payload (the development key is
+    public: anyone can make these)."""
+    mac = hmac.new(key, b"temoin-media-v1\n" + payload, hashlib.sha256).digest()
+    encode = base64.urlsafe_b64encode
+    return f"{encode(payload).decode().rstrip('=')}.{encode(mac).decode().rstrip('=')}"
+
+
+async def test_a_well_signed_but_malformed_media_token_is_forbidden(world: World) -> None:
+    key = b64decode(DEV_MEDIA_KEY)
+    ids = {"c": str(uuid.uuid4()), "r": str(uuid.uuid4()), "s": "habilite-x"}
+    later = int((datetime.now(UTC) + timedelta(minutes=5)).timestamp())
+    payloads: list[object] = [
+        [ids],
+        "text",
+        {"c": ids["c"], "r": ids["r"]},
+        {**ids, "c": "not-a-uuid", "e": later},
+        {**ids, "e": str(later)},
+        {**ids, "e": float(later)},
+        {**ids, "e": True},
+        {**ids, "e": 10**30},
+        {**ids, "e": -1},
+        {**ids, "s": 7, "e": later},
+        {**ids, "s": "a\x00b", "e": later},
+        {**ids, "s": "a\ud800b", "e": later},
+    ]
+    raw = [json.dumps(p).encode() for p in payloads]
+    raw += [b"not json", b"\xff\xfe", b"[" * 20_000, b'{"e": 1' + b"0" * 5000 + b"}"]
+    for payload in raw:
+        for method in ("GET", "HEAD"):
+            response = await world.vault.request(method, f"/v1/media/{_signed(payload, key)}")
+            assert response.status_code == 403, (payload[:40], response.text)
+            assert response.headers["content-type"] == "application/problem+json"
+
+
+async def _media_url(world: World) -> tuple[str, int]:
+    own = world.own
+    recording = await _upload(world, own)
+    opened = await world.vault.post(
+        f"{own.path}/recordings/{recording}/consultations",
+        headers=own.headers("habilite"),
+        json={"motif": "vérification"},
+    )
+    assert opened.status_code == 201, opened.text
+    size = await world.vault.get(f"{own.path}/recordings/{recording}", headers=own.headers("dpo"))
+    return opened.json()["url"], size.json()["size"]
+
+
+async def test_an_unsatisfiable_range_is_a_problem(world: World) -> None:
+    url, size = await _media_url(world)
+    for method in ("GET", "HEAD"):
+        for asked in (f"bytes={size}-", "bytes=-0", f"bytes={'9' * 5000}-"):
+            response = await world.vault.request(method, url, headers={"Range": asked})
+            assert response.status_code == 416, (method, asked)
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.headers["content-range"] == f"bytes */{size}"
+            assert response.headers["x-content-type-options"] == "nosniff"
+            if method == "GET":
+                assert response.json()["status"] == 416
+
+
+async def test_media_is_served_as_a_clip_never_as_a_page(
+    world: World, connection: AsyncConnection
+) -> None:
+    """The type a dock declared comes back, with nosniff; one that is not a clip's (a row kept
+    from before ingest checked it) is served as opaque bytes."""
+    url, _ = await _media_url(world)
+    served = await world.vault.get(url)
+    assert served.headers["content-type"] == "video/mp4"
+    assert served.headers["x-content-type-options"] == "nosniff"
+    await connection.execute(update(Recording).values(content_type="text/html"))
+    served = await world.vault.get(url)
+    assert served.status_code == 200
+    assert served.headers["content-type"] == "application/octet-stream"
+    assert served.headers["x-content-type-options"] == "nosniff"

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.stations.repository import StationKey, StationRepository
 from services.ingest.stations.schemas import AssertionIn, StationToken
+from shared.auth import decode_token
 from shared.errors import Unauthenticated
+from shared.inputs import parse_instant
 from shared.signatures import StationAssertion, verify
 
 TOKEN_ISSUER = "temoin-ingest"
@@ -24,12 +26,9 @@ TOKEN_AUDIENCE = "temoin-ingest-upload"
 
 def _parse_timestamp(value: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_instant(value)
     except ValueError as exc:
-        raise Unauthenticated("assertion timestamp is not RFC 3339") from exc
-    if moment.tzinfo is None:
-        raise Unauthenticated("assertion timestamp has no time zone")
-    return moment
+        raise Unauthenticated("assertion timestamp is not an RFC 3339 instant") from exc
 
 
 class StationAuthService:
@@ -90,19 +89,18 @@ class StationAuthService:
 
     async def authenticate(self, token: str) -> StationKey:
         """The station behind an upload token, which must still be active."""
+        claims = decode_token(
+            token,
+            self.secret,
+            algorithms=["HS256"],
+            audience=TOKEN_AUDIENCE,
+            issuer=TOKEN_ISSUER,
+            required=["sub", "org"],
+            kind="station token",
+        )
         try:
-            claims = jwt.decode(
-                token,
-                self.secret,
-                algorithms=["HS256"],
-                audience=TOKEN_AUDIENCE,
-                issuer=TOKEN_ISSUER,
-                options={"require": ["exp", "sub", "org"]},
-            )
-            station_id = uuid.UUID(claims["sub"])
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthenticated("station token expired") from exc
-        except (jwt.PyJWTError, ValueError) as exc:
+            station_id = uuid.UUID(str(claims["sub"]))
+        except ValueError as exc:
             raise Unauthenticated("invalid station token") from exc
         station = await self.repository.station(station_id)
         if station is None or not station.active:

@@ -10,8 +10,9 @@ from services.ingest.settings import IngestSettings
 from services.ingest.stations.endpoints import CurrentStation
 from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.service import UploadService
-from shared.clips import METADATA_HEADER, ClipMetadata
+from shared.clips import MAX_CLIP_SIZE, METADATA_HEADER, ClipMetadata, declared_content_type
 from shared.errors import PayloadTooLarge, UnprocessableEntity
+from shared.inputs import HeaderCount
 from shared.receipts import Receipt
 from shared.signatures import b64decode, key_id, public_key_of
 from shared.web import SessionDep
@@ -49,13 +50,17 @@ async def upload(
     uploads: Uploads,
     session: SessionDep,
     metadata: Annotated[str | None, Header(alias=METADATA_HEADER)] = None,
-    content_length: Annotated[int | None, Header()] = None,
-    content_type: Annotated[str, Header()] = "application/octet-stream",
+    content_length: Annotated[HeaderCount | None, Header()] = None,
+    content_type: Annotated[str | None, Header()] = None,
 ) -> Receipt:
     """Upload one clip as the raw request body (streamed), its R241-10 metadata as base64url
     JSON in the `Temoin-Metadata` header. The signed receipt comes back only once the clip is
     sealed and registered: until then the camera keeps it. The same clip again (same camera
-    and SHA-256) gets the same receipt (200), never a second recording."""
+    and SHA-256) gets the same receipt (200), never a second recording. The body's
+    Content-Type is video/* or application/octet-stream (the default)."""
+    if content_length is not None and content_length > MAX_CLIP_SIZE:
+        raise PayloadTooLarge(f"a clip is at most {MAX_CLIP_SIZE} bytes")
+    media_type = declared_content_type(content_type, field="header.content-type")
     clip = ClipMetadata.decode(metadata)
     if content_length is not None and content_length > clip.size:
         raise PayloadTooLarge(f"Content-Length exceeds the declared size ({clip.size} bytes)")
@@ -64,7 +69,7 @@ async def upload(
             f"Content-Length is {content_length}, the declared size {clip.size}",
             field="metadata.size",
         )
-    receipt, created = await uploads.upload(station, clip, request.stream(), content_type)
+    receipt, created = await uploads.upload(station, clip, request.stream(), media_type)
     await keep_receipt(session, receipt)
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -26,14 +26,16 @@ from services.ingest.stations.endpoints import CurrentStation
 from services.ingest.uploads.endpoints import Uploads
 from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.resumable import Checksum, ResumableUploads
-from shared.clips import ClipMetadata, UploadSessionState
+from shared.clips import MAX_CLIP_SIZE, ClipMetadata, UploadSessionState, declared_content_type
 from shared.errors import (
     BadRequest,
     Conflict,
+    PayloadTooLarge,
     PreconditionFailed,
     UnprocessableEntity,
     UnsupportedMediaType,
 )
+from shared.inputs import HeaderCount, refuse_unstorable
 from shared.receipts import Receipt
 from shared.web import SessionDep
 
@@ -41,7 +43,7 @@ TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
 OFFSET_STREAM = "application/offset+octet-stream"
 RECEIPT_HEADER = "Temoin-Receipt"
-MAX_SIZE = 64 << 30  # far beyond any body-camera clip; the vault's parts allow 48 GiB+
+UPLOAD_METADATA = "header.upload-metadata"
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads (tus)"])
 
@@ -73,6 +75,7 @@ def parse_upload_metadata(header: str | None) -> dict[str, str]:
             pairs[key] = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:
             raise BadRequest(f"Upload-Metadata: the value of {key!r} is not base64") from exc
+    refuse_unstorable(pairs, UPLOAD_METADATA)
     return pairs
 
 
@@ -84,7 +87,7 @@ def clip_metadata(pairs: dict[str, str]) -> ClipMetadata:
         )
     try:
         data = json.loads(pairs["metadata"])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UnprocessableEntity("the `metadata` value is not JSON", field="metadata") from exc
     return ClipMetadata.parse(data)
 
@@ -142,7 +145,7 @@ async def capabilities() -> Response:
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": TUS_EXTENSIONS,
             "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
-            "Tus-Max-Size": str(MAX_SIZE),
+            "Tus-Max-Size": str(MAX_CLIP_SIZE),
         },
     )
 
@@ -153,28 +156,35 @@ async def create(
     station: CurrentStation,
     resumable: Resumable,
     session: SessionDep,
-    upload_length: Annotated[int | None, Header(ge=0)] = None,
+    upload_length: Annotated[HeaderCount | None, Header()] = None,
     upload_defer_length: Annotated[str | None, Header()] = None,
     upload_metadata: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
-    content_length: Annotated[int | None, Header()] = None,
+    content_length: Annotated[HeaderCount | None, Header()] = None,
     upload_checksum: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Create an upload (tus creation); with a body, also its first bytes
     (creation-with-upload). A clip already registered gets an upload that is complete at
-    once, with its receipt."""
+    once, with its receipt. Its `filetype` is video/* or application/octet-stream (the
+    default); Upload-Length at most Tus-Max-Size."""
     if upload_defer_length is not None or upload_length is None:
         raise BadRequest("Upload-Length is required (Upload-Defer-Length is not supported)")
+    if upload_length > MAX_CLIP_SIZE:
+        raise PayloadTooLarge(
+            f"Upload-Length exceeds Tus-Max-Size ({MAX_CLIP_SIZE} bytes)",
+            headers={"Tus-Max-Size": str(MAX_CLIP_SIZE)},
+        )
     pairs = parse_upload_metadata(upload_metadata)
+    media_type = declared_content_type(
+        pairs.get("filetype") or None, field=f"{UPLOAD_METADATA}.filetype"
+    )
     clip = clip_metadata(pairs)
     if upload_length != clip.size:
         raise UnprocessableEntity(
             f"Upload-Length is {upload_length}, the declared size {clip.size}",
             field="metadata.size",
         )
-    upload = await resumable.create(
-        station, clip, pairs.get("filetype") or "application/octet-stream"
-    )
+    upload = await resumable.create(station, clip, media_type)
     if content_type == OFFSET_STREAM and content_length != 0:
         upload = await resumable.append(
             station,
@@ -211,9 +221,9 @@ async def append(
     station: CurrentStation,
     resumable: Resumable,
     session: SessionDep,
-    upload_offset: Annotated[int | None, Header(ge=0)] = None,
+    upload_offset: Annotated[HeaderCount | None, Header()] = None,
     content_type: Annotated[str | None, Header()] = None,
-    content_length: Annotated[int | None, Header()] = None,
+    content_length: Annotated[HeaderCount | None, Header()] = None,
     upload_checksum: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Append the body at Upload-Offset (409 if that is not where the upload is). The answer

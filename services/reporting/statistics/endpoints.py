@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from services.reporting.settings import ReportingSettings
@@ -19,6 +19,8 @@ from services.reporting.statistics.pdf import prefecture_table_pdf, report_lette
 from services.reporting.statistics.report import (
     CSV_FIELDS,
     Report,
+    ReportDay,
+    ReportYear,
     build_report,
     check_period,
     csv_row,
@@ -74,9 +76,9 @@ def _render(report: Report, fmt: Format) -> Response:
 async def organisation_report(
     access: Reader,
     session: SessionDep,
-    year: Annotated[int | None, Query(ge=2016, le=2100)] = None,
-    start: date | None = None,
-    end: date | None = None,
+    year: ReportYear | None = None,
+    start: ReportDay | None = None,
+    end: ReportDay | None = None,
     format: Format = "json",
 ) -> Response:
     """The report for a calendar year (default: this one) or any date range (inclusive)."""
@@ -86,8 +88,8 @@ async def organisation_report(
 
 
 class EvaluationIn(BaseModel):
-    start: date
-    end: date
+    start: ReportDay
+    end: ReportDay
     text: str = Field(min_length=1, max_length=20000)
 
 
@@ -115,8 +117,8 @@ async def write_evaluation(data: EvaluationIn, access: Author, session: SessionD
 
 
 class FinaliseIn(BaseModel):
-    start: date
-    end: date
+    start: ReportDay
+    end: ReportDay
 
 
 class Finalised(BaseModel):
@@ -216,7 +218,7 @@ async def prefecture_table(
     request: Request,
     principal: Prefecture,
     session: SessionDep,
-    year: Annotated[int | None, Query(ge=2016, le=2100)] = None,
+    year: ReportYear | None = None,
     format: Format = "json",
 ) -> Response:
     """One row per organisation of the département (those with no data included, marked as

@@ -7,9 +7,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import and_, func, literal_column, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,20 @@ from shared.errors import NotFound, UnprocessableEntity
 
 PROCEDURE_TYPES = ("judiciaire", "administrative", "disciplinaire")
 USE_TYPES = ("judiciaire", "administrative", "formation", "disciplinaire")
+# The years a report may cover: from the first year of body cameras for municipal police to
+# a bound far enough from the calendar's end that no computed day can overflow it.
+FIRST_YEAR = 2016
+LAST_YEAR = 2100
+
+
+def _in_report_years(day: date) -> date:
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise ValueError(f"a report's days lie between {FIRST_YEAR} and {LAST_YEAR}")
+    return day
+
+
+ReportYear = Annotated[int, Field(ge=FIRST_YEAR, le=LAST_YEAR)]
+ReportDay = Annotated[date, AfterValidator(_in_report_years)]
 
 
 class OrganisationInfo(BaseModel):

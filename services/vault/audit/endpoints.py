@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
+from pydantic import Field
 
 from services.vault.audit.repository import AuditRepository
 from services.vault.audit.schemas import (
@@ -31,6 +31,7 @@ from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, require
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
+from shared.inputs import INT64_MAX, Instant, Offset
 from shared.signatures import key_id, public_key_of
 from shared.web import SessionDep
 
@@ -44,6 +45,7 @@ Witness = Annotated[
 Signer = Annotated[Principal, Depends(require(Role.dpo, Role.responsable))]
 
 ORG_AUDIT = "/organisations/{org_id}/audit"
+TreeSize = Annotated[int, Field(ge=1, le=INT64_MAX)]  # entries are numbered by a bigint
 
 
 async def _signing_log(request: Request, session: SessionDep) -> AuditLog:
@@ -71,10 +73,10 @@ async def search_entries(
     recording_id: uuid.UUID | None = None,
     actor: str | None = Query(None, max_length=255, description="author's subject"),
     action: str | None = Query(None, max_length=48),
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: int = Query(100, ge=1, le=10_000),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     format: Literal["json", "csv"] = "json",
 ) -> Any:
     """The organisation's audit entries, oldest first; `format=csv` for a spreadsheet. With
@@ -107,7 +109,9 @@ async def inclusion_proof(
     entry_id: uuid.UUID,
     access: Auditor,
     log: Log,
-    tree_size: int | None = Query(None, ge=1, description="a signed head; default the latest"),
+    tree_size: Annotated[
+        TreeSize | None, Query(description="a signed head; default the latest")
+    ] = None,
 ) -> InclusionProof:
     """Proof that the entry is in the log under a signed tree head (RFC 9162 2.1.3)."""
     leaf, head, path = await log.inclusion_proof(entry_id, tree_size)
@@ -120,7 +124,7 @@ async def inclusion_proof(
 async def list_heads(
     principal: Witness,
     log: Log,
-    after_size: int = Query(-1, ge=-1),
+    after_size: Annotated[int, Query(ge=-1, le=INT64_MAX)] = -1,
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[TreeHeadOut]:
     """Signed tree heads, smallest first: export them and keep them as a witness."""
@@ -139,8 +143,8 @@ async def sign_head_now(principal: Signer, log: Log) -> TreeHeadOut:
 async def consistency_proof(
     principal: Witness,
     log: Log,
-    first: int = Query(ge=1),
-    second: int = Query(ge=1),
+    first: TreeSize,
+    second: TreeSize,
 ) -> ConsistencyProof:
     """Proof that the tree at `second` extends the tree at `first` (RFC 9162 2.1.4)."""
     if second < first:

@@ -20,6 +20,7 @@ from services.vault.directory.repository import DirectoryRepository
 from services.vault.directory.service import DirectoryService
 from shared.access import OrgAccess, PrincipalDep, organisation_access
 from shared.auth import Role
+from shared.inputs import Offset
 from shared.web import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["directory"])
@@ -35,7 +36,6 @@ Member = Annotated[OrgAccess, Depends(organisation_access(*FINDERS, Role.agent))
 # R241-12: habilitations are granted and withdrawn by the responsable du service.
 Designate = Annotated[OrgAccess, Depends(organisation_access(Role.responsable))]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
 
 ORG = "/organisations/{org_id}"
 

@@ -5,9 +5,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from services.vault.directory.models import LEGAL_RETENTION_DAYS, CameraStatus, StationStatus
+from shared.inputs import Instant
 from shared.signatures import verify_key
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -21,6 +22,8 @@ Matricule = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,32}$")
 ]
 AgentRole = Literal["agent", "responsable"]
+# Far beyond the largest municipal police (a few hundred cameras).
+MAX_AUTHORISED_CAMERAS = 100_000
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -73,7 +76,10 @@ class OrganisationIn(Schema):
         False, description="whether wearers may view their own recordings (loi 2021-646 art. 45)"
     )
     authorised_cameras: int | None = Field(
-        None, ge=0, description="cameras allowed by the préfet's authorisation (R241-8)"
+        None,
+        ge=0,
+        le=MAX_AUTHORISED_CAMERAS,
+        description="cameras allowed by the préfet's authorisation (R241-8)",
     )
 
 
@@ -173,12 +179,12 @@ class StationOut(Schema):
 
 class AssignmentIn(Schema):
     agent_id: uuid.UUID
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = None
+    starts_at: Instant
+    ends_at: Instant | None = None
 
 
 class AssignmentEnd(Schema):
-    ends_at: AwareDatetime
+    ends_at: Instant
 
 
 class AssignmentOut(Schema):

@@ -17,6 +17,7 @@ from services.vault.procedures.service import ProcedureService
 from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access
 from shared.auth import Role
+from shared.inputs import Offset
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["procedures"])
@@ -50,7 +51,7 @@ async def list_procedures(
     store: StoreDep,
     open_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[schemas.ProcedureOut]:
     service = ProcedureService(session, store, access)
     items, total = await service.search(open_only=open_only, limit=limit, offset=offset)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -14,7 +13,12 @@ from fastapi.responses import StreamingResponse
 from services.vault.directory.schemas import Page
 from services.vault.recordings import schemas
 from services.vault.recordings.keys import unwrap_data_key
-from services.vault.recordings.media import Unsatisfiable, parse_range, verify_grant
+from services.vault.recordings.media import (
+    Unsatisfiable,
+    parse_range,
+    served_content_type,
+    verify_grant,
+)
 from services.vault.recordings.models import RecordingStatus
 from services.vault.recordings.reading import SealedReader
 from services.vault.recordings.repository import RecordingRepository
@@ -22,7 +26,8 @@ from services.vault.recordings.viewing import ViewingService, still_allowed
 from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, refuse
 from shared.auth import Principal, Role
-from shared.errors import Conflict, Forbidden, Gone, NotFound
+from shared.errors import Conflict, Forbidden, Gone, NotFound, RangeNotSatisfiable
+from shared.inputs import Instant, Offset
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
@@ -54,15 +59,15 @@ async def search(
     access: Find,
     session: SessionDep,
     settings: Settings,
-    started_from: datetime | None = None,
-    started_until: datetime | None = None,
+    started_from: Instant | None = None,
+    started_until: Instant | None = None,
     agent_id: uuid.UUID | None = None,
     camera_id: uuid.UUID | None = None,
     place: Annotated[str | None, Query(max_length=200)] = None,
     procedure_id: uuid.UUID | None = None,
     status: RecordingStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Page[schemas.RecordingOut]:
     """Recordings of the organisation, newest first, metadata only (a wearer: their own)."""
     items, total = await ViewingService(session, settings, access).search(
@@ -137,9 +142,10 @@ async def media(
     range_header: Annotated[str | None, Header(alias="Range")] = None,
 ) -> Response:
     """The clip of a consultation, for a <video> element: the URL is the credential. Byte
-    ranges (206), 416 outside the clip; a damaged chunk ends the read, never served. Each
-    request checks again that the viewer may still view it (403, logged, once a habilitation
-    is withdrawn or the consultation closed); 503 with Retry-After while the store is down."""
+    ranges (206), 416 outside the clip (a problem, with `Content-Range: bytes */size`); a
+    damaged chunk ends the read, never served. Each request checks again that the viewer may
+    still view it (403, logged, once a habilitation is withdrawn or the consultation closed);
+    503 with Retry-After while the store is down."""
     grant = verify_grant(token, settings.media_signing_key())
     consulted = await RecordingRepository(session).consulted(
         grant.consultation_id, grant.subject, grant.recording_id
@@ -158,20 +164,21 @@ async def media(
         raise Gone("this recording was erased")
     if recording.status == RecordingStatus.damaged.value:
         raise Conflict("this recording failed its integrity check: it cannot be served")
-    base_headers = {
-        "Accept-Ranges": "bytes",
-        "Content-Type": recording.content_type,
-        "Cache-Control": "private, no-store",
-    }
     try:
         wanted = parse_range(range_header, recording.size)
-    except Unsatisfiable:
-        return Response(
-            status_code=status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
-            headers={**base_headers, "Content-Range": f"bytes */{recording.size}"},
-        )
+    except Unsatisfiable as exc:
+        raise RangeNotSatisfiable(
+            f"the clip has {recording.size} bytes: no byte of that range is in it",
+            size=recording.size,
+            headers={"Accept-Ranges": "bytes", "Cache-Control": "private, no-store"},
+        ) from exc
     start, stop = wanted or (0, recording.size)
-    headers = {**base_headers, "Content-Length": str(stop - start)}
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Type": served_content_type(recording.content_type),
+        "Cache-Control": "private, no-store",
+        "Content-Length": str(stop - start),
+    }
     code = status.HTTP_200_OK
     if wanted is not None:
         code = status.HTTP_206_PARTIAL_CONTENT

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from services.vault.recordings.resumable import ResumableService
 from services.vault.settings import VaultSettings
-from shared.clips import ClipMetadata, UploadSessionState
+from shared.clips import ClipContentType, ClipMetadata, UploadSessionState
+from shared.inputs import Offset
 from shared.service_auth import ServiceCaller
 from shared.web import SessionDep, StoreDep
 
@@ -29,7 +30,7 @@ Resumable = Annotated[ResumableService, Depends(_resumable)]
 class UploadIn(BaseModel):
     station_id: uuid.UUID
     metadata: ClipMetadata
-    content_type: str = "application/octet-stream"
+    content_type: ClipContentType = "application/octet-stream"
     single: bool = Field(False, description="the session of a single POST (one request)")
 
 
@@ -62,9 +63,9 @@ async def append_upload(
     request: Request,
     caller: ServiceCaller,
     resumable: Resumable,
-    offset: Annotated[int, Query(ge=0)],
+    offset: Annotated[Offset, Query()],
     keep_partial: Annotated[bool, Query()] = True,
-    content_length: Annotated[int | None, Query(ge=0)] = None,
+    content_length: Annotated[Offset | None, Query()] = None,
     whole: Annotated[bool, Query()] = False,
 ) -> UploadSessionState:
     """Append the streamed body at ``offset``; once the last byte is in, seal, check the

@@ -15,7 +15,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared.clips import DEFAULT_CONTENT_TYPE, clip_content_type
 from shared.errors import Forbidden
+from shared.inputs import END_OF_INSTANTS, INT64_MAX, storable
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def sign_grant(grant: MediaGrant, key: bytes) -> str:
 
 
 def verify_grant(token: str, key: bytes, now: datetime | None = None) -> MediaGrant:
-    """The grant, or Forbidden (403) for an altered or expired URL."""
+    """The grant, or Forbidden (403) for an altered, malformed or expired URL."""
     try:
         payload_part, mac_part = token.split(".")
         payload = _unb64(payload_part)
@@ -59,23 +61,66 @@ def verify_grant(token: str, key: bytes, now: datetime | None = None) -> MediaGr
     expected = hmac.new(key, b"temoin-media-v1\n" + payload, hashlib.sha256).digest()
     if not hmac.compare_digest(mac, expected):
         raise Forbidden("this media URL is not valid (altered)")
-    fields = json.loads(payload)
-    grant = MediaGrant(
-        consultation_id=uuid.UUID(fields["c"]),
-        recording_id=uuid.UUID(fields["r"]),
-        subject=str(fields["s"]),
-        expires_at=datetime.fromtimestamp(int(fields["e"]), UTC),
-    )
+    grant = _grant(payload)
+    if grant is None:
+        raise Forbidden("this media URL is not valid")
     if grant.expires_at <= (now or datetime.now(UTC)):
         raise Forbidden("this media URL has expired: open a new consultation")
     return grant
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_LAST_EXPIRY = int(END_OF_INSTANTS.timestamp())
+
+
+def _grant(payload: bytes) -> MediaGrant | None:
+    """The grant a correctly signed payload holds, or None when it holds none: the HMAC
+    vouches for who made it (the vault, or whoever has its key), not for its shape."""
+    try:
+        fields = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(fields, dict):
+        return None
+    consultation, recording, subject, expiry = (fields.get(name) for name in "crse")
+    if not (
+        isinstance(consultation, str)
+        and isinstance(recording, str)
+        and isinstance(subject, str)
+        and storable(subject)
+        and type(expiry) is int
+        and 0 <= expiry < _LAST_EXPIRY
+    ):
+        return None
+    try:
+        return MediaGrant(
+            consultation_id=uuid.UUID(consultation),
+            recording_id=uuid.UUID(recording),
+            subject=subject,
+            expires_at=datetime.fromtimestamp(expiry, UTC),
+        )
+    except ValueError:
+        return None
+
+
+def served_content_type(stored: str) -> str:
+    """The Content-Type a clip is served with: the one its dock declared, unless it is not a
+    clip's (a row kept from before ingest checked it): then opaque bytes."""
+    try:
+        return clip_content_type(stored)
+    except ValueError:
+        return DEFAULT_CONTENT_TYPE
+
+
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 
 
 class Unsatisfiable(Exception):
     """No byte of the requested range is in the clip (416)."""
+
+
+def _position(digits: str) -> int:
+    # Beyond any clip, however many digits (int() refuses more than 4300).
+    return int(digits) if len(digits) <= 18 else INT64_MAX
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -91,14 +136,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "" and last == "":
         return None
     if first == "":  # the last N bytes
-        length = int(last)
+        length = _position(last)
         if length == 0:
             raise Unsatisfiable
         return max(size - length, 0), size
-    start = int(first)
+    start = _position(first)
     if start >= size:
         raise Unsatisfiable
-    stop = size if last == "" else min(int(last) + 1, size)
+    stop = size if last == "" else min(_position(last) + 1, size)
     if stop <= start:
         return None  # last < first: syntactically invalid, ignored
     return start, stop
