@@ -8,16 +8,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.auth import TokenVerifier
 from shared.db import create_engine, create_sessionmaker, ping, session_scope
 from shared.errors import install_error_handlers, problem_response
 from shared.observability import RequestContextMiddleware, metrics_response
+from shared.openapi import body, document_contract, raises
 from shared.storage import ObjectStore, StorageConfig
 
 READINESS_TIMEOUT_S = 3.0
@@ -51,6 +53,7 @@ async def open_resources(
         await engine.dispose()
 
 
+@raises(503)
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # A context manager, not a nested generator: an exception raised by the handler reaches
     # session_scope at once, so the rollback happens now rather than when the GC gets to it.
@@ -58,6 +61,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+@raises(503)
 async def get_store(request: Request) -> ObjectStore:
     store: ObjectStore = request.state.store
     return store
@@ -79,6 +83,11 @@ async def _check(name: str, probe: Callable[[], Any]) -> tuple[str, str]:
     return name, "ok"
 
 
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="each dependency: ok, timeout or the error")
+
+
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -89,7 +98,11 @@ def _health_router() -> APIRouter:
     @router.get(
         "/readyz",
         summary="Readiness: the database and the object store answer",
-        responses={503: {"description": "a dependency does not answer"}},
+        response_model=Readiness,
+        responses={
+            200: {"description": "every dependency answers"},
+            503: {"description": "a dependency does not answer: `checks` says which"},
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         state = request.state
@@ -110,7 +123,12 @@ def _health_router() -> APIRouter:
             extensions={"checks": checks},
         )
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: body("text/plain", description="the text exposition format")},
+    )
     async def metrics() -> Response:
         return metrics_response()
 
@@ -127,6 +145,7 @@ def create_service_app(
 ) -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
     install_error_handlers(app)
+    document_contract(app)
     app.add_middleware(RequestContextMiddleware, service=service)
     app.include_router(_health_router())
     app.state.service = service
