@@ -12,6 +12,7 @@ from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.service import UploadService
 from shared.clips import METADATA_HEADER, ClipMetadata
 from shared.errors import PayloadTooLarge, UnprocessableEntity
+from shared.openapi import problems
 from shared.receipts import Receipt
 from shared.signatures import b64decode, key_id, public_key_of
 from shared.web import SessionDep
@@ -40,7 +41,10 @@ Uploads = Annotated[UploadService, Depends(_uploads)]
     "/recordings",
     response_model=Receipt,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "already received: the same receipt again"}},
+    responses={
+        200: {"model": Receipt, "description": "already received: the same receipt again"},
+        **problems(403, 413),
+    },
 )
 async def upload(
     request: Request,

@@ -41,6 +41,13 @@ Reader = Annotated[OrgAccess, Depends(organisation_access(Role.maire, Role.respo
 Author = Annotated[OrgAccess, Depends(organisation_access(Role.responsable))]
 Format = Literal["json", "csv", "pdf"]
 REPORT = "/organisations/{org_id}/report"
+# What `format=csv` and `format=pdf` answer, besides the JSON of the response model.
+FORMATS = {
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+    }
+}
 
 
 def _period(year: int | None, start: date | None, end: date | None) -> tuple[date, date]:
@@ -70,7 +77,7 @@ def _render(report: Report, fmt: Format) -> Response:
     return Response(report.model_dump_json(), media_type="application/json")
 
 
-@router.get(REPORT, response_model=Report, responses={200: {"content": {"text/csv": {}}}})
+@router.get(REPORT, response_model=Report, responses={200: FORMATS})
 async def organisation_report(
     access: Reader,
     session: SessionDep,
@@ -210,7 +217,9 @@ class PrefectureTable(BaseModel):
 Prefecture = Annotated[Principal, Depends(require(Role.prefecture))]
 
 
-@router.get("/prefectures/{departement}/table", response_model=PrefectureTable)
+@router.get(
+    "/prefectures/{departement}/table", response_model=PrefectureTable, responses={200: FORMATS}
+)
 async def prefecture_table(
     departement: Annotated[str, Path(pattern=r"^(\d{2,3}|2[AB])$")],
     request: Request,

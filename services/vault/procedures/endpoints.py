@@ -17,6 +17,7 @@ from services.vault.procedures.service import ProcedureService
 from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access
 from shared.auth import Role
+from shared.openapi import body, problems
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["procedures"])
@@ -35,7 +36,12 @@ async def _out(service: ProcedureService, procedure: Procedure) -> schemas.Proce
     return out
 
 
-@router.post(PROCEDURES, response_model=schemas.ProcedureOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    PROCEDURES,
+    response_model=schemas.ProcedureOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
+)
 async def open_procedure(
     data: schemas.ProcedureIn, access: Act, session: SessionDep, store: StoreDep
 ) -> schemas.ProcedureOut:
@@ -71,6 +77,7 @@ async def get_procedure(
     f"{PROCEDURES}/{{procedure_id}}/recordings",
     response_model=schemas.ProcedureOut,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(409, 410),
 )
 async def attach_recording(
     procedure_id: uuid.UUID,
@@ -84,7 +91,11 @@ async def attach_recording(
     return await _out(service, await service.attach(procedure_id, data))
 
 
-@router.post(f"{PROCEDURES}/{{procedure_id}}/close", response_model=schemas.ProcedureOut)
+@router.post(
+    f"{PROCEDURES}/{{procedure_id}}/close",
+    response_model=schemas.ProcedureOut,
+    responses=problems(409),
+)
 async def close_procedure(
     procedure_id: uuid.UUID, access: Act, session: SessionDep, store: StoreDep
 ) -> schemas.ProcedureOut:
@@ -96,7 +107,7 @@ async def close_procedure(
 @router.post(
     f"{PROCEDURES}/{{procedure_id}}/extractions",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/zip": {}}, "description": "the BagIt package"}},
+    responses={200: body("application/zip", description="the BagIt package"), **problems(409, 410)},
 )
 async def extract(
     procedure_id: uuid.UUID,

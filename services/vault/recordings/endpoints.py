@@ -23,6 +23,7 @@ from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access, refuse
 from shared.auth import Role
 from shared.errors import Conflict, Forbidden, Gone, NotFound
+from shared.openapi import problems
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
@@ -91,6 +92,7 @@ async def get_recording(
     f"{RECORDINGS}/{{recording_id}}/consultations",
     response_model=schemas.ConsultationOut,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(409, 410),
 )
 async def consult(
     recording_id: uuid.UUID,
@@ -112,7 +114,7 @@ async def consult(
     )
 
 
-@media_router.get("/media/{token}")
+@media_router.get("/media/{token}", responses=schemas.MEDIA_RESPONSES)
 async def media(
     token: str,
     request: Request,
@@ -180,7 +182,7 @@ async def media(
     return StreamingResponse(body(), status_code=code, headers=headers)
 
 
-@media_router.head("/media/{token}")
+@media_router.head("/media/{token}", responses=schemas.MEDIA_RESPONSES)
 async def media_head(
     token: str,
     request: Request,

@@ -16,6 +16,7 @@ from services.vault.recordings.service import CollecteService
 from services.vault.settings import VaultSettings
 from shared.clips import METADATA_HEADER, ClipMetadata, StoredClip, UploadSessionState
 from shared.errors import BadRequest
+from shared.openapi import problems
 from shared.service_auth import ServiceCaller
 from shared.web import SessionDep, StoreDep
 
@@ -46,7 +47,7 @@ class CheckOut(BaseModel):
     existing: StoredClip | None
 
 
-@router.post("/check", response_model=CheckOut)
+@router.post("/check", response_model=CheckOut, responses=problems(403))
 async def check(data: CheckIn, caller: ServiceCaller, collecte: Collecte) -> CheckOut:
     """The directory's verdict on a clip's metadata (422 naming the field), and the recording
     if this clip is already registered."""
@@ -54,7 +55,15 @@ async def check(data: CheckIn, caller: ServiceCaller, collecte: Collecte) -> Che
     return CheckOut(existing=await collecte.existing(resolved, data.metadata.sha256))
 
 
-@router.post("", response_model=StoredClip, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=StoredClip,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": StoredClip, "description": "this clip was already registered"},
+        **problems(400, 403, 413),
+    },
+)
 async def collect(
     request: Request,
     response: Response,
@@ -85,7 +94,12 @@ class UploadIn(BaseModel):
     content_type: str = "application/octet-stream"
 
 
-@uploads_router.post("", response_model=UploadSessionState, status_code=status.HTTP_201_CREATED)
+@uploads_router.post(
+    "",
+    response_model=UploadSessionState,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(403),
+)
 async def create_upload(
     data: UploadIn, caller: ServiceCaller, resumable: Resumable
 ) -> UploadSessionState:
@@ -105,7 +119,11 @@ async def get_upload(
     return await resumable.state(upload_id, station)
 
 
-@uploads_router.patch("/{upload_id}", response_model=UploadSessionState)
+@uploads_router.patch(
+    "/{upload_id}",
+    response_model=UploadSessionState,
+    responses=problems(400, 403, 409, 410, 413, 423),
+)
 async def append_upload(
     upload_id: uuid.UUID,
     station: StationHeader,
@@ -129,7 +147,9 @@ async def append_upload(
     return state
 
 
-@uploads_router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT)
+@uploads_router.delete(
+    "/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(423)
+)
 async def terminate_upload(
     upload_id: uuid.UUID, station: StationHeader, caller: ServiceCaller, resumable: Resumable
 ) -> None:

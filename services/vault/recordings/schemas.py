@@ -3,8 +3,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.openapi import body, problems
 
 
 class RecordingOut(BaseModel):
@@ -55,3 +58,27 @@ class ConsultationOut(BaseModel):
     recording_id: uuid.UUID
     url: str = Field(description="signed media URL for a <video> element (HTTP Range)")
     expires_at: datetime
+
+
+_CLIP = body(
+    "video/*",
+    "application/octet-stream",
+    description="the clip, in the content type it was uploaded with",
+)
+_MEDIA_HEADERS = {
+    "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+    "Content-Length": {"schema": {"type": "integer", "minimum": 0}},
+}
+# The media URL answers the clip's bytes, never JSON: whole (200) or a range (206).
+MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_CLIP, "headers": _MEDIA_HEADERS},
+    206: {
+        **_CLIP,
+        "description": "the requested byte range of the clip",
+        "headers": {
+            **_MEDIA_HEADERS,
+            "Content-Range": {"schema": {"type": "string"}, "description": "bytes a-b/size"},
+        },
+    },
+    **problems(403, 409, 410, 416),
+}
