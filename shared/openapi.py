@@ -12,6 +12,7 @@ The generic statuses are derived here, once for every route, from what the route
     a path parameter (an id that may not exist, or be    404
     another organisation's)
     any parameter or body                                422, naming each field in ``errors``
+    a body                                               400 as well, when it cannot be parsed
 
 A route adds what only it can answer, once, in its decorator: ``responses=problems(409)``.
 Every 4xx and 5xx is then documented as ``application/problem+json`` (the ``Problem`` schema;
@@ -38,7 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__temoin_problems__"
 
 DESCRIPTIONS: dict[int, str] = {
-    400: "Malformed request: a protocol header it needs is missing or unreadable.",
+    400: "Malformed request: a body that cannot be parsed, or a protocol header missing.",
     401: "No valid credential of the kind this route takes (missing, expired, revoked).",
     403: "The caller may not do this (R241-12); the refusal is logged.",
     404: "Not found, or not the caller's: an id of another organisation answers the same.",
@@ -163,6 +164,8 @@ def derived_statuses(dependant: Dependant) -> set[int]:
             statuses |= {404, 422}
         if each.query_params or each.header_params or each.cookie_params or each.body_params:
             statuses.add(422)
+        if each.body_params:  # a body that cannot be parsed (not UTF-8 JSON)
+            statuses.add(400)
     return statuses
 
 
@@ -175,7 +178,21 @@ def _is_placeholder(content: dict[str, Any]) -> bool:
     return content.get("application/json") == {"schema": {}}
 
 
+# Headers that describe the request's body, not parameters: HTTP sets them from the body (a
+# client choosing its own Content-Length breaks the message's framing), and OpenAPI ignores a
+# Content-Type parameter. Routes that stream a raw body read them to check what came.
+BODY_HEADERS = frozenset({"content-length", "content-type"})
+
+
 def _complete_operation(operation: dict[str, Any], statuses: set[int]) -> None:
+    if "parameters" in operation:
+        operation["parameters"] = [
+            parameter
+            for parameter in operation["parameters"]
+            if not (parameter["in"] == "header" and parameter["name"].lower() in BODY_HEADERS)
+        ]
+        if not operation["parameters"]:
+            del operation["parameters"]
     responses: dict[str, Any] = operation["responses"]
     for status in statuses:
         responses.setdefault(str(status), {"description": DESCRIPTIONS[status]})

@@ -84,6 +84,8 @@ def test_generic_statuses_follow_from_each_route(
             expected |= {"404", "422"}
         if operation.get("parameters") or operation.get("requestBody"):
             expected.add("422")
+        if operation.get("requestBody"):
+            expected.add("400")
         if (method, path) not in NO_DEPENDENCY:
             expected.add("503")
         if path.startswith("/v1/organisations/"):
@@ -163,3 +165,4 @@ def test_statuses_are_derived_from_dependencies() -> None:
         "503",
     }
     assert set(paths["/plain"]["post"]["responses"]) == {"200", "409"}
+
