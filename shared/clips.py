@@ -18,12 +18,13 @@ from typing import Annotated, Any, Self
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import UnprocessableEntity
+from shared.schemas import JsonBody
 
 METADATA_HEADER = "Temoin-Metadata"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class Place(BaseModel):
+class Place(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
     latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
@@ -39,7 +40,7 @@ class Place(BaseModel):
         return self
 
 
-class ClipMetadata(BaseModel):
+class ClipMetadata(JsonBody):
     """One clip, as the station describes it."""
 
     model_config = ConfigDict(extra="forbid")

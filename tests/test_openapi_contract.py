@@ -4,11 +4,14 @@ tests/test_schemathesis.py then holds the running services to it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated, Any, get_args
 
 import pytest
 from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ValidationError
 
 from shared.errors import PROBLEM_JSON
 from shared.openapi import document_contract, problems, raises
@@ -166,3 +169,54 @@ def test_statuses_are_derived_from_dependencies() -> None:
     }
     assert set(paths["/plain"]["post"]["responses"]) == {"200", "409"}
 
+
+def _models(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The pydantic models an annotation holds (a model, a list of them, an optional one)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        for field in annotation.model_fields.values():
+            yield from _models(field.annotation)
+    for argument in get_args(annotation):
+        yield from _models(argument)
+
+
+# A value of each JSON type, to offer where the schema names another.
+WRONG_TYPES: dict[str, Any] = {"boolean": True, "integer": 7, "number": 0.5, "string": "1"}
+
+
+def _json_types(schema: dict[str, Any]) -> set[str]:
+    if "type" in schema:
+        return {schema["type"]}
+    return {kind for option in schema.get("anyOf", []) for kind in _json_types(option)}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_request_bodies_take_only_their_json_types(servers: Servers, service: str) -> None:
+    """Every scalar of every request body refuses a value of another JSON type (no 0.5 for
+    a string, no "1" for an integer, no 7 for a boolean): what the schema says, no more."""
+    _, create = FACTORIES[service]
+    app = create(settings_for(service, servers))
+    models: set[type[BaseModel]] = set()
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute) and route.body_field is not None:
+            models.update(_models(route.body_field.field_info.annotation))
+    lenient = []
+    for model in models:
+        properties = model.model_json_schema()["properties"]
+        for name, field in model.model_fields.items():
+            expected = _json_types(properties[field.alias or name])
+            if not expected:
+                continue  # a nested model or a list: checked on its own
+            if "number" in expected:
+                expected.add("integer")
+            for kind, value in WRONG_TYPES.items():
+                if kind in expected:
+                    continue
+                try:
+                    model.model_validate({name: value})
+                except ValidationError as error:
+                    if any(e["loc"][:1] == (name,) for e in error.errors()):
+                        continue
+                lenient.append(f"{model.__name__}.{name} ({'/'.join(expected)}) took {value!r}")
+    assert models
+    assert not lenient, "\n".join(lenient)

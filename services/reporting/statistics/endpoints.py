@@ -30,6 +30,7 @@ from shared.access import OrgAccess, organisation_access, refuse, require
 from shared.audit import AuditAction, AuditEntry
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
+from shared.schemas import JsonBody
 from shared.signatures import b64encode, key_id, public_key_of
 from shared.web import SessionDep
 
@@ -92,7 +93,7 @@ async def organisation_report(
     return _render(await build_report(session, org, first, last), format)
 
 
-class EvaluationIn(BaseModel):
+class EvaluationIn(JsonBody):
     start: date
     end: date
     text: str = Field(min_length=1, max_length=20000)
@@ -121,7 +122,7 @@ async def write_evaluation(data: EvaluationIn, access: Author, session: SessionD
         existing.written_at = datetime.now(UTC)
 
 
-class FinaliseIn(BaseModel):
+class FinaliseIn(JsonBody):
     start: date
     end: date
 

@@ -8,6 +8,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from services.vault.directory.models import LEGAL_RETENTION_DAYS, CameraStatus, StationStatus
+from shared.schemas import JsonBody
 from shared.signatures import verify_key
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -36,7 +37,7 @@ def _ed25519_public_key(value: str) -> str:
 PublicKey = Annotated[str, AfterValidator(_ed25519_public_key)]
 
 
-class Schema(BaseModel):
+class Schema(JsonBody):
     model_config = ConfigDict(from_attributes=True, extra="forbid")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.openapi import body, problems
+from shared.schemas import JsonBody
 
 
 class RecordingOut(BaseModel):
@@ -47,7 +48,7 @@ class WearerPurpose(StrEnum):
     compte_rendu = "compte_rendu"  # report an intervention faithfully
 
 
-class ConsultationIn(BaseModel):
+class ConsultationIn(JsonBody):
     motif: str = Field(min_length=3, max_length=500, description="why (R241-14), logged")
     procedure_id: uuid.UUID | None = Field(None, description="the procedure it serves, if any")
     purpose: WearerPurpose | None = Field(None, description="required when the wearer views")
