@@ -25,6 +25,7 @@ from shared import audit
 from shared.audit import AuditAction, AuditEntry, Outcome
 from shared.auth import Principal, Role, TokenVerifier, bearer_token
 from shared.errors import Forbidden, NotFound
+from shared.openapi import raises
 from shared.web import SessionDep
 
 people_view = Table(
@@ -146,6 +147,7 @@ async def refuse(
 def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, who must hold one of ``roles`` (else 403, logged)."""
 
+    @raises(403)
     async def guard(request: Request, session: SessionDep, principal: PrincipalDep) -> Principal:
         if not principal.has(*roles):
             error = Forbidden(
@@ -177,6 +179,7 @@ def organisation_access(*roles: Role) -> Callable[..., Awaitable[OrgAccess]]:
 
     guard = require(*roles)
 
+    @raises(404)
     async def scoped(
         request: Request,
         session: SessionDep,

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from shared.errors import UnprocessableEntity, UnsupportedMediaType
 from shared.inputs import Instant, refuse_unstorable
+from shared.schemas import JsonBody
 
 METADATA_HEADER = "Temoin-Metadata"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -61,7 +62,7 @@ def declared_content_type(value: str | None, *, field: str) -> str:
 ClipContentType = Annotated[str, AfterValidator(clip_content_type)]
 
 
-class Place(BaseModel):
+class Place(JsonBody):
     model_config = ConfigDict(extra="forbid")
 
     latitude: Annotated[float, Field(ge=-90, le=90)] | None = None
@@ -77,7 +78,7 @@ class Place(BaseModel):
         return self
 
 
-class ClipMetadata(BaseModel):
+class ClipMetadata(JsonBody):
     """One clip, as the station describes it."""
 
     model_config = ConfigDict(extra="forbid")

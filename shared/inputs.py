@@ -8,7 +8,7 @@ client's error (422 naming the field), never met as a server's (500).
 - text: PostgreSQL stores no NUL, and a lone UTF-16 surrogate (JSON ``"\\ud800"``) has no
   UTF-8 form; ``unstorable_at`` finds either in any decoded value, and the middleware of
   shared/web.py applies it to every request's path, query, headers and JSON body;
-- instants: with a time zone, converted to UTC, between 1900 and 2999.
+- instants: RFC 3339 text with a time zone, converted to UTC, between 1900 and 2999.
 """
 
 from __future__ import annotations
@@ -96,8 +96,24 @@ def _in_utc_within_bounds(value: datetime) -> datetime:
     return utc
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc_within_bounds)]
-"""A moment in time: with its time zone (a naive date-time is refused), in UTC once parsed."""
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _written_as_a_date(value: object) -> object:
+    # pydantic would take a number, or digits ("-792"), as seconds since 1970: the contract
+    # says RFC 3339 text.
+    if isinstance(value, str | int | float) and not (
+        isinstance(value, str) and _RFC3339.match(value)
+    ):
+        raise ValueError("an instant is written as RFC 3339 text: 2026-05-30T08:00:00+02:00")
+    return value
+
+
+Instant = Annotated[
+    AwareDatetime, BeforeValidator(_written_as_a_date), AfterValidator(_in_utc_within_bounds)
+]
+"""A moment in time, written as RFC 3339 text with its time zone (a naive date-time or a
+number is refused), in UTC once parsed."""
 
 
 _INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)

@@ -147,14 +147,15 @@ def part_checksum(data: bytes | bytearray) -> str:
 
 def _http_client() -> urllib3.PoolManager:
     """minio's own defaults but for the time limits: it waits 5 minutes to connect and 5 for
-    each read, and retries 5 times, so an unreachable store held a request (or the fixity
-    scrub) for minutes before anyone learnt of it."""
+    each read, so an unreachable store held a request (or the fixity scrub) for minutes before
+    anyone learnt of it. Its 5 retries stay (about 6 s of backoff): a store that is just
+    restarting is ridden out rather than reported."""
     return urllib3.PoolManager(
         timeout=urllib3.util.Timeout(connect=5.0, read=60.0),
         maxsize=10,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
 
 

@@ -8,13 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, TypedDict
+from types import UnionType
+from typing import Annotated, Any, Literal, TypedDict, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -31,12 +35,14 @@ from shared.db import (
 )
 from shared.errors import (
     RETRY_AFTER_S,
+    UnprocessableEntity,
     install_error_handlers,
     problem_response,
     unexpected_error,
 )
 from shared.inputs import UNSTORABLE, storable, unstorable_at
 from shared.observability import RequestContextMiddleware, metrics_response, outages
+from shared.openapi import body, document_contract, raises
 from shared.storage import ObjectStore, StorageConfig, StorageError
 
 READINESS_TIMEOUT_S = 3.0
@@ -72,6 +78,7 @@ async def open_resources(
         await engine.dispose()
 
 
+@raises(503)
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # A context manager, not a nested generator: an exception raised by the handler reaches
     # session_scope at once, so the rollback happens now rather than when the GC gets to it.
@@ -79,6 +86,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+@raises(503)
 async def get_store(request: Request) -> ObjectStore:
     store: ObjectStore = request.state.store
     return store
@@ -137,6 +145,11 @@ async def _outage(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="each dependency: ok, timeout or the error")
+
+
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -147,7 +160,11 @@ def _health_router() -> APIRouter:
     @router.get(
         "/readyz",
         summary="Readiness: the database and the object store answer",
-        responses={503: {"description": "a dependency does not answer"}},
+        response_model=Readiness,
+        responses={
+            200: {"description": "every dependency answers"},
+            503: {"description": "a dependency does not answer: `checks` says which"},
+        },
     )
     async def readyz(request: Request) -> JSONResponse:
         state = request.state
@@ -168,7 +185,12 @@ def _health_router() -> APIRouter:
             extensions={"checks": checks},
         )
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={200: body("text/plain", description="the text exposition format")},
+    )
     async def metrics() -> Response:
         return metrics_response()
 
@@ -318,6 +340,36 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def _takes_many(annotation: Any) -> bool:
+    """Whether a parameter's type is a list of values (``list[str] | None`` included)."""
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_takes_many(arg) for arg in get_args(annotation))
+    return get_origin(annotation) in (list, tuple, set, frozenset, Sequence)
+
+
+def _one_value_names(dependant: Dependant) -> frozenset[str]:
+    """The query parameters of a route (and of its dependencies) that take one value."""
+    names = {
+        field.alias
+        for field in dependant.query_params
+        if not _takes_many(field.field_info.annotation)
+    }
+    for sub in dependant.dependencies:
+        names |= _one_value_names(sub)
+    return frozenset(names)
+
+
+async def refuse_repeated_query(request: Request) -> None:
+    """A query parameter that takes one value, given several times (``?action=a&action=b``),
+    is refused (422 naming it), not quietly reduced to its last value."""
+    route = request.scope.get("route")
+    if not request.query_params or not isinstance(route, APIRoute):
+        return
+    for name in _one_value_names(route.dependant):
+        if len(request.query_params.getlist(name)) > 1:
+            raise UnprocessableEntity(f"query.{name} takes one value", field=f"query.{name}")
+
+
 def create_service_app(
     *,
     service: str,
@@ -326,10 +378,17 @@ def create_service_app(
     version: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
 ) -> FastAPI:
-    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        dependencies=[Depends(refuse_repeated_query)],
+    )
     install_error_handlers(app)
     for outage in (StorageError, DatabaseUnavailable, DBAPIError, PoolTimeout):
         app.add_exception_handler(outage, _outage)
+    document_contract(app)
     app.add_middleware(RefuseUnstorableText)
     app.add_middleware(RequestContextMiddleware, service=service)  # outermost: logs every answer
     app.include_router(_health_router())

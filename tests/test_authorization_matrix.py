@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -101,12 +102,14 @@ def _upload_in(kit: OrgKit) -> dict[str, Any]:
     return {**_check(kit), "content_type": "video/mp4"}
 
 
-async def _prepare(world: World, kit: OrgKit) -> None:
+async def prepare_recordings(
+    vault: httpx.AsyncClient, ingest: httpx.AsyncClient, kit: OrgKit
+) -> None:
     """What routes on recordings need, in the kit's organisation: a clip uploaded with tus
     (the upload and the recording), a procedure holding it, a consultation's media token;
     and wearers allowed to view their own recordings, so that the matrix covers them."""
-    organisation = (await world.vault.get(kit.path, headers=kit.headers("maire"))).json()
-    updated = await world.vault.put(
+    organisation = (await vault.get(kit.path, headers=kit.headers("maire"))).json()
+    updated = await vault.put(
         kit.path,
         headers=kit.headers("maire"),
         json={
@@ -118,7 +121,7 @@ async def _prepare(world: World, kit: OrgKit) -> None:
     )
     assert updated.status_code == 200, updated.text
     data, metadata = make_clip(kit)
-    response = await world.ingest.post(
+    response = await ingest.post(
         "/v1/uploads",
         content=data,
         headers=creation_headers(
@@ -127,27 +130,27 @@ async def _prepare(world: World, kit: OrgKit) -> None:
     )
     assert response.status_code == 201, response.text
     kit.upload_id = uuid.UUID(response.headers["Location"].rsplit("/", 1)[1])
-    receipt = await world.ingest.get(
+    receipt = await ingest.get(
         f"/v1/uploads/{kit.upload_id}/receipt", headers={**kit.headers("station"), **TUS}
     )
     kit.recording_id = uuid.UUID(receipt.json()["recording_id"])
-    procedure = await world.vault.post(
+    procedure = await vault.post(
         f"{kit.path}/procedures",
         headers=kit.headers("responsable"),
         json={"type": "judiciaire", "reference": f"PV-{kit.id.hex[:6]}"},
     )
     kit.procedure_id = uuid.UUID(procedure.json()["id"])
-    spare = await world.vault.post(
+    spare = await vault.post(
         f"{kit.path}/procedures", headers=kit.headers("responsable"), json=_procedure(kit)
     )
     kit.spare_procedure_id = uuid.UUID(spare.json()["id"])
-    attached = await world.vault.post(
+    attached = await vault.post(
         f"{kit.path}/procedures/{kit.procedure_id}/recordings",
         headers=kit.headers("responsable"),
         json={"recording_id": str(kit.recording_id), "qualification": "pour le test"},
     )
     assert attached.status_code == 201, attached.text
-    consulted = await world.vault.post(
+    consulted = await vault.post(
         f"{kit.path}/recordings/{kit.recording_id}/consultations",
         headers=kit.headers("habilite"),
         json={"motif": "matrice des droits"},
@@ -307,7 +310,7 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     ),
     ("vault", "GET", "/v1/audit/public-key"): PUBLIC,
     # vault: recordings. R241-12: the DPO finds (metadata) but does not view; the wearer
-    # only their own, where the service allows it (these organisations do, see _prepare).
+    # only their own, where the service allows it (these organisations do, see prepare_recordings).
     ("vault", "GET", f"{ORG}/recordings"): allow(*FINDERS, "agent"),
     ("vault", "GET", f"{ORG}/recordings/{{recording_id}}"): allow(*FINDERS, "agent"),
     ("vault", "POST", f"{ORG}/recordings/{{recording_id}}/consultations"): allow(
@@ -405,7 +408,7 @@ async def test_decisions(
     # Recordings and what hangs on them are made per test (they need the object store).
     if set(params) & {"upload_id", "recording_id", "procedure_id", "token"}:
         for kit in (world.own, world.other):
-            await _prepare(world, kit)
+            await prepare_recordings(world.vault, world.ingest, kit)
     if "report_id" in params:
         for kit in (world.own, world.other):
             finalised = await world.reporting.post(

@@ -318,7 +318,9 @@ async def test_instants_at_the_calendars_ends_or_naive_are_refused(
 
 async def test_integer_headers_are_digits_only(world: World, connection: AsyncConnection) -> None:
     places = [p for p in await _all_places(world) if p.location == "header" and _is_integer(p)]
-    assert {p.name for p in places} >= {"content-length", "upload-length", "upload-offset"}
+    # Content-Length is not published (HTTP sets it from the body, shared/openapi.py); the
+    # routes that read it take it as the same HeaderCount, and servers refuse a bad one.
+    assert {p.name for p in places} >= {"upload-length", "upload-offset"}
     failures = await _refused(world, connection, places, ["+1000", "1_000", " 12", "1e3", "-1"])
     assert not failures, "\n".join(failures)
 

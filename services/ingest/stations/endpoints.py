@@ -11,6 +11,7 @@ from services.ingest.stations.repository import StationKey
 from services.ingest.stations.schemas import AssertionIn, StationMe, StationToken
 from services.ingest.stations.service import StationAuthService
 from shared.auth import bearer_token
+from shared.openapi import problems
 from shared.web import SessionDep
 
 router = APIRouter(prefix="/v1/stations", tags=["stations"])
@@ -41,7 +42,7 @@ async def current_station(
 CurrentStation = Annotated[StationKey, Depends(current_station)]
 
 
-@router.post("/token", response_model=StationToken)
+@router.post("/token", response_model=StationToken, responses=problems(401))
 async def exchange_assertion(data: AssertionIn, service: StationAuth) -> StationToken:
     """A docking station trades a fresh assertion signed with its Ed25519 key for a
     short-lived bearer token; standard HTTP and tus clients then only need that header."""

@@ -5,8 +5,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.schemas import JsonBody
 
-class AssertionIn(BaseModel):
+
+class AssertionIn(JsonBody):
     """Signed by the station's Ed25519 key over
     ``temoin-station-assertion-v1\\n{station_id}\\n{timestamp}\\n{nonce}``."""
 

@@ -13,6 +13,7 @@ from services.ingest.uploads.service import UploadService
 from shared.clips import MAX_CLIP_SIZE, METADATA_HEADER, ClipMetadata, declared_content_type
 from shared.errors import PayloadTooLarge, UnprocessableEntity
 from shared.inputs import HeaderCount
+from shared.openapi import problems, raises, raw_body
 from shared.receipts import Receipt
 from shared.signatures import b64decode, key_id, public_key_of
 from shared.web import SessionDep
@@ -24,6 +25,7 @@ def receipt_key(settings: IngestSettings) -> SigningKey:
     return SigningKey(b64decode(settings.receipt_key))
 
 
+@raises(502, 503)  # what call_vault answers when the vault fails or is away
 async def _uploads(request: Request) -> UploadService:
     settings: IngestSettings = request.app.state.settings
     return UploadService(
@@ -41,7 +43,11 @@ Uploads = Annotated[UploadService, Depends(_uploads)]
     "/recordings",
     response_model=Receipt,
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "already received: the same receipt again"}},
+    responses={
+        200: {"model": Receipt, "description": "already received: the same receipt again"},
+        **problems(403, 413, 415),
+    },
+    openapi_extra=raw_body("video/mp4", "application/octet-stream"),
 )
 async def upload(
     request: Request,

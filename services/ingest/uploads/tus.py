@@ -36,6 +36,7 @@ from shared.errors import (
     UnsupportedMediaType,
 )
 from shared.inputs import HeaderCount, refuse_unstorable
+from shared.openapi import headers_doc, problems, raw_body
 from shared.receipts import Receipt
 from shared.web import SessionDep
 
@@ -48,7 +49,9 @@ UPLOAD_METADATA = "header.upload-metadata"
 router = APIRouter(prefix="/v1/uploads", tags=["uploads (tus)"])
 
 
-async def _tus_version(tus_resumable: Annotated[str | None, Header()] = None) -> None:
+async def _tus_version(
+    tus_resumable: Annotated[str | None, Header(json_schema_extra={"enum": [TUS_VERSION]})] = None,
+) -> None:
     if tus_resumable != TUS_VERSION:
         raise PreconditionFailed(
             f"this server speaks tus {TUS_VERSION} (Tus-Resumable header)",
@@ -136,7 +139,18 @@ def _checksum(header: str | None) -> Checksum | None:
     return Checksum(hasher, digest)
 
 
-@router.options("", status_code=status.HTTP_204_NO_CONTENT)
+@router.options(
+    "",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        204: {
+            "description": "what this server supports",
+            "headers": headers_doc(
+                "Tus-Version", "Tus-Extension", "Tus-Checksum-Algorithm", "Tus-Max-Size"
+            ),
+        }
+    },
+)
 async def capabilities() -> Response:
     """What this tus server supports (no authentication: it says nothing about any upload)."""
     return Response(
@@ -150,7 +164,19 @@ async def capabilities() -> Response:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=Tus)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=Tus,
+    responses={
+        201: {
+            "description": "created (and its first bytes appended); with its receipt if complete",
+            "headers": headers_doc("Location", "Upload-Offset", "Upload-Expires", RECEIPT_HEADER),
+        },
+        **problems(400, 403, 409, 410, 412, 413, 415, 423, 460),
+    },
+    openapi_extra=raw_body(OFFSET_STREAM, required=False),
+)
 async def create(
     request: Request,
     station: CurrentStation,
@@ -199,7 +225,19 @@ async def create(
     return Response(status_code=status.HTTP_201_CREATED, headers=headers)
 
 
-@router.head("/{upload_id}", dependencies=Tus)
+@router.head(
+    "/{upload_id}",
+    dependencies=Tus,
+    responses={
+        200: {
+            "description": "the upload's state",
+            "headers": headers_doc(
+                "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Expires"
+            ),
+        },
+        **problems(410, 412),
+    },
+)
 async def offset(
     upload_id: uuid.UUID, station: CurrentStation, resumable: Resumable, session: SessionDep
 ) -> Response:
@@ -214,7 +252,19 @@ async def offset(
     return Response(status_code=status.HTTP_200_OK, headers=headers)
 
 
-@router.patch("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=Tus)
+@router.patch(
+    "/{upload_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=Tus,
+    responses={
+        204: {
+            "description": "appended; the PATCH that completes the clip carries its receipt",
+            "headers": headers_doc("Upload-Offset", "Upload-Expires", RECEIPT_HEADER),
+        },
+        **problems(400, 403, 409, 410, 412, 413, 415, 423, 460),
+    },
+    openapi_extra=raw_body(OFFSET_STREAM),
+)
 async def append(
     upload_id: uuid.UUID,
     request: Request,
@@ -245,13 +295,18 @@ async def append(
     )
 
 
-@router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=Tus)
+@router.delete(
+    "/{upload_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=Tus,
+    responses=problems(410, 412, 423),
+)
 async def terminate(upload_id: uuid.UUID, station: CurrentStation, resumable: Resumable) -> None:
     """Give up an upload (tus termination): what was sent is discarded."""
     await resumable.terminate(station, upload_id)
 
 
-@router.get("/{upload_id}/receipt", response_model=Receipt)
+@router.get("/{upload_id}/receipt", response_model=Receipt, responses=problems(409, 410))
 async def receipt(
     upload_id: uuid.UUID, station: CurrentStation, resumable: Resumable, session: SessionDep
 ) -> Receipt:

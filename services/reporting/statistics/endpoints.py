@@ -32,6 +32,7 @@ from shared.access import OrgAccess, organisation_access, refuse, require
 from shared.audit import AuditAction, AuditEntry
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
+from shared.schemas import JsonBody
 from shared.signatures import b64encode, key_id, public_key_of
 from shared.web import SessionDep
 
@@ -43,6 +44,13 @@ Reader = Annotated[OrgAccess, Depends(organisation_access(Role.maire, Role.respo
 Author = Annotated[OrgAccess, Depends(organisation_access(Role.responsable))]
 Format = Literal["json", "csv", "pdf"]
 REPORT = "/organisations/{org_id}/report"
+# What `format=csv` and `format=pdf` answer, besides the JSON of the response model.
+FORMATS = {
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+    }
+}
 
 
 def _period(year: int | None, start: date | None, end: date | None) -> tuple[date, date]:
@@ -72,7 +80,7 @@ def _render(report: Report, fmt: Format) -> Response:
     return Response(report.model_dump_json(), media_type="application/json")
 
 
-@router.get(REPORT, response_model=Report, responses={200: {"content": {"text/csv": {}}}})
+@router.get(REPORT, response_model=Report, responses={200: FORMATS})
 async def organisation_report(
     access: Reader,
     session: SessionDep,
@@ -87,7 +95,7 @@ async def organisation_report(
     return _render(await build_report(session, org, first, last), format)
 
 
-class EvaluationIn(BaseModel):
+class EvaluationIn(JsonBody):
     start: ReportDay
     end: ReportDay
     text: str = Field(min_length=1, max_length=20000)
@@ -116,7 +124,7 @@ async def write_evaluation(data: EvaluationIn, access: Author, session: SessionD
         existing.written_at = datetime.now(UTC)
 
 
-class FinaliseIn(BaseModel):
+class FinaliseIn(JsonBody):
     start: ReportDay
     end: ReportDay
 
@@ -212,7 +220,9 @@ class PrefectureTable(BaseModel):
 Prefecture = Annotated[Principal, Depends(require(Role.prefecture))]
 
 
-@router.get("/prefectures/{departement}/table", response_model=PrefectureTable)
+@router.get(
+    "/prefectures/{departement}/table", response_model=PrefectureTable, responses={200: FORMATS}
+)
 async def prefecture_table(
     departement: Annotated[str, Path(pattern=r"^(\d{2,3}|2[AB])$")],
     request: Request,

@@ -32,6 +32,7 @@ from shared.access import OrgAccess, organisation_access, require
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
 from shared.inputs import INT64_MAX, Instant, Offset
+from shared.openapi import problems
 from shared.signatures import key_id, public_key_of
 from shared.web import SessionDep
 
@@ -66,7 +67,11 @@ def _csv(items: list[EntryOut]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-@router.get(f"{ORG_AUDIT}/entries", response_model=EntryPage)
+@router.get(
+    f"{ORG_AUDIT}/entries",
+    response_model=EntryPage,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
 async def search_entries(
     access: Auditor,
     session: SessionDep,
@@ -139,7 +144,7 @@ async def sign_head_now(principal: Signer, log: Log) -> TreeHeadOut:
     return head_out(await log.sign_head())
 
 
-@router.get("/audit/consistency", response_model=ConsistencyProof)
+@router.get("/audit/consistency", response_model=ConsistencyProof, responses=problems(404))
 async def consistency_proof(
     principal: Witness,
     log: Log,

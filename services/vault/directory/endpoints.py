@@ -21,6 +21,7 @@ from services.vault.directory.service import DirectoryService
 from shared.access import OrgAccess, PrincipalDep, organisation_access
 from shared.auth import Role
 from shared.inputs import Offset
+from shared.openapi import problems
 from shared.web import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["directory"])
@@ -52,7 +53,14 @@ async def me(principal: PrincipalDep) -> schemas.Me:
     )
 
 
-@router.put(ORG, response_model=schemas.OrganisationOut)
+@router.put(
+    ORG,
+    response_model=schemas.OrganisationOut,
+    responses={
+        201: {"model": schemas.OrganisationOut, "description": "created"},
+        **problems(409),
+    },
+)
 async def save_organisation(
     data: schemas.OrganisationIn, access: Manage, session: SessionDep, response: Response
 ) -> schemas.OrganisationOut:
@@ -82,7 +90,12 @@ async def list_agents(
     return schemas.Page.of(schemas.AgentOut, items, total, limit, offset)
 
 
-@router.post(f"{ORG}/agents", response_model=schemas.AgentOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    f"{ORG}/agents",
+    response_model=schemas.AgentOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
+)
 async def create_agent(
     data: schemas.AgentIn, access: Manage, session: SessionDep
 ) -> schemas.AgentOut:
@@ -95,7 +108,9 @@ async def get_agent(agent_id: uuid.UUID, access: Find, session: SessionDep) -> s
     return schemas.AgentOut.model_validate(await DirectoryService(session, access).agent(agent_id))
 
 
-@router.patch(f"{ORG}/agents/{{agent_id}}", response_model=schemas.AgentOut)
+@router.patch(
+    f"{ORG}/agents/{{agent_id}}", response_model=schemas.AgentOut, responses=problems(409)
+)
 async def update_agent(
     agent_id: uuid.UUID, data: schemas.AgentPatch, access: Manage, session: SessionDep
 ) -> schemas.AgentOut:
@@ -151,6 +166,7 @@ async def list_habilitations(
     f"{ORG}/agents/{{agent_id}}/habilitations",
     response_model=schemas.HabilitationOut,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
 )
 async def grant_habilitation(
     agent_id: uuid.UUID, data: schemas.HabilitationIn, access: Designate, session: SessionDep
@@ -161,7 +177,9 @@ async def grant_habilitation(
 
 
 @router.post(
-    f"{ORG}/habilitations/{{habilitation_id}}/withdraw", response_model=schemas.HabilitationOut
+    f"{ORG}/habilitations/{{habilitation_id}}/withdraw",
+    response_model=schemas.HabilitationOut,
+    responses=problems(409),
 )
 async def withdraw_habilitation(
     habilitation_id: uuid.UUID, data: schemas.Withdrawal, access: Designate, session: SessionDep
@@ -186,7 +204,10 @@ async def list_cameras(
 
 
 @router.post(
-    f"{ORG}/cameras", response_model=schemas.CameraOut, status_code=status.HTTP_201_CREATED
+    f"{ORG}/cameras",
+    response_model=schemas.CameraOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
 )
 async def create_camera(
     data: schemas.CameraIn, access: Manage, session: SessionDep
@@ -201,7 +222,9 @@ async def get_camera(camera_id: uuid.UUID, access: Find, session: SessionDep) ->
     return schemas.CameraOut.model_validate(camera)
 
 
-@router.patch(f"{ORG}/cameras/{{camera_id}}", response_model=schemas.CameraOut)
+@router.patch(
+    f"{ORG}/cameras/{{camera_id}}", response_model=schemas.CameraOut, responses=problems(409)
+)
 async def update_camera(
     camera_id: uuid.UUID, data: schemas.CameraPatch, access: Manage, session: SessionDep
 ) -> schemas.CameraOut:
@@ -236,6 +259,7 @@ async def list_assignments(
     f"{ORG}/cameras/{{camera_id}}/assignments",
     response_model=schemas.AssignmentOut,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
 )
 async def assign_camera(
     camera_id: uuid.UUID, data: schemas.AssignmentIn, access: Manage, session: SessionDep
@@ -245,7 +269,11 @@ async def assign_camera(
     return schemas.AssignmentOut.model_validate(assignment)
 
 
-@router.post(f"{ORG}/assignments/{{assignment_id}}/end", response_model=schemas.AssignmentOut)
+@router.post(
+    f"{ORG}/assignments/{{assignment_id}}/end",
+    response_model=schemas.AssignmentOut,
+    responses=problems(409),
+)
 async def end_assignment(
     assignment_id: uuid.UUID, data: schemas.AssignmentEnd, access: Manage, session: SessionDep
 ) -> schemas.AssignmentOut:
@@ -267,7 +295,10 @@ async def list_stations(
 
 
 @router.post(
-    f"{ORG}/stations", response_model=schemas.StationOut, status_code=status.HTTP_201_CREATED
+    f"{ORG}/stations",
+    response_model=schemas.StationOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
 )
 async def register_station(
     data: schemas.StationIn, access: Manage, session: SessionDep
@@ -285,7 +316,11 @@ async def get_station(
     return schemas.StationOut.model_validate(station)
 
 
-@router.post(f"{ORG}/stations/{{station_id}}/revoke", response_model=schemas.StationOut)
+@router.post(
+    f"{ORG}/stations/{{station_id}}/revoke",
+    response_model=schemas.StationOut,
+    responses=problems(409),
+)
 async def revoke_station(
     station_id: uuid.UUID, data: schemas.Withdrawal, access: Manage, session: SessionDep
 ) -> schemas.StationOut:

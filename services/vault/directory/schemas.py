@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from services.vault.directory.models import LEGAL_RETENTION_DAYS, CameraStatus, StationStatus
 from shared.inputs import Instant
+from shared.schemas import JsonBody
 from shared.signatures import verify_key
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -39,7 +40,7 @@ def _ed25519_public_key(value: str) -> str:
 PublicKey = Annotated[str, AfterValidator(_ed25519_public_key)]
 
 
-class Schema(BaseModel):
+class Schema(JsonBody):
     model_config = ConfigDict(from_attributes=True, extra="forbid")
 
 

@@ -18,6 +18,7 @@ from services.vault.settings import VaultSettings
 from shared.access import OrgAccess, organisation_access
 from shared.auth import Role
 from shared.inputs import Offset
+from shared.openapi import body, problems
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["procedures"])
@@ -36,7 +37,12 @@ async def _out(service: ProcedureService, procedure: Procedure) -> schemas.Proce
     return out
 
 
-@router.post(PROCEDURES, response_model=schemas.ProcedureOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    PROCEDURES,
+    response_model=schemas.ProcedureOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409),
+)
 async def open_procedure(
     data: schemas.ProcedureIn, access: Act, session: SessionDep, store: StoreDep
 ) -> schemas.ProcedureOut:
@@ -72,6 +78,7 @@ async def get_procedure(
     f"{PROCEDURES}/{{procedure_id}}/recordings",
     response_model=schemas.ProcedureOut,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(409, 410),
 )
 async def attach_recording(
     procedure_id: uuid.UUID,
@@ -85,7 +92,11 @@ async def attach_recording(
     return await _out(service, await service.attach(procedure_id, data))
 
 
-@router.post(f"{PROCEDURES}/{{procedure_id}}/close", response_model=schemas.ProcedureOut)
+@router.post(
+    f"{PROCEDURES}/{{procedure_id}}/close",
+    response_model=schemas.ProcedureOut,
+    responses=problems(409),
+)
 async def close_procedure(
     procedure_id: uuid.UUID, access: Act, session: SessionDep, store: StoreDep
 ) -> schemas.ProcedureOut:
@@ -97,7 +108,7 @@ async def close_procedure(
 @router.post(
     f"{PROCEDURES}/{{procedure_id}}/extractions",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/zip": {}}, "description": "the BagIt package"}},
+    responses={200: body("application/zip", description="the BagIt package"), **problems(409, 410)},
 )
 async def extract(
     procedure_id: uuid.UUID,

@@ -6,9 +6,10 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.vault.procedures.models import ProcedureType
+from shared.schemas import JsonBody
 
 
-class ProcedureIn(BaseModel):
+class ProcedureIn(JsonBody):
     type: ProcedureType
     reference: str = Field(min_length=1, max_length=200, description="e.g. the parquet's number")
     description: str | None = Field(None, max_length=2000)
@@ -28,14 +29,14 @@ class ProcedureOut(BaseModel):
     recording_ids: list[uuid.UUID] = Field(default_factory=list)
 
 
-class AttachIn(BaseModel):
+class AttachIn(JsonBody):
     recording_id: uuid.UUID
     qualification: str = Field(
         min_length=3, max_length=500, description="why the recording matters to the procedure"
     )
 
 
-class ExtractionIn(BaseModel):
+class ExtractionIn(JsonBody):
     recording_id: uuid.UUID
     motif: str = Field(min_length=3, max_length=500)
     destinataires: list[str] = Field(

@@ -28,6 +28,7 @@ from shared.access import OrgAccess, organisation_access, refuse
 from shared.auth import Principal, Role
 from shared.errors import Conflict, Forbidden, Gone, NotFound, RangeNotSatisfiable
 from shared.inputs import Instant, Offset
+from shared.openapi import problems
 from shared.web import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
@@ -96,6 +97,7 @@ async def get_recording(
     f"{RECORDINGS}/{{recording_id}}/consultations",
     response_model=schemas.ConsultationOut,
     status_code=status.HTTP_201_CREATED,
+    responses=problems(409, 410),
 )
 async def consult(
     recording_id: uuid.UUID,
@@ -132,7 +134,7 @@ async def close_consultation(
     await ViewingService(session, settings, access).close(recording_id, consultation_id)
 
 
-@media_router.get("/media/{token}")
+@media_router.get("/media/{token}", responses=schemas.MEDIA_RESPONSES)
 async def media(
     token: str,
     request: Request,
@@ -204,7 +206,7 @@ async def media(
     return StreamingResponse(body(), status_code=code, headers=headers)
 
 
-@media_router.head("/media/{token}")
+@media_router.head("/media/{token}", responses=schemas.MEDIA_RESPONSES)
 async def media_head(
     token: str,
     request: Request,

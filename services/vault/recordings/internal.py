@@ -7,12 +7,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from services.vault.recordings.resumable import ResumableService
 from services.vault.settings import VaultSettings
 from shared.clips import ClipContentType, ClipMetadata, UploadSessionState
 from shared.inputs import Offset
+from shared.openapi import problems, raw_body
+from shared.schemas import JsonBody
 from shared.service_auth import ServiceCaller
 from shared.web import SessionDep, StoreDep
 
@@ -27,14 +29,19 @@ async def _resumable(request: Request, session: SessionDep, store: StoreDep) -> 
 Resumable = Annotated[ResumableService, Depends(_resumable)]
 
 
-class UploadIn(BaseModel):
+class UploadIn(JsonBody):
     station_id: uuid.UUID
     metadata: ClipMetadata
     content_type: ClipContentType = "application/octet-stream"
     single: bool = Field(False, description="the session of a single POST (one request)")
 
 
-@uploads_router.post("", response_model=UploadSessionState, status_code=status.HTTP_201_CREATED)
+@uploads_router.post(
+    "",
+    response_model=UploadSessionState,
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(403),
+)
 async def create_upload(
     data: UploadIn, caller: ServiceCaller, resumable: Resumable
 ) -> UploadSessionState:
@@ -56,7 +63,12 @@ async def get_upload(
     return await resumable.state(upload_id, station)
 
 
-@uploads_router.patch("/{upload_id}", response_model=UploadSessionState)
+@uploads_router.patch(
+    "/{upload_id}",
+    response_model=UploadSessionState,
+    responses=problems(400, 403, 409, 410, 413, 423),
+    openapi_extra=raw_body("application/octet-stream"),
+)
 async def append_upload(
     upload_id: uuid.UUID,
     station: StationHeader,
@@ -82,7 +94,9 @@ async def append_upload(
     )
 
 
-@uploads_router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT)
+@uploads_router.delete(
+    "/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(410, 423)
+)
 async def terminate_upload(
     upload_id: uuid.UUID, station: StationHeader, caller: ServiceCaller, resumable: Resumable
 ) -> None:

@@ -3,8 +3,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from shared.openapi import body, problems
+from shared.schemas import JsonBody
 
 
 class RecordingOut(BaseModel):
@@ -44,7 +48,7 @@ class WearerPurpose(StrEnum):
     compte_rendu = "compte_rendu"  # report an intervention faithfully
 
 
-class ConsultationIn(BaseModel):
+class ConsultationIn(JsonBody):
     motif: str = Field(min_length=3, max_length=500, description="why (R241-14), logged")
     procedure_id: uuid.UUID | None = Field(None, description="the procedure it serves, if any")
     purpose: WearerPurpose | None = Field(None, description="required when the wearer views")
@@ -55,3 +59,27 @@ class ConsultationOut(BaseModel):
     recording_id: uuid.UUID
     url: str = Field(description="signed media URL for a <video> element (HTTP Range)")
     expires_at: datetime
+
+
+_CLIP = body(
+    "video/*",
+    "application/octet-stream",
+    description="the clip, in the content type it was uploaded with",
+)
+_MEDIA_HEADERS = {
+    "Accept-Ranges": {"schema": {"type": "string", "enum": ["bytes"]}},
+    "Content-Length": {"schema": {"type": "integer", "minimum": 0}},
+}
+# The media URL answers the clip's bytes, never JSON: whole (200) or a range (206).
+MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_CLIP, "headers": _MEDIA_HEADERS},
+    206: {
+        **_CLIP,
+        "description": "the requested byte range of the clip",
+        "headers": {
+            **_MEDIA_HEADERS,
+            "Content-Range": {"schema": {"type": "string"}, "description": "bytes a-b/size"},
+        },
+    },
+    **problems(403, 409, 410, 416),
+}
