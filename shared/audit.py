@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     select,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -49,6 +50,8 @@ class AuditAction(StrEnum):
     access_refused = "access_refused"
     fixity_failure = "fixity_failure"  # a sealed object found damaged or missing
     fixity_restored = "fixity_restored"  # one flagged damaged that checks again
+    registry_divergence = "registry_divergence"  # a row found to differ from the log
+    protection_mismatch = "protection_mismatch"  # the store's lock or hold not as the log says
     report_finalised = "report_finalised"
     audit_purge = "audit_purge"
 
@@ -81,6 +84,19 @@ entries = Table(
     # What changed, or what was refused and why: small JSON, never content or secrets.
     Column("details", JSONB, nullable=False, server_default="{}"),
     Index("ix_audit_entries_organisation_id_occurred_at", "organisation_id", "occurred_at"),
+    # A recording's history, a habilitation's entries, the entry that collected an object
+    # (the registry's checks, services/vault/audit/registry.py; migration 0009).
+    Index("ix_audit_entries_recording_ids", "recording_ids", postgresql_using="gin"),
+    Index(
+        "ix_audit_entries_habilitation",
+        text("(details->>'habilitation_id')"),
+        postgresql_where=text("action IN ('habilitation_granted', 'habilitation_withdrawn')"),
+    ),
+    Index(
+        "ix_audit_entries_object_key",
+        text("(details->>'object_key')"),
+        postgresql_where=text("action = 'collecte'"),
+    ),
 )
 
 

@@ -317,6 +317,28 @@ class ObjectStore:
 
         await self._run(apply)
 
+    async def extend_retention(self, key: str, version: str | None, until: datetime) -> None:
+        """Lengthen an object version's COMPLIANCE retention to ``until`` (the store refuses
+        to shorten it, whoever asks)."""
+        retention = Retention(COMPLIANCE, until)
+        await self._run(
+            lambda: self.client.set_object_retention(
+                self.bucket, key, retention, version_id=version
+            )
+        )
+
+    async def protection(self, key: str, version: str | None) -> tuple[datetime | None, bool]:
+        """What protects an object version in the store: its retention date (None without
+        one) and whether a legal hold is on."""
+
+        def read() -> tuple[datetime | None, bool]:
+            retention = self.client.get_object_retention(self.bucket, key, version_id=version)
+            until = retention.retain_until_date if retention is not None else None
+            held = bool(self.client.is_object_legal_hold_enabled(self.bucket, key, version))
+            return until, held
+
+        return await self._run(read)
+
     async def list_versions(self, prefix: str) -> list[tuple[str, str | None]]:
         """Every version of every object under ``prefix``, as (key, version id)."""
 

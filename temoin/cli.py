@@ -189,10 +189,16 @@ def audit_verify(
     public_key: Annotated[
         str | None, typer.Option(help="base64 Ed25519 key of the log (default: the vault's)")
     ] = None,
+    registry: Annotated[
+        bool, typer.Option(help="also compare the registry's rows with what the log attests")
+    ] = False,
 ) -> None:
-    """Recompute the whole log from the database and check every signed tree head."""
+    """Recompute the whole log from the database and check every signed tree head; with
+    --registry, every row that matters (recordings, habilitations, consultations) too."""
     import asyncio
 
+    import services.vault.app  # noqa: F401  (every vault model: the ORM resolves foreign keys)
+    from services.vault.audit.registry import verify_registry
     from services.vault.audit.verify import verify_log
     from services.vault.settings import VaultSettings
     from shared.db import create_engine
@@ -205,6 +211,8 @@ def audit_verify(
         try:
             async with engine.connect() as connection:
                 report = await verify_log(connection, key)
+                if registry:
+                    report.findings += await verify_registry(connection)
         finally:
             await engine.dispose()
         typer.echo(
@@ -424,18 +432,20 @@ def erase(
     """Erase recordings past their retention (R241-13), as the vault's job does: destroy the
     keys, keep tombstones with their `effacement` entries, delete objects whose lock expired,
     and orphans (sealed objects no recording refers to) once unlocked. Recordings held by an
-    open procedure are kept (and the refusal logged once)."""
+    open procedure are kept (and the refusal logged once), as are those whose row differs from
+    what the log attests (alerted once; exits 1)."""
     import asyncio
 
     from services.vault.recordings.erasure import ErasureService
+    from services.vault.recordings.holds import HoldService
     from shared.db import session_scope, utc_now
 
-    async def run() -> None:
+    async def run() -> int:
         settings, engine, sessionmaker, store = _vault_session()
         try:
             now = utc_now()
             async with session_scope(sessionmaker) as session:
-                service = ErasureService(session, store)
+                service = ErasureService(session, store, settings.audit_key())
                 if dry_run:
                     for recording in await service.due(now):
                         typer.echo(f"would erase {recording.id} (retain until "
@@ -447,12 +457,18 @@ def erase(
                     for key, _ in await service.orphans():
                         typer.echo(f"orphan (no recording refers to it): {key}")
                     await session.rollback()
-                    return
+                    return 0
                 report = await service.erase_due(now)
             async with session_scope(sessionmaker) as session:
-                objects = await ErasureService(session, store).delete_objects(now)
+                await HoldService(session, store, settings).renew(now)
             async with session_scope(sessionmaker) as session:
-                orphans = await ErasureService(session, store).delete_orphans()
+                objects = await ErasureService(session, store, settings.audit_key()).delete_objects(
+                    now
+                )
+            async with session_scope(sessionmaker) as session:
+                orphans = await ErasureService(
+                    session, store, settings.audit_key()
+                ).delete_orphans()
             for key in orphans.orphans_deleted:
                 typer.echo(f"deleted orphan {key}")
             typer.echo(
@@ -462,10 +478,13 @@ def erase(
                 f"{len(orphans.orphans_deleted)} orphan(s) deleted, "
                 f"{len(orphans.orphans_locked)} orphan(s) still locked"
             )
+            for recording_id in report.refused + objects.refused:
+                typer.echo(f"KEPT {recording_id}: its row differs from the log (see the log)")
+            return 1 if report.refused or objects.refused else 0
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    raise typer.Exit(asyncio.run(run()))
 
 
 @app.command("scrub")

@@ -29,6 +29,7 @@ from services.vault.recordings.erasure import ErasureService
 from services.vault.recordings.fixity import FixityService
 from services.vault.recordings.models import Recording, UploadSession
 from services.vault.recordings.service import RECORDINGS_PREFIX
+from services.vault.settings import VaultSettings
 from shared.audit import entries
 from shared.db import create_sessionmaker, session_scope
 from shared.receipts import receipt_is_valid
@@ -291,7 +292,8 @@ async def test_several_erasers_erase_each_recording_once(
 
     async def erase_here() -> int:
         async with session_scope(sessionmaker) as session:
-            return len((await ErasureService(session, store).erase_due()).erased)
+            service = ErasureService(session, store, VaultSettings().audit_key())
+            return len((await service.erase_due()).erased)
 
     await asyncio.gather(erase_here(), erase_here())
     for eraser in erasers:

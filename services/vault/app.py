@@ -31,7 +31,7 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
         await uploads_job(state["sessionmaker"], state["store"], settings)
 
     async def erasure(state: ServiceState) -> None:
-        await erase_expired(state["sessionmaker"], state["store"], settings.erasure_interval_s)
+        await erase_expired(state["sessionmaker"], state["store"], settings)
 
     async def scrub(state: ServiceState) -> None:
         await scrub_objects(state["sessionmaker"], state["store"], settings)

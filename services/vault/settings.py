@@ -51,6 +51,20 @@ class VaultSettings(ServiceSettings):
     minimum_lock_s: int = Field(
         24 * 3600, ge=1, description="shortest object lock given to a clip, at upload"
     )
+    hold_lock_days: int = Field(
+        90,
+        ge=1,
+        le=3650,
+        description="while a procedure holds a recording, its COMPLIANCE lock is kept at least "
+        "this far ahead (renewed by the erasure job), so that removing the legal hold alone "
+        "does not make it deletable",
+    )
+    hold_renew_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="the lock of a held recording is renewed this long before it ends",
+    )
     erasure_interval_s: float = Field(
         3600.0, gt=0, description="how often the erasure job runs (R241-13)"
     )

@@ -176,6 +176,7 @@ class DirectoryService:
             habilitation_id=str(habilitation.id),
             agent_id=str(agent.id),
             matricule=agent.matricule,
+            granted_at=habilitation.granted_at.isoformat(),
         )
         return habilitation
 
@@ -196,6 +197,7 @@ class DirectoryService:
             habilitation_id=str(habilitation.id),
             agent_id=str(habilitation.agent_id),
             reason=data.reason,
+            withdrawn_at=habilitation.withdrawn_at.isoformat(),
         )
         return habilitation
 

@@ -31,6 +31,14 @@ Read = Annotated[OrgAccess, Depends(organisation_access(*ACTORS, Role.dpo))]
 PROCEDURES = "/organisations/{org_id}/procedures"
 
 
+async def _settings(request: Request) -> VaultSettings:
+    settings: VaultSettings = request.app.state.settings
+    return settings
+
+
+Settings = Annotated[VaultSettings, Depends(_settings)]
+
+
 async def _out(service: ProcedureService, procedure: Procedure) -> schemas.ProcedureOut:
     out = schemas.ProcedureOut.model_validate(procedure)
     out.recording_ids = await service.recording_ids(procedure.id)
@@ -44,9 +52,9 @@ async def _out(service: ProcedureService, procedure: Procedure) -> schemas.Proce
     responses=problems(409),
 )
 async def open_procedure(
-    data: schemas.ProcedureIn, access: Act, session: SessionDep, store: StoreDep
+    data: schemas.ProcedureIn, access: Act, session: SessionDep, store: StoreDep, settings: Settings
 ) -> schemas.ProcedureOut:
-    service = ProcedureService(session, store, access)
+    service = ProcedureService(session, store, access, settings)
     return await _out(service, await service.open(data))
 
 
@@ -55,11 +63,12 @@ async def list_procedures(
     access: Read,
     session: SessionDep,
     store: StoreDep,
+    settings: Settings,
     open_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Offset = 0,
 ) -> Page[schemas.ProcedureOut]:
-    service = ProcedureService(session, store, access)
+    service = ProcedureService(session, store, access, settings)
     items, total = await service.search(open_only=open_only, limit=limit, offset=offset)
     return Page(
         items=[await _out(service, p) for p in items], total=total, limit=limit, offset=offset
@@ -68,9 +77,9 @@ async def list_procedures(
 
 @router.get(f"{PROCEDURES}/{{procedure_id}}", response_model=schemas.ProcedureOut)
 async def get_procedure(
-    procedure_id: uuid.UUID, access: Read, session: SessionDep, store: StoreDep
+    procedure_id: uuid.UUID, access: Read, session: SessionDep, store: StoreDep, settings: Settings
 ) -> schemas.ProcedureOut:
-    service = ProcedureService(session, store, access)
+    service = ProcedureService(session, store, access, settings)
     return await _out(service, await service.procedure(procedure_id))
 
 
@@ -86,9 +95,10 @@ async def attach_recording(
     access: Act,
     session: SessionDep,
     store: StoreDep,
+    settings: Settings,
 ) -> schemas.ProcedureOut:
     """Qualify a recording for the procedure: held (S3 legal hold, no erasure) while open."""
-    service = ProcedureService(session, store, access)
+    service = ProcedureService(session, store, access, settings)
     return await _out(service, await service.attach(procedure_id, data))
 
 
@@ -98,10 +108,10 @@ async def attach_recording(
     responses=problems(409),
 )
 async def close_procedure(
-    procedure_id: uuid.UUID, access: Act, session: SessionDep, store: StoreDep
+    procedure_id: uuid.UUID, access: Act, session: SessionDep, store: StoreDep, settings: Settings
 ) -> schemas.ProcedureOut:
     """Close it: recordings no other open procedure holds follow their retention again."""
-    service = ProcedureService(session, store, access)
+    service = ProcedureService(session, store, access, settings)
     return await _out(service, await service.close(procedure_id))
 
 
@@ -113,14 +123,13 @@ async def close_procedure(
 async def extract(
     procedure_id: uuid.UUID,
     data: schemas.ExtractionIn,
-    request: Request,
     access: Act,
     session: SessionDep,
     store: StoreDep,
+    settings: Settings,
 ) -> StreamingResponse:
     """A signed BagIt package (zip) of the recording, streamed (docs/extraction.md). The
     extraction, with its motif and destinataires, is logged before the first byte."""
-    settings: VaultSettings = request.app.state.settings
     package = await ExtractionService(session, store, settings, access).prepare(procedure_id, data)
     return StreamingResponse(
         stream_package(package),

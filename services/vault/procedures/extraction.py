@@ -69,7 +69,7 @@ class ExtractionService:
         self.store = store
         self.settings = settings
         self.access = access
-        self.procedures = ProcedureService(session, store, access)
+        self.procedures = ProcedureService(session, store, access, settings)
 
     async def prepare(self, procedure_id: uuid.UUID, data: ExtractionIn) -> Package:
         procedure = await self.procedures.procedure(procedure_id)

@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.procedures import schemas
 from services.vault.procedures.models import Procedure, ProcedureRecording
+from services.vault.recordings.holds import HoldService
 from services.vault.recordings.models import Recording, RecordingStatus
+from services.vault.settings import VaultSettings
 from shared import audit
 from shared.access import OrgAccess
 from shared.audit import AuditAction, AuditEntry
@@ -23,10 +25,17 @@ from shared.storage import ObjectStore
 
 
 class ProcedureService:
-    def __init__(self, session: AsyncSession, store: ObjectStore, access: OrgAccess) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        store: ObjectStore,
+        access: OrgAccess,
+        settings: VaultSettings,
+    ) -> None:
         self.session = session
         self.store = store
         self.access = access
+        self.settings = settings
         self.org_id = access.organisation_id
 
     async def procedure(self, procedure_id: uuid.UUID) -> Procedure:
@@ -96,9 +105,8 @@ class ProcedureService:
             raise Gone("this recording was erased at the end of its retention")
         if await self.holds(procedure.id, recording.id):
             raise Conflict("this recording is already attached to the procedure")
-        if not recording.legal_hold:
-            await self.store.set_legal_hold(recording.object_key, recording.object_version, True)
-            recording.legal_hold = True
+        # Held by the store itself: legal hold on, and its lock kept ahead (holds.py).
+        await HoldService(self.session, self.store, self.settings).protect(recording)
         self.session.add(
             ProcedureRecording(
                 procedure_id=procedure.id,

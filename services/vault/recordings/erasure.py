@@ -25,23 +25,31 @@ every object is locked for at least `VAULT_MINIMUM_LOCK_S`, far longer than a re
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from nacl.signing import SigningKey
 from sqlalchemy import Exists, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.vault.audit.registry import Attestor, Unattested, histories, recording_differences
+from services.vault.audit.service import AuditLog
+from services.vault.directory.models import Organisation
 from services.vault.procedures.models import Procedure, ProcedureRecording
+from services.vault.recordings.attested import note_divergence
 from services.vault.recordings.models import Recording, RecordingStatus, UploadSession, UploadStatus
 from services.vault.recordings.service import RECORDINGS_PREFIX
 from shared import audit
-from shared.audit import AuditAction, AuditEntry, Outcome
+from shared.audit import AuditAction, AuditEntry, Outcome, entries
 from shared.db import try_job_lock, utc_now
+from shared.signatures import public_key_of
 from shared.storage import ObjectStore
 
 ACTOR = "temoin-vault:erasure"
+_logger = logging.getLogger("temoin.vault.erasure")
 
 
 @dataclass
@@ -52,6 +60,8 @@ class ErasureReport:
     objects_locked: list[uuid.UUID] = field(default_factory=list)  # key gone, lock not yet
     orphans_deleted: list[str] = field(default_factory=list)  # object keys
     orphans_locked: list[str] = field(default_factory=list)
+    # The row said due (or erased), the log did not: kept, and alerted once.
+    refused: list[uuid.UUID] = field(default_factory=list)
 
 
 def _held() -> Exists:
@@ -64,9 +74,14 @@ def _held() -> Exists:
 
 
 class ErasureService:
-    def __init__(self, session: AsyncSession, store: ObjectStore) -> None:
+    """``log_key``: the audit log's signing key. Nothing is erased on the word of one column:
+    before a key is destroyed or an object deleted, the log must attest that it may be
+    (docs/threat-model.md), under a tree head this service signs and checks first."""
+
+    def __init__(self, session: AsyncSession, store: ObjectStore, log_key: SigningKey) -> None:
         self.session = session
         self.store = store
+        self.log_key = log_key
 
     async def due(self, now: datetime, limit: int = 500) -> list[Recording]:
         rows = await self.session.scalars(
@@ -110,7 +125,7 @@ class ErasureService:
         (the caller commits: all of it or none)."""
         now = now or utc_now()
         report = ErasureReport()
-        for recording in await self.due(now):
+        for recording in await self.attested(await self.due(now), now, report):
             recording.wrapped_key = None
             recording.status = RecordingStatus.erased.value
             recording.erased_at = now
@@ -127,10 +142,62 @@ class ErasureService:
         await self.session.flush()
         return report
 
+    async def attested(
+        self,
+        candidates: list[Recording],
+        now: datetime,
+        report: ErasureReport,
+        *,
+        erased: bool = False,
+    ) -> list[Recording]:
+        """Those of ``candidates`` the log says may go: their facts as their `collecte` entry
+        has them, their retention over by the log's date, no procedure holding them by the log
+        (and, with ``erased``, their `effacement` entry in the log). Any other is refused,
+        alerted once and kept (its key, its object)."""
+        if not candidates:
+            return []
+        log = AuditLog(self.session, self.log_key)
+        await log.sequence_all()
+        await log.sign_head()
+        attestor = Attestor(self.session, public_key_of(self.log_key))
+        try:
+            await attestor.head()
+        except Unattested as exc:
+            _logger.error("erasure: nothing erased, the log cannot vouch for it: %s", exc)
+            report.refused += [recording.id for recording in candidates]
+            return []
+        logged = await histories(self.session, [r.id for r in candidates], attestor)
+        retention = {
+            organisation.id: organisation.retention_days
+            for organisation in await self.session.scalars(
+                select(Organisation).where(
+                    Organisation.id.in_({r.organisation_id for r in candidates})
+                )
+            )
+        }
+        allowed = []
+        for recording in candidates:
+            history = logged[recording.id]
+            # With ``erased``, the row says erased: the differences hold the log to it too.
+            problems = recording_differences(recording, history, held_in_registry=False)
+            until = history.retain_until(retention.get(recording.organisation_id, 30))
+            if not erased and until is not None and until > now:
+                problems.append(f"the log's retention runs until {until.isoformat()}")
+            if problems:
+                await note_divergence(
+                    self.session, recording, "; ".join(problems), by=ACTOR, decision="kept"
+                )
+                report.refused.append(recording.id)
+            else:
+                allowed.append(recording)
+        return allowed
+
     async def delete_objects(self, now: datetime | None = None) -> ErasureReport:
-        """Delete the sealed objects of erased recordings whose lock has expired."""
+        """Delete the sealed objects of erased recordings whose lock has expired (erased by
+        the log's word, not only the row's)."""
         report = ErasureReport()
-        for recording in await self.awaiting_object_deletion():
+        waiting = await self.awaiting_object_deletion()
+        for recording in await self.attested(waiting, now or utc_now(), report, erased=True):
             if await self.store.delete_version(recording.object_key, recording.object_version):
                 recording.object_deleted_at = now or utc_now()
                 report.objects_deleted.append(recording.id)
@@ -160,7 +227,18 @@ class ErasureService:
                 )
             )
         )
-        return [(k, v) for k, v in versions if k not in registered and k not in uploading]
+        # A key the log saw collected is a recording's, even if its row is gone (deleted by
+        # SQL): never an orphan (`temoin audit verify --registry` reports the missing row).
+        collected = set(
+            await self.session.scalars(
+                select(entries.c.details["object_key"].astext).where(
+                    entries.c.action == AuditAction.collecte.value,
+                    entries.c.details["object_key"].astext.in_(keys),
+                )
+            )
+        )
+        known = registered | uploading | collected
+        return [(k, v) for k, v in versions if k not in known]
 
     async def delete_orphans(self) -> ErasureReport:
         """Delete the orphans whose lock has expired (the others wait for a later run); one

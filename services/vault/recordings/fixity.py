@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.vault.recordings.holds import HoldService
 from services.vault.recordings.keys import unwrap_data_key
 from services.vault.recordings.models import Recording, RecordingStatus
 from services.vault.recordings.reading import Damaged, SealedReader
@@ -265,6 +266,18 @@ async def scrub(
             found = await FixityService(session).record(findings)
         report.add(found)
         if found.unchecked:
+            return report
+        # The row and the store's protection of each, held to the log (holds.py).
+        try:
+            async with session_scope(sessionmaker) as session:
+                rows = await session.scalars(
+                    select(Recording)
+                    .where(Recording.id.in_([r.id for r in batch]))
+                    .with_for_update()
+                )
+                await HoldService(session, store, settings).check(list(rows), by=ACTOR)
+        except StorageError as exc:
+            _logger.warning("fixity scrub: protections not checked, the store failed: %s", exc)
             return report
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.vault.recordings import fixity
 from services.vault.recordings.erasure import ErasureService
+from services.vault.recordings.holds import HoldService
 from services.vault.recordings.resumable import ResumableService
 from services.vault.settings import VaultSettings
 from shared.db import session_scope, try_job_lock
@@ -60,18 +61,24 @@ async def uploads_job(
 
 
 async def erase_expired(
-    sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, every_s: float
+    sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, settings: VaultSettings
 ) -> None:
     """R241-13: keys destroyed and entries written in one transaction, objects deleted
     after, when their lock allows."""
     while True:
         try:
             async with session_scope(sessionmaker) as session:
-                report = await ErasureService(session, store).erase_due()
+                report = await ErasureService(session, store, settings.audit_key()).erase_due()
             async with session_scope(sessionmaker) as session:
-                deleted = await ErasureService(session, store).delete_objects()
+                deleted = await ErasureService(
+                    session, store, settings.audit_key()
+                ).delete_objects()
             async with session_scope(sessionmaker) as session:
-                orphans = await ErasureService(session, store).delete_orphans()
+                await HoldService(session, store, settings).renew()
+            async with session_scope(sessionmaker) as session:
+                orphans = await ErasureService(
+                    session, store, settings.audit_key()
+                ).delete_orphans()
             for key in orphans.orphans_deleted:
                 _logger.warning("erasure: deleted %s, a sealed object no recording refers to", key)
             if report.erased or report.held or deleted.objects_deleted:
@@ -83,7 +90,7 @@ async def erase_expired(
                 )
         except Exception as exc:
             job_failed(_logger, "erasure", exc)
-        await asyncio.sleep(every_s)
+        await asyncio.sleep(settings.erasure_interval_s)
 
 
 async def scrub_objects(

@@ -65,6 +65,11 @@ class Recording(IdMixin, Base):
     # When the erasure job first found it past retention but held by a procedure (logged once).
     erasure_refused_at: Mapped[datetime | None] = mapped_column(default=None)
     legal_hold: Mapped[bool] = mapped_column(default=False)  # as set on the S3 object
+    # The COMPLIANCE retention the vault set on the object (extended while a procedure holds
+    # it, never shortened: services/vault/recordings/holds.py).
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    # When a difference between this row and the log was first noted (cleared once they agree).
+    divergence_noted_at: Mapped[datetime | None] = mapped_column(default=None)
     checked_at: Mapped[datetime | None] = mapped_column(default=None)  # last fixity check
     # A scrub is reading it until then (services/vault/recordings/fixity.py).
     scrub_claimed_until: Mapped[datetime | None] = mapped_column(default=None)
@@ -112,6 +117,7 @@ class UploadSession(IdMixin, TimestampMixin, Base):
     wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
     kek_id: Mapped[str] = mapped_column(String(64))
     retain_until: Mapped[datetime]
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)  # the object's lock
     # The bytes after the last whole part, sealed under the data key (less than a part).
     tail: Mapped[bytes | None] = mapped_column(LargeBinary)
     # The clip's running SHA-256 up to `offset` (shared/hashing.py).

@@ -132,6 +132,7 @@ class ResumableService:
                 lock_until = max(lock_until, upload.expires_at + timedelta(days=1))
             upload.object_key = sealed_object_key(resolved.organisation.id, recording_id)
             upload.wrapped_key = wrap_data_key(self.settings, sealing.new_data_key(), recording_id)
+            upload.locked_until = lock_until
             upload.multipart_id = await self.store.start_multipart(
                 upload.object_key, retain_until=lock_until
             )
@@ -340,6 +341,7 @@ class ResumableService:
                 object_version=version,
                 chunk_size=upload.chunk_size,
                 wrapped_key=upload.wrapped_key or b"",
+                locked_until=upload.locked_until,
             ),
         )
         upload.status = UploadStatus.complete.value

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.directory.models import Agent, Camera, CameraStatus, Organisation, Station
 from services.vault.directory.repository import DirectoryRepository
+from services.vault.recordings import attested
 from services.vault.recordings.models import Recording, RecordingStatus
 from services.vault.recordings.repository import RecordingRepository
 from services.vault.settings import VaultSettings
@@ -131,6 +132,7 @@ class CollecteService:
             wrapped_key=sealed.wrapped_key,
             kek_id=self.settings.kek_id,
             retain_until=self.retain_until(metadata, resolved),
+            locked_until=sealed.locked_until,
             status=RecordingStatus.sealed.value,
             erased_at=None,
         )
@@ -149,6 +151,7 @@ class Sealed:
     object_version: str | None
     chunk_size: int
     wrapped_key: bytes
+    locked_until: datetime | None  # the COMPLIANCE retention the store applied
 
 
 RECORDINGS_PREFIX = "recordings/"  # every sealed object's key starts so
@@ -159,14 +162,11 @@ def sealed_object_key(organisation_id: uuid.UUID, recording_id: uuid.UUID) -> st
 
 
 def _collecte_entry(recording: Recording, resolved: Resolved) -> AuditEntry:
+    # The serial and matricule as people read them, beside the facts the log attests.
     details: dict[str, Any] = {
         "camera": resolved.camera.serial,
         "agent": resolved.agent.matricule,
-        "station": str(resolved.station.id),
-        "size": recording.size,
-        "sha256": recording.sha256,
-        "started_at": recording.started_at.isoformat(),
-        "ended_at": recording.ended_at.isoformat(),
+        **attested.facts(recording),
     }
     return AuditEntry(
         action=AuditAction.collecte,

@@ -117,7 +117,10 @@ class ViewingService:
         )
         self.session.add(consultation)
         await self.session.flush()
-        details: dict[str, Any] = {"consultation": str(consultation.id)}
+        details: dict[str, Any] = {
+            "consultation": str(consultation.id),
+            "expires_at": consultation.expires_at.isoformat(),
+        }
         if data.procedure_id is not None:
             details["procedure"] = str(data.procedure_id)
         if data.purpose is not None:

@@ -1,0 +1,363 @@
+"""The registry bound to the log (issue 15).
+
+The vault's rows are copies: what counts is what the log attests. A recording's facts are in
+its `collecte` entry (services/vault/recordings/attested.py), its holds in the procedures'
+`modification` entries (`attached`, `closed`), its erasure in its `effacement` entry; a
+habilitation's grant and withdrawal in theirs; a consultation in its `consultation` entry.
+
+- ``histories`` reads a recording's history from the log. With an ``Attestor`` it keeps only
+  entries the log really holds: each hashes to its leaf, and the leaf is included under the
+  latest signed tree head, whose signature verifies and which is consistent with the head
+  signed before it (so stored hashes cannot have been rewritten under an older head). The
+  erasure job decides from that, never from one column (services/vault/recordings/erasure.py).
+- ``verify_registry`` (`temoin audit verify --registry`) compares every row that matters with
+  the log and names the row and the entry of each difference. Run beside ``verify_log``, which
+  proves the entries themselves intact.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ARRAY, RowMapping, Uuid, bindparam, cast, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.vault.audit.service import AuditLog, TreeHead
+from services.vault.audit.verify import Finding
+from services.vault.recordings import attested
+from services.vault.recordings.models import Recording, RecordingStatus
+from shared import merkle
+from shared.audit import AuditAction, Outcome, canonical_bytes, entries
+from shared.errors import NotFound
+from shared.signatures import b64encode, tree_head_message, verify
+
+# How far a row's date may be from its entry's (both are set in one transaction).
+CLOCK_SLACK = timedelta(seconds=5)
+
+
+class Unattested(Exception):
+    """The log cannot vouch for anything now: no signed head, or heads that do not agree."""
+
+
+@dataclass
+class History:
+    """What the log says of one recording."""
+
+    collecte: Mapping[str, Any] | None = None  # the details of its collecte entry
+    collecte_entry: uuid.UUID | None = None
+    holders: set[str] = field(default_factory=set)  # procedures attached and not closed
+    erased: bool = False
+
+    def retain_until(self, retention_days: int) -> datetime | None:
+        """The end of its retention as the log has it (entries written before the log
+        carried it: its end, attested, plus the service's retention)."""
+        if self.collecte is None:
+            return None
+        if "retain_until" in self.collecte:
+            return datetime.fromisoformat(str(self.collecte["retain_until"]))
+        ended = datetime.fromisoformat(str(self.collecte["ended_at"]))
+        return ended + timedelta(days=retention_days)
+
+
+class Attestor:
+    """Entries as the latest signed tree head attests them."""
+
+    def __init__(self, session: AsyncSession, public_key: str) -> None:
+        self.session = session
+        self.public_key = public_key
+        self.log = AuditLog(session)
+        self._head: TreeHead | None = None
+
+    def _signed(self, head: TreeHead) -> bool:
+        message = tree_head_message(head.tree_size, head.root_hash, head.signed_at)
+        return verify(self.public_key, message, b64encode(head.signature))
+
+    async def head(self) -> TreeHead:
+        if self._head is not None:
+            return self._head
+        rows = list(reversed(await self._latest_two()))
+        heads = [TreeHead.from_row(row) for row in rows]
+        if not heads:
+            raise Unattested("no signed tree head yet")
+        for head in heads:
+            if not self._signed(head):
+                raise Unattested(f"tree head {head.tree_size}: its signature does not verify")
+        if len(heads) == 2:
+            old, new, path = await self.log.consistency_proof(
+                heads[0].tree_size, heads[1].tree_size
+            )
+            if not merkle.verify_consistency(
+                old.tree_size, new.tree_size, old.root_hash, new.root_hash, path
+            ):
+                raise Unattested(
+                    f"tree heads {old.tree_size} and {new.tree_size} do not agree: "
+                    "the log's stored hashes were rewritten"
+                )
+        self._head = heads[-1]
+        return self._head
+
+    async def _latest_two(self) -> list[RowMapping]:
+        from services.vault.audit.tables import tree_heads
+
+        statement = select(tree_heads).order_by(tree_heads.c.tree_size.desc()).limit(2)
+        return list((await self.session.execute(statement)).mappings())
+
+    async def attests(self, entry: Mapping[Any, Any]) -> bool:
+        """Whether ``entry`` (a row of audit.entries) is in the log, as it is, under the head."""
+        head = await self.head()
+        try:
+            leaf, _, path = await self.log.inclusion_proof(entry["entry_id"], head.tree_size)
+        except NotFound:
+            return False  # not sequenced, or not under the head yet
+        digest = merkle.leaf_hash(canonical_bytes(entry))
+        return digest == bytes(leaf["leaf_hash"]) and merkle.verify_inclusion(
+            digest, int(leaf["seq"]), head.tree_size, path, head.root_hash
+        )
+
+
+_ACTIONS = [AuditAction.collecte.value, AuditAction.modification.value,
+            AuditAction.effacement.value]  # fmt: skip
+
+
+async def _entries_of(
+    session: AsyncSession | AsyncConnection, recording_ids: Sequence[uuid.UUID]
+) -> list[RowMapping]:
+    statement = select(entries).where(
+        entries.c.recording_ids.overlap(cast(list(recording_ids), ARRAY(Uuid))),
+        entries.c.action.in_(_ACTIONS),
+    )
+    return list((await session.execute(statement)).mappings())
+
+
+async def _closings(
+    session: AsyncSession | AsyncConnection, procedures: Iterable[str]
+) -> list[RowMapping]:
+    wanted = sorted(set(procedures))
+    if not wanted:
+        return []
+    statement = select(entries).where(
+        entries.c.action == AuditAction.modification.value,
+        entries.c.details["event"].astext == "closed",
+        entries.c.details["procedure"].astext.in_(wanted),
+    )
+    return list((await session.execute(statement)).mappings())
+
+
+async def histories(
+    session: AsyncSession | AsyncConnection,
+    recording_ids: Sequence[uuid.UUID],
+    attestor: Attestor | None = None,
+) -> dict[uuid.UUID, History]:
+    """The log's history of each recording; with ``attestor``, from attested entries only
+    (an entry not attested is as if absent: a hold it records stays, a release is ignored)."""
+    found: dict[uuid.UUID, History] = {rid: History() for rid in recording_ids}
+    if not recording_ids:
+        return found
+
+    async def kept(rows: list[RowMapping]) -> list[RowMapping]:
+        if attestor is None:
+            return rows
+        return [row for row in rows if await attestor.attests(row)]
+
+    rows = await kept(await _entries_of(session, recording_ids))
+    attached: dict[uuid.UUID, set[str]] = defaultdict(set)
+    for row in rows:
+        details = row["details"]
+        for recording_id in row["recording_ids"]:
+            history = found.get(recording_id)
+            if history is None:
+                continue
+            if row["action"] == AuditAction.collecte.value:
+                history.collecte, history.collecte_entry = details, row["entry_id"]
+            elif row["action"] == AuditAction.effacement.value:
+                history.erased |= row["outcome"] == Outcome.success.value
+            elif details.get("event") == "attached":
+                attached[recording_id].add(str(details["procedure"]))
+    closings = await kept(await _closings(session, (p for ps in attached.values() for p in ps)))
+    closed = {str(row["details"]["procedure"]) for row in closings}
+    for recording_id, procedures in attached.items():
+        found[recording_id].holders = procedures - closed
+    return found
+
+
+def recording_differences(
+    recording: Recording, history: History, held_in_registry: bool
+) -> list[str]:
+    """How a recording's row differs from its history in the log."""
+    if history.collecte is None:
+        return ["no collecte entry in the log"]
+    found = attested.differences(recording, dict(history.collecte))
+    erased_row = recording.status == RecordingStatus.erased.value
+    if erased_row != history.erased:
+        found.append(
+            f"status: row {recording.status!r}, log {'erased' if history.erased else 'kept'}"
+        )
+    if held_in_registry != bool(history.holders):
+        found.append(f"held: row {held_in_registry}, log {sorted(history.holders) or 'not held'}")
+    return found
+
+
+# --- the whole registry, for `temoin audit verify --registry` -------------------------------
+
+_HELD = text(
+    """
+    SELECT pr.recording_id FROM vault.procedure_recordings pr
+      JOIN vault.procedures p ON p.id = pr.procedure_id
+     WHERE p.closed_at IS NULL AND pr.recording_id = ANY(:ids)
+    """
+).bindparams(bindparam("ids", type_=ARRAY(Uuid)))
+
+_RECORDINGS_GONE = text(
+    """
+    SELECT e.entry_id, e.recording_ids[1] AS recording_id
+      FROM audit.entries e
+     WHERE e.action = 'collecte'
+       AND NOT EXISTS (SELECT 1 FROM vault.recordings r WHERE r.id = e.recording_ids[1])
+    """
+)
+_HABILITATIONS = text(
+    """
+    SELECT h.id, h.agent_id, h.organisation_id, h.granted_at, h.withdrawn_at,
+           g.entry_id AS granted_entry, g.occurred_at AS granted_logged,
+           g.details->>'agent_id' AS granted_agent,
+           w.entry_id AS withdrawn_entry, w.occurred_at AS withdrawn_logged
+      FROM vault.habilitations h
+      LEFT JOIN audit.entries g ON g.action = 'habilitation_granted'
+           AND g.details->>'habilitation_id' = h.id::text
+      LEFT JOIN audit.entries w ON w.action = 'habilitation_withdrawn'
+           AND w.details->>'habilitation_id' = h.id::text
+    """
+)
+_HABILITATIONS_GONE = text(
+    """
+    SELECT g.entry_id, g.details->>'habilitation_id' AS habilitation
+      FROM audit.entries g
+     WHERE g.action = 'habilitation_granted'
+       AND NOT EXISTS (SELECT 1 FROM vault.habilitations h
+                        WHERE h.id::text = g.details->>'habilitation_id')
+    """
+)
+_CONSULTATIONS = text(
+    """
+    SELECT c.id, c.recording_id, c.subject, c.role, c.motif, e.entry_id, e.actor_subject,
+           e.actor_role, e.motif AS logged_motif, e.recording_ids
+      FROM vault.consultations c
+      LEFT JOIN audit.entries e ON e.action = 'consultation' AND e.outcome = 'success'
+           AND e.details->>'consultation' = c.id::text
+    """
+)
+_CONSULTATIONS_GONE = text(
+    """
+    SELECT e.entry_id, e.details->>'consultation' AS consultation
+      FROM audit.entries e
+     WHERE e.action = 'consultation' AND e.outcome = 'success'
+       AND e.details ? 'consultation'
+       AND NOT EXISTS (SELECT 1 FROM vault.consultations c
+                        WHERE c.id::text = e.details->>'consultation')
+    """
+)
+
+
+def _far(row: datetime | None, logged: datetime | None) -> bool:
+    return row is None or logged is None or abs(row - logged) > CLOCK_SLACK
+
+
+async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> list[Finding]:
+    """Every row that matters, compared with the log."""
+    findings: list[Finding] = []
+    after = uuid.UUID(int=0)
+    while True:
+        page = list(
+            (
+                await connection.execute(
+                    select(Recording).where(Recording.id > after).order_by(Recording.id)
+                    .limit(batch)
+                )
+            ).scalars()
+        )  # fmt: skip
+        if not page:
+            break
+        after = page[-1].id
+        ids = [recording.id for recording in page]
+        logged = await histories(connection, ids)
+        held = set((await connection.execute(_HELD, {"ids": ids})).scalars())
+        for recording in page:
+            history = logged[recording.id]
+            for difference in recording_differences(recording, history, recording.id in held):
+                entry = history.collecte_entry or "none"
+                findings.append(
+                    Finding(
+                        "registry", f"recording {recording.id}", f"{difference} (entry {entry})"
+                    )
+                )
+    for row in (await connection.execute(_RECORDINGS_GONE)).mappings():
+        findings.append(
+            Finding(
+                "registry", f"recording {row['recording_id']}",
+                f"collected in the log (entry {row['entry_id']}), its row is gone",
+            )  # fmt: skip
+        )
+    for row in (await connection.execute(_HABILITATIONS)).mappings():
+        where = f"habilitation {row['id']}"
+        if row["granted_entry"] is None:
+            findings.append(Finding("registry", where, "no habilitation_granted entry in the log"))
+            continue
+        entry = f"(entry {row['granted_entry']})"
+        if row["granted_agent"] != str(row["agent_id"]):
+            findings.append(Finding("registry", where, f"agent differs from the log {entry}"))
+        if _far(row["granted_at"], row["granted_logged"]):
+            findings.append(Finding("registry", where, f"granted_at differs from the log {entry}"))
+        if row["withdrawn_entry"] is not None and (
+            _far(row["withdrawn_at"], row["withdrawn_logged"])
+        ):
+            findings.append(
+                Finding(
+                    "registry",
+                    where,
+                    f"withdrawn in the log (entry {row['withdrawn_entry']}), not in the row",
+                )  # fmt: skip
+            )
+        if row["withdrawn_entry"] is None and row["withdrawn_at"] is not None:
+            findings.append(Finding("registry", where, "withdrawn in the row, not in the log"))
+    for row in (await connection.execute(_HABILITATIONS_GONE)).mappings():
+        findings.append(
+            Finding(
+                "registry",
+                f"habilitation {row['habilitation']}",
+                f"granted in the log (entry {row['entry_id']}), its row is gone",
+            )  # fmt: skip
+        )
+    for row in (await connection.execute(_CONSULTATIONS)).mappings():
+        where = f"consultation {row['id']}"
+        if row["entry_id"] is None:
+            findings.append(Finding("registry", where, "no consultation entry in the log"))
+        elif (
+            row["subject"] != row["actor_subject"]
+            or row["motif"] != row["logged_motif"]
+            or row["recording_id"] not in row["recording_ids"]
+        ):
+            findings.append(Finding("registry", where, f"differs from its entry {row['entry_id']}"))
+    for row in (await connection.execute(_CONSULTATIONS_GONE)).mappings():
+        findings.append(
+            Finding(
+                "registry",
+                f"consultation {row['consultation']}",
+                f"logged (entry {row['entry_id']}), its row is gone",
+            )  # fmt: skip
+        )
+    return findings
+
+
+__all__ = [
+    "Attestor",
+    "History",
+    "Unattested",
+    "histories",
+    "recording_differences",
+    "verify_registry",
+]
