@@ -263,6 +263,11 @@ _CONSULTATIONS_GONE = text(
 )
 
 
+def cast_rows(rows: Sequence[Any]) -> list[Recording]:
+    """Rows of vault.recordings, read where the code reads a Recording's attributes."""
+    return list(rows)
+
+
 def _far(row: datetime | None, logged: datetime | None) -> bool:
     return row is None or logged is None or abs(row - logged) > CLOCK_SLACK
 
@@ -271,15 +276,16 @@ async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> lis
     """Every row that matters, compared with the log."""
     findings: list[Finding] = []
     after = uuid.UUID(int=0)
+    table = Recording.__table__
     while True:
-        page = list(
+        # Rows, not ORM objects (a connection, not a session): the same attribute names.
+        page = cast_rows(
             (
                 await connection.execute(
-                    select(Recording).where(Recording.id > after).order_by(Recording.id)
-                    .limit(batch)
+                    select(table).where(table.c.id > after).order_by(table.c.id).limit(batch)
                 )
-            ).scalars()
-        )  # fmt: skip
+            ).all()
+        )
         if not page:
             break
         after = page[-1].id
@@ -298,7 +304,8 @@ async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> lis
     for row in (await connection.execute(_RECORDINGS_GONE)).mappings():
         findings.append(
             Finding(
-                "registry", f"recording {row['recording_id']}",
+                "registry",
+                f"recording {row['recording_id']}",
                 f"collected in the log (entry {row['entry_id']}), its row is gone",
             )  # fmt: skip
         )

@@ -48,6 +48,7 @@ def facts(recording: Recording) -> dict[str, Any]:
         "sha256": recording.sha256,
         "content_type": recording.content_type,
         "object_key": recording.object_key,
+        "object_version": recording.object_version,
         "retain_until": recording.retain_until.isoformat(),
     }
 
