@@ -326,3 +326,44 @@ async def test_a_row_deleted_by_sql_leaves_no_orphan_to_delete(
     assert row.object_key not in preview.stdout  # not an orphan: the log collected it
     found = _registry_findings(servers)
     assert f"recording {recording_id}" in found and "its row is gone" in found
+
+
+async def test_no_package_is_made_from_a_row_the_log_contradicts(
+    org: tuple[OrgKit, httpx.AsyncClient], engine: AsyncEngine, servers: Servers
+) -> None:
+    kit, vault = org
+    recording_id = await _upload(kit)
+    procedure = await vault.post(
+        f"{kit.path}/procedures",
+        headers=kit.headers("responsable"),
+        json={"type": "judiciaire", "reference": f"PV-{uuid.uuid4().hex[:6]}"},
+    )
+    path = f"{kit.path}/procedures/{procedure.json()['id']}"
+    await vault.post(
+        f"{path}/recordings",
+        headers=kit.headers("responsable"),
+        json={"recording_id": recording_id, "qualification": "scellé"},
+    )
+    row = await _row(engine, recording_id)
+    await _sql(
+        engine,
+        "UPDATE vault.recordings SET address = 'ailleurs' WHERE id = :id",
+        id=uuid.UUID(recording_id),
+    )
+    try:
+        refused = await vault.post(
+            f"{path}/extractions",
+            headers=kit.headers("responsable"),
+            json={"recording_id": recording_id, "motif": "réquisition", "destinataires": ["OPJ"]},
+        )
+        assert refused.status_code == 409, refused.text
+        assert "place" in refused.json()["detail"]
+        assert len(await _actions(engine, kit, "registry_divergence")) == 1
+    finally:
+        await _sql(
+            engine,
+            "UPDATE vault.recordings SET address = :address, divergence_noted_at = NULL "
+            "WHERE id = :id",
+            address=row.address,
+            id=uuid.UUID(recording_id),
+        )

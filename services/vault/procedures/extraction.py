@@ -23,12 +23,14 @@ from nacl.signing import SigningKey
 from sqlalchemy import Uuid, any_, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.vault.audit.registry import histories, recording_differences
 from services.vault.audit.schemas import proof_out
 from services.vault.audit.service import AuditLog
 from services.vault.directory.models import Agent, Camera, Organisation
 from services.vault.procedures.models import Procedure, ProcedureType
 from services.vault.procedures.schemas import ExtractionIn
 from services.vault.procedures.service import ProcedureService
+from services.vault.recordings.attested import note_divergence
 from services.vault.recordings.keys import unwrap_data_key
 from services.vault.recordings.models import Recording, RecordingStatus
 from services.vault.recordings.reading import SealedReader
@@ -89,6 +91,19 @@ class ExtractionService:
         if recording.status == RecordingStatus.damaged.value:
             raise Conflict("this recording failed its integrity check: no copy can be made")
 
+        # The package's metadata comes from the row: it must be what the log attests.
+        history = (await histories(self.session, [recording.id]))[recording.id]
+        differences = recording_differences(recording, history, held_in_registry=True)
+        if differences:
+            problem = "; ".join(differences)
+            await note_divergence(
+                self.session, recording, problem, by=self.access.subject, decision="not extracted"
+            )
+            await self.session.commit()  # the alert outlives the refusal, as refuse() does
+            raise Conflict(
+                "this recording's registry row differs from what the log attests: no package "
+                f"can be made until it is resolved ({problem})"
+            )
         data_key = unwrap_data_key(
             self.settings, recording.wrapped_key, recording.kek_id, recording.id
         )
