@@ -65,6 +65,12 @@ _DOS_DIRECTORY, _DOS_REPARSE_POINT = 0x10, 0x400  # a reparse point is a Windows
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def shown(name: str) -> str:
+    """A name as printed in a refusal: escaped when it holds anything but printable ASCII, so
+    that `é` and `e` + a combining accent, or a NUL, can be told apart."""
+    return name if name.isascii() and name.isprintable() else ascii(name)
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why an archive (or a member of it) is refused: the member, the rule, what was found."""
@@ -458,7 +464,9 @@ def name_problems(name: str, *, directory: bool = False) -> list[tuple[str, str]
     if "." in parts or "" in parts:
         problems.append(("name-not-canonical", "a `.` or empty component, or a trailing slash"))
     if unicodedata.normalize("NFC", name) != name:
-        problems.append(("name-unicode", "not in Unicode NFC (the same name exists as NFC)"))
+        problems.append(
+            ("name-unicode", "not in Unicode NFC (some readers normalise it, others do not)")
+        )
     return problems
 
 
@@ -480,7 +488,9 @@ def _duplicates(members: list[ZipMember]) -> list[Refusal]:
         first = seen.setdefault(key, member)
         if first is not member:
             same = (
-                "the same name" if first.name == member.name else f"the same file as {first.name!r}"
+                "the same name"
+                if first.name == member.name
+                else f"the same file as {shown(first.name)}"
             )
             refusals.append(
                 _refusal(member.name, "duplicate", f"a second member with {same}: readers "
