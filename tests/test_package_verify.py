@@ -29,7 +29,7 @@ from shared.package import Report, verify_package, write_package
 from shared.signatures import b64encode, key_id, public_key_of, tree_head_message
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import build_org
-from tests.fixtures.live import Live
+from tests.fixtures.live import Live, run_temoin
 from tests.fixtures.servers import Servers
 
 ATTACKER = SigningKey.generate()
@@ -701,3 +701,39 @@ def test_a_full_forgery_needs_the_keys(extracted: Extracted, tmp_path: Path) -> 
     assert len(alone.unauthenticated) == 3  # signature, tree heads, receipt
     report = _check(forged, tmp_path, **extracted.keys())
     assert {"signature", "audit-proof"} <= _rules(report)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+
+def test_verify_exit_codes(extracted: Extracted, live: Live, tmp_path: Path) -> None:
+    real = tmp_path / "real.zip"
+    real.write_bytes(extracted.package)
+    forged = tmp_path / "forged.zip"
+    forged.write_bytes(_full_forgery(extracted))
+    hostile = tmp_path / "hostile.zip"
+    hostile.write_bytes(_duplicate_altered_first(extracted))
+    keys = ["--vault-key", extracted.vault_key, "--receipt-key", extracted.receipt_key]
+
+    def verify(*args: str) -> tuple[int, str, str]:
+        done = run_temoin("verify", *args, env=live.env)
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, _ = verify(str(real), *keys)
+    assert code == 0 and "package valid and authentic" in out, out
+    code, out, err = verify(str(real))
+    assert code == 2 and "AUTHENTICITY NOT CHECKED" in err and "NOT AUTHENTICATED" in out
+    code, out, err = verify(str(real), "--vault-key", extracted.vault_key)
+    assert code == 2 and "the receipt" in err  # one key missing is enough
+    code, out, err = verify(str(real), "--integrity-only")
+    assert code == 0 and "AUTHENTICITY NOT CHECKED" in err and "INTEGRITY ONLY" in out
+
+    code, out, err = verify(str(forged))
+    assert code == 2, out + err  # consistent with itself: only the keys tell
+    assert verify(str(forged), "--integrity-only")[0] == 0
+    code, out, _ = verify(str(forged), *keys)
+    assert code == 1 and "REFUSED" in out and "[signature]" in out
+
+    for args in ([str(hostile)], [str(hostile), *keys], [str(hostile), "--integrity-only"]):
+        code, out, _ = verify(*args)
+        assert code == 1 and f"REFUSED {extracted.clip}: a second member" in out, out
