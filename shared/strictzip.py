@@ -208,7 +208,7 @@ def open_zip(path: Path) -> tuple[StrictZip | None, list[Refusal]]:
         return None, [_refusal(str(path), "unreadable", str(exc))]
     try:
         members, refusals = _structure(handle)
-    except (OSError, struct.error) as exc:
+    except (OSError, ValueError, struct.error) as exc:
         members, refusals = [], [_refusal(str(path), "zip-structure", f"unreadable: {exc}")]
     if refusals:
         handle.close()
@@ -472,9 +472,12 @@ def name_problems(name: str, *, directory: bool = False) -> list[tuple[str, str]
 
 def name_key(name: str) -> str:
     """What a lenient reader may take a name for: two members with the same key are the same
-    file to some reader."""
+    file to some reader (backslashes as separators, a name cut at a NUL, NFC, `.` and empty
+    components, a drive letter, and Windows dropping a component's trailing dots and spaces).
+    Case is kept: zip names are case-sensitive."""
     name = unicodedata.normalize("NFC", name.replace("\\", "/").split("\x00", 1)[0])
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = [p if p == ".." else p.rstrip(". ") for p in name.split("/")]
+    parts = [p for p in parts if p]
     if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):
         parts = parts[1:]
     return "/".join(parts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import struct
 import unicodedata
 import uuid
@@ -354,6 +355,11 @@ TRICKS: dict[str, tuple[Trick, str, Callable[[Extracted], str]]] = {
         "duplicate",
         lambda x: x.clip + "/",
     ),
+    "duplicate via a trailing dot (Windows drops it)": (
+        _duplicate_as(lambda x: x.clip + "."),
+        "duplicate",
+        lambda x: x.clip + ".",
+    ),
     "duplicate via NFC and NFD": (
         _unicode_twins,
         "duplicate",
@@ -544,6 +550,29 @@ def test_zip64_end_records_are_read(
     assert report.authenticated, [str(p) for p in report.problems]
     report = _check(package + b"\0", tmp_path, **extracted.keys())
     assert _rules(report) == {"zip-end"}
+
+
+def test_no_byte_of_a_package_escapes_the_checks(extracted: Extracted, tmp_path: Path) -> None:
+    """Every byte of a member's data, and every truncation, is refused; a byte changed in any
+    header is refused or harmless, and never crashes the check."""
+    package = extracted.package
+    data_ranges = []
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        for info in archive.infolist():
+            name_length, extra_length = struct.unpack_from("<HH", package, info.header_offset + 26)
+            start = info.header_offset + 30 + name_length + extra_length
+            data_ranges.append((start, info.compress_size))
+    rng = random.Random(15)
+    positions = [start + rng.randrange(size) for start, size in data_ranges for _ in range(8)]
+    for position in positions:
+        flipped = package[:position] + bytes([package[position] ^ 0x20]) + package[position + 1 :]
+        assert not _check(flipped, tmp_path, **extracted.keys()).valid, position
+    for _ in range(300):
+        position = rng.randrange(len(package))
+        flipped = package[:position] + bytes([package[position] ^ 0x01]) + package[position + 1 :]
+        _check(flipped, tmp_path, **extracted.keys())  # refused or not, never an exception
+    for cut in (1, 22, 100, len(package) // 2, len(package) - 1):
+        assert not _check(package[:cut], tmp_path).valid
 
 
 # --- what the package states must agree --------------------------------------------------------
