@@ -146,32 +146,32 @@ class StrictZip:
         while remaining:
             block = handle.read(min(READ_SIZE, remaining))
             if not block:
-                raise MemberCorrupt(_refusal(member.name, "size", "the file ends inside it"))
+                raise MemberCorrupt(Refusal(member.name, "size", "the file ends inside it"))
             remaining -= len(block)
             pieces = [block] if inflater is None else _inflate(inflater, block, member)
             for piece in pieces:
                 produced += len(piece)
                 if produced > member.size:
                     raise MemberCorrupt(
-                        _refusal(member.name, "size", f"holds more than its {member.size} bytes")
+                        Refusal(member.name, "size", f"holds more than its {member.size} bytes")
                     )
                 crc = zlib.crc32(piece, crc)
                 yield piece
         if inflater is not None and (not inflater.eof or inflater.unused_data):
-            raise MemberCorrupt(_refusal(member.name, "size", "its deflate stream is not whole"))
+            raise MemberCorrupt(Refusal(member.name, "size", "its deflate stream is not whole"))
         if produced != member.size:
             raise MemberCorrupt(
-                _refusal(member.name, "size", f"declares {member.size} bytes but holds {produced}")
+                Refusal(member.name, "size", f"declares {member.size} bytes but holds {produced}")
             )
         if crc != member.crc:
             raise MemberCorrupt(
-                _refusal(member.name, "crc", "its CRC-32 differs from the one declared")
+                Refusal(member.name, "crc", "its CRC-32 differs from the one declared")
             )
 
     def read_all(self, member: ZipMember, limit: int) -> bytes:
         if member.size > limit:
             raise MemberCorrupt(
-                _refusal(member.name, "too-large", f"{member.size} bytes, more than {limit}")
+                Refusal(member.name, "too-large", f"{member.size} bytes, more than {limit}")
             )
         return b"".join(self.read(member))
 
@@ -188,15 +188,13 @@ def _inflate(inflater: zlib._Decompress, block: bytes, member: ZipMember) -> Ite
     data = block
     while data:
         # Bounded output per step: a small member cannot expand into gigabytes in memory.
-        piece = inflater.decompress(data, READ_SIZE)
+        try:
+            piece = inflater.decompress(data, READ_SIZE)
+        except zlib.error as exc:
+            refusal = Refusal(member.name, "crc", f"corrupt deflate data ({exc})")
+            raise MemberCorrupt(refusal) from exc
         yield piece
         data = inflater.unconsumed_tail
-        if inflater.eof and data:
-            raise MemberCorrupt(_refusal(member.name, "size", "data after its deflate stream"))
-
-
-def _refusal(member: str, rule: str, detail: str) -> Refusal:
-    return Refusal(member, rule, detail)
 
 
 def open_zip(path: Path) -> tuple[StrictZip | None, list[Refusal]]:
@@ -205,11 +203,11 @@ def open_zip(path: Path) -> tuple[StrictZip | None, list[Refusal]]:
     try:
         handle = path.open("rb")
     except OSError as exc:
-        return None, [_refusal(str(path), "unreadable", str(exc))]
+        return None, [Refusal(str(path), "unreadable", str(exc))]
     try:
         members, refusals = _structure(handle)
     except (OSError, ValueError, struct.error) as exc:
-        members, refusals = [], [_refusal(str(path), "zip-structure", f"unreadable: {exc}")]
+        members, refusals = [], [Refusal(str(path), "zip-structure", f"unreadable: {exc}")]
     if refusals:
         handle.close()
         return None, refusals
@@ -220,7 +218,7 @@ def _structure(handle: BinaryIO) -> tuple[list[ZipMember], list[Refusal]]:
     file_size = handle.seek(0, 2)
     archive = "(archive)"
     if file_size < _EOCD.size:
-        return [], [_refusal(archive, "zip-end", "too short to be a zip archive")]
+        return [], [Refusal(archive, "zip-end", "too short to be a zip archive")]
     eocd_offset = file_size - _EOCD.size
     handle.seek(eocd_offset)
     sig, disk, cd_disk, disk_entries, entries, cd_size, cd_offset, comment = _EOCD.unpack(
@@ -228,7 +226,7 @@ def _structure(handle: BinaryIO) -> tuple[list[ZipMember], list[Refusal]]:
     )
     if sig != _EOCD_SIG or comment:
         return [], [
-            _refusal(
+            Refusal(
                 archive,
                 "zip-end",
                 "the file does not end with the central directory's end record: a comment or "
@@ -243,19 +241,19 @@ def _structure(handle: BinaryIO) -> tuple[list[ZipMember], list[Refusal]]:
             _, locator_disk, zip64_offset, disks = locator
             end_of_directory = zip64_offset
             if zip64_offset + _ZIP64_EOCD.size != eocd_offset - _ZIP64_LOCATOR.size:
-                return [], [_refusal(archive, "zip-end", "data around the zip64 end record")]
+                return [], [Refusal(archive, "zip-end", "data around the zip64 end record")]
             handle.seek(zip64_offset)
             record = _ZIP64_EOCD.unpack(handle.read(_ZIP64_EOCD.size))
             if record[0] != _ZIP64_EOCD_SIG or record[1] != _ZIP64_EOCD.size - 12:
-                return [], [_refusal(archive, "zip-end", "a malformed zip64 end record")]
+                return [], [Refusal(archive, "zip-end", "a malformed zip64 end record")]
             _, _, _, _, disk, cd_disk, disk_entries, entries, cd_size, cd_offset = record
             if locator_disk or disks != 1:
-                return [], [_refusal(archive, "zip-multidisk", "spans several disks")]
+                return [], [Refusal(archive, "zip-multidisk", "spans several disks")]
     if disk or cd_disk or disk_entries != entries:
-        return [], [_refusal(archive, "zip-multidisk", "spans several disks")]
+        return [], [Refusal(archive, "zip-multidisk", "spans several disks")]
     if cd_offset + cd_size != end_of_directory:
         return [], [
-            _refusal(
+            Refusal(
                 archive,
                 "zip-directory",
                 "the central directory does not end where its end record starts "
@@ -263,7 +261,7 @@ def _structure(handle: BinaryIO) -> tuple[list[ZipMember], list[Refusal]]:
             )
         ]
     if cd_size > MAX_CENTRAL_DIRECTORY:
-        return [], [_refusal(archive, "zip-directory", "a central directory too large")]
+        return [], [Refusal(archive, "zip-directory", "a central directory too large")]
     handle.seek(cd_offset)
     centrals, refusals = _central_directory(handle.read(cd_size), entries)
     if refusals:
@@ -279,18 +277,18 @@ def _central_directory(data: bytes, entries: int) -> tuple[list[_Central], list[
     archive = "(archive)"
     while position < len(data):
         if position + _CENTRAL.size > len(data):
-            return [], [_refusal(archive, "zip-directory", "a truncated central directory")]
+            return [], [Refusal(archive, "zip-directory", "a truncated central directory")]
         fields = _CENTRAL.unpack_from(data, position)
         sig, made_by, _, flags, method, _, _, crc, csize, size = fields[:10]
         name_len, extra_len, comment_len, disk, _, external, offset = fields[10:]
         if sig != _CENTRAL_SIG:
-            return [], [_refusal(archive, "zip-directory", "a malformed central directory")]
+            return [], [Refusal(archive, "zip-directory", "a malformed central directory")]
         start = position + _CENTRAL.size
         raw_name = data[start : start + name_len]
         extra = _extra_fields(data[start + name_len : start + name_len + extra_len])
         position = start + name_len + extra_len + comment_len
         if position > len(data) or extra is None:
-            return [], [_refusal(archive, "zip-directory", "a malformed central directory")]
+            return [], [Refusal(archive, "zip-directory", "a malformed central directory")]
         zip64 = extra.get(_ZIP64_EXTRA, b"")
         try:
             values = iter(struct.unpack(f"<{len(zip64) // 8}Q", zip64[: len(zip64) // 8 * 8]))
@@ -301,7 +299,7 @@ def _central_directory(data: bytes, entries: int) -> tuple[list[_Central], list[
             if offset == 0xFFFFFFFF:
                 offset = next(values)
         except StopIteration:
-            return [], [_refusal(archive, "zip-directory", "a malformed zip64 extra field")]
+            return [], [Refusal(archive, "zip-directory", "a malformed zip64 extra field")]
         name = _decode_name(raw_name, flags)
         centrals.append(
             _Central(
@@ -309,10 +307,10 @@ def _central_directory(data: bytes, entries: int) -> tuple[list[_Central], list[
             )
         )
         if disk not in (0, 0xFFFF):
-            return [], [_refusal(name, "zip-multidisk", "on another disk")]
+            return [], [Refusal(name, "zip-multidisk", "on another disk")]
     if len(centrals) != entries:
         return [], [
-            _refusal(
+            Refusal(
                 archive,
                 "zip-directory",
                 f"the end record counts {entries} members, the central directory holds "
@@ -365,11 +363,11 @@ def _members(
             kind = "zip-prefix" if position == 0 else "zip-gap"
             if member.local_offset < position:
                 where, kind = "overlaps the member before it", "zip-overlap"
-            refusals.append(_refusal(member.name, kind, f"data {where}"))
+            refusals.append(Refusal(member.name, kind, f"data {where}"))
         position = max(position, member.end_offset)
     if position != cd_offset:
         refusals.append(
-            _refusal(
+            Refusal(
                 "(archive)", "zip-gap", "data between the last member and the central directory"
             )
         )
@@ -383,17 +381,17 @@ def _member_refusals(central: _Central) -> list[Refusal]:
     if central.flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION | _FLAG_MASKED_HEADERS) or (
         central.method == _AES_METHOD
     ):
-        refusals.append(_refusal(name, "encrypted", "an encrypted member"))
+        refusals.append(Refusal(name, "encrypted", "an encrypted member"))
     elif central.flags & ~_FLAGS_ALLOWED:
-        refusals.append(_refusal(name, "zip-flags", f"unsupported flags {central.flags:#06x}"))
+        refusals.append(Refusal(name, "zip-flags", f"unsupported flags {central.flags:#06x}"))
     if central.method not in (STORED, DEFLATED):
         refusals.append(
-            _refusal(name, "compression", f"compression method {central.method}: only stored "
+            Refusal(name, "compression", f"compression method {central.method}: only stored "
                      "or deflated")
         )  # fmt: skip
     elif central.method == STORED and central.compressed_size != central.size:
         refusals.append(
-            _refusal(
+            Refusal(
                 name,
                 "size",
                 f"stored, yet declares {central.size} bytes in {central.compressed_size}",
@@ -401,30 +399,28 @@ def _member_refusals(central: _Central) -> list[Refusal]:
         )
     if _UNICODE_PATH_EXTRA in central.extra:
         refusals.append(
-            _refusal(name, "second-name", "a Unicode-path extra field: a second name for it")
+            Refusal(name, "second-name", "a Unicode-path extra field: a second name for it")
         )
     directory = name.endswith("/")
     if central.made_by >> 8 == _UNIX:
         kind = (central.external_attr >> 16) & _S_IFMT
         if kind == _S_IFLNK:
-            refusals.append(_refusal(name, "symlink", "a symbolic link"))
+            refusals.append(Refusal(name, "symlink", "a symbolic link"))
         elif kind not in (0, _S_IFREG, _S_IFDIR):
-            refusals.append(_refusal(name, "special-file", "neither a file nor a directory"))
+            refusals.append(Refusal(name, "special-file", "neither a file nor a directory"))
         elif (kind == _S_IFDIR) != directory and kind:
             refusals.append(
-                _refusal(name, "file-type", "its attributes and its name disagree on directory")
+                Refusal(name, "file-type", "its attributes and its name disagree on directory")
             )
     if central.external_attr & _DOS_REPARSE_POINT:
-        refusals.append(_refusal(name, "symlink", "a Windows reparse point (link)"))
+        refusals.append(Refusal(name, "symlink", "a Windows reparse point (link)"))
     elif central.external_attr & _DOS_DIRECTORY and not directory:
         refusals.append(
-            _refusal(name, "file-type", "its attributes and its name disagree on directory")
+            Refusal(name, "file-type", "its attributes and its name disagree on directory")
         )
     if directory and central.size:
-        refusals.append(_refusal(name, "file-type", "a directory entry holding data"))
-    refusals += [
-        _refusal(name, rule, detail) for rule, detail in _path_problems(central, directory)
-    ]
+        refusals.append(Refusal(name, "file-type", "a directory entry holding data"))
+    refusals += [Refusal(name, rule, detail) for rule, detail in _path_problems(central, directory)]
     return refusals
 
 
@@ -496,7 +492,7 @@ def _duplicates(members: list[ZipMember]) -> list[Refusal]:
                 else f"the same file as {shown(first.name)}"
             )
             refusals.append(
-                _refusal(member.name, "duplicate", f"a second member with {same}: readers "
+                Refusal(member.name, "duplicate", f"a second member with {same}: readers "
                          "disagree on which one they take")
             )  # fmt: skip
     return refusals
@@ -508,16 +504,16 @@ def _local(handle: BinaryIO, central: _Central) -> tuple[ZipMember | None, list[
     handle.seek(central.local_offset)
     header = handle.read(_LOCAL.size)
     if len(header) != _LOCAL.size:
-        return None, [_refusal(name, "local-header", "its local header lies outside the file")]
+        return None, [Refusal(name, "local-header", "its local header lies outside the file")]
     sig, _, flags, method, _, _, crc, csize, size, name_len, extra_len = _LOCAL.unpack(header)
     if sig != _LOCAL_SIG:
-        return None, [_refusal(name, "local-header", "no local header where it should start")]
+        return None, [Refusal(name, "local-header", "no local header where it should start")]
     raw_name = handle.read(name_len)
     extra = _extra_fields(handle.read(extra_len))
     refusals = []
     if raw_name != central.raw_name:
         refusals.append(
-            _refusal(
+            Refusal(
                 name,
                 "local-header",
                 f"its local header names it {raw_name!r}: the central directory and the local "
@@ -525,13 +521,13 @@ def _local(handle: BinaryIO, central: _Central) -> tuple[ZipMember | None, list[
             )
         )
     if extra is None:
-        refusals.append(_refusal(name, "local-header", "a malformed extra field"))
+        refusals.append(Refusal(name, "local-header", "a malformed extra field"))
         extra = {}
     if _UNICODE_PATH_EXTRA in extra and _UNICODE_PATH_EXTRA not in central.extra:
-        refusals.append(_refusal(name, "second-name", "a Unicode-path extra field: a second name"))
+        refusals.append(Refusal(name, "second-name", "a Unicode-path extra field: a second name"))
     if flags != central.flags or method != central.method:
         refusals.append(
-            _refusal(name, "local-header", "flags or method differ from the central directory")
+            Refusal(name, "local-header", "flags or method differ from the central directory")
         )
     zip64 = _ZIP64_EXTRA in extra
     if zip64:
@@ -544,11 +540,11 @@ def _local(handle: BinaryIO, central: _Central) -> tuple[ZipMember | None, list[
         # The values follow the data; the header holds zeros (or, rarely, the same values).
         if declared not in ((0, 0, 0), expected):
             refusals.append(
-                _refusal(name, "local-header", "CRC or sizes differ from the central directory")
+                Refusal(name, "local-header", "CRC or sizes differ from the central directory")
             )
     elif declared != expected:
         refusals.append(
-            _refusal(name, "local-header", "CRC or sizes differ from the central directory")
+            Refusal(name, "local-header", "CRC or sizes differ from the central directory")
         )
     data_offset = central.local_offset + _LOCAL.size + name_len + extra_len
     end = data_offset + central.compressed_size
@@ -563,7 +559,7 @@ def _local(handle: BinaryIO, central: _Central) -> tuple[ZipMember | None, list[
             end += short.size
         else:
             refusals.append(
-                _refusal(name, "data-descriptor", "its data descriptor differs from the central "
+                Refusal(name, "data-descriptor", "its data descriptor differs from the central "
                          "directory")
             )  # fmt: skip
     member = ZipMember(
