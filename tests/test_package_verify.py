@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import bagit
 import httpx
 import pytest
 from nacl.signing import SigningKey
@@ -514,6 +515,8 @@ def test_the_clip_is_never_hashed_from_an_ambiguous_archive(
         assert archive.read(extracted.clip) == extracted.file(
             extracted.clip[len(extracted.bag) + 1 :]
         )
+        archive.extractall(tmp_path / "unzipped")
+    bagit.Bag(str(tmp_path / "unzipped" / extracted.bag)).validate()  # the validator passes it
     report = _check(package, tmp_path, **extracted.keys())
     assert _rules(report) == {"duplicate"}
     assert report.clip_sha256 is None
