@@ -130,7 +130,8 @@ def zip_of(entries: list[Entry], compression: int = zipfile.ZIP_STORED) -> bytes
 
 
 def plain(extracted: Extracted) -> list[Entry]:
-    """The real package's members, renamed to plain ZipInfos (no streaming flags)."""
+    """The real package's members by name and bytes, to write again (without the streaming
+    writer's data descriptors)."""
     return [(info.filename, data) for info, data in extracted.members]
 
 
@@ -158,16 +159,14 @@ def rebuilt(
             payload.pop(name)
         else:
             payload[name] = data
-    info = [
-        tuple(line.split(": ", 1))
-        for line in extracted.file("bag-info.txt").decode().splitlines()
-        if not line.startswith("Payload-Oxum")
-    ]
+    lines = extracted.file("bag-info.txt").decode().splitlines()
+    info = [(label, value) for label, _, value in (line.partition(": ") for line in lines)]
+    info = [(label, value) for label, value in info if label != "Payload-Oxum"]
     out = io.BytesIO()
     write_package(
         out,
         bag=extracted.bag,
-        info=info,  # type: ignore[arg-type]
+        info=info,
         clip_name=extracted.clip.rsplit("/", 1)[1],
         clip=[clip],
         clip_size=len(clip),
