@@ -584,11 +584,14 @@ def _instant(value: Any) -> Any:
     return value
 
 
-# Every field some part of a package may state, and how its values compare.
+# How the values of a field compare, for the fields whose form varies; any other field stated
+# by two parts compares as an instant if it is one, else exactly.
 FIELDS: dict[str, Callable[[Any], Any]] = {
     "recording_id": _identifier,
     "organisation_id": _identifier,
     "station_id": _identifier,
+    "camera_id": _identifier,
+    "agent_id": _identifier,
     "camera_serial": _text,
     "agent_matricule": _text,
     "sha256": _text,
@@ -621,9 +624,9 @@ _RECEIPT_FIELDS = (
 
 
 def _stated(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
-    """The fields a JSON object states (present, even null), under the names of FIELDS; a
-    `place` object gives latitude, longitude and address."""
-    stated = {names.get(k, k): v for k, v in values.items() if names.get(k, k) in FIELDS}
+    """The fields a JSON object states (present, even null), renamed by ``names``; a `place`
+    object gives latitude, longitude and address."""
+    stated = {names.get(k, k): v for k, v in values.items() if k != "place"}
     place = values.get("place", ...)
     if isinstance(place, Mapping):
         stated |= {k: v for k, v in place.items() if k in ("latitude", "longitude", "address")}
@@ -671,7 +674,9 @@ class _Claims:
             sources |= self._collecte(collecte)
         if receipt is not None:
             sources[RECEIPT] = {k: receipt[k] for k in _RECEIPT_FIELDS if k in receipt}
-        for name, compare in FIELDS.items():
+        names = dict.fromkeys(name for stated in sources.values() for name in stated)
+        for name in names:
+            compare = FIELDS.get(name, _instant)
             said = {source: stated[name] for source, stated in sources.items() if name in stated}
             if len({repr(compare(value)) for value in said.values()}) > 1:
                 self.report.refuse(
@@ -688,8 +693,8 @@ class _Claims:
         unattested = sorted(set(sources.get(METADATA, {})) - attested)
         if unattested:
             self.report.notes.append(
-                "stated by metadata.json but by no audit entry nor receipt (covered by the "
-                f"vault's signature only): {', '.join(unattested)}"
+                "stated by metadata.json alone, vouched for by the vault's signature only: "
+                f"{', '.join(unattested)}"
             )
 
     def _metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -715,6 +720,7 @@ class _Claims:
         details = details if isinstance(details, Mapping) else {}
         stated = _stated(details, _COLLECTE_NAMES)
         stated.pop("recording_id", None)  # it is in recording_ids, below
+        stated.pop("organisation", None)  # below
         if "organisation_id" in entry:
             stated["organisation_id"] = entry["organisation_id"]
         recordings = entry.get("recording_ids")

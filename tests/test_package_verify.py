@@ -683,16 +683,23 @@ def _full_forgery(extracted: Extracted) -> bytes:
 
 
 def _details_as_the_vault_will_log_them(extracted: Extracted) -> dict[str, Any]:
-    """The collecte details another branch adds (place, clock offset, pre-record, intervention,
-    retention, organisation), with the values the metadata states."""
+    """The collecte details as main now logs them (services/vault/recordings/attested.py:
+    ids of wearer and camera, place, clock offset, pre-record, intervention, content type,
+    object, retention), and the organisation the brief of issue 15 also names, with the
+    values the metadata states."""
     metadata = json.loads(extracted.file("data/metadata.json"))
     recording = metadata["recording"]
     receipt = json.loads(extracted.file("data/receipt.json"))
     return {
+        "agent_id": recording["agent_id"],
+        "camera_id": recording["camera_id"],
         "place": {k: recording[k] for k in ("latitude", "longitude", "address")},
         "clock_offset_ms": recording["clock_offset_ms"],
         "pre_record_s": recording["pre_record_s"],
         "intervention_ref": recording["intervention_ref"],
+        "content_type": recording["content_type"],
+        "object_key": f"recordings/{receipt['organisation_id']}/{recording['id']}.sealed",
+        "object_version": None,
         "retain_until": recording["retain_until"],
         "organisation": receipt["organisation_id"],
     }
@@ -708,11 +715,14 @@ def test_fields_the_collecte_entry_will_state_are_compared(
     assert not any("latitude" in note for note in report.notes)  # now attested
 
     changes: dict[str, tuple[str, Any]] = {
+        "agent_id": ("agent_id", str(uuid.uuid4())),
+        "camera_id": ("camera_id", str(uuid.uuid4())),
         "latitude": ("place", {**details["place"], "latitude": 0.0}),
         "address": ("place", {**details["place"], "address": "ailleurs"}),
         "clock_offset_ms": ("clock_offset_ms", details["clock_offset_ms"] + 1),
         "pre_record_s": ("pre_record_s", 0),
         "intervention_ref": ("intervention_ref", "INT-OTHER"),
+        "content_type": ("content_type", "video/quicktime"),
         "retain_until": ("retain_until", later(details["retain_until"], hours=24)),
         "organisation_id": ("organisation", str(uuid.uuid4())),
     }
@@ -724,6 +734,15 @@ def test_fields_the_collecte_entry_will_state_are_compared(
     no_place = _forged_audit(extracted, **{**details, "place": None})
     report = _check(rebuilt(extracted, {"audit.json": no_place}), tmp_path)
     assert {p.subject for p in report.problems} == {"latitude", "longitude", "address"}
+    same_instant = details["retain_until"].replace("Z", "+00:00")
+    report = _check(
+        rebuilt(
+            extracted,
+            {"audit.json": _forged_audit(extracted, **{**details, "retain_until": same_instant})},
+        ),
+        tmp_path,
+    )
+    assert report.valid, [str(p) for p in report.problems]
 
 
 def test_a_full_forgery_needs_the_keys(extracted: Extracted, tmp_path: Path) -> None:
