@@ -20,22 +20,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
+import re
+import uuid
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from nacl.signing import SigningKey
 
+from shared import strictzip
 from shared.receipts import receipt_is_valid
 from shared.signatures import b64encode, key_id, public_key_of, verify
 from shared.witness import inclusion_problems
 
 SIGNATURE_CONTEXT = b"temoin-package-v1\n"
 BAGIT_TXT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
-READ_SIZE = 1 << 20
 
 
 class ClipMismatch(Exception):
@@ -109,158 +111,625 @@ def write_package(
 
 
 # --- checking a package offline ---------------------------------------------------------------
+#
+# The zip itself is read by shared/strictzip.py, which refuses any archive two readers could
+# see differently. Then the bag's rules (one bag directory, every file listed in a manifest and
+# matching it), the vault's signature over the tag manifest, the receipt, the audit proofs,
+# and finally what each of them states about the recording, which must agree.
+
+TAG_FILES = ("bagit.txt", "bag-info.txt", "manifest-sha256.txt")  # the tag manifest lists them
+SIGNATURE_FILES = ("tagmanifest-sha256.txt", "signature.json")  # the signature's own files
+METADATA, AUDIT, RECEIPT = "data/metadata.json", "data/audit.json", "data/receipt.json"
+MAX_DOCUMENT = 64 << 20  # the largest tag file or JSON document read into memory
+_DIGEST_LINE = re.compile(r"([0-9a-f]{64})[ \t]+(.+)")
+_CLIP_NAME = re.compile(r"data/([0-9a-f-]{36})\.[A-Za-z0-9]{1,8}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One refusal: what it concerns (a member, a file, a field), the rule, what was found."""
+
+    subject: str
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{strictzip.shown(self.subject)}: {self.detail} [{self.rule}]"
 
 
 @dataclass
 class Report:
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What was checked only with a key the package carries itself: proves integrity, not who
+    # made it. Empty when every key was given by the checker.
+    unauthenticated: list[str] = field(default_factory=list)
     clip_sha256: str | None = None
 
     @property
     def valid(self) -> bool:
+        """Nothing refused (integrity; see ``authenticated`` for origin)."""
         return not self.problems
 
+    @property
+    def authenticated(self) -> bool:
+        """Nothing refused, and every signature checked with a key the checker gave."""
+        return self.valid and not self.unauthenticated
 
-def _manifest(text: str) -> dict[str, str]:
-    entries = {}
-    for line in text.splitlines():
-        if line.strip():
-            digest, _, path = line.partition(" ")
-            entries[path.strip()] = digest.strip()
-    return entries
-
-
-def _hash_member(archive: zipfile.ZipFile, name: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with archive.open(name) as handle:
-        while block := handle.read(READ_SIZE):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
+    def refuse(self, subject: str, rule: str, detail: str) -> None:
+        self.problems.append(Problem(subject, rule, detail))
 
 
 def verify_package(
-    path: Path, *, vault_key: str | None = None, receipt_key: str | None = None
+    path: Path,
+    *,
+    vault_key: str | None = None,
+    receipt_key: str | None = None,
+    audit_key: str | None = None,
 ) -> Report:
-    """Check a package: the bag (every manifest), the vault's signature, the receipt, and
-    each audit entry's inclusion proof. ``vault_key`` and ``receipt_key`` (base64 Ed25519)
-    are the keys the checker trusts; without them, the keys the package carries are used,
-    which proves integrity but not origin (the report says so)."""
+    """Check a package offline (docs/extraction.md): the zip, the bag, the vault's signature,
+    the receipt, each audit entry's inclusion proof, and that metadata, collecte entry and
+    receipt agree. ``vault_key``, ``receipt_key`` and ``audit_key`` (base64 Ed25519) are the
+    keys the checker trusts; ``audit_key`` defaults to ``vault_key`` (the vault signs its
+    packages and its log's tree heads with one key). A key not given is taken from the
+    package, which proves integrity, not origin: ``Report.unauthenticated`` says what."""
     report = Report()
-    problems = report.problems
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        return Report(problems=[f"not a readable zip: {exc}"])
+    archive, refusals = strictzip.open_zip(path)
+    if archive is None:
+        # Nothing is hashed from an archive two readers could see differently.
+        for refusal in refusals:
+            report.refuse(refusal.member, refusal.rule, refusal.detail)
+        return report
     with archive:
-        names = [n for n in archive.namelist() if not n.endswith("/")]
-        roots = {n.split("/", 1)[0] for n in names}
-        if len(roots) != 1:
-            return Report(problems=["a package holds exactly one bag directory"])
-        bag = roots.pop()
-
-        def read(relative: str) -> bytes:
-            return archive.read(f"{bag}/{relative}")
-
-        try:
-            if read("bagit.txt") != BAGIT_TXT:
-                problems.append("bagit.txt is not BagIt 1.0 in UTF-8")
-            manifest = _manifest(read("manifest-sha256.txt").decode())
-            tagmanifest_bytes = read("tagmanifest-sha256.txt")
-            signature = json.loads(read("signature.json"))
-        except (KeyError, ValueError) as exc:
-            return Report(problems=[f"a required file is missing or unreadable: {exc}"])
-
-        # The bag: every payload file listed and matching, nothing unlisted.
-        payload = {n[len(bag) + 1 :] for n in names if n.startswith(f"{bag}/data/")}
-        for missing in sorted(set(manifest) - payload):
-            problems.append(f"{missing}: listed in the manifest but absent")
-        for extra in sorted(payload - set(manifest)):
-            problems.append(f"{extra}: in the bag but not in the manifest")
-        octets = 0
-        for relative, expected in manifest.items():
-            if relative not in payload:
-                continue
-            actual, size = _hash_member(archive, f"{bag}/{relative}")
-            octets += size
-            if actual != expected:
-                problems.append(f"{relative}: SHA-256 differs from the manifest (altered)")
-        for relative, expected in _manifest(tagmanifest_bytes.decode()).items():
-            try:
-                actual = hashlib.sha256(read(relative)).hexdigest()
-            except KeyError:
-                problems.append(f"{relative}: listed in the tag manifest but absent")
-                continue
-            if actual != expected:
-                problems.append(f"{relative}: SHA-256 differs from the tag manifest (altered)")
-        info = dict(
-            line.split(": ", 1)
-            for line in read("bag-info.txt").decode().splitlines()
-            if ": " in line
-        )
-        if info.get("Payload-Oxum") != f"{octets}.{len(manifest)}":
-            problems.append("Payload-Oxum does not match the payload")
-
-        # The vault's signature over the tag manifest (hence over every file).
-        key = vault_key or str(signature.get("public_key", ""))
-        if vault_key is None:
-            report.notes.append(
-                "vault key not given: checked with the key the package carries "
-                f"(key id {signature.get('key_id')}); compare it with the vault's published key"
-            )
-        if not verify(key, SIGNATURE_CONTEXT + tagmanifest_bytes, str(signature.get("signature"))):
-            problems.append("the package signature does not verify")
-
-        clips = [p for p in manifest if p not in _KNOWN_FILES]
-        if len(clips) != 1:
-            problems.append("a package holds exactly one clip")
-            return report
-        report.clip_sha256 = manifest[clips[0]]
-        clip_size = archive.getinfo(f"{bag}/{clips[0]}").file_size
-        _check_receipt(report, _json(archive, bag, "data/receipt.json"), receipt_key, clip_size)
-        _check_audit(report, _json(archive, bag, "data/audit.json"), key)
+        _PackageCheck(archive, report).run(vault_key, receipt_key, audit_key)
     return report
 
 
-_KNOWN_FILES = {"data/metadata.json", "data/audit.json", "data/receipt.json"}
+class _PackageCheck:
+    def __init__(self, archive: strictzip.StrictZip, report: Report) -> None:
+        self.archive = archive
+        self.report = report
+        self.bag = ""
+        self.files: dict[str, strictzip.ZipMember] = {}  # by path inside the bag
+        self.documents: dict[str, bytes | None] = {}  # the small files, as read and hashed
+        self.sizes: dict[str, int] = {}
+
+    def refuse(self, subject: str, rule: str, detail: str) -> None:
+        self.report.refuse(subject, rule, detail)
+
+    def run(self, vault_key: str | None, receipt_key: str | None, audit_key: str | None) -> None:
+        if not self._layout():
+            return
+        manifests = self._manifests()
+        if manifests is None:
+            return
+        payload, tags = manifests
+        self._listed_only(payload, tags)
+        self._hash(payload, tags)
+        info = self._bag_info(payload)
+        carried = self._signature(vault_key)
+        clip = self._clip(payload)
+        if clip is None:
+            return
+        documents = {name: self._json(name) for name in (METADATA, AUDIT, RECEIPT)}
+        log_key = audit_key or vault_key or carried or ""
+        if audit_key is None and vault_key is None:
+            self.report.unauthenticated.append(
+                "the audit proofs' tree heads: checked with the key the package carries"
+            )
+        receipt = documents[RECEIPT]
+        self._receipt(receipt, receipt_key)
+        collecte = self._audit(documents[AUDIT], log_key, clip)
+        _Claims(self.report).check(
+            clip=clip,
+            info=info,
+            metadata=documents[METADATA],
+            collecte=collecte,
+            receipt=receipt,
+        )
+
+    # --- the bag's layout ---------------------------------------------------------------
+
+    def _layout(self) -> bool:
+        """One bag directory holding everything; returns False when nothing more is worth
+        checking."""
+        members = self.archive.members
+        bags = [m.name[: -len("/bagit.txt")] for m in members if m.name.endswith("/bagit.txt")]
+        if len(bags) != 1 or "/" in bags[0]:
+            self.refuse(
+                "(package)",
+                "bag-layout",
+                f"a package holds exactly one bag directory with its bagit.txt; found {bags}",
+            )
+            return False
+        self.bag = bags[0]
+        prefix = f"{self.bag}/"
+        for member in members:
+            if member.name == prefix:
+                continue
+            if not member.name.startswith(prefix):
+                self.refuse(member.name, "bag-outside", f"outside the bag directory {self.bag!r}")
+                continue
+            self.files[member.name[len(prefix) :]] = member
+        return True
+
+    def _manifests(self) -> tuple[dict[str, str], dict[str, str]] | None:
+        for name in (*TAG_FILES, *SIGNATURE_FILES):
+            member = self.files.get(name)
+            if member is None or member.is_directory:
+                self.refuse(f"{self.bag}/{name}", "bag-missing", "a required file is missing")
+        if self.report.problems:
+            return None
+        payload = self._manifest("manifest-sha256.txt", tag=False)
+        tags = self._manifest("tagmanifest-sha256.txt", tag=True)
+        for name in TAG_FILES:
+            if name not in tags:
+                self.refuse(
+                    f"{self.bag}/tagmanifest-sha256.txt",
+                    "tagmanifest-scope",
+                    f"does not list {name}: the signature would not cover it",
+                )
+        return payload, tags
+
+    def _manifest(self, name: str, *, tag: bool) -> dict[str, str]:
+        """path -> SHA-256, refusing what a bag's manifest may not hold (RFC 8493 2.1.3)."""
+        subject = f"{self.bag}/{name}"
+        text = self._document(name)
+        if text is None:
+            return {}
+        try:
+            lines = text.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            self.refuse(subject, "manifest-syntax", "not UTF-8")
+            return {}
+        if lines[-1] != "":
+            self.refuse(subject, "manifest-syntax", "its last line does not end")
+        entries: dict[str, str] = {}
+        keys: dict[str, str] = {}
+        for number, line in enumerate(lines[:-1], 1):
+            match = _DIGEST_LINE.fullmatch(line)
+            if match is None:
+                self.refuse(subject, "manifest-syntax", f"line {number} is not `sha256  path`")
+                continue
+            digest, listed = match.groups()
+            listed = (
+                listed.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")
+            )  # RFC 8493 2.1.3
+            refused = strictzip.name_problems(listed)
+            for rule, detail in refused:
+                self.refuse(subject, rule, f"line {number} lists {listed!r}: {detail}")
+            if refused:
+                continue
+            if listed.startswith("data/") == tag or listed in SIGNATURE_FILES:
+                what = "payload manifest lists a tag file" if not tag else "lists a payload file"
+                self.refuse(subject, "manifest-scope", f"{what} or the signature's: {listed!r}")
+                continue
+            key = strictzip.name_key(listed)
+            if key in keys:
+                self.refuse(
+                    subject, "manifest-duplicate", f"lists {listed!r} twice ({keys[key]!r})"
+                )
+                continue
+            keys[key] = listed
+            entries[listed] = digest
+        return entries
+
+    def _listed_only(self, payload: Mapping[str, str], tags: Mapping[str, str]) -> None:
+        """Every member is a listed file, a signature file, or a directory that holds one."""
+        listed = {*payload, *tags, *SIGNATURE_FILES}
+        directories = {""}
+        for name in listed:
+            parts = name.split("/")[:-1]
+            directories |= {"/".join(parts[: i + 1]) + "/" for i in range(len(parts))}
+        for name, member in self.files.items():
+            subject = f"{self.bag}/{name}"
+            if member.is_directory:
+                if name.rstrip("/") in listed:
+                    self.refuse(subject, "bag-directory", "a directory where a file is expected")
+                elif name not in directories:
+                    self.refuse(subject, "bag-directory", "a directory holding no listed file")
+            elif name not in listed:
+                where = "payload manifest" if name.startswith("data/") else "tag manifest"
+                self.refuse(subject, "bag-unlisted", f"a file the {where} does not list")
+        for name, manifest in (("manifest", payload), ("tag manifest", tags)):
+            for listed_name in manifest:
+                found = self.files.get(listed_name)
+                if found is None or found.is_directory:
+                    self.refuse(
+                        f"{self.bag}/{listed_name}",
+                        "manifest-missing",
+                        f"listed in the {name} but absent",
+                    )
+
+    def _hash(self, payload: Mapping[str, str], tags: Mapping[str, str]) -> None:
+        for manifest_name, manifest in (("manifest", payload), ("tag manifest", tags)):
+            for name, expected in manifest.items():
+                member = self.files.get(name)
+                if member is None or member.is_directory:
+                    continue
+                if name in (METADATA, AUDIT, RECEIPT) or not name.startswith("data/"):
+                    data = self._document(name)
+                    if data is None:
+                        continue
+                    actual, size = hashlib.sha256(data).hexdigest(), len(data)
+                else:
+                    try:
+                        actual, size = self.archive.sha256(member)
+                    except strictzip.MemberCorrupt as exc:
+                        self.refuse(exc.refusal.member, exc.refusal.rule, exc.refusal.detail)
+                        continue
+                self.sizes[name] = size
+                if actual != expected:
+                    self.refuse(
+                        f"{self.bag}/{name}",
+                        "manifest-digest",
+                        f"its SHA-256 differs from the {manifest_name}'s (altered)",
+                    )
+
+    def _document(self, name: str) -> bytes | None:
+        """A small file, read once (within MAX_DOCUMENT); None (refused) if its bytes are not
+        what the archive declares."""
+        if name not in self.documents:
+            data = None
+            try:
+                data = self.archive.read_all(self.files[name], MAX_DOCUMENT)
+            except strictzip.MemberCorrupt as exc:
+                self.refuse(exc.refusal.member, exc.refusal.rule, exc.refusal.detail)
+            self.documents[name] = data
+        return self.documents[name]
+
+    def _bag_info(self, payload: Mapping[str, str]) -> dict[str, str]:
+        if self._document("bagit.txt") != BAGIT_TXT:
+            self.refuse(f"{self.bag}/bagit.txt", "bagit-txt", "not BagIt 1.0 in UTF-8")
+        subject = f"{self.bag}/bag-info.txt"
+        info: dict[str, str] = {}
+        text = self._document("bag-info.txt")
+        if text is None:
+            return info
+        try:
+            lines = text.decode("utf-8").splitlines()
+        except UnicodeDecodeError:
+            self.refuse(subject, "bag-info", "not UTF-8")
+            lines = []
+        for line in lines:
+            label, colon, value = line.partition(":")
+            if not colon or label != label.strip() or not label:
+                self.refuse(subject, "bag-info", f"not a `Label: value` line: {line!r}")
+            elif label in info:
+                self.refuse(subject, "bag-info", f"{label} given twice: which one holds?")
+            else:
+                info[label] = value.strip()
+        octets = sum(self.sizes.get(name, 0) for name in payload)
+        if info.get("Payload-Oxum") != f"{octets}.{len(payload)}":
+            self.refuse(subject, "payload-oxum", "Payload-Oxum does not match the payload")
+        return info
+
+    # --- signatures ---------------------------------------------------------------------
+
+    def _signature(self, vault_key: str | None) -> str | None:
+        """Checks the vault's signature over the tag manifest; returns the key the package
+        carries (None if it carries none)."""
+        subject = f"{self.bag}/signature.json"
+        document, tagmanifest = (
+            self._document("signature.json"),
+            self._document("tagmanifest-sha256.txt"),
+        )
+        if document is None or tagmanifest is None:
+            return None  # refused as read
+        try:
+            signature = json.loads(document)
+            carried = signature["public_key"]
+            value = signature["signature"]
+            if signature.get("algorithm") != "Ed25519" or not all(
+                isinstance(v, str) for v in (carried, value)
+            ):
+                raise ValueError("not an Ed25519 signature")
+        except (ValueError, KeyError, TypeError) as exc:
+            self.refuse(subject, "signature", f"unreadable: {exc}")
+            return None
+        if vault_key is None:
+            self.report.unauthenticated.append(
+                "the vault's signature: checked with the key the package carries (key id "
+                f"{signature.get('key_id')}), which anyone can put there"
+            )
+        elif vault_key != carried:
+            self.report.notes.append("the package carries another public key than the one given")
+        message = SIGNATURE_CONTEXT + tagmanifest
+        if not verify(vault_key or carried, message, value):
+            self.refuse(
+                subject,
+                "signature",
+                "the vault's signature over the tag manifest does not verify"
+                + ("" if vault_key else " (with the key the package carries)"),
+            )
+        return str(carried)
+
+    def _clip(self, payload: Mapping[str, str]) -> _Clip | None:
+        for name in (METADATA, AUDIT):
+            if name not in payload:
+                self.refuse(f"{self.bag}/{name}", "bag-payload", "a required file is missing")
+        clips = [name for name in payload if name not in (METADATA, AUDIT, RECEIPT)]
+        if len(clips) != 1:
+            self.refuse(
+                f"{self.bag}/data/", "bag-payload", f"a package holds exactly one clip: {clips}"
+            )
+            return None
+        name = clips[0]
+        match = _CLIP_NAME.fullmatch(name)
+        if match is None or name not in self.sizes:
+            if match is None:
+                self.refuse(
+                    f"{self.bag}/{name}", "bag-payload", "a clip is named {recording id}.{ext}"
+                )
+            return None
+        self.report.clip_sha256 = payload[name]
+        return _Clip(name, match.group(1), payload[name], self.sizes[name])
+
+    def _json(self, name: str) -> dict[str, Any] | None:
+        document = self._document(name) if name in self.files else None
+        if document is None:
+            return None
+        try:
+            value = json.loads(document)
+        except ValueError as exc:
+            self.refuse(f"{self.bag}/{name}", "json", f"not JSON: {exc}")
+            return None
+        if not isinstance(value, dict):
+            self.refuse(f"{self.bag}/{name}", "json", "not a JSON object")
+            return None
+        return value
+
+    def _receipt(self, receipt: Mapping[str, Any] | None, receipt_key: str | None) -> None:
+        if receipt is None:
+            self.report.notes.append("no receipt in the package (none on file for it)")
+            return
+        if receipt_key is None:
+            self.report.unauthenticated.append(
+                "the receipt: its signature was not checked (no receipt key given)"
+            )
+        elif not receipt_is_valid(dict(receipt), receipt_key):
+            self.refuse(
+                f"{self.bag}/{RECEIPT}", "receipt-signature", "ingest's signature does not verify"
+            )
+
+    def _audit(
+        self, audit: Mapping[str, Any] | None, log_key: str, clip: _Clip
+    ) -> Mapping[str, Any] | None:
+        """Checks every proof; returns the recording's one proved collecte entry."""
+        subject = f"{self.bag}/{AUDIT}"
+        proofs = audit.get("proofs") if audit is not None else None
+        if not isinstance(proofs, list):
+            self.refuse(subject, "audit", "no list of proofs")
+            return None
+        collectes = []
+        for index, proof in enumerate(proofs):
+            where = f"{subject} proofs[{index}]"
+            try:
+                entry = proof["entry"]
+                problems = inclusion_problems(proof, [proof["head"]], log_key)
+                recordings = [str(r) for r in entry["recording_ids"]]
+                action = entry["action"]
+                where = f"{subject} entry {entry.get('entry_id')}"
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.refuse(where, "audit-proof", f"a malformed proof ({exc!r})")
+                continue
+            for problem in problems:
+                self.refuse(where, "audit-proof", problem)
+            if clip.recording_id not in recordings:
+                self.refuse(where, "audit-foreign", "an entry about other recordings")
+            elif action == "collecte":
+                collectes.append(entry)  # compared below even if its proof failed (refused)
+        if len(collectes) != 1:
+            self.refuse(
+                subject,
+                "audit-collecte",
+                f"{len(collectes)} collecte entries for recording {clip.recording_id}; a "
+                "package carries exactly one, with its proof",
+            )
+            return None
+        collecte: Mapping[str, Any] = collectes[0]
+        if collecte.get("outcome") != "success":
+            self.refuse(subject, "audit-collecte", "the collecte entry is not a success")
+        return collecte
 
 
-def _json(archive: zipfile.ZipFile, bag: str, relative: str) -> Any:
+@dataclass(frozen=True)
+class _Clip:
+    name: str  # inside the bag
+    recording_id: str
+    sha256: str
+    size: int
+
+
+# --- what the package's parts state about the recording, which must agree -------------------
+
+
+def _text(value: Any) -> Any:
+    return value
+
+
+def _identifier(value: Any) -> Any:
     try:
-        return json.loads(archive.read(posixpath.join(bag, relative)))
-    except KeyError:
-        return None
+        return str(uuid.UUID(value)) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
-def _check_receipt(
-    report: Report, receipt: Mapping[str, Any] | None, receipt_key: str | None, size: int
-) -> None:
-    if receipt is None:
-        report.notes.append("no receipt in the package (none on file for this recording)")
-        return
-    if receipt.get("sha256") != report.clip_sha256 or receipt.get("size") != size:
-        report.problems.append("the receipt is for other bytes than the clip")
-    if receipt_key is None:
-        report.notes.append("receipt key not given: the receipt's signature was not checked")
-    elif not receipt_is_valid(dict(receipt), receipt_key):
-        report.problems.append("the receipt's signature does not verify")
+def _is_identifier(value: Any) -> bool:
+    try:
+        uuid.UUID(value)
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return True
 
 
-def _check_audit(report: Report, audit: Mapping[str, Any] | None, log_key: str) -> None:
-    if audit is None:
-        report.problems.append("no audit history in the package")
-        return
-    proofs = audit.get("proofs", [])
-    collected = False
-    for proof in proofs:
-        for problem in inclusion_problems(proof, [proof["head"]], log_key):
-            report.problems.append(f"audit entry {proof['entry'].get('entry_id')}: {problem}")
-        entry = proof["entry"]
-        if entry.get("action") == "collecte" and entry.get("details", {}).get("sha256") == (
-            report.clip_sha256
+def _integer(value: Any) -> Any:
+    return ("not an integer", value) if isinstance(value, bool | float) else value
+
+
+def _number(value: Any) -> Any:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _instant(value: Any) -> Any:
+    """An ISO 8601 time with its offset, as an instant: the same moment written "Z" or
+    "+00:00" agrees; a time without offset agrees with nothing but itself."""
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    return value
+
+
+# How the values of a field compare, for the fields whose form varies; any other field stated
+# by two parts compares as an instant if it is one, else exactly.
+FIELDS: dict[str, Callable[[Any], Any]] = {
+    "recording_id": _identifier,
+    "organisation_id": _identifier,
+    "station_id": _identifier,
+    "camera_id": _identifier,
+    "agent_id": _identifier,
+    "camera_serial": _text,
+    "agent_matricule": _text,
+    "sha256": _text,
+    "size": _integer,
+    "started_at": _instant,
+    "ended_at": _instant,
+    "received_at": _instant,
+    "clock_offset_ms": _integer,
+    "pre_record_s": _integer,
+    "latitude": _number,
+    "longitude": _number,
+    "address": _text,
+    "intervention_ref": _text,
+    "retain_until": _instant,
+    "procedure_reference": _text,
+    "procedure_type": _text,
+}
+# Where metadata.json's recording and the collecte entry's details name them differently.
+_METADATA_NAMES = {"id": "recording_id"}
+_COLLECTE_NAMES = {"camera": "camera_serial", "agent": "agent_matricule", "station": "station_id"}
+_RECEIPT_FIELDS = (
+    "recording_id",
+    "organisation_id",
+    "station_id",
+    "camera_serial",
+    "sha256",
+    "size",
+    "received_at",
+)
+
+
+def _stated(values: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """The fields a JSON object states (present, even null), renamed by ``names``; a `place`
+    object gives latitude, longitude and address."""
+    stated = {names.get(k, k): v for k, v in values.items() if k != "place"}
+    place = values.get("place", ...)
+    if isinstance(place, Mapping):
+        stated |= {k: v for k, v in place.items() if k in ("latitude", "longitude", "address")}
+    elif place is None:
+        stated |= dict.fromkeys(("latitude", "longitude", "address"))
+    return stated
+
+
+class _Claims:
+    """Every field stated by more than one part of the package must be the same in all of
+    them: the clip itself, bag-info.txt, metadata.json, the proved collecte entry (what the
+    vault logged when the clip arrived) and the receipt (what ingest signed then)."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+
+    def check(
+        self,
+        *,
+        clip: _Clip,
+        info: Mapping[str, str],
+        metadata: Mapping[str, Any] | None,
+        collecte: Mapping[str, Any] | None,
+        receipt: Mapping[str, Any] | None,
+    ) -> None:
+        sources: dict[str, dict[str, Any]] = {
+            "the clip": {
+                "recording_id": clip.recording_id,
+                "sha256": clip.sha256,
+                "size": clip.size,
+            },
+            "bag-info.txt": {
+                field_name: info[label]
+                for label, field_name in (
+                    ("Temoin-Recording-Id", "recording_id"),
+                    ("External-Identifier", "procedure_reference"),
+                    ("Temoin-Procedure-Type", "procedure_type"),
+                )
+                if label in info
+            },
+        }
+        if metadata is not None:
+            sources[METADATA] = self._metadata(metadata)
+        if collecte is not None:
+            sources |= self._collecte(collecte)
+        if receipt is not None:
+            sources[RECEIPT] = {k: receipt[k] for k in _RECEIPT_FIELDS if k in receipt}
+        names = dict.fromkeys(name for stated in sources.values() for name in stated)
+        for name in names:
+            compare = FIELDS.get(name, _instant)
+            said = {source: stated[name] for source, stated in sources.items() if name in stated}
+            if len({repr(compare(value)) for value in said.values()}) > 1:
+                self.report.refuse(
+                    name,
+                    "claims-differ",
+                    "the package's parts disagree: "
+                    + ", ".join(f"{source} says {value!r}" for source, value in said.items()),
+                )
+        attested = {
+            name
+            for source in ("the collecte audit entry", RECEIPT, "the clip")
+            for name in sources.get(source, {})
+        }
+        unattested = sorted(set(sources.get(METADATA, {})) - attested)
+        if unattested:
+            self.report.notes.append(
+                "stated by metadata.json alone, vouched for by the vault's signature only: "
+                f"{', '.join(unattested)}"
+            )
+
+    def _metadata(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        recording = metadata.get("recording")
+        stated = _stated(recording, _METADATA_NAMES) if isinstance(recording, Mapping) else {}
+        for key, name in (
+            ("camera_serial", "camera_serial"),
+            ("agent_matricule", "agent_matricule"),
         ):
-            collected = True
-    if not collected:
-        report.problems.append("no proved collecte entry for this clip in the audit history")
+            if key in metadata:
+                stated[name] = metadata[key]
+        procedure = metadata.get("procedure")
+        if isinstance(procedure, Mapping):
+            for key in ("reference", "type"):
+                if key in procedure:
+                    stated[f"procedure_{key}"] = procedure[key]
+        return stated
+
+    def _collecte(self, entry: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """What the collecte entry states, as one source; its details' `organisation`, when
+        it is an id, as a second (the entry's own organisation_id is the first)."""
+        details = entry.get("details")
+        details = details if isinstance(details, Mapping) else {}
+        stated = _stated(details, _COLLECTE_NAMES)
+        stated.pop("recording_id", None)  # it is in recording_ids, below
+        stated.pop("organisation", None)  # below
+        if "organisation_id" in entry:
+            stated["organisation_id"] = entry["organisation_id"]
+        recordings = entry.get("recording_ids")
+        if isinstance(recordings, list) and len(recordings) == 1:
+            stated["recording_id"] = recordings[0]
+        sources = {"the collecte audit entry": stated}
+        organisation = details.get("organisation")
+        if isinstance(organisation, Mapping):
+            organisation = organisation.get("id")
+        if _is_identifier(organisation):  # a name is stated nowhere else in a package
+            sources["the collecte audit entry's details"] = {"organisation_id": organisation}
+        return sources

@@ -391,22 +391,58 @@ def receipt_verify(
 def verify_package_command(
     package: Annotated[Path, typer.Argument(help="an extraction package (.zip)")],
     vault_key: Annotated[
-        str | None, typer.Option(help="the vault's public key (base64), as it publishes it")
+        str | None,
+        typer.Option(help="the vault's public key (base64), from GET /v1/audit/public-key"),
     ] = None,
-    receipt_key: Annotated[str | None, typer.Option(help="ingest's receipt key (base64)")] = None,
+    receipt_key: Annotated[
+        str | None,
+        typer.Option(help="ingest's receipt key (base64), from GET /v1/receipts/public-key"),
+    ] = None,
+    audit_key: Annotated[
+        str | None,
+        typer.Option(help="the audit log's key (base64), if not the vault's key (the default)"),
+    ] = None,
+    integrity_only: Annotated[
+        bool,
+        typer.Option(
+            "--integrity-only",
+            help="accept a check without the keys: integrity only, origin NOT checked",
+        ),
+    ] = False,
 ) -> None:
-    """Check an extraction package offline: the BagIt manifests, the vault's signature, the
-    receipt, and the inclusion proof of each audit entry. Exits 1 on any problem."""
+    """Check an extraction package offline: the zip, the BagIt manifests, the vault's
+    signature, the receipt, each audit entry's inclusion proof, and that metadata, collecte
+    entry and receipt agree (docs/extraction.md). Exits 0 if everything holds, 1 if anything
+    is refused, 2 if it holds but the keys were not all given (authenticity NOT checked)
+    unless --integrity-only."""
     from shared.package import verify_package
 
-    report = verify_package(package, vault_key=vault_key, receipt_key=receipt_key)
+    report = verify_package(
+        package, vault_key=vault_key, receipt_key=receipt_key, audit_key=audit_key
+    )
     for note in report.notes:
         typer.echo(f"note: {note}")
     for problem in report.problems:
-        typer.echo(f"INVALID {problem}")
+        typer.echo(f"REFUSED {problem}")
     if not report.valid:
+        typer.echo(f"INVALID: {len(report.problems)} problem(s); do not trust this package")
         raise typer.Exit(1)
-    typer.echo(f"OK: package valid; clip SHA-256 {report.clip_sha256}")
+    if report.unauthenticated:
+        warning = "\n".join(
+            [
+                "AUTHENTICITY NOT CHECKED: integrity only. Anyone can make a package that "
+                "passes these checks; pass --vault-key and --receipt-key (the keys Témoin "
+                "publishes) to check who made it. Checked with keys the package carries:",
+                *(f"  - {what}" for what in report.unauthenticated),
+            ]
+        )
+        typer.echo(warning, err=True)
+        if not integrity_only:
+            typer.echo("NOT AUTHENTICATED: integrity holds, origin not checked (see above)")
+            raise typer.Exit(2)
+        typer.echo(f"OK, INTEGRITY ONLY (as asked): clip SHA-256 {report.clip_sha256}")
+        return
+    typer.echo(f"OK: package valid and authentic; clip SHA-256 {report.clip_sha256}")
 
 
 def _vault_session() -> Any:
