@@ -28,6 +28,7 @@ deleted once their lock has run out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import uuid
@@ -224,7 +225,8 @@ async def write_canary(store: ObjectStore, lock_s: float) -> _Canary:
         etag = await store.upload_part(key, upload, 1, content)
         version = await store.complete_multipart(key, upload, [etag])
     except BaseException:
-        await asyncio.shield(store.abort_multipart(key, upload))
+        with contextlib.suppress(StorageError):  # the sweep aborts it otherwise
+            await asyncio.shield(store.abort_multipart(key, upload))
         raise
     if version is None:
         raise StorageError("the store gave the canary no version id: the bucket is not versioned")
@@ -395,7 +397,7 @@ class StoreWriteOnce:
 
     def record(self, report: Report) -> None:
         self.report = report
-        CHECKS.labels(str(report.verdict)).inc()
+        CHECKS.labels(report.verdict.name.lower()).inc()
         fields = {
             "verdict": str(report.verdict),
             "problems": list(report.problems),
