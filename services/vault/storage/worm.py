@@ -47,6 +47,9 @@ _CANARY_HEADER = b"temoin write-once canary\n"
 _KEY_TIME = "%Y%m%dT%H%M%SZ"
 # A store that does not answer is asked again this soon (not in a day).
 RETRY_S = 60.0
+# Development's first check waits this long after the start: a process that lives less (a
+# test's app, a command) leaves no canary behind.
+DEVELOPMENT_FIRST_CHECK_S = 2.0
 
 _logger = logging.getLogger("temoin.vault.store")
 
@@ -346,7 +349,8 @@ class StoreWriteOnce:
 
     async def at_startup(self, state: ServiceState) -> None:
         """Production checks before serving anything, and refuses to start on a failure.
-        Development leaves the first check to the background job: nothing waits on it."""
+        Development leaves the first check to the background job, a moment after the start:
+        nothing waits on it."""
         if not self.production:
             return
         report = await self.check(state["store"])
@@ -361,6 +365,7 @@ class StoreWriteOnce:
         while True:
             report = self.report
             if report is None:
+                await asyncio.sleep(0 if self.production else DEVELOPMENT_FIRST_CHECK_S)
                 await self._check_surviving(store)
             elif report.verdict is Verdict.NOT_CHECKED:
                 await asyncio.sleep(min(RETRY_S, self.interval_s))
