@@ -189,6 +189,7 @@ def production_required(settings_cls: type[ServiceSettings]) -> list[str]:
 
 
 BackgroundTask = Callable[[ServiceState], Coroutine[Any, Any, None]]
+StartupHook = Callable[[ServiceState], Coroutine[Any, Any, None]]
 
 
 def service_lifespan(
@@ -196,9 +197,11 @@ def service_lifespan(
     service: str,
     background: Sequence[BackgroundTask] = (),
     on_shutdown: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    on_startup: Sequence[StartupHook] = (),
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[ServiceState]]:
     """The lifespan every service app uses: engine, sessionmaker and object store, the
-    service's background tasks (cancelled at shutdown), and what else it must close."""
+    service's startup hooks (one that raises stops the service from starting: uvicorn exits
+    non-zero), its background tasks (cancelled at shutdown), and what else it must close."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ServiceState]:
@@ -210,6 +213,8 @@ def service_lifespan(
             database_role=settings.database_role,
             verifier=settings.token_verifier(),
         ) as state:
+            for hook in on_startup:
+                await hook(state)
             tasks = [asyncio.create_task(job(state)) for job in background]
             try:
                 yield state

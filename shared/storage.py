@@ -7,6 +7,8 @@ blocks its event loop on storage and no other module imports minio.
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,11 +22,12 @@ import certifi
 import crc32c
 import urllib3
 from minio import Minio
-from minio.commonconfig import COMPLIANCE
+from minio.commonconfig import COMPLIANCE, REPLACE, CopySource
 from minio.credentials.credentials import Credentials
 from minio.datatypes import Part
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
-from minio.helpers import DictType, genheaders
+from minio.helpers import DictType, genheaders, md5sum_hash
 from minio.retention import Retention
 
 
@@ -88,6 +91,33 @@ Result = TypeVar("Result")
 def _call(function: Callable[[], Result]) -> Result:
     with _translated():
         return function()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The store's answer to a request sent to see whether it is refused (the vault's check
+    that locked objects stay locked): accepted, or refused with its S3 error code."""
+
+    accepted: bool
+    code: str = ""
+
+    def __str__(self) -> str:
+        return "accepted" if self.accepted else f"refused ({self.code})"
+
+
+def _answer(function: Callable[[], object]) -> Answer:
+    """Run one request whose refusal is an answer, not a failure (in a worker thread, under
+    _call). A store that is away or failing still raises: that answers nothing."""
+    try:
+        result = function()
+    except S3Error as exc:
+        if exc.code in _PASSING:
+            raise
+        return Answer(accepted=False, code=exc.code or "refused")
+    return result if isinstance(result, Answer) else Answer(accepted=True)
+
+
+_BYPASS_GOVERNANCE = {"x-amz-bypass-governance-retention": "true"}
 
 
 class Body:
@@ -330,17 +360,17 @@ class ObjectStore:
     async def protection(self, key: str, version: str | None) -> tuple[datetime | None, bool]:
         """What protects an object version in the store: its retention date (None without
         one) and whether a legal hold is on."""
+        retention = await self.retention(key, version)
+        held = await self._run(
+            lambda: self.client.is_object_legal_hold_enabled(self.bucket, key, version)
+        )
+        return (retention[1] if retention is not None else None), bool(held)
 
-        def read() -> tuple[datetime | None, bool]:
-            retention = self.client.get_object_retention(self.bucket, key, version_id=version)
-            until = retention.retain_until_date if retention is not None else None
-            held = bool(self.client.is_object_legal_hold_enabled(self.bucket, key, version))
-            return until, held
-
-        return await self._run(read)
-
-    async def list_versions(self, prefix: str) -> list[tuple[str, str | None]]:
-        """Every version of every object under ``prefix``, as (key, version id)."""
+    async def list_versions(
+        self, prefix: str, *, delete_markers: bool = False
+    ) -> list[tuple[str, str | None]]:
+        """Every version of every object under ``prefix``, as (key, version id); with
+        ``delete_markers``, the delete markers' versions too."""
 
         def listed() -> list[tuple[str, str | None]]:
             found = self.client.list_objects(
@@ -349,7 +379,7 @@ class ObjectStore:
             return [
                 (o.object_name, o.version_id)
                 for o in found
-                if o.object_name and not o.is_delete_marker
+                if o.object_name and (delete_markers or not o.is_delete_marker)
             ]
 
         return await self._run(listed)
@@ -368,3 +398,148 @@ class ObjectStore:
             return True
 
         return await self._run(delete)
+
+    # --- what the bucket promises, and whether it keeps it ----------------------------------
+    # The vault's write-once check (services/vault/storage/worm.py) reads the bucket's
+    # settings, then sends, on a canary object of its own, each request that could destroy or
+    # shorten a locked version, and reads back what is left. Each such request is one method
+    # here, answering accepted or refused (Answer): the check, not this client, decides what
+    # an answer means.
+
+    async def versioning(self) -> str | None:
+        """The bucket's versioning status: "Enabled", "Suspended", or None (never enabled)."""
+
+        def status() -> str | None:
+            found: str | None = self.client.get_bucket_versioning(self.bucket).status
+            return found if found in ("Enabled", "Suspended") else None
+
+        return await self._run(status)
+
+    async def object_lock_configured(self) -> bool:
+        """Whether the bucket has an object lock configuration (it exists only on a bucket
+        created with object lock)."""
+
+        def configured() -> bool:
+            try:
+                self.client.get_object_lock_config(self.bucket)
+            except S3Error as exc:
+                if exc.code in ("ObjectLockConfigurationNotFoundError", "InvalidRequest"):
+                    return False
+                raise
+            return True
+
+        return await self._run(configured)
+
+    async def retention(self, key: str, version: str | None) -> tuple[str, datetime] | None:
+        """An object version's retention (mode, retain-until date), or None if it has none."""
+
+        def read() -> tuple[str, datetime] | None:
+            found = self.client.get_object_retention(self.bucket, key, version_id=version)
+            if found is None or found.mode is None or found.retain_until_date is None:
+                return None
+            return found.mode, found.retain_until_date
+
+        return await self._run(read)
+
+    async def try_delete_version(self, key: str, version: str, *, bypass: bool) -> Answer:
+        """DeleteObject of one version, with x-amz-bypass-governance-retention if ``bypass``."""
+        headers: DictType = dict(_BYPASS_GOVERNANCE) if bypass else {}
+        return await self._run(
+            lambda: _answer(
+                lambda: self.client._execute(
+                    "DELETE", self.bucket, key, headers=headers, query_params={"versionId": version}
+                )
+            )
+        )
+
+    async def try_delete_versions(self, key: str, version: str, *, bypass: bool) -> Answer:
+        """DeleteObjects (the multi-object delete) naming one version: accepted unless the
+        store answers an error for it, in the request or in the result."""
+
+        def delete() -> Answer:
+            errors = list(
+                self.client.remove_objects(
+                    self.bucket, [DeleteObject(key, version)], bypass_governance_mode=bypass
+                )
+            )
+            return Answer(accepted=False, code=errors[0].code) if errors else Answer(True)
+
+        return await self._run(lambda: _answer(delete))
+
+    async def try_set_retention(
+        self, key: str, version: str, mode: str, until: datetime, *, bypass: bool
+    ) -> Answer:
+        """PutObjectRetention: ``mode`` ("COMPLIANCE" or "GOVERNANCE") until ``until``."""
+        body = (
+            '<Retention xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Mode>{mode}</Mode>"
+            f"<RetainUntilDate>{until.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</RetainUntilDate>"
+            "</Retention>"
+        ).encode()
+        return await self._put_retention(key, version, body, bypass=bypass)
+
+    async def try_remove_retention(self, key: str, version: str, *, bypass: bool) -> Answer:
+        """PutObjectRetention with neither mode nor date: the way to remove a GOVERNANCE
+        retention (with the bypass), which a COMPLIANCE one must refuse."""
+        body = b'<Retention xmlns="http://s3.amazonaws.com/doc/2006-03-01/"></Retention>'
+        return await self._put_retention(key, version, body, bypass=bypass)
+
+    async def _put_retention(self, key: str, version: str, body: bytes, *, bypass: bool) -> Answer:
+        headers: DictType = {"Content-MD5": md5sum_hash(body) or ""}
+        if bypass:
+            headers.update(_BYPASS_GOVERNANCE)
+        return await self._run(
+            lambda: _answer(
+                lambda: self.client._execute(
+                    "PUT",
+                    self.bucket,
+                    key,
+                    body=body,
+                    headers=headers,
+                    query_params={"retention": "", "versionId": version},
+                )
+            )
+        )
+
+    async def try_put(self, key: str, data: bytes) -> Answer:
+        """PutObject over ``key``, with no retention (a new version, on a versioned bucket)."""
+        return await self._run(
+            lambda: _answer(
+                lambda: self.client.put_object(self.bucket, key, io.BytesIO(data), len(data))
+            )
+        )
+
+    async def try_copy(self, key: str, source_version: str) -> Answer:
+        """CopyObject of one version of ``key`` over ``key`` itself, its metadata replaced."""
+        return await self._run(
+            lambda: _answer(
+                lambda: self.client.copy_object(
+                    self.bucket,
+                    key,
+                    CopySource(self.bucket, key, version_id=source_version),
+                    metadata={"x-amz-meta-temoin-check": "copy"},
+                    metadata_directive=REPLACE,
+                )
+            )
+        )
+
+    async def try_multipart(self, key: str, data: bytes) -> Answer:
+        """A multipart upload of ``data`` completed over ``key``, with no retention."""
+
+        def upload() -> None:
+            upload_id = self.client._create_multipart_upload(self.bucket, key, {})
+            try:
+                etag = self.client._upload_part(
+                    self.bucket, key, data, {_PART_CHECKSUM: part_checksum(data)}, upload_id, 1
+                )
+                self.client._complete_multipart_upload(self.bucket, key, upload_id, [Part(1, etag)])
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.client._abort_multipart_upload(self.bucket, key, upload_id)
+                raise
+
+        return await self._run(lambda: _answer(upload))
+
+    async def try_delete(self, key: str) -> Answer:
+        """DeleteObject of ``key`` with no version (a delete marker, on a versioned bucket)."""
+        return await self._run(lambda: _answer(lambda: self.client.remove_object(self.bucket, key)))

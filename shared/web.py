@@ -50,6 +50,11 @@ READINESS_TIMEOUT_S = 3.0
 JSON_BODY_LIMIT = 1 << 20
 
 
+# A service's own condition for readiness, read without I/O (its background work keeps it up to
+# date): what /readyz shows under its name, and whether the service is ready.
+ReadinessCheck = Callable[[], tuple[str, bool]]
+
+
 class ServiceState(TypedDict):
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -147,7 +152,10 @@ async def _outage(request: Request, exc: Exception) -> JSONResponse:
 
 class Readiness(BaseModel):
     status: Literal["ready"]
-    checks: dict[str, str] = Field(description="each dependency: ok, timeout or the error")
+    checks: dict[str, str] = Field(
+        description="each dependency: ok, timeout or the error; and the service's own checks "
+        "(the vault's store_write_once: ok, not checked, or failed and why)"
+    )
 
 
 def _health_router() -> APIRouter:
@@ -159,7 +167,8 @@ def _health_router() -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: the database and the object store answer",
+        summary="Readiness: the database and the object store answer (and the service's own "
+        "checks pass)",
         response_model=Readiness,
         responses={
             200: {"description": "every dependency answers"},
@@ -173,13 +182,18 @@ def _health_router() -> APIRouter:
             _check("storage", lambda: state.store.ping()),
         )
         checks = dict(results)
-        if all(value == "ok" for value in checks.values()):
+        failing = [name for name, value in checks.items() if value != "ok"]
+        own: dict[str, ReadinessCheck] = getattr(request.app.state, "readiness", {})
+        for name, check in own.items():
+            checks[name], ready = check()
+            if not ready:
+                failing.append(name)
+        if not failing:
             return JSONResponse({"status": "ready", "checks": checks})
-        failing = ", ".join(name for name, value in checks.items() if value != "ok")
         return problem_response(
             503,
             "Not ready",
-            f"not reachable: {failing}",
+            f"not ready: {', '.join(failing)}",
             slug="not-ready",
             instance="/readyz",
             extensions={"checks": checks},
@@ -377,6 +391,7 @@ def create_service_app(
     description: str,
     version: str,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
+    readiness: dict[str, ReadinessCheck] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title=title,
@@ -393,4 +408,5 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware, service=service)  # outermost: logs every answer
     app.include_router(_health_router())
     app.state.service = service
+    app.state.readiness = dict(readiness or {})
     return app

@@ -139,6 +139,8 @@ OPERATOR_ENV = {
     "POSTGRES_PASSWORD": "pg-secret",
     "MINIO_ROOT_USER": "minio-admin",
     "MINIO_ROOT_PASSWORD": "minio-secret-password",
+    "S3_VAULT_SECRET_KEY": "vault-s3-secret-of-the-operator",
+    "S3_READINESS_SECRET_KEY": "readiness-s3-secret-of-the-operator",
 }
 
 
@@ -177,6 +179,7 @@ def test_compose_ports_healthchecks_and_order_agree_with_the_code(
         "minio": "service_healthy",
         "migrate": "service_completed_successfully",
         "create-bucket": "service_completed_successfully",
+        "minio-users": "service_completed_successfully",
     }
 
 
@@ -191,6 +194,82 @@ def test_compose_storage_and_one_shot_jobs(compose: dict[str, Any]) -> None:
     for job in ("migrate", "create-bucket"):
         assert services[job]["restart"] == "no"
     assert (ROOT / "Dockerfile").exists()
+
+
+@pytest.mark.parametrize("service", sorted(SETTINGS))
+def test_compose_gives_each_service_its_own_storage_user(
+    compose: dict[str, Any], service: str
+) -> None:
+    """Never the store's administrator: the vault gets its user, ingest and reporting one that
+    may only see that the bucket answers (docs/storage.md)."""
+    spec = compose["services"][service]
+    environment = {k: _interpolate(str(v), OPERATOR_ENV) for k, v in spec["environment"].items()}
+    assert environment["S3_ACCESS_KEY"] != OPERATOR_ENV["MINIO_ROOT_USER"]
+    assert environment["S3_SECRET_KEY"] != OPERATOR_ENV["MINIO_ROOT_PASSWORD"]
+    expected = "temoin-vault" if service == "vault" else "temoin-readiness"
+    assert environment["S3_ACCESS_KEY"] == expected
+    users = compose["services"]["minio-users"]
+    script = " ".join(users["command"])
+    assert f"mc admin policy attach local {expected} --user {expected}" in script
+    assert f"/policies/{expected}.json" in script
+    assert (ROOT / "deploy" / "minio" / f"{expected}.json").exists()
+    assert users["volumes"] == ["./deploy/minio:/policies:ro"]
+
+
+def _statements(name: str, effect: str) -> tuple[set[str], set[str]]:
+    import json
+
+    policy = json.loads((ROOT / "deploy" / "minio" / f"{name}.json").read_text())
+    actions: set[str] = set()
+    resources: set[str] = set()
+    for statement in policy["Statement"]:
+        if statement["Effect"] == effect:
+            actions |= set(statement["Action"])
+            resources |= set(statement["Resource"])
+    return actions, resources
+
+
+def test_the_vaults_storage_user_cannot_undo_a_lock_nor_reconfigure_the_bucket() -> None:
+    allowed, resources = _statements("temoin-vault", "Allow")
+    denied, _ = _statements("temoin-vault", "Deny")
+    # What the vault does: multipart uploads under COMPLIANCE retention, reads, legal holds
+    # on and off (procedures), deletes once a lock allows (erasure, canaries), its checks.
+    assert {
+        "s3:PutObject",
+        "s3:PutObjectRetention",
+        "s3:PutObjectLegalHold",
+        "s3:DeleteObjectVersion",
+        "s3:GetBucketVersioning",
+        "s3:GetBucketObjectLockConfiguration",
+    } <= allowed
+    dangerous = {
+        "s3:BypassGovernanceRetention",
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:PutBucketVersioning",
+        "s3:PutLifecycleConfiguration",
+        "s3:PutBucketPolicy",
+        "s3:DeleteBucket",
+    }
+    assert dangerous <= denied
+    assert not dangerous & allowed
+    assert not any("*" in action for action in allowed)
+    # Objects only under the two prefixes the vault writes.
+    assert {r for r in resources if r.endswith("*")} == {
+        "arn:aws:s3:::temoin-recordings/recordings/*",
+        "arn:aws:s3:::temoin-recordings/canary/*",
+    }
+    readiness, _ = _statements("temoin-readiness", "Allow")
+    assert readiness == {"s3:ListBucket"}
+
+
+def test_the_documented_policy_is_the_one_compose_applies() -> None:
+    import json
+
+    docs = (ROOT / "docs" / "storage.md").read_text()
+    shown = re.search(r"```json\n(.*?)```", docs, re.S)
+    assert shown is not None
+    applied = (ROOT / "deploy" / "minio" / "temoin-vault.json").read_text()
+    assert json.loads(shown.group(1)) == json.loads(applied)
 
 
 def test_readme_documents_every_setting() -> None:

@@ -133,8 +133,10 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         first_start = stack.start()
         print(f"first start: ready in {first_start:.1f} s")
         for name, port in stack.ports.items():
-            ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
-            assert ready["checks"] == {"database": "ok", "storage": "ok"}, name
+            checks = httpx.get(f"http://127.0.0.1:{port}/readyz").json()["checks"]
+            if name == "vault":
+                assert checks.pop("store_write_once") in ("ok", "not checked yet")
+            assert checks == {"database": "ok", "storage": "ok"}, name
         # The development issuer: `temoin token` mints what the services accept.
         org = "0b6a3c1e-2f4d-4e8a-9c7b-5d1e2f3a4b5c"
         minted = subprocess.run(

@@ -11,6 +11,7 @@ from services.vault.recordings.endpoints import router as recordings_router
 from services.vault.recordings.internal import uploads_router as internal_uploads_router
 from services.vault.recordings.jobs import erase_expired, scrub_objects, uploads_job
 from services.vault.settings import VaultSettings
+from services.vault.storage.worm import StoreWriteOnce
 from shared.web import ServiceState, create_service_app
 
 SERVICE = "vault"
@@ -36,14 +37,24 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     async def scrub(state: ServiceState) -> None:
         await scrub_objects(state["sessionmaker"], state["store"], settings)
 
+    store_check = StoreWriteOnce(
+        production=settings.env == "production",
+        interval_s=settings.store_check_interval_s,
+        lock_s=settings.store_check_lock_s,
+    )
+
     app = create_service_app(
         service=SERVICE,
         title="Témoin vault",
         description=DESCRIPTION or "",
         version="0.1.0",
         lifespan=service_lifespan(
-            settings, SERVICE, background=[log_maintenance, uploads, erasure, scrub]
+            settings,
+            SERVICE,
+            on_startup=[store_check.at_startup],
+            background=[log_maintenance, uploads, erasure, scrub, store_check.job],
         ),
+        readiness={"store_write_once": store_check.readiness},
     )
     app.include_router(media_router)  # first: on every seek's path
     app.include_router(directory_router)
@@ -52,4 +63,5 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     app.include_router(procedures_router)
     app.include_router(internal_uploads_router)
     app.state.settings = settings
+    app.state.store_check = store_check
     return app

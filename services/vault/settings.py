@@ -95,6 +95,21 @@ class VaultSettings(ServiceSettings):
         "owns is aborted",
     )
 
+    store_check_interval_s: float = Field(
+        24 * 3600.0,
+        ge=300,
+        description="how often the vault checks that its store keeps locked objects locked "
+        "(and at start; docs/storage.md)",
+    )
+    # Short, in production too: each check leaves one canary locked this long.
+    store_check_lock_s: int = Field(
+        60,
+        ge=15,
+        le=3600,
+        description="COMPLIANCE retention of the canary object each check locks and then "
+        "tries to delete, overwrite or unlock",
+    )
+
     @field_validator("kek", "audit_signing_key", "media_key")
     @classmethod
     def _keys(cls, value: str, info: ValidationInfo) -> str:
