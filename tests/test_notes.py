@@ -169,6 +169,36 @@ def test_a_cosignature_verifies_with_another_ed25519_implementation() -> None:
     assert len(Note.parse(str(note)).verified_by([log.verifier, witness.verifier])) == 2
 
 
+# Made by tests/vectors/go_crosscheck.go: Go's note.Sign with the vault's development key, and
+# a cosignature/v1 by Go's crypto/ed25519 as transparency-dev/formats builds it.
+GO_CHECKPOINT = (
+    "temoin.invalid/dev/audit\n40\n+pf8SFVo61sI3TN5R2ANkoqXMHWqzY8eHn0X5RZ2zbk=\n"
+    "time 1767261600\nprevious 37 sDkr5L0hW4B7mvGpVnvXGaodv4ecqMweR+P3KSdqVnY=\n\n"
+    "— temoin.invalid/dev/audit v6z3rkn/YX7kDr1Kl+aPWGVTpLpZX/Xsa7ykjbsD0EIBFy85ECnGxlXTM8G"
+    "uiL+aCCMayMVEPRkA5bv/PmOi+xub1Q0=\n"
+)
+GO_COSIGNATURE = (
+    "— dpo.mairie-exemple.fr/temoin-witness EdfVbwAAAABpVkkkvXFUkEXyegrG8fbyX8iFXjrW6f7h5sb7x"
+    "akmsjX8m/ur0MWmSRe0ClpSXRDgFf1QO3PpYfngc8o1mspM6lvwBQ==\n"
+)
+
+
+def test_checkpoint_and_cosignature_as_go_makes_them() -> None:
+    from services.vault.settings import DEV_AUDIT_ORIGIN, DEV_AUDIT_SIGNING_KEY
+    from shared import merkle
+
+    leaves = [merkle.leaf_hash(f"e{i}".encode()) for i in range(40)]
+    head = LogHead(
+        DEV_AUDIT_ORIGIN, 40, merkle.root_of(leaves), 1767261600, 37, merkle.root_of(leaves[:37])
+    )
+    body = head.checkpoint().text()
+    log = NoteSigner(DEV_AUDIT_ORIGIN, SigningKey(b64decode(DEV_AUDIT_SIGNING_KEY)))
+    assert str(Note(body, (log.sign(body),))) == GO_CHECKPOINT
+    witness = NoteSigner("dpo.mairie-exemple.fr/temoin-witness", SigningKey(b"W" * 32), 0x04)
+    assert witness.sign(body, timestamp=1767262500).line() == GO_COSIGNATURE
+    assert open_head(GO_CHECKPOINT, public_key_of(log.key)) == head
+
+
 def test_temoin_checkpoints_carry_time_and_previous_head() -> None:
     key = SigningKey(b"L" * 32)
     head = LogHead("temoin.example/audit", 40, b"r" * 32, 1767225600, 37, b"p" * 32)
