@@ -21,6 +21,8 @@ What it finds, and where (each finding names the log position, the entry or the 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -234,8 +236,8 @@ async def verify_log(
     recomputed: list[bytes] = []
     previous_order: tuple[int, int] | None = None
     latest_occurred: datetime | None = None
-    authenticated_seen = False
     missing_below_watermark = 0
+    authenticators = _Authenticators(keys.writers)
     result = await connection.stream(_LEAVES_WITH_ENTRIES)
     async for row in result.mappings():
         seq = row["seq"]
@@ -266,19 +268,7 @@ async def verify_log(
             findings.append(
                 Finding("modified", f"seq {seq}", f"entry {row['entry_id']} differs from its leaf")
             )
-        refusal = keys.writers.refusal(row, canonical)
-        if refusal is None:
-            authenticated_seen = True
-        elif refusal is Refusal.missing and not authenticated_seen:
-            report.unauthenticated_legacy += 1  # logged before authenticators existed
-        else:
-            findings.append(
-                Finding(
-                    "unauthenticated",
-                    f"seq {seq}",
-                    f"entry {row['entry_id']} ({row['service']}): {_REFUSALS[refusal]}",
-                )
-            )
+        await authenticators.add(seq, row, canonical)
         occurred: datetime = row["occurred_at"]
         if latest_occurred is not None and occurred < latest_occurred - BACKDATE_TOLERANCE:
             findings.append(
@@ -286,6 +276,21 @@ async def verify_log(
             )
         latest_occurred = max(latest_occurred or occurred, occurred)
         recomputed.append(leaf)
+    first_authenticated, refused = await authenticators.results()
+    authenticated_seen = first_authenticated is not None
+    for seq, entry_id, service, refusal in refused:
+        if refusal is Refusal.missing and (
+            first_authenticated is None or seq < first_authenticated
+        ):
+            report.unauthenticated_legacy += 1  # logged before authenticators existed
+        else:
+            findings.append(
+                Finding(
+                    "unauthenticated",
+                    f"seq {seq}",
+                    f"entry {entry_id} ({service}): {_REFUSALS[refusal]}",
+                )
+            )
     report.tree_size = len(recomputed)
     report.purged = min(missing_below_watermark, purged_total)
     if missing_below_watermark > purged_total:
@@ -335,16 +340,16 @@ async def verify_log(
 
     cutoff = now - SEQUENCING_DELAY
     async for row in (await connection.stream(_UNSEQUENCED)).mappings():
-        refusal = keys.writers.refusal(row, canonical_bytes(row))
+        verdict = keys.writers.refusal(row, canonical_bytes(row))
         where = f"entry {row['entry_id']}"
-        legacy = refusal is Refusal.missing and not authenticated_seen
-        if refusal is not None and not legacy:
+        legacy = verdict is Refusal.missing and not authenticated_seen
+        if verdict is not None and not legacy:
             findings.append(
                 Finding(
                     "unauthenticated",
                     where,
                     f"({row['service']}, dated {row['occurred_at']}) never logged: "
-                    f"{_REFUSALS[refusal]}",
+                    f"{_REFUSALS[verdict]}",
                 )
             )
         elif row["occurred_at"] < cutoff:
@@ -352,6 +357,78 @@ async def verify_log(
                 Finding("unsequenced", where, f"dated {row['occurred_at']}, never logged")
             )
     return report
+
+
+_Pending = tuple[int, Any, str, "bytes | None", bytes]
+_Refused = tuple[int, Any, str, Refusal]
+
+
+class _Authenticators:
+    """Every logged entry's authenticator, checked in worker threads while the log streams in
+    (libsodium lets go of the GIL: the checks use the second core). A few chunks in flight at
+    most, so that memory stays bounded whatever the log's size."""
+
+    CHUNK = 4096
+    IN_FLIGHT = 4
+
+    def __init__(self, writers: WriterKeys) -> None:
+        self.writers = writers
+        self.pending: list[_Pending] = []
+        self.in_flight: list[asyncio.Future[tuple[int | None, list[_Refused]]]] = []
+        self.first_authenticated: int | None = None
+        self.refused: list[_Refused] = []
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+
+    async def add(self, seq: int, row: Mapping[Any, Any], canonical: bytes) -> None:
+        authenticator = row["authenticator"]
+        self.pending.append(
+            (
+                seq,
+                row["entry_id"],
+                row["service"],
+                None if authenticator is None else bytes(authenticator),
+                canonical,
+            )
+        )
+        if len(self.pending) >= self.CHUNK:
+            await self._submit()
+
+    async def _submit(self) -> None:
+        chunk, self.pending = self.pending, []
+        if len(self.in_flight) >= self.IN_FLIGHT:
+            self._collect(await self.in_flight.pop(0))
+        loop = asyncio.get_running_loop()
+        self.in_flight.append(loop.run_in_executor(self.pool, self._check, chunk))
+
+    def _check(self, chunk: list[_Pending]) -> tuple[int | None, list[_Refused]]:
+        first: int | None = None
+        refused: list[_Refused] = []
+        for seq, entry_id, service, authenticator, canonical in chunk:
+            refusal = self.writers.refusal(
+                {"service": service, "authenticator": authenticator}, canonical
+            )
+            if refusal is not None:
+                refused.append((seq, entry_id, service, refusal))
+            elif first is None:
+                first = seq
+        return first, refused
+
+    def _collect(self, result: tuple[int | None, list[_Refused]]) -> None:
+        first, refused = result
+        if first is not None and self.first_authenticated is None:
+            self.first_authenticated = first  # chunks are collected in log order
+        self.refused += refused
+
+    async def results(self) -> tuple[int | None, list[_Refused]]:
+        """The first authenticated position, and every entry refused, in log order."""
+        try:
+            if self.pending:
+                await self._submit()
+            while self.in_flight:
+                self._collect(await self.in_flight.pop(0))
+            return self.first_authenticated, self.refused
+        finally:
+            self.pool.shutdown()
 
 
 _REFUSALS = {
