@@ -212,6 +212,12 @@ async def test_a_rewritten_log_is_refused_and_found_from_the_cosignature(
     await engine.dispose()
     service.start()
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as vault:
+        gauge = f'temoin_audit_cosigned_timestamp_seconds{{witness="{LIVE_WITNESS.name}"}}'
+        for _ in range(50):  # the restarted vault reads the witnesses' freshness (50 x 0.1 s)
+            if gauge in (await vault.get("/metrics")).text:
+                break
+            await asyncio.sleep(0.1)
+        assert gauge in (await vault.get("/metrics")).text
         await _activity(vault, kit, 2)  # signed anew over the rewritten log
         before = json.loads(state.read_text())["checkpoint"]
         code, output = _cosign(state, kit, service.url)

@@ -1,8 +1,8 @@
 """The vault's background work on the log: sequence new entries every second or so (checking
-that the last head it signed is still there), sign a tree head every few minutes when the log
-has grown, and purge entries past three years every few hours (R241-14). Several vault
-replicas may run it: the sequencer takes a database lock, and a head is signed once per tree
-size."""
+that the last head it signed is still there), sign a tree head and read the witnesses' latest
+cosignatures every few minutes, and purge entries past three years every few hours (R241-14).
+Several vault replicas may run it: the sequencer takes a database lock, and a head is signed
+once per tree size."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ async def maintain_log(
     purge_every_s: float = 6 * 3600,
 ) -> None:
     last_signed = last_purged = time.monotonic()
+    last_witnessed = float("-inf")
     refusing: str | None = None
     while True:
         try:
@@ -37,6 +38,11 @@ async def maintain_log(
                 log = AuditLog(session, keys)
                 await log.sequence_all()
                 await log.guard_heads()
+                if time.monotonic() - last_witnessed >= sign_every_s:
+                    # The witnesses' freshness gauges, from the database: right after a
+                    # restart too, and whichever vault process received the cosignature.
+                    await log.witnesses()
+                    last_witnessed = time.monotonic()
             # Signing in its own transaction: a refusal to sign never holds back sequencing.
             if time.monotonic() - last_signed >= sign_every_s:
                 last_signed = time.monotonic()
