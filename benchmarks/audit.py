@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import json
 import multiprocessing
 import random
 import statistics
@@ -24,14 +26,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from benchmarks.common import postgres, rate
-from services.vault.audit.service import AuditLog
-from services.vault.audit.verify import verify_log
+from services.vault.audit.service import AuditLog, LogKeys
+from services.vault.audit.verify import VerifyKeys, verify_log
 from shared import audit
-from shared.audit import AuditAction, AuditEntry
-from shared.db import create_engine
+from shared.audit import AuditAction, AuditEntry, AuditWriter, WriterKeys, canonical_bytes
+from shared.db import create_engine, utc_now
 from shared.signatures import public_key_of
 
 KEY = SigningKey(b"b" * 32)
+# Entries are authenticated by their writer (the vault here), as in production.
+WRITER = AuditWriter("vault", SigningKey(b"w" * 32))
+LOG_KEYS = LogKeys(
+    signing_key=KEY, origin="bench.invalid/audit", writers=WriterKeys([WRITER.verifier])
+)
 PEER_INSERT = text("INSERT INTO public.peer (motif, n) VALUES (:m, :n)")
 WRITERS = 8
 
@@ -69,7 +76,7 @@ def _writer_process(url: str, first: int, seconds: float, kind: str, queue: Any)
             while time.monotonic() < deadline:
                 async with AsyncSession(engine) as session, session.begin():
                     if kind == "append":
-                        await audit.append(session, _entry(i))
+                        await audit.append(session, _entry(i), writer=WRITER)
                     else:
                         await session.execute(
                             PEER_INSERT, {"m": "constatation d'une infraction", "n": i}
@@ -103,27 +110,70 @@ def _writers(url: str, seconds: float, kind: str) -> int:
 async def _sequencer(engine: AsyncEngine, stop: asyncio.Event) -> None:
     while not stop.is_set():
         async with AsyncSession(engine) as session, session.begin():
-            await AuditLog(session, KEY).sequence_all()
+            await AuditLog(session, LOG_KEYS).sequence_all()
         await asyncio.sleep(SEQUENCE_EVERY_S)
 
 
+_COLUMNS = (
+    "entry_id",
+    "occurred_at",
+    "service",
+    "action",
+    "outcome",
+    "organisation_id",
+    "actor_subject",
+    "actor_role",
+    "motif",
+    "recording_ids",
+    "details",
+    "authenticator",
+)
+
+
+def _signed_rows(first: int, count: int) -> list[tuple[Any, ...]]:
+    """Synthetic entries, each authenticated as the vault authenticates its own."""
+    now = utc_now()
+    rows = []
+    for g in range(first, first + count):
+        row = {
+            "entry_id": uuid.uuid4(),
+            "occurred_at": now,
+            "service": "vault",
+            "action": "consultation",
+            "outcome": "success",
+            "organisation_id": uuid.UUID(int=g % 30 + 1),
+            "actor_subject": f"agent-{g % 40}",
+            "actor_role": "habilite",
+            "motif": "constatation d'une infraction",
+            "destinataires": [],
+            "recording_ids": [uuid.uuid4()],
+            "procedure_ref": None,
+            "request_id": None,
+            "details": {"n": g},
+        }
+        row["authenticator"] = WRITER.authenticate(canonical_bytes(row))
+        row["details"] = json.dumps(row["details"])
+        rows.append(tuple(row[name] for name in _COLUMNS))
+    return rows
+
+
 async def _bulk_entries(engine: AsyncEngine, count: int) -> None:
-    """Synthetic entries straight in SQL (the append path is measured in part 1)."""
-    async with engine.begin() as connection:
-        await connection.execute(
-            text(
-                """
-                INSERT INTO audit.entries (entry_id, occurred_at, service, action, outcome,
-                    organisation_id, actor_subject, actor_role, motif, recording_ids, details)
-                SELECT gen_random_uuid(), now(), 'vault', 'consultation', 'success',
-                       ('00000000-0000-0000-0000-' || lpad(to_hex(g % 30 + 1), 12, '0'))::uuid,
-                       'agent-' || (g % 40), 'habilite', 'constatation d''une infraction',
-                       ARRAY[gen_random_uuid()], jsonb_build_object('n', g)
-                  FROM generate_series(1, :count) g
-                """
-            ),
-            {"count": count},
+    """Synthetic entries straight into the table with COPY (the append path is measured in
+    part 1), signed in worker processes."""
+    chunk = 20_000
+    with concurrent.futures.ProcessPoolExecutor(PROCESSES) as pool:
+        batches = pool.map(
+            _signed_rows,
+            range(0, count, chunk),
+            [min(chunk, count - f) for f in range(0, count, chunk)],
         )
+        async with engine.begin() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert raw is not None
+            for rows in batches:
+                await raw.copy_records_to_table(
+                    "entries", schema_name="audit", columns=_COLUMNS, records=rows
+                )
 
 
 async def _grow_to(engine: AsyncEngine, size: int) -> None:
@@ -132,11 +182,11 @@ async def _grow_to(engine: AsyncEngine, size: int) -> None:
     await _bulk_entries(engine, size - current)
     while True:
         async with AsyncSession(engine) as session, session.begin():
-            added = await AuditLog(session, KEY).sequence(batch=20_000)
+            added = await AuditLog(session, LOG_KEYS).sequence(batch=20_000)
         if not added:
             break
     async with AsyncSession(engine) as session, session.begin():
-        await AuditLog(session, KEY).sign_head()
+        await AuditLog(session, LOG_KEYS).sign_head()
 
 
 async def _proof_median_ms(engine: AsyncEngine, samples: int = 200) -> float:
@@ -202,7 +252,10 @@ async def run(url: str, entries: int, seconds: float) -> None:
     print(f"3. verify the whole log of {entries:,} entries")
     started = time.perf_counter()
     async with admin.connect() as connection:
-        report = await verify_log(connection, public_key_of(KEY))
+        report = await verify_log(
+            connection,
+            VerifyKeys(public_key=public_key_of(KEY), writers=LOG_KEYS.writers),
+        )
     took = time.perf_counter() - started
     print(
         f"   {report.tree_size:,} leaves, {report.heads_checked} heads, "

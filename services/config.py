@@ -11,18 +11,21 @@ that default.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from fastapi import FastAPI
+from nacl.signing import SigningKey
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.memory import bound_allocator
+from shared.audit import AuditWriter
 from shared.auth import ClaimNames, TokenVerifier
-from shared.signatures import b64decode
+from shared.signatures import b64decode, b64encode
 from shared.storage import StorageConfig
 from shared.web import ServiceState, open_resources
 
@@ -34,6 +37,20 @@ DEV_S3_ENDPOINT = "http://127.0.0.1:8333"
 DEV_AUTH_ISSUER = "temoin-dev-issuer"
 DEV_ISSUER_DIR = Path("var") / "dev-issuer"
 DEV_AUTH_JWKS_URL = (DEV_ISSUER_DIR / "jwks.json").resolve().as_uri()
+# Each service's development entry key (shared/audit.py), fixed so that a development log stays
+# verifiable across restarts; production refuses them.
+DEV_AUDIT_ENTRY_KEYS = {
+    service: b64encode(hashlib.sha256(f"temoin-dev-audit-entry-key/{service}".encode()).digest())
+    for service in ("ingest", "vault", "reporting")
+}
+
+
+def dev_writer_keys() -> str:
+    """The development entry keys' public halves, as VAULT_AUDIT_WRITER_KEYS lists them."""
+    return ",".join(
+        str(AuditWriter(service, SigningKey(b64decode(seed))).verifier)
+        for service, seed in DEV_AUDIT_ENTRY_KEYS.items()
+    )
 
 
 def dev_default(default: Any, *, env: str | None = None, description: str = "") -> Any:
@@ -106,6 +123,15 @@ class ServiceSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address the service binds to")
     port: int = Field(8000, description="port the service listens on")
+    # Each service declares it again with its own development default (audit_entry_key_field).
+    audit_entry_key: str = Field(
+        description="Ed25519 seed (base64, 32 bytes) authenticating the service's audit entries"
+    )
+
+    @field_validator("audit_entry_key")
+    @classmethod
+    def _audit_entry_key(cls, value: str) -> str:
+        return key_of_32_bytes(value, env_name(cls, "audit_entry_key"))
 
     @field_validator("service_token")
     @classmethod
@@ -145,6 +171,10 @@ class ServiceSettings(BaseSettings):
             ),
         )
 
+    def audit_writer(self, service: str) -> AuditWriter:
+        """The key that authenticates the audit entries this service appends."""
+        return AuditWriter(service, SigningKey(b64decode(self.audit_entry_key)))
+
     def storage(self) -> StorageConfig:
         return StorageConfig(
             endpoint=self.s3_endpoint,
@@ -153,6 +183,13 @@ class ServiceSettings(BaseSettings):
             bucket=self.s3_bucket,
             region=self.s3_region,
         )
+
+
+def audit_entry_key_field(service: str) -> Any:
+    return dev_default(
+        DEV_AUDIT_ENTRY_KEYS[service],
+        description=f"Ed25519 seed (base64, 32 bytes) authenticating {service}'s audit entries",
+    )
 
 
 def key_of_32_bytes(value: str, name: str) -> str:
@@ -212,6 +249,7 @@ def service_lifespan(
             application_name=f"temoin-{service}",
             database_role=settings.database_role,
             verifier=settings.token_verifier(),
+            audit_writer=settings.audit_writer(service),
         ) as state:
             for hook in on_startup:
                 await hook(state)

@@ -1,6 +1,12 @@
 """The audit trail's writer (R241-14): every service appends entries here, inside the same
 transaction as the action they record, so an action and its entry commit together or not at
 all. The table lives in its own schema, ``audit``; entries are never updated or deleted.
+
+Each entry carries its authenticator: the writing service's Ed25519 signature over the entry's
+canonical bytes, made here, inside the writing transaction, with the key the service handed
+to its sessions (``writer_info``). The vault's sequencer logs only entries whose authenticator
+verifies with a known writer's public key (``WriterKeys``): a row inserted by anyone else, the
+database's superuser included, is set aside and reported, never signed into the log.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -31,6 +39,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from shared.db import NAMING_CONVENTION, utc_now
+from shared.notes import ED25519, NoteError, VerifierKey, parse_keys
 from shared.observability import request_id_var
 
 
@@ -83,6 +92,9 @@ entries = Table(
     Column("request_id", String(64), nullable=True),
     # What changed, or what was refused and why: small JSON, never content or secrets.
     Column("details", JSONB, nullable=False, server_default="{}"),
+    # The writer's key hash (4 bytes) and Ed25519 signature over ENTRY_CONTEXT and the canonical
+    # bytes; null only for entries written before migration 0010.
+    Column("authenticator", LargeBinary, nullable=True),
     Index("ix_audit_entries_organisation_id_occurred_at", "organisation_id", "occurred_at"),
     # A recording's history, a habilitation's entries, the entry that collected an object
     # (the registry's checks, services/vault/audit/registry.py; migration 0009).
@@ -133,29 +145,119 @@ class AuditEntry:
 # Built once: the append is on every request's path, and building it per call costs ~30%.
 _INSERT = entries.insert()
 
+# What an entry's authenticator signs, before its canonical bytes: a signature made for an
+# entry can never pass for anything else.
+ENTRY_CONTEXT = b"temoin-audit-entry/v1\n"
+WRITER_INFO_KEY = "temoin.audit_writer"
+AUTHENTICATOR_SIZE = 4 + 64
 
-async def append(session: AsyncSession | AsyncConnection, entry: AuditEntry) -> uuid.UUID:
-    """Add ``entry`` to the trail inside the caller's transaction."""
-    await session.execute(
-        _INSERT,
-        {
-            "entry_id": entry.entry_id,
-            "occurred_at": entry.occurred_at,
-            "service": entry.service,
-            "action": entry.action.value,
-            "outcome": entry.outcome.value,
-            "organisation_id": entry.organisation_id,
-            "actor_subject": entry.actor_subject,
-            "actor_role": entry.actor_role,
-            "motif": entry.motif,
-            "destinataires": list(entry.destinataires),
-            "recording_ids": list(entry.recording_ids),
-            "procedure_ref": entry.procedure_ref,
-            "request_id": request_id_var.get(),
-            "details": entry.details,
-        },
-    )
+
+class AuditWriter:
+    """A service's entry key (``INGEST_AUDIT_ENTRY_KEY``, ``VAULT_...``, ``REPORTING_...``): it
+    authenticates every entry the service appends. Its name is the service's, which entries
+    carry in their ``service`` field; the vault knows its public key (``WriterKeys``)."""
+
+    def __init__(self, name: str, key: SigningKey) -> None:
+        self.name = name
+        self.key = key
+        self.verifier = VerifierKey(name, ED25519, bytes(key.verify_key))
+        self._hash = self.verifier.key_hash
+
+    def authenticate(self, canonical: bytes) -> bytes:
+        """The authenticator of an entry: key hash (4 bytes) || Ed25519 signature."""
+        return self._hash + self.key.sign(ENTRY_CONTEXT + canonical).signature
+
+
+def writer_info(writer: AuditWriter) -> dict[str, Any]:
+    """What a sessionmaker's ``info`` holds so that its sessions append as ``writer``."""
+    return {WRITER_INFO_KEY: writer}
+
+
+def _writer_of(session: AsyncSession | AsyncConnection) -> AuditWriter:
+    writer = session.info.get(WRITER_INFO_KEY)
+    if not isinstance(writer, AuditWriter):
+        raise RuntimeError(
+            "this session has no audit writer: make it with the service's sessionmaker "
+            "(shared.web.open_resources) or pass writer="
+        )
+    return writer
+
+
+async def append(
+    session: AsyncSession | AsyncConnection,
+    entry: AuditEntry,
+    *,
+    writer: AuditWriter | None = None,
+) -> uuid.UUID:
+    """Add ``entry`` to the trail inside the caller's transaction, authenticated by the
+    service's entry key (the session's, unless ``writer`` is given)."""
+    writer = writer or _writer_of(session)
+    if entry.service != writer.name:
+        raise ValueError(f"the {writer.name} service cannot write entries of {entry.service}")
+    if entry.occurred_at.tzinfo is None:
+        raise ValueError("an audit entry's time needs its time zone")
+    row = {
+        "entry_id": entry.entry_id,
+        "occurred_at": entry.occurred_at,
+        "service": entry.service,
+        "action": entry.action.value,
+        "outcome": entry.outcome.value,
+        "organisation_id": entry.organisation_id,
+        "actor_subject": entry.actor_subject,
+        "actor_role": entry.actor_role,
+        "motif": entry.motif,
+        "destinataires": list(entry.destinataires),
+        "recording_ids": list(entry.recording_ids),
+        "procedure_ref": entry.procedure_ref,
+        "request_id": request_id_var.get(),
+        "details": entry.details,
+    }
+    row["authenticator"] = writer.authenticate(canonical_bytes(row))
+    await session.execute(_INSERT, row)
     return entry.entry_id
+
+
+class Refusal(StrEnum):
+    """Why an entry is not the work of a known writer."""
+
+    missing = "missing"  # no authenticator at all (inserted by hand)
+    unknown_writer = "unknown_writer"  # no key of the service the entry names has this hash
+    invalid = "invalid"  # the signature does not verify: the entry or its authenticator differ
+
+
+class WriterKeys:
+    """The writers' public keys, as the vault and ``temoin audit verify`` know them
+    (``VAULT_AUDIT_WRITER_KEYS``: verifier keys named after the services)."""
+
+    def __init__(self, keys: Sequence[VerifierKey]) -> None:
+        self.keys = tuple(keys)
+        self._by_hash = {
+            (key.name, key.key_hash): VerifyKey(key.public_key)
+            for key in keys
+            if key.key_type == ED25519
+        }
+
+    @classmethod
+    def parse(cls, text: str) -> WriterKeys:
+        keys = parse_keys(text)
+        if any(key.key_type != ED25519 for key in keys):
+            raise NoteError("writer keys are Ed25519 keys of type 0x01")
+        return cls(keys)
+
+    def refusal(self, row: Mapping[Any, Any], canonical: bytes) -> Refusal | None:
+        """Why the entry ``row`` (with its ``authenticator``) is not authenticated, or None."""
+        authenticator = row["authenticator"]
+        if not authenticator:
+            return Refusal.missing
+        authenticator = bytes(authenticator)
+        key = self._by_hash.get((row["service"], authenticator[:4]))
+        if key is None or len(authenticator) != AUTHENTICATOR_SIZE:
+            return Refusal.unknown_writer
+        try:
+            key.verify(ENTRY_CONTEXT + canonical, authenticator[4:])
+        except BadSignatureError:
+            return Refusal.invalid
+        return None
 
 
 # The fields a leaf hash covers, in the canonical encoding below (docs/audit.md).

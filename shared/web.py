@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.audit import AuditWriter, writer_info
 from shared.auth import TokenVerifier
 from shared.db import (
     DatabaseUnavailable,
@@ -69,13 +70,16 @@ async def open_resources(
     storage: StorageConfig,
     application_name: str,
     verifier: TokenVerifier,
+    audit_writer: AuditWriter,
     database_role: str | None = None,
 ) -> AsyncIterator[ServiceState]:
+    """``audit_writer``: the service's entry key, which authenticates every audit entry its
+    sessions append (shared/audit.py)."""
     engine = create_engine(database_url, application_name=application_name, role=database_role)
     try:
         yield ServiceState(
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=create_sessionmaker(engine, info=writer_info(audit_writer)),
             store=ObjectStore(storage),
             verifier=verifier,
         )

@@ -1,22 +1,121 @@
 """What a witness (the DPO, the préfecture, a court) checks offline, with no access to Témoin:
-that an audit entry is in the log under a tree head they kept, signed by the log's key."""
+that an audit entry is in the log under a tree head they kept, signed by the log's key.
+
+Tree heads are C2SP checkpoints (shared/notes.py) signed by the vault, whose two extension
+lines bind the time the vault signed it and the head before it (docs/audit.md):
+
+    <origin>
+    <tree size>
+    <root hash, base64>
+    time <POSIX seconds>
+    previous <tree size> <root hash, base64>
+
+Heads signed before checkpoints existed (migration 0010) carry the older message of
+``shared.signatures.tree_head_message`` and still verify.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from shared import merkle
 from shared.audit import canonical_bytes
-from shared.signatures import tree_head_message, verify
+from shared.notes import ED25519, EMPTY_ROOT, Checkpoint, Note, NoteError, VerifierKey
+from shared.signatures import b64decode, b64encode, tree_head_message, verify
+
+TIME_LINE = "time"
+PREVIOUS_LINE = "previous"
+
+
+@dataclass(frozen=True)
+class LogHead:
+    """What the vault signs of its log at a tree size: the checkpoint and its chain link."""
+
+    origin: str
+    size: int
+    root: bytes
+    signed_at: int  # POSIX seconds
+    previous_size: int  # 0 for the first head
+    previous_root: bytes  # the empty tree's root for the first head
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            origin=self.origin,
+            size=self.size,
+            root=self.root,
+            extensions=(
+                f"{TIME_LINE} {self.signed_at}",
+                f"{PREVIOUS_LINE} {self.previous_size} {b64encode(self.previous_root)}",
+            ),
+        )
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> LogHead:
+        if len(checkpoint.extensions) != 2:
+            raise NoteError("a Témoin checkpoint has two extension lines: time and previous")
+        time_line, previous_line = (line.split(" ") for line in checkpoint.extensions)
+        try:
+            if time_line[0] != TIME_LINE or len(time_line) != 2:
+                raise ValueError(TIME_LINE)
+            if previous_line[0] != PREVIOUS_LINE or len(previous_line) != 3:
+                raise ValueError(PREVIOUS_LINE)
+            signed_at, previous_size = int(time_line[1]), int(previous_line[1])
+            previous_root = b64decode(previous_line[2])
+        except ValueError as exc:
+            raise NoteError(f"malformed extension line: {exc}") from exc
+        if len(previous_root) != 32 or not 0 <= previous_size < max(checkpoint.size, 1):
+            raise NoteError("a head's previous head is smaller than itself")
+        return cls(
+            origin=checkpoint.origin,
+            size=checkpoint.size,
+            root=checkpoint.root,
+            signed_at=signed_at,
+            previous_size=previous_size,
+            previous_root=previous_root,
+        )
+
+    @classmethod
+    def first(cls, origin: str, size: int, root: bytes, signed_at: int) -> LogHead:
+        return cls(origin, size, root, signed_at, 0, EMPTY_ROOT)
+
+    @property
+    def signed_at_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.signed_at, UTC)
+
+
+def log_key(origin: str, public_key: str) -> VerifierKey:
+    """The vault's head key as a note verifier key: named after the log's origin."""
+    return VerifierKey(origin, ED25519, b64decode(public_key))
+
+
+def open_head(note_text: str, public_key: str) -> LogHead:
+    """A signed checkpoint of the log, its signature checked (NoteError if it fails)."""
+    note = Note.parse(note_text)
+    checkpoint = Checkpoint.parse(note.text)
+    if not note.verified_by([log_key(checkpoint.origin, public_key)]):
+        raise NoteError("the checkpoint is not signed by the log's key")
+    return LogHead.from_checkpoint(checkpoint)
 
 
 def head_problems(head: Mapping[str, Any], public_key: str) -> list[str]:
+    """Problems with a tree head as the API gives it (a checkpoint, or an older head)."""
+    where = f"tree head {head['tree_size']}"
+    if head.get("checkpoint"):
+        try:
+            opened = open_head(str(head["checkpoint"]), public_key)
+        except NoteError as exc:
+            return [f"{where}: signature does not verify ({exc})"]
+        if (opened.size, opened.root.hex()) != (int(head["tree_size"]), head["root_hash"]):
+            return [f"{where}: the checkpoint names another tree"]
+        return []
     message = tree_head_message(
         int(head["tree_size"]), bytes.fromhex(head["root_hash"]), str(head["signed_at"])
     )
     if not verify(public_key, message, str(head["signature"])):
-        return [f"tree head {head['tree_size']}: signature does not verify"]
+        return [f"{where}: signature does not verify"]
     return []
 
 

@@ -189,42 +189,95 @@ def audit_verify(
     public_key: Annotated[
         str | None, typer.Option(help="base64 Ed25519 key of the log (default: the vault's)")
     ] = None,
+    writer_keys: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VAULT_AUDIT_WRITER_KEYS",
+            help="the writers' public keys (verifier keys named ingest, vault, reporting)",
+        ),
+    ] = None,
+    witnesses: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VAULT_AUDIT_WITNESSES", help="the witnesses' keys, to check cosigned heads"
+        ),
+    ] = None,
+    origin: Annotated[
+        str | None, typer.Option(envvar="VAULT_AUDIT_ORIGIN", help="the log's origin")
+    ] = None,
     registry: Annotated[
         bool, typer.Option(help="also compare the registry's rows with what the log attests")
     ] = False,
 ) -> None:
-    """Recompute the whole log from the database and check every signed tree head; with
-    --registry, every row that matters (recordings, habilitations, consultations) too."""
+    """Recompute the whole log from the database and check every entry's authenticator, every
+    signed tree head, their chain, and every head a witness cosigned; with --registry, every
+    row that matters (recordings, habilitations, consultations) too."""
     import asyncio
 
     import services.vault.app  # noqa: F401  (every vault model: the ORM resolves foreign keys)
     from services.vault.audit.registry import verify_registry
-    from services.vault.audit.verify import verify_log
+    from services.vault.audit.verify import VerifyKeys, verify_log
     from services.vault.settings import VaultSettings
+    from shared.audit import WriterKeys
     from shared.db import create_engine
+    from shared.notes import parse_keys
     from shared.signatures import public_key_of
 
-    key = public_key or public_key_of(VaultSettings().audit_key())
+    settings = VaultSettings()
+    keys = VerifyKeys(
+        public_key=public_key or public_key_of(settings.audit_key()),
+        writers=WriterKeys.parse(writer_keys or settings.audit_writer_keys),
+        witnesses=parse_keys(witnesses or settings.audit_witnesses),
+        origin=origin or settings.audit_origin,
+    )
 
     async def run() -> int:
         engine = create_engine(database_url, application_name="temoin-audit-verify")
         try:
             async with engine.connect() as connection:
-                report = await verify_log(connection, key)
+                report = await verify_log(connection, keys)
                 if registry:
                     report.findings += await verify_registry(connection)
         finally:
             await engine.dispose()
         typer.echo(
             f"log of {report.tree_size} entries: {report.entries_checked} checked, "
-            f"{report.purged} purged after three years, {report.heads_checked} signed heads"
+            f"{report.purged} purged after three years, {report.heads_checked} signed heads, "
+            f"{report.cosignatures_checked} witness cosignatures"
         )
+        if report.unauthenticated_legacy:
+            typer.echo(
+                f"{report.unauthenticated_legacy} entries logged before entries were "
+                "authenticated (migration 0010)"
+            )
         for finding in report.findings:
             typer.echo(f"TAMPERED {finding}")
         typer.echo("OK: the log is intact" if report.ok else f"{len(report.findings)} problem(s)")
         return 0 if report.ok else 1
 
     raise typer.Exit(asyncio.run(run()))
+
+
+@audit_app.command("writer-key")
+def audit_writer_key(service: Service) -> None:
+    """Print the public half of a service's audit entry key (from its *_AUDIT_ENTRY_KEY), as
+    VAULT_AUDIT_WRITER_KEYS lists it: run it where that service's settings are."""
+    from services.config import ServiceSettings
+
+    settings: ServiceSettings
+    if service is Service.ingest:
+        from services.ingest.settings import IngestSettings
+
+        settings = IngestSettings()
+    elif service is Service.vault:
+        from services.vault.settings import VaultSettings
+
+        settings = VaultSettings()
+    else:
+        from services.reporting.settings import ReportingSettings
+
+        settings = ReportingSettings()
+    typer.echo(str(settings.audit_writer(service.value).verifier))
 
 
 @audit_app.command("heads")
@@ -283,6 +336,71 @@ def audit_check(
     if failed:
         raise typer.Exit(1)
     typer.echo(f"OK: {len(proofs)} entries in the log under witnessed, signed tree heads")
+
+
+witness_app = typer.Typer(
+    no_args_is_help=True,
+    help="Witness the audit log: run by the DPO, the préfecture or a court on its own machine.",
+)
+app.add_typer(witness_app, name="witness")
+
+
+@witness_app.command("init")
+def witness_init(
+    state: Annotated[Path, typer.Option(help="the witness's state file (created, mode 600)")],
+    name: Annotated[str, typer.Option(help="the witness's name: dpo.ville.example/witness")],
+    log_key: Annotated[
+        str,
+        typer.Option(help="the log's verifier key (GET /v1/audit/public-key: verifier_key)"),
+    ],
+) -> None:
+    """Create a witness: its Ed25519 key and state. Prints its verifier key, for the vault's
+    VAULT_AUDIT_WITNESSES."""
+    from temoin.witness import WitnessError, WitnessState
+
+    try:
+        witness = WitnessState.create(state, name, log_key)
+    except WitnessError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(str(witness.signer.verifier))
+
+
+@witness_app.command("cosign")
+def witness_cosign(
+    state: Annotated[Path, typer.Option(help="the witness's state file")],
+    token: Annotated[str, typer.Option(envvar="TEMOIN_TOKEN")],
+    vault_url: Annotated[str, typer.Option(envvar="TEMOIN_VAULT_URL")] = "http://127.0.0.1:8720",
+) -> None:
+    """Pull the log's latest checkpoint, check that it extends the one cosigned last, cosign
+    it and send the cosignature to the vault. Exits 1 if the log does not extend what this
+    witness saw (refused, kept as evidence in the state file), 2 on any other failure."""
+    import httpx
+
+    from temoin.witness import Refused, WitnessError, WitnessState, cosign
+
+    try:
+        witness = WitnessState.load(state)
+        with httpx.Client(
+            base_url=vault_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
+            checkpoint, timestamp = cosign(witness, state, client)
+    except Refused as exc:
+        typer.echo(f"REFUSED {exc}")
+        raise typer.Exit(1) from exc
+    except (WitnessError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"OK: cosigned {checkpoint.origin} at size {checkpoint.size} "
+        f"(root {b64(checkpoint.root)}), time {timestamp}"
+    )
+
+
+def b64(data: bytes) -> str:
+    from shared.signatures import b64encode
+
+    return b64encode(data)
 
 
 dock_app = typer.Typer(no_args_is_help=True, help="What a docking station runs.")
@@ -449,6 +567,7 @@ def _vault_session() -> Any:
     """An engine's sessionmaker and the object store, as the vault's settings give them."""
     import services.vault.app  # noqa: F401  (every vault model: the ORM resolves foreign keys)
     from services.vault.settings import VaultSettings
+    from shared.audit import writer_info
     from shared.db import create_engine, create_sessionmaker
     from shared.storage import ObjectStore
 
@@ -456,7 +575,9 @@ def _vault_session() -> Any:
     engine = create_engine(
         settings.database_url, application_name="temoin-cli", role=settings.database_role
     )
-    return settings, engine, create_sessionmaker(engine), ObjectStore(settings.storage())
+    # These commands act as the vault: their audit entries carry the vault's authenticator.
+    sessionmaker = create_sessionmaker(engine, info=writer_info(settings.audit_writer("vault")))
+    return settings, engine, sessionmaker, ObjectStore(settings.storage())
 
 
 @app.command("erase")
@@ -481,7 +602,7 @@ def erase(
         try:
             now = utc_now()
             async with session_scope(sessionmaker) as session:
-                service = ErasureService(session, store, settings.audit_key())
+                service = ErasureService(session, store, settings.log_keys())
                 if dry_run:
                     for recording in await service.due(now):
                         typer.echo(f"would erase {recording.id} (retain until "
@@ -498,13 +619,11 @@ def erase(
             async with session_scope(sessionmaker) as session:
                 await HoldService(session, store, settings).renew(now)
             async with session_scope(sessionmaker) as session:
-                objects = await ErasureService(session, store, settings.audit_key()).delete_objects(
+                objects = await ErasureService(session, store, settings.log_keys()).delete_objects(
                     now
                 )
             async with session_scope(sessionmaker) as session:
-                orphans = await ErasureService(
-                    session, store, settings.audit_key()
-                ).delete_orphans()
+                orphans = await ErasureService(session, store, settings.log_keys()).delete_orphans()
             for key in orphans.orphans_deleted:
                 typer.echo(f"deleted orphan {key}")
             typer.echo(

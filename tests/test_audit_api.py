@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.vault.app import create_app
 from shared import merkle
 from shared.audit import canonical_bytes
-from shared.signatures import tree_head_message, verify
+from shared.witness import head_problems
 from tests.fixtures.apps import serve_in_process, settings_for
 from tests.fixtures.servers import Servers
 
@@ -117,10 +117,9 @@ async def test_proofs_check_out_with_nothing_but_the_public_key(committed: Commi
     heads = (await vault.get("/v1/audit/heads", headers=committed.h("prefecture"))).json()
     assert [h["tree_size"] for h in heads] == [first_head["tree_size"], second["tree_size"]]
     for head in heads:
-        message = tree_head_message(
-            head["tree_size"], bytes.fromhex(head["root_hash"]), head["signed_at"]
-        )
-        assert verify(key, message, head["signature"])
+        assert head_problems(head, key) == []
+    assert heads[1]["previous_size"] == heads[0]["tree_size"]  # chained
+    assert heads[1]["previous_root"] == heads[0]["root_hash"]
 
     entries = (await vault.get(f"{base}/audit/entries", headers=committed.h("dpo"))).json()
     for entry in entries["items"]:

@@ -309,6 +309,16 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
         *WITNESSES, query={"first": 1, "second": 1}, also_own=frozenset({404})
     ),
     ("vault", "GET", "/v1/audit/public-key"): PUBLIC,
+    # Witnessing: checkpoints and cosignatures carry hashes only, like heads. A cosignature of
+    # a checkpoint the rolled-back transaction cannot hold is 404, a malformed one 422;
+    # tests/test_witness_live.py sends real ones.
+    ("vault", "GET", "/v1/audit/checkpoint"): allow(*WITNESSES, also_own=frozenset({404})),
+    ("vault", "POST", "/v1/audit/cosignatures"): allow(
+        *WITNESSES,
+        body=lambda kit: {"tree_size": 1, "cosignature": "— witness.invalid/w AAAA"},
+        also_own=frozenset({404, 422}),
+    ),
+    ("vault", "GET", "/v1/audit/witnesses"): allow(*WITNESSES),
     # vault: recordings. R241-12: the DPO finds (metadata) but does not view; the wearer
     # only their own, where the service allows it (these organisations do, see prepare_recordings).
     ("vault", "GET", f"{ORG}/recordings"): allow(*FINDERS, "agent"),

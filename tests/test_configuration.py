@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 import yaml
+from nacl.signing import SigningKey
 from pydantic import ValidationError
 
 from services.config import ServiceSettings, production_required
 from services.ingest.settings import IngestSettings
 from services.reporting.settings import ReportingSettings
 from services.vault.settings import VaultSettings
+from shared.audit import AuditWriter
+from shared.signatures import b64decode
 from temoin.cli import Service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +26,15 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
     "vault": VaultSettings,
     "reporting": ReportingSettings,
 }
+ENTRY_KEYS = {
+    "ingest": "cHJvZHVjdGlvbi1pbmdlc3QtYXVkaXQtZW50cnktazE=",
+    "vault": "cHJvZHVjdGlvbi12YXVsdC1hdWRpdC1lbnRyeS1rZTE=",
+    "reporting": "cHJvZHVjdGlvbi1yZXBvcnQtYXVkaXQtZW50cnktazE=",
+}
+WRITER_KEYS = ",".join(
+    str(AuditWriter(service, SigningKey(b64decode(seed))).verifier)
+    for service, seed in ENTRY_KEYS.items()
+)
 PRODUCTION_ENV = {
     "TEMOIN_ENV": "production",
     "DATABASE_URL": "postgresql://temoin:pw@db.internal:5432/temoin",
@@ -38,6 +50,11 @@ PRODUCTION_ENV = {
     "REPORTING_SIGNING_KEY_SEED": "cHJvZHVjdGlvbi1yZXBvcnQtc2lnbmluZy1rZXktMzI=",
     "INGEST_RECEIPT_KEY": "cHJvZHVjdGlvbi1yZWNlaXB0LXNpZ25pbmcta2V5MzI=",
     "SERVICE_TOKEN": "a-production-service-token-of-40-characters",
+    "INGEST_AUDIT_ENTRY_KEY": ENTRY_KEYS["ingest"],
+    "VAULT_AUDIT_ENTRY_KEY": ENTRY_KEYS["vault"],
+    "REPORTING_AUDIT_ENTRY_KEY": ENTRY_KEYS["reporting"],
+    "VAULT_AUDIT_WRITER_KEYS": WRITER_KEYS,
+    "VAULT_AUDIT_ORIGIN": "police.example-commune.fr/audit",
 }
 
 
@@ -141,6 +158,11 @@ OPERATOR_ENV = {
     "MINIO_ROOT_PASSWORD": "minio-secret-password",
     "S3_VAULT_SECRET_KEY": "vault-s3-secret-of-the-operator",
     "S3_READINESS_SECRET_KEY": "readiness-s3-secret-of-the-operator",
+    "AUDIT_ENTRY_KEY_INGEST": ENTRY_KEYS["ingest"],
+    "AUDIT_ENTRY_KEY_VAULT": ENTRY_KEYS["vault"],
+    "AUDIT_ENTRY_KEY_REPORTING": ENTRY_KEYS["reporting"],
+    "AUDIT_WRITER_KEYS": WRITER_KEYS,
+    "AUDIT_ORIGIN": "police.example-commune.fr/audit",
 }
 
 
@@ -287,6 +309,14 @@ def test_readme_documents_every_setting() -> None:
         ("VAULT_KEK", "c2hvcnQ=", VaultSettings),
         ("VAULT_AUDIT_SIGNING_KEY", "not base64!", VaultSettings),
         ("INGEST_RECEIPT_KEY", "c2hvcnQ=", IngestSettings),
+        ("REPORTING_AUDIT_ENTRY_KEY", "c2hvcnQ=", ReportingSettings),
+        ("VAULT_AUDIT_WRITER_KEYS", "ingest+00000000+AAAA", VaultSettings),
+        (
+            "VAULT_AUDIT_WITNESSES",
+            str(AuditWriter("w", SigningKey(b"w" * 32)).verifier),
+            VaultSettings,
+        ),
+        ("VAULT_AUDIT_ORIGIN", "two words", VaultSettings),
         ("SERVICE_TOKEN", "short", ReportingSettings),
     ],
 )

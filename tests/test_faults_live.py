@@ -30,13 +30,13 @@ from services.vault.recordings.fixity import FixityService
 from services.vault.recordings.models import Recording, UploadSession
 from services.vault.recordings.service import RECORDINGS_PREFIX
 from services.vault.settings import VaultSettings
-from shared.audit import entries
+from shared.audit import entries, writer_info
 from shared.db import create_sessionmaker, session_scope
 from shared.receipts import receipt_is_valid
 from shared.storage import ObjectStore
 from temoin import migrate
 from temoin.embedded import EmbeddedPostgres, free_port
-from tests.fixtures.apps import ClientFactory
+from tests.fixtures.apps import VAULT_WRITER, ClientFactory
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, build_org
 from tests.fixtures.live import Live, LiveService, run_temoin
@@ -288,11 +288,11 @@ async def test_several_erasers_erase_each_recording_once(
         for _ in range(3)
     ]
     store = ObjectStore(servers.storage)
-    sessionmaker = create_sessionmaker(engine)
+    sessionmaker = create_sessionmaker(engine, info=writer_info(VAULT_WRITER))
 
     async def erase_here() -> int:
         async with session_scope(sessionmaker) as session:
-            service = ErasureService(session, store, VaultSettings().audit_key())
+            service = ErasureService(session, store, VaultSettings().log_keys())
             return len((await service.erase_due()).erased)
 
     await asyncio.gather(erase_here(), erase_here())
@@ -376,7 +376,7 @@ async def test_two_scrubs_share_a_pass(
     """Leases: what one scrub has claimed, another does not read in the same pass."""
     kit, ingest = live_org
     ids = [uuid.UUID(i) for i in await _three_clips(kit, ingest)]
-    sessionmaker = create_sessionmaker(engine)
+    sessionmaker = create_sessionmaker(engine, info=writer_info(VAULT_WRITER))
     async with sessionmaker() as first, sessionmaker() as second:
         mine = await FixityService(first).claim(checked_before=None, recording_ids=ids, limit=2)
         theirs = await FixityService(second).claim(checked_before=None, recording_ids=ids)

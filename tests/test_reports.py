@@ -38,9 +38,12 @@ def _collecte(seq: int, organisation_id: uuid.UUID, started: datetime) -> FeedEv
 async def _feed(connection: AsyncConnection, *events_of: tuple[uuid.UUID, datetime]) -> None:
     async with AsyncSession(bind=connection, join_transaction_mode="create_savepoint") as session:
         consumer = Consumer(session)
-        after = await consumer.checkpoint()
+        # Locked: the reporting app's own consumer may move the checkpoint meanwhile, and
+        # events at or before it would be skipped.
+        after = await consumer.checkpoint(lock=True)
         await consumer.apply(
-            [_collecte(after + 1 + n, org, when) for n, (org, when) in enumerate(events_of)]
+            [_collecte(after + 1 + n, org, when) for n, (org, when) in enumerate(events_of)],
+            after=after,
         )
         await session.commit()
 

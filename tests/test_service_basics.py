@@ -114,7 +114,7 @@ def _app_with_probe_routes(servers: Servers) -> FastAPI:
             session,
             AuditEntry(
                 action=AuditAction.directory_change,
-                service="vault",
+                service="probe",  # the probe app's audit writer
                 actor_subject="probe",
                 organisation_id=None,
             ),

@@ -37,6 +37,7 @@ from shared.storage import Answer, ObjectMissing, ObjectStore, StorageConfig
 from temoin.embedded import free_port
 from tests.fixtures.apps import serve_in_process, settings_for
 from tests.fixtures.servers import Servers
+from tests.test_configuration import ENTRY_KEYS, WRITER_KEYS
 
 # Production settings that are not development defaults (the keys are test values).
 PRODUCTION: dict[str, Any] = {
@@ -47,6 +48,9 @@ PRODUCTION: dict[str, Any] = {
     "audit_signing_key": "cHJvZHVjdGlvbi1hdWRpdC1zaWduaW5nLWtleS0zMmI=",
     "kek": "cHJvZHVjdGlvbi1rZXktZW5jcnlwdGlvbi1rZXktMzI=",
     "media_key": "cHJvZHVjdGlvbi1tZWRpYS11cmwtc2lnbmluZy1rZXk=",
+    "audit_entry_key": ENTRY_KEYS["vault"],
+    "audit_writer_keys": WRITER_KEYS,
+    "audit_origin": "police.example-commune.fr/audit",
 }
 
 
@@ -383,6 +387,9 @@ def test_temoin_serve_vault_in_production_exits_on_a_bucket_without_object_lock(
         "VAULT_AUDIT_SIGNING_KEY": PRODUCTION["audit_signing_key"],
         "VAULT_KEK": PRODUCTION["kek"],
         "VAULT_MEDIA_KEY": PRODUCTION["media_key"],
+        "VAULT_AUDIT_ENTRY_KEY": PRODUCTION["audit_entry_key"],
+        "VAULT_AUDIT_WRITER_KEYS": PRODUCTION["audit_writer_keys"],
+        "VAULT_AUDIT_ORIGIN": PRODUCTION["audit_origin"],
         "VAULT_PORT": str(free_port()),
     }
     done = subprocess.run(

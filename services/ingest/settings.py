@@ -1,7 +1,12 @@
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.config import ServiceSettings, dev_default, key_of_32_bytes
+from services.config import (
+    ServiceSettings,
+    audit_entry_key_field,
+    dev_default,
+    key_of_32_bytes,
+)
 
 DEFAULT_PORT = 8710
 
@@ -10,6 +15,7 @@ class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INGEST_")
 
     port: int = Field(DEFAULT_PORT, description="port the service listens on")
+    audit_entry_key: str = audit_entry_key_field("ingest")
     token_secret: str = dev_default(
         "temoin-dev-station-token-secret-change-me",
         description="HMAC secret of the stations' upload tokens (32+ random bytes)",

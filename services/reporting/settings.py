@@ -2,7 +2,12 @@ from nacl.signing import SigningKey
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.config import ServiceSettings, dev_default, key_of_32_bytes
+from services.config import (
+    ServiceSettings,
+    audit_entry_key_field,
+    dev_default,
+    key_of_32_bytes,
+)
 from shared.signatures import b64decode
 
 DEFAULT_PORT = 8730
@@ -13,6 +18,7 @@ class ReportingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="REPORTING_")
 
     port: int = Field(DEFAULT_PORT, description="port the service listens on")
+    audit_entry_key: str = audit_entry_key_field("reporting")
     signing_key_seed: str = dev_default(
         DEV_SIGNING_KEY,
         description="Ed25519 seed (base64, 32 bytes) that signs finalised reports",

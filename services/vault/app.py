@@ -19,11 +19,12 @@ SERVICE = "vault"
 
 def create_app(settings: VaultSettings | None = None) -> FastAPI:
     settings = settings or VaultSettings()
+    audit_keys = settings.log_keys()
 
     async def log_maintenance(state: ServiceState) -> None:
         await maintain_log(
             state["sessionmaker"],
-            settings.audit_key(),
+            audit_keys,
             sequence_every_s=settings.audit_sequence_interval_s,
             sign_every_s=settings.audit_head_interval_s,
         )
@@ -64,4 +65,5 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     app.include_router(internal_uploads_router)
     app.state.settings = settings
     app.state.store_check = store_check
+    app.state.audit_keys = audit_keys
     return app

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nacl.signing import SigningKey
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.config import ServiceSettings, dev_default, key_of_32_bytes
+from services.config import (
+    ServiceSettings,
+    audit_entry_key_field,
+    dev_default,
+    dev_writer_keys,
+    key_of_32_bytes,
+)
+from shared.audit import WriterKeys
+from shared.notes import COSIGNATURE_V1, NoteError, VerifierKey, parse_keys, valid_name
 from shared.signatures import b64decode
 
 # Fixed development keys, so that a development stack stays readable and verifiable across
@@ -12,6 +22,10 @@ from shared.signatures import b64decode
 DEV_AUDIT_SIGNING_KEY = "dGVtb2luLWRldi1hdWRpdC1sb2cta2V5LTMyYnl0ZXM="
 DEV_KEK = "dGVtb2luLWRldi1rZXktZW5jcnlwdGlvbi1rZXktMzI="
 DEV_MEDIA_KEY = "dGVtb2luLWRldi1tZWRpYS11cmwtc2lnbmluZy1rZXk="
+DEV_AUDIT_ORIGIN = "temoin.invalid/dev/audit"
+
+if TYPE_CHECKING:
+    from services.vault.audit.service import LogKeys
 
 DEFAULT_PORT = 8720
 
@@ -23,6 +37,23 @@ class VaultSettings(ServiceSettings):
     audit_signing_key: str = dev_default(
         DEV_AUDIT_SIGNING_KEY,
         description="Ed25519 seed (base64, 32 bytes) that signs the audit log's tree heads",
+    )
+    _log_keys: LogKeys | None = PrivateAttr(None)
+    audit_entry_key: str = audit_entry_key_field("vault")
+    audit_writer_keys: str = dev_default(
+        dev_writer_keys(),
+        description="public keys of the services that write audit entries: signed-note "
+        "verifier keys named ingest, vault and reporting (`temoin audit writer-key`)",
+    )
+    audit_origin: str = dev_default(
+        DEV_AUDIT_ORIGIN,
+        description="the log's name in its checkpoints, unique to this deployment "
+        "(a schema-less URL: temoin.example-commune.fr/audit)",
+    )
+    audit_witnesses: str = Field(
+        "",
+        description="verifier keys (name+hash+base64) of the witnesses whose cosignatures of "
+        "the log's checkpoints the vault accepts",
     )
     audit_head_interval_s: float = Field(
         300.0, gt=0, description="how often a new tree head is signed (when the log grew)"
@@ -115,6 +146,35 @@ class VaultSettings(ServiceSettings):
     def _keys(cls, value: str, info: ValidationInfo) -> str:
         return key_of_32_bytes(value, f"VAULT_{str(info.field_name).upper()}")
 
+    @field_validator("audit_writer_keys")
+    @classmethod
+    def _writer_keys(cls, value: str) -> str:
+        try:
+            keys = WriterKeys.parse(value).keys
+        except NoteError as exc:
+            raise ValueError(f"VAULT_AUDIT_WRITER_KEYS: {exc}") from exc
+        if not {"vault"} <= {key.name for key in keys}:
+            raise ValueError("VAULT_AUDIT_WRITER_KEYS must hold at least the vault's key")
+        return value
+
+    @field_validator("audit_witnesses")
+    @classmethod
+    def _witnesses(cls, value: str) -> str:
+        try:
+            keys = parse_keys(value)
+        except NoteError as exc:
+            raise ValueError(f"VAULT_AUDIT_WITNESSES: {exc}") from exc
+        if any(key.key_type != COSIGNATURE_V1 for key in keys):
+            raise ValueError("VAULT_AUDIT_WITNESSES: cosignature/v1 keys (type 0x04)")
+        return value
+
+    @field_validator("audit_origin")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if not valid_name(value) or len(value) > 255:
+            raise ValueError("VAULT_AUDIT_ORIGIN: no space nor plus sign, 255 bytes at most")
+        return value
+
     @model_validator(mode="after")
     def _whole_chunks(self) -> VaultSettings:
         # A part is sealed as soon as it is full: it must end where a chunk ends.
@@ -130,3 +190,18 @@ class VaultSettings(ServiceSettings):
 
     def audit_key(self) -> SigningKey:
         return SigningKey(b64decode(self.audit_signing_key))
+
+    def log_keys(self) -> LogKeys:
+        """The audit log's keys, built once per settings: the app's job, its routes and the
+        extractions share one memory of the last head signed."""
+        if self._log_keys is None:
+            from services.vault.audit.service import LogKeys
+
+            self._log_keys = LogKeys.from_settings(self)
+        return self._log_keys
+
+    def writer_keys(self) -> WriterKeys:
+        return WriterKeys.parse(self.audit_writer_keys)
+
+    def witness_keys(self) -> tuple[VerifierKey, ...]:
+        return parse_keys(self.audit_witnesses)

@@ -7,33 +7,38 @@ import csv
 import io
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
 from services.vault.audit.repository import AuditRepository
 from services.vault.audit.schemas import (
     CSV_COLUMNS,
     ConsistencyProof,
+    CosignatureIn,
+    CosignatureOut,
     EntryOut,
     EntryPage,
     InclusionProof,
     PublicKey,
     TreeHeadOut,
+    WitnessOut,
+    WitnessStatus,
     entry_out,
     head_out,
     proof_out,
 )
-from services.vault.audit.service import AuditLog, TreeHead
-from services.vault.settings import VaultSettings
+from services.vault.audit.service import AuditLog, LogKeys, TreeHead
 from shared.access import OrgAccess, organisation_access, require
 from shared.auth import Principal, Role
+from shared.db import utc_now
 from shared.errors import NotFound, UnprocessableEntity
 from shared.inputs import INT64_MAX, Instant, Offset
-from shared.openapi import problems
-from shared.signatures import key_id, public_key_of
+from shared.openapi import body, problems
+from shared.signatures import key_id
 from shared.web import SessionDep
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -50,8 +55,8 @@ TreeSize = Annotated[int, Field(ge=1, le=INT64_MAX)]  # entries are numbered by 
 
 
 async def _signing_log(request: Request, session: SessionDep) -> AuditLog:
-    settings: VaultSettings = request.app.state.settings
-    return AuditLog(session, settings.audit_key())
+    keys: LogKeys = request.app.state.audit_keys
+    return AuditLog(session, keys)
 
 
 Log = Annotated[AuditLog, Depends(_signing_log)]
@@ -137,9 +142,10 @@ async def list_heads(
     return [head_out(TreeHead.from_row(row)) for row in rows]
 
 
-@router.post("/audit/heads", response_model=TreeHeadOut)
+@router.post("/audit/heads", response_model=TreeHeadOut, responses=problems(409))
 async def sign_head_now(principal: Signer, log: Log) -> TreeHeadOut:
-    """Sequence what is pending and sign the tree now (it is also done on a schedule)."""
+    """Sequence what is pending and sign the tree now (it is also done on a schedule). 409:
+    the log no longer extends the last head signed (tampered with); nothing is signed."""
     await log.sequence_all()
     return head_out(await log.sign_head())
 
@@ -162,7 +168,72 @@ async def consistency_proof(
 
 @router.get("/audit/public-key", response_model=PublicKey)
 async def public_key(request: Request) -> PublicKey:
-    """The key that signs tree heads (public: witnesses check heads with it)."""
-    settings: VaultSettings = request.app.state.settings
-    key = public_key_of(settings.audit_key())
-    return PublicKey(public_key=key, key_id=key_id(key))
+    """The key that signs tree heads (public: witnesses check checkpoints with it)."""
+    keys: LogKeys = request.app.state.audit_keys
+    return PublicKey(
+        public_key=keys.public_key,
+        key_id=key_id(keys.public_key),
+        origin=keys.origin,
+        verifier_key=str(keys.log_key),
+    )
+
+
+@router.get(
+    "/audit/checkpoint",
+    response_class=Response,
+    responses={
+        200: body("text/plain", description="a C2SP checkpoint (signed note)"),
+        **problems(404),
+    },
+)
+async def checkpoint(
+    principal: Witness,
+    log: Log,
+    tree_size: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="default: the latest head")
+    ] = None,
+) -> Response:
+    """The log's signed checkpoint (C2SP tlog-checkpoint), with the latest cosignature of
+    each witness who cosigned it: what `temoin witness cosign` checks and cosigns."""
+    note = await log.checkpoint(tree_size)
+    return Response(note, media_type="text/plain; charset=utf-8")
+
+
+@router.post(
+    "/audit/cosignatures",
+    response_model=CosignatureOut,
+    status_code=201,
+    responses=problems(404),
+)
+async def add_cosignature(principal: Witness, log: Log, cosigned: CosignatureIn) -> CosignatureOut:
+    """A witness's cosignature of a checkpoint (C2SP tlog-cosignature, cosignature/v1): kept
+    when it comes from a witness of VAULT_AUDIT_WITNESSES and verifies, else 422."""
+    witness, timestamp = await log.add_cosignature(cosigned.tree_size, cosigned.cosignature)
+    return CosignatureOut(
+        witness=witness.name,
+        tree_size=cosigned.tree_size,
+        cosigned_at=datetime.fromtimestamp(timestamp, UTC),
+    )
+
+
+@router.get("/audit/witnesses", response_model=WitnessStatus)
+async def witnesses(principal: Witness, log: Log) -> WitnessStatus:
+    """How fresh the log's witnessing is: each witness's latest cosigned tree and its age
+    (also the Prometheus gauge temoin_audit_cosigned_timestamp_seconds)."""
+    latest = await log.repository.latest_head()
+    now = utc_now()
+    items = []
+    for status in await log.witnesses():
+        row = status["row"]
+        items.append(
+            WitnessOut(
+                name=status["key"].name,
+                verifier_key=str(status["key"]),
+                tree_size=None if row is None else row["tree_size"],
+                cosigned_at=None if row is None else row["cosigned_at"],
+                age_s=None if row is None else (now - row["cosigned_at"]).total_seconds(),
+            )
+        )
+    return WitnessStatus(
+        latest_head=None if latest is None else latest["tree_size"], witnesses=items
+    )

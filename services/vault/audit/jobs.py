@@ -1,7 +1,8 @@
-"""The vault's background work on the log: sequence new entries every second or so, sign a
-tree head every few minutes when the log has grown, and purge entries past three years every
-few hours (R241-14). Several vault replicas may run it: the
-sequencer takes a database lock, and a head is signed once per tree size."""
+"""The vault's background work on the log: sequence new entries every second or so (checking
+that the last head it signed is still there), sign a tree head and read the witnesses' latest
+cosignatures every few minutes, and purge entries past three years every few hours (R241-14).
+Several vault replicas may run it: the sequencer takes a database lock, and a head is signed
+once per tree size."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import asyncio
 import logging
 import time
 
-from nacl.signing import SigningKey
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.vault.audit.service import AuditLog, purge_expired
+from services.vault.audit.service import AuditLog, LogKeys, purge_expired
 from shared.db import session_scope
+from shared.errors import Conflict
 from shared.web import job_failed
 
 _logger = logging.getLogger("temoin.vault.audit")
@@ -22,29 +23,44 @@ _logger = logging.getLogger("temoin.vault.audit")
 
 async def maintain_log(
     sessionmaker: async_sessionmaker[AsyncSession],
-    key: SigningKey,
+    keys: LogKeys,
     *,
     sequence_every_s: float,
     sign_every_s: float,
     purge_every_s: float = 6 * 3600,
 ) -> None:
     last_signed = last_purged = time.monotonic()
+    last_witnessed = float("-inf")
+    refusing: str | None = None
     while True:
         try:
             async with session_scope(sessionmaker) as session:
-                log = AuditLog(session, key)
+                log = AuditLog(session, keys)
                 await log.sequence_all()
-                if time.monotonic() - last_signed >= sign_every_s:
-                    await log.sign_head()
-                    last_signed = time.monotonic()
+                await log.guard_heads()
+                if time.monotonic() - last_witnessed >= sign_every_s:
+                    # The witnesses' freshness gauges, from the database: right after a
+                    # restart too, and whichever vault process received the cosignature.
+                    await log.witnesses()
+                    last_witnessed = time.monotonic()
+            # Signing in its own transaction: a refusal to sign never holds back sequencing.
+            if time.monotonic() - last_signed >= sign_every_s:
+                last_signed = time.monotonic()
+                async with session_scope(sessionmaker) as session:
+                    await AuditLog(session, keys).sign_head()
+                refusing = None
             if time.monotonic() - last_purged >= purge_every_s:
                 async with session_scope(sessionmaker) as session:
-                    purged = await purge_expired(session, actor="temoin-vault")
+                    purged = await purge_expired(session, keys, actor="temoin-vault")
                 last_purged = time.monotonic()
                 if purged:
                     _logger.info("purged %d audit entries older than three years", purged)
         except IntegrityError:
             _logger.info("another vault signed this tree head first")
+        except Conflict as exc:  # the log no longer extends the last head: said once
+            if exc.detail != refusing:
+                _logger.error("%s", exc.detail)
+                refusing = exc.detail
         except Exception as exc:  # the loop must survive a database outage
             job_failed(_logger, "audit log maintenance", exc)
         await asyncio.sleep(sequence_every_s)

@@ -34,7 +34,6 @@ from services.vault.recordings.models import Recording, RecordingStatus
 from shared import merkle
 from shared.audit import AuditAction, Outcome, canonical_bytes, entries
 from shared.errors import NotFound
-from shared.signatures import b64encode, tree_head_message, verify
 
 # How far a row's date may be from its entry's (both are set in one transaction).
 CLOCK_SLACK = timedelta(seconds=5)
@@ -74,8 +73,7 @@ class Attestor:
         self._head: TreeHead | None = None
 
     def _signed(self, head: TreeHead) -> bool:
-        message = tree_head_message(head.tree_size, head.root_hash, head.signed_at)
-        return verify(self.public_key, message, b64encode(head.signature))
+        return head.verifies(self.public_key)
 
     async def head(self) -> TreeHead:
         if self._head is not None:

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, and_, any_, func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.vault.audit.tables import leaves, nodes, tree_heads
+from services.vault.audit.tables import cosignatures, leaves, nodes, tree_heads
 from shared.audit import entries
 from shared.merkle import Node
 
@@ -23,6 +24,17 @@ _UNSEQUENCED = text(
      ORDER BY e.txid, e.id
      LIMIT :limit
     """
+)
+
+
+_LAST_REFUSAL = text(
+    "SELECT txid::text AS txid, entry_pk FROM audit.refusals "
+    "ORDER BY txid DESC, entry_pk DESC LIMIT 1"
+)
+_ADD_REFUSAL = text(
+    "INSERT INTO audit.refusals (entry_pk, entry_id, txid, reason, refused_at) "
+    "VALUES (:entry_pk, :entry_id, CAST(CAST(:txid AS text) AS xid8), :reason, :refused_at) "
+    "ON CONFLICT (entry_pk) DO NOTHING"
 )
 
 
@@ -47,6 +59,19 @@ class AuditRepository:
             _UNSEQUENCED, {"after_txid": after_txid, "after_pk": after_pk, "limit": limit}
         )
         return list(result.mappings())
+
+    async def last_refusal(self) -> RowMapping | None:
+        return (await self.session.execute(_LAST_REFUSAL)).mappings().one_or_none()
+
+    async def add_refusals(self, rows: Sequence[dict[str, Any]]) -> None:
+        await self.session.execute(_ADD_REFUSAL, list(rows))
+
+    async def since_txid(self) -> int:
+        """Entries of transactions below this one predate authenticators (migration 0010)."""
+        value = await self.session.scalar(
+            text("SELECT max(since_txid::text::numeric) FROM audit.authentication")
+        )
+        return int(value or 0)
 
     async def add_leaves(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
@@ -86,6 +111,46 @@ class AuditRepository:
 
     async def add_head(self, row: dict[str, Any]) -> None:
         await self.session.execute(tree_heads.insert().values(**row))
+
+    async def restore_head(self, row: dict[str, Any]) -> None:
+        await self.session.execute(
+            insert(tree_heads).values(**row).on_conflict_do_nothing(index_elements=["tree_size"])
+        )
+
+    async def heads_signed_before(self, moment: datetime) -> list[RowMapping]:
+        """Heads signed at or before ``moment``, largest first."""
+        statement = (
+            select(tree_heads)
+            .where(tree_heads.c.signed_at <= moment)
+            .order_by(tree_heads.c.tree_size.desc())
+            .limit(20)
+        )
+        return list((await self.session.execute(statement)).mappings())
+
+    async def add_cosignature(self, row: dict[str, Any]) -> None:
+        await self.session.execute(insert(cosignatures).values(**row).on_conflict_do_nothing())
+
+    async def cosignatures_of(self, tree_size: int) -> list[RowMapping]:
+        statement = (
+            select(cosignatures)
+            .where(cosignatures.c.tree_size == tree_size)
+            .order_by(cosignatures.c.cosigned_at, cosignatures.c.id)
+        )
+        return list((await self.session.execute(statement)).mappings())
+
+    async def latest_cosignatures(self) -> list[RowMapping]:
+        """Each witness key's latest cosignature."""
+        statement = (
+            select(cosignatures)
+            .ext(distinct_on(cosignatures.c.witness, cosignatures.c.key_hash))
+            .order_by(
+                cosignatures.c.witness,
+                cosignatures.c.key_hash,
+                cosignatures.c.cosigned_at.desc(),
+                cosignatures.c.tree_size.desc(),
+            )
+        )
+        return list((await self.session.execute(statement)).mappings())
 
     async def head(self, tree_size: int) -> RowMapping | None:
         statement = select(tree_heads).where(tree_heads.c.tree_size == tree_size)

@@ -1,29 +1,80 @@
-"""The audit log: sequencing entries into the Merkle tree, signing tree heads, proofs.
+"""The audit log: sequencing entries into the Merkle tree, signing chained checkpoints, proofs,
+witnesses' cosignatures.
 
-Writers only insert entries (``shared.audit.append``). The sequencer then gives each entry of a
-finished transaction the next position (``seq``) in the log, hashes it as an RFC 9162 leaf and
-stores every perfect subtree it completes. Positions never change and have no gaps.
+Writers only insert entries (``shared.audit.append``), each authenticated by its service's
+entry key. The sequencer then gives each entry of a finished transaction whose authenticator
+verifies the next position (``seq``) in the log, hashes it as an RFC 9162 leaf and stores every
+perfect subtree it completes; an entry no known writer authenticated is set aside in
+``audit.refusals``, counted and logged, and never enters the log. Positions never change and
+have no gaps.
+
+Heads are C2SP checkpoints, each naming the head before it (shared/witness.py). The vault
+remembers the last head it signed: one deleted from the database is put back, and the vault
+refuses to sign a tree that no longer extends it (docs/audit.md).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+import anyio
 from nacl.signing import SigningKey
-from sqlalchemy import text
+from prometheus_client import Counter, Gauge
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.repository import AuditRepository
 from shared import audit, merkle
-from shared.audit import AuditAction, AuditEntry, canonical_bytes
+from shared.audit import AuditAction, AuditEntry, Refusal, WriterKeys, canonical_bytes
 from shared.db import utc_now
-from shared.errors import NotFound, UnprocessableEntity
-from shared.signatures import key_id, public_key_of, tree_head_message
+from shared.errors import Conflict, NotFound, UnprocessableEntity
+from shared.notes import (
+    ED25519,
+    EMPTY_ROOT,
+    Note,
+    NoteError,
+    NoteSigner,
+    Signature,
+    VerifierKey,
+)
+from shared.signatures import b64encode, public_key_of
+from shared.witness import LogHead, head_problems
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import RowMapping
+
+    from services.vault.settings import VaultSettings
 
 ZERO_TXID = "0"
+# A cosignature dated further ahead than this is refused (the witness's clock is wrong).
+COSIGNATURE_CLOCK_SKEW = timedelta(minutes=5)
+
+_logger = logging.getLogger("temoin.vault.audit")
+
+ENTRIES_REFUSED = Counter(
+    "temoin_audit_entries_refused_total",
+    "Audit entries the sequencer set aside: no valid authenticator from a known writer",
+    ["reason"],
+)
+HEADS_RESTORED = Counter(
+    "temoin_audit_heads_restored_total",
+    "Tree heads this vault signed that had disappeared from the database, put back",
+)
+SIGNING_REFUSED = Counter(
+    "temoin_audit_signing_refused_total",
+    "Times the vault refused to sign a tree that does not extend its last signed head",
+)
+COSIGNED_AT = Gauge(
+    "temoin_audit_cosigned_timestamp_seconds",
+    "Time (POSIX) of each witness's latest cosignature of the log (alert on its age)",
+    ["witness"],
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +84,9 @@ class TreeHead:
     signed_at: str
     key_id: str
     signature: bytes
+    previous_size: int | None = None
+    previous_root: bytes | None = None
+    checkpoint: str | None = None  # the signed note; None for heads older than migration 0010
 
     @classmethod
     def from_row(cls, row: Any) -> TreeHead:
@@ -42,6 +96,33 @@ class TreeHead:
             signed_at=_iso(row["signed_at"]),
             key_id=row["key_id"],
             signature=bytes(row["signature"]),
+            previous_size=row["previous_size"],
+            previous_root=None if row["previous_root"] is None else bytes(row["previous_root"]),
+            checkpoint=row["checkpoint"],
+        )
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "tree_size": self.tree_size,
+            "root_hash": self.root_hash,
+            "signed_at": datetime.fromisoformat(self.signed_at.replace("Z", "+00:00")),
+            "key_id": self.key_id,
+            "signature": self.signature,
+            "previous_size": self.previous_size,
+            "previous_root": self.previous_root,
+            "checkpoint": self.checkpoint,
+        }
+
+    def verifies(self, public_key: str) -> bool:
+        return not head_problems(
+            {
+                "tree_size": self.tree_size,
+                "root_hash": self.root_hash.hex(),
+                "signed_at": self.signed_at,
+                "signature": b64encode(self.signature),
+                "checkpoint": self.checkpoint,
+            },
+            public_key,
         )
 
 
@@ -49,30 +130,112 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+@dataclass
+class HeadMemory:
+    """The last head this vault process signed or found signed: what it chains the next head
+    to, whatever the database says after. Shared by the background job and the API."""
+
+    head: TreeHead | None = None
+
+    def remember(self, head: TreeHead) -> None:
+        if self.head is None or head.tree_size >= self.head.tree_size:
+            self.head = head
+
+
+@dataclass(frozen=True)
+class LogKeys:
+    """What the vault's log needs besides the database: its head key and origin, the writers'
+    public keys, its witnesses' keys, and the memory of its last head."""
+
+    signing_key: SigningKey
+    origin: str
+    writers: WriterKeys
+    witnesses: tuple[VerifierKey, ...] = ()
+    memory: HeadMemory = field(default_factory=HeadMemory)
+
+    @classmethod
+    def from_settings(cls, settings: VaultSettings) -> LogKeys:
+        return cls(
+            signing_key=settings.audit_key(),
+            origin=settings.audit_origin,
+            writers=settings.writer_keys(),
+            witnesses=settings.witness_keys(),
+        )
+
+    @property
+    def public_key(self) -> str:
+        return public_key_of(self.signing_key)
+
+    @property
+    def log_key(self) -> VerifierKey:
+        return VerifierKey(self.origin, ED25519, bytes(self.signing_key.verify_key))
+
+
+def _check_batch(
+    rows: Sequence[RowMapping], writers: WriterKeys, since_txid: int
+) -> list[tuple[bytes, Refusal | None]]:
+    """Each entry's leaf hash and why it is refused (None: authenticated, or written before
+    authenticators existed). CPU only: run in a worker thread, off the event loop."""
+    checked = []
+    for row in rows:
+        canonical = canonical_bytes(row)
+        refusal = writers.refusal(row, canonical)
+        if refusal is Refusal.missing and int(row["txid_text"]) < since_txid:
+            refusal = None
+        checked.append((merkle.leaf_hash(canonical), refusal))
+    return checked
+
+
 class AuditLog:
-    def __init__(self, session: AsyncSession, signing_key: SigningKey | None = None) -> None:
+    def __init__(self, session: AsyncSession, keys: LogKeys | None = None) -> None:
         self.session = session
         self.repository = AuditRepository(session)
-        self.signing_key = signing_key
+        self.keys = keys
 
-    async def sequence(self, batch: int = 5000) -> int:
-        """Append the entries of finished transactions to the tree; return how many."""
+    def _keys(self) -> LogKeys:
+        if self.keys is None:
+            raise RuntimeError("this log has no keys: it can only be read")
+        return self.keys
+
+    async def sequence(self, batch: int = 1000) -> int:
+        """Sequence the entries of finished transactions (or set them aside); return how many
+        were looked at."""
+        keys = self._keys()
         await self.repository.lock_sequencer()
         last = await self.repository.last_leaf()
         next_seq = 0 if last is None else int(last["seq"]) + 1
-        after_txid = ZERO_TXID if last is None else str(last["txid"])
-        after_pk = -1 if last is None else int(last["entry_pk"])
-        rows = await self.repository.unsequenced(after_txid, after_pk, batch)
+        cursor = (ZERO_TXID, -1) if last is None else (str(last["txid"]), int(last["entry_pk"]))
+        refused = await self.repository.last_refusal()
+        if refused is not None and (int(refused["txid"]), int(refused["entry_pk"])) > (
+            int(cursor[0]),
+            cursor[1],
+        ):
+            cursor = (str(refused["txid"]), int(refused["entry_pk"]))
+        rows = await self.repository.unsequenced(cursor[0], cursor[1], batch)
         if not rows:
             return 0
+        since = await self.repository.since_txid()
+        checked = await anyio.to_thread.run_sync(_check_batch, rows, keys.writers, since)
         # The new leaves' left siblings are the maximal perfect subtrees of [0, next_seq).
         known = await self.repository.node_hashes(merkle.perfect_nodes(0, next_seq))
         now = utc_now()
         new_leaves: list[dict[str, Any]] = []
         new_nodes: list[dict[str, Any]] = []
-        for offset, row in enumerate(rows):
-            seq = next_seq + offset
-            leaf = merkle.leaf_hash(canonical_bytes(row))
+        refusals: list[dict[str, Any]] = []
+        for row, (leaf, refusal) in zip(rows, checked, strict=True):
+            if refusal is not None:
+                refusals.append(
+                    {
+                        "entry_pk": row["id"],
+                        "entry_id": row["entry_id"],
+                        "txid": row["txid_text"],
+                        "reason": refusal.value,
+                        "refused_at": now,
+                    }
+                )
+                ENTRIES_REFUSED.labels(refusal.value).inc()
+                continue
+            seq = next_seq + len(new_leaves)
             known[(0, seq)] = leaf
             new_leaves.append(
                 {
@@ -92,9 +255,18 @@ class AuditLog:
                 new_nodes.append({"level": level, "idx": index, "hash": digest})
         await self.repository.add_leaves(new_leaves)
         await self.repository.add_nodes(new_nodes)
+        if refusals:
+            await self.repository.add_refusals(refusals)
+            _logger.warning(
+                "%d audit entries set aside, not logged: no valid authenticator from a known "
+                "writer (%s); first: %s",
+                len(refusals),
+                ", ".join(sorted({r["reason"] for r in refusals})),
+                ", ".join(str(r["entry_id"]) for r in refusals[:5]),
+            )
         return len(rows)
 
-    async def sequence_all(self, batch: int = 5000) -> int:
+    async def sequence_all(self, batch: int = 1000) -> int:
         total = 0
         while added := await self.sequence(batch):
             total += added
@@ -104,34 +276,93 @@ class AuditLog:
         nodes = await self.repository.node_hashes(merkle.perfect_nodes(0, tree_size))
         return merkle.range_hash(0, tree_size, nodes)
 
-    async def sign_head(self) -> TreeHead:
-        """Sign the current tree (once per size: signing twice returns the first head)."""
-        if self.signing_key is None:
-            raise RuntimeError("this log has no signing key")
+    async def _latest_head(self) -> TreeHead | None:
+        row = await self.repository.latest_head()
+        return None if row is None else TreeHead.from_row(row)
+
+    async def guard_heads(self) -> None:
+        """Put back the last head this vault signed if it is gone from the database (deleted
+        with the entries it covered, say): the loss is logged and counted, and the restored
+        head shows it to `temoin audit verify`. On a first run, remember the latest head."""
+        keys = self._keys()
+        latest = await self._latest_head()
+        remembered = keys.memory.head
+        if remembered is None:
+            if latest is not None and latest.verifies(keys.public_key):
+                keys.memory.remember(latest)
+            return
+        if latest is not None and (
+            latest.tree_size > remembered.tree_size
+            or (latest.tree_size, latest.root_hash) == (remembered.tree_size, remembered.root_hash)
+        ):
+            if latest.tree_size > remembered.tree_size and latest.verifies(keys.public_key):
+                keys.memory.remember(latest)  # another vault process signed on
+            return
+        HEADS_RESTORED.inc()
+        _logger.error(
+            "the tree head of size %d this vault signed is gone from the database (its latest "
+            "is %s): put back. The log was tampered with: run `temoin audit verify`",
+            remembered.tree_size,
+            "none" if latest is None else latest.tree_size,
+        )
+        await self.repository.restore_head(remembered.row())
+
+    async def sign_head(self, *, now: datetime | None = None) -> TreeHead:
+        """Sign the current tree as a checkpoint chained to the previous head (once per size:
+        signing twice returns the first head). Refuses (Conflict) a tree that does not extend
+        the last signed head: a log must never sign two inconsistent checkpoints."""
+        keys = self._keys()
+        await self.repository.lock_sequencer()  # one signer at a time: one chain
+        await self.guard_heads()
         size = await self.repository.tree_size()
         existing = await self.repository.head(size)
         if existing is not None:
-            return TreeHead.from_row(existing)
+            head = TreeHead.from_row(existing)
+            await self._check_extends(head, size, keys)
+            keys.memory.remember(head)
+            return head
+        previous = await self._latest_head()
+        if previous is not None:
+            await self._check_extends(previous, size, keys)
         root = await self.root(size)
-        signed_at = _iso(utc_now())
-        signature = self.signing_key.sign(tree_head_message(size, root, signed_at)).signature
+        signed_at = int((now or utc_now()).timestamp())
+        statement = (
+            LogHead.first(keys.origin, size, root, signed_at)
+            if previous is None
+            else LogHead(keys.origin, size, root, signed_at, previous.tree_size, previous.root_hash)
+        )
+        text_ = statement.checkpoint().text()
+        signature = NoteSigner(keys.origin, keys.signing_key).sign(text_)
         head = TreeHead(
             tree_size=size,
             root_hash=root,
-            signed_at=signed_at,
-            key_id=key_id(public_key_of(self.signing_key)),
-            signature=signature,
+            signed_at=_iso(statement.signed_at_datetime),
+            key_id=signature.key_hash.hex(),
+            signature=signature.signature,
+            previous_size=statement.previous_size,
+            previous_root=statement.previous_root,
+            checkpoint=str(Note(text_, (signature,))),
         )
-        await self.repository.add_head(
-            {
-                "tree_size": size,
-                "root_hash": root,
-                "signed_at": datetime.fromisoformat(signed_at.replace("Z", "+00:00")),
-                "key_id": head.key_id,
-                "signature": signature,
-            }
-        )
+        await self.repository.add_head(head.row())
+
+        # Remembered once durable: a head rolled back was never signed as far as anyone knows.
+        @event.listens_for(self.session.sync_session, "after_commit", once=True)
+        def _remember(_: Any) -> None:
+            keys.memory.remember(head)
+
         return head
+
+    async def _check_extends(self, previous: TreeHead, size: int, keys: LogKeys) -> None:
+        problem = None
+        if not previous.verifies(keys.public_key):
+            problem = f"the latest head ({previous.tree_size}) does not verify with the log's key"
+        elif previous.tree_size > size:
+            problem = f"the log has {size} entries, its head {previous.tree_size} had more"
+        elif previous.tree_size and await self.root(previous.tree_size) != previous.root_hash:
+            problem = f"the log's first {previous.tree_size} entries no longer match their head"
+        if problem is not None:
+            SIGNING_REFUSED.inc()
+            raise Conflict(f"refusing to sign the log: {problem}; run `temoin audit verify`")
 
     async def signed_head(self, tree_size: int | None) -> TreeHead:
         row = (
@@ -168,25 +399,126 @@ class AuditLog:
         nodes = await self.repository.node_hashes(merkle.nodes_for(ranges))
         return old, new, [merkle.range_hash(a, b, nodes) for a, b in ranges]
 
+    # --- witnesses ----------------------------------------------------------------------
 
-async def purge_expired(session: AsyncSession, *, actor: str) -> int:
+    async def checkpoint(self, tree_size: int | None) -> str:
+        """A signed checkpoint with the latest cosignature of each witness that cosigned it."""
+        keys = self._keys()
+        head = await self.signed_head(tree_size)
+        if head.checkpoint is None:
+            raise NotFound("that head predates checkpoints: ask for a later one")
+        note = Note.parse(head.checkpoint)
+        rows = await self.repository.cosignatures_of(head.tree_size)
+        latest: dict[tuple[str, bytes], Signature] = {}
+        for row in rows:  # oldest first: the latest of each witness stays
+            signature = Signature(row["witness"], bytes(row["key_hash"]), bytes(row["signature"]))
+            if any(signature.is_by(key) for key in keys.witnesses):
+                latest[(signature.name, signature.key_hash)] = signature
+        return str(note.with_signatures(*latest.values()))
+
+    async def add_cosignature(self, tree_size: int, line: str) -> tuple[VerifierKey, int]:
+        """Keep a witness's cosignature of the checkpoint of ``tree_size``: it must come from
+        a configured witness key and verify over that checkpoint (422 otherwise)."""
+        keys = self._keys()
+        head = await self.signed_head(tree_size)
+        if head.checkpoint is None:
+            raise NotFound("that head predates checkpoints: cosign a later one")
+        note = Note.parse(head.checkpoint)
+        try:
+            signature = Signature.parse_line(line)
+            timestamp = signature.timestamp
+        except NoteError as exc:
+            raise UnprocessableEntity(str(exc), field="body.cosignature") from exc
+        witness = next((key for key in keys.witnesses if signature.is_by(key)), None)
+        if witness is None:
+            raise UnprocessableEntity(
+                f"{signature.name} is not a witness of this log (VAULT_AUDIT_WITNESSES)",
+                field="body.cosignature",
+            )
+        if not witness.verify(note.text, signature.signature):
+            raise UnprocessableEntity(
+                "the cosignature does not verify over this checkpoint", field="body.cosignature"
+            )
+        cosigned_at = datetime.fromtimestamp(timestamp, UTC)
+        if cosigned_at > utc_now() + COSIGNATURE_CLOCK_SKEW:
+            raise UnprocessableEntity(
+                "the cosignature is dated in the future: check the witness's clock",
+                field="body.cosignature",
+            )
+        await self.repository.add_cosignature(
+            {
+                "tree_size": tree_size,
+                "witness": witness.name,
+                "key_hash": witness.key_hash,
+                "cosigned_at": cosigned_at,
+                "signature": signature.signature,
+                "checkpoint": head.checkpoint,
+                "received_at": utc_now(),
+            }
+        )
+        _cosigned(witness.name, timestamp)
+        return witness, timestamp
+
+    async def witnesses(self) -> list[dict[str, Any]]:
+        """Each configured witness and the latest tree it cosigned (size, time)."""
+        keys = self._keys()
+        latest = {
+            (row["witness"], bytes(row["key_hash"])): row
+            for row in await self.repository.latest_cosignatures()
+        }
+        status = []
+        for key in keys.witnesses:
+            row = latest.get((key.name, key.key_hash))
+            if row is not None:
+                _cosigned(key.name, int(row["cosigned_at"].timestamp()))
+            status.append({"key": key, "row": row})
+        return status
+
+
+_latest_cosigned: dict[str, int] = {}
+
+
+def _cosigned(witness: str, timestamp: int) -> None:
+    if timestamp > _latest_cosigned.get(witness, 0):
+        _latest_cosigned[witness] = timestamp
+        COSIGNED_AT.labels(witness).set(timestamp)
+
+
+def three_years_before(moment: datetime) -> datetime:
+    """R241-14 keeps entries three years: the same calendar day, three years earlier (the 28th
+    of February for a 29th), as PostgreSQL's ``interval '3 years'`` counts."""
+    try:
+        return moment.replace(year=moment.year - 3)
+    except ValueError:
+        return moment.replace(year=moment.year - 3, day=28)
+
+
+async def purge_expired(session: AsyncSession, keys: LogKeys, *, actor: str) -> int:
     """R241-14: entries are kept three years, then purged, leaving the log verifiable.
 
-    Only the entries go: their leaves (hashes) stay, so every tree head still verifies. The
-    purge is itself an entry recording the position below which entries may be missing; the
-    verifier takes that watermark from the log, where it cannot be changed unseen."""
-    below_seq = (
-        await session.execute(
-            text(
-                "SELECT coalesce(max(l.seq) + 1, 0) FROM audit.leaves l "
-                "JOIN audit.entries e USING (entry_id) "
-                "WHERE e.occurred_at < now() - interval '3 years'"
+    Only the entries go: their leaves (hashes) stay, so every tree head still verifies. Only
+    positions that a head signed before the cut-off covers are purged (they were written
+    before it, whatever date they claim). The purge is itself an entry, authenticated like any
+    other, recording the position below which entries may be missing, the cut-off and how many
+    went; the verifier takes that watermark only from such entries, and checks them."""
+    now, cutoff = (await session.execute(text("SELECT now(), now() - interval '3 years'"))).one()
+    log = AuditLog(session, keys)
+    below_seq = 0
+    for row in await log.repository.heads_signed_before(cutoff):
+        head = TreeHead.from_row(row)
+        if head.verifies(keys.public_key):
+            below_seq = head.tree_size
+            break
+    if not below_seq:
+        return 0
+    purged = int(
+        (
+            await session.execute(
+                text("SELECT audit.purge_below(:below, :cutoff)"),
+                {"below": below_seq, "cutoff": cutoff},
             )
-        )
-    ).scalar_one()
-    purged = (
-        await session.execute(text("SELECT audit.purge_before(now() - interval '3 years')"))
-    ).scalar_one()
+        ).scalar_one()
+    )
     if purged:
         await audit.append(
             session,
@@ -195,7 +527,23 @@ async def purge_expired(session: AsyncSession, *, actor: str) -> int:
                 service="vault",
                 actor_subject=actor,
                 organisation_id=None,
-                details={"below_seq": int(below_seq), "purged": int(purged)},
+                occurred_at=now,
+                details={
+                    "below_seq": below_seq,
+                    "cutoff": _iso(cutoff),
+                    "purged": purged,
+                },
             ),
         )
-    return int(purged)
+    return purged
+
+
+__all__ = [
+    "EMPTY_ROOT",
+    "AuditLog",
+    "HeadMemory",
+    "LogKeys",
+    "TreeHead",
+    "purge_expired",
+    "three_years_before",
+]

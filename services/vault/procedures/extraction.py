@@ -177,7 +177,7 @@ class ExtractionService:
 
     async def _proofs(self, recording: Recording) -> list[dict[str, Any]]:
         """The recording's audit entries, each proved against a freshly signed tree head."""
-        log = AuditLog(self.session, self.settings.audit_key())
+        log = AuditLog(self.session, self.settings.log_keys())
         await log.sequence_all()
         head = await log.sign_head()
         ids = await self.session.scalars(

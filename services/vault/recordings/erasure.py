@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from nacl.signing import SigningKey
 from sqlalchemy import Exists, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.registry import Attestor, Unattested, histories, recording_differences
-from services.vault.audit.service import AuditLog
+from services.vault.audit.service import AuditLog, LogKeys
 from services.vault.directory.models import Organisation
 from services.vault.procedures.models import Procedure, ProcedureRecording
 from services.vault.recordings.attested import note_divergence
@@ -74,14 +73,14 @@ def _held() -> Exists:
 
 
 class ErasureService:
-    """``log_key``: the audit log's signing key. Nothing is erased on the word of one column:
+    """``log_keys``: the audit log's keys. Nothing is erased on the word of one column:
     before a key is destroyed or an object deleted, the log must attest that it may be
     (docs/threat-model.md), under a tree head this service signs and checks first."""
 
-    def __init__(self, session: AsyncSession, store: ObjectStore, log_key: SigningKey) -> None:
+    def __init__(self, session: AsyncSession, store: ObjectStore, log_keys: LogKeys) -> None:
         self.session = session
         self.store = store
-        self.log_key = log_key
+        self.log_keys = log_keys
 
     async def due(self, now: datetime, limit: int = 500) -> list[Recording]:
         rows = await self.session.scalars(
@@ -156,10 +155,10 @@ class ErasureService:
         alerted once and kept (its key, its object)."""
         if not candidates:
             return []
-        log = AuditLog(self.session, self.log_key)
+        log = AuditLog(self.session, self.log_keys)
         await log.sequence_all()
         await log.sign_head()
-        attestor = Attestor(self.session, public_key_of(self.log_key))
+        attestor = Attestor(self.session, public_key_of(self.log_keys.signing_key))
         try:
             await attestor.head()
         except Unattested as exc:

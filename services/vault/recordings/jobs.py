@@ -68,17 +68,13 @@ async def erase_expired(
     while True:
         try:
             async with session_scope(sessionmaker) as session:
-                report = await ErasureService(session, store, settings.audit_key()).erase_due()
+                report = await ErasureService(session, store, settings.log_keys()).erase_due()
             async with session_scope(sessionmaker) as session:
-                deleted = await ErasureService(
-                    session, store, settings.audit_key()
-                ).delete_objects()
+                deleted = await ErasureService(session, store, settings.log_keys()).delete_objects()
             async with session_scope(sessionmaker) as session:
                 await HoldService(session, store, settings).renew()
             async with session_scope(sessionmaker) as session:
-                orphans = await ErasureService(
-                    session, store, settings.audit_key()
-                ).delete_orphans()
+                orphans = await ErasureService(session, store, settings.log_keys()).delete_orphans()
             for key in orphans.orphans_deleted:
                 _logger.warning("erasure: deleted %s, a sealed object no recording refers to", key)
             if report.erased or report.held or deleted.objects_deleted:
