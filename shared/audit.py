@@ -183,6 +183,27 @@ def _writer_of(session: AsyncSession | AsyncConnection) -> AuditWriter:
     return writer
 
 
+def entry_row(entry: AuditEntry, request_id: str | None) -> dict[str, Any]:
+    """The columns of ``entry`` as the log stores them, without its authenticator: what the
+    writer signs (in canonical form) and what the leaf hashes."""
+    return {
+        "entry_id": entry.entry_id,
+        "occurred_at": entry.occurred_at,
+        "service": entry.service,
+        "action": entry.action.value,
+        "outcome": entry.outcome.value,
+        "organisation_id": entry.organisation_id,
+        "actor_subject": entry.actor_subject,
+        "actor_role": entry.actor_role,
+        "motif": entry.motif,
+        "destinataires": list(entry.destinataires),
+        "recording_ids": list(entry.recording_ids),
+        "procedure_ref": entry.procedure_ref,
+        "request_id": request_id,
+        "details": entry.details,
+    }
+
+
 async def append(
     session: AsyncSession | AsyncConnection,
     entry: AuditEntry,
@@ -196,22 +217,7 @@ async def append(
         raise ValueError(f"the {writer.name} service cannot write entries of {entry.service}")
     if entry.occurred_at.tzinfo is None:
         raise ValueError("an audit entry's time needs its time zone")
-    row = {
-        "entry_id": entry.entry_id,
-        "occurred_at": entry.occurred_at,
-        "service": entry.service,
-        "action": entry.action.value,
-        "outcome": entry.outcome.value,
-        "organisation_id": entry.organisation_id,
-        "actor_subject": entry.actor_subject,
-        "actor_role": entry.actor_role,
-        "motif": entry.motif,
-        "destinataires": list(entry.destinataires),
-        "recording_ids": list(entry.recording_ids),
-        "procedure_ref": entry.procedure_ref,
-        "request_id": request_id_var.get(),
-        "details": entry.details,
-    }
+    row = entry_row(entry, request_id_var.get())
     row["authenticator"] = writer.authenticate(canonical_bytes(row))
     await session.execute(_INSERT, row)
     return entry.entry_id

@@ -26,6 +26,7 @@ from shared.audit import (
     WriterKeys,
     canonical_bytes,
     entries,
+    entry_row,
     writer_info,
 )
 from shared.db import utc_now
@@ -343,23 +344,7 @@ async def test_verify_detects_and_locates_tampering(
 
 async def _forge(admin: AsyncEngine, entry: AuditEntry, authenticator: bytes | None) -> None:
     """An entry inserted by hand, with the authenticator given (or none)."""
-    row = {
-        "entry_id": entry.entry_id,
-        "occurred_at": entry.occurred_at,
-        "service": entry.service,
-        "action": entry.action.value,
-        "outcome": entry.outcome.value,
-        "organisation_id": entry.organisation_id,
-        "actor_subject": entry.actor_subject,
-        "actor_role": entry.actor_role,
-        "motif": entry.motif,
-        "destinataires": list(entry.destinataires),
-        "recording_ids": list(entry.recording_ids),
-        "procedure_ref": entry.procedure_ref,
-        "request_id": None,
-        "details": entry.details,
-        "authenticator": authenticator,
-    }
+    row = {**entry_row(entry, None), "authenticator": authenticator}
     async with admin.begin() as connection:
         await connection.execute(entries.insert(), row)
 
@@ -418,22 +403,7 @@ async def test_entries_no_writer_authenticated_are_set_aside_and_reported(
 
 
 def _row(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "entry_id": entry.entry_id,
-        "occurred_at": entry.occurred_at,
-        "service": entry.service,
-        "action": entry.action.value,
-        "outcome": entry.outcome.value,
-        "organisation_id": entry.organisation_id,
-        "actor_subject": entry.actor_subject,
-        "actor_role": entry.actor_role,
-        "motif": entry.motif,
-        "destinataires": list(entry.destinataires),
-        "recording_ids": list(entry.recording_ids),
-        "procedure_ref": entry.procedure_ref,
-        "request_id": None,
-        "details": entry.details,
-    }
+    return entry_row(entry, None)
 
 
 async def _slip_into_log(admin: AsyncEngine, forged: AuditEntry) -> None:
