@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, String, Text
+from sqlalchemy import BigInteger, Date, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.reporting.models import Base
@@ -109,6 +109,22 @@ class FinalisedReport(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     finalised_by: Mapped[str] = mapped_column(Text)
     finalised_at: Mapped[datetime]
+    # The letter as sent, byte for byte, its hash and signature (NULL for reports finalised
+    # before letters were frozen: they are rendered again from `body`).
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    pdf_signature: Mapped[str | None] = mapped_column(Text, default=None)
+    version: Mapped[int] = mapped_column(default=1)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "organisation_id",
+            "period_start",
+            "period_end",
+            "version",
+            name="uq_finalised_reports_period_version",
+        ),
+    )
 
 
 class RecordingDay(Base):

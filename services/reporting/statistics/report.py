@@ -45,6 +45,16 @@ class OrganisationInfo(BaseModel):
     id: uuid.UUID
     name: str
     departement: str
+    place: str | None = Field(
+        default=None, description="the commune the letter is written from (its first commune)"
+    )
+
+
+class Signatory(BaseModel):
+    """Who signs the letter: frozen with a finalised report."""
+
+    name: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=200)
 
 
 class Period(BaseModel):
@@ -83,6 +93,9 @@ class Report(BaseModel):
     )
     monthly: list[Month]
     evaluation: str | None = Field(description="« évaluation de l'impact », by the responsable")
+    signatory: Signatory | None = Field(
+        default=None, description="who signs the letter (set when finalising)"
+    )
     has_data: bool
     generated_at: datetime
 
@@ -99,24 +112,30 @@ def check_period(start: date, end: date) -> None:
 async def organisation_info(session: AsyncSession, org_id: uuid.UUID) -> OrganisationInfo:
     row = (
         await session.execute(
-            text("SELECT id, name, departement FROM vault.organisation_directory WHERE id = :id"),
+            text(
+                "SELECT id, name, departement, place FROM vault.organisation_directory "
+                "WHERE id = :id"
+            ),
             {"id": org_id},
         )
     ).one_or_none()
     if row is None:
         raise NotFound("no such organisation")
-    return OrganisationInfo(id=row.id, name=row.name, departement=row.departement)
+    return OrganisationInfo(id=row.id, name=row.name, departement=row.departement, place=row.place)
 
 
 async def organisations_of(session: AsyncSession, departement: str) -> list[OrganisationInfo]:
     rows = await session.execute(
         text(
-            "SELECT id, name, departement FROM vault.organisation_directory "
+            "SELECT id, name, departement, place FROM vault.organisation_directory "
             "WHERE departement = :d ORDER BY name"
         ),
         {"d": departement},
     )
-    return [OrganisationInfo(id=r.id, name=r.name, departement=r.departement) for r in rows]
+    return [
+        OrganisationInfo(id=r.id, name=r.name, departement=r.departement, place=r.place)
+        for r in rows
+    ]
 
 
 def _median(buckets: list[tuple[int, int]]) -> float | None:
