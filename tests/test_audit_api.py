@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -238,3 +239,61 @@ async def test_the_vault_sequences_entries_by_itself(committed: Committed) -> No
             break
         await asyncio.sleep(0.1)
     assert page["items"] and all(item["seq"] is not None for item in page["items"])
+
+
+async def test_csv_export_streams_the_whole_selection_batch_by_batch(
+    committed: Committed, fresh_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More entries than a JSON page (100) and than several export batches, many sharing one
+    instant: the CSV holds each once, in order, read a batch at a time."""
+    from nacl.signing import SigningKey
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from services.vault.audit import endpoints
+    from services.vault.audit.repository import AuditRepository
+    from shared import audit
+    from shared.audit import AuditAction, AuditEntry, AuditWriter, writer_info
+
+    monkeypatch.setattr(endpoints, "CSV_BATCH", 40)
+    batches: list[int] = []
+    search_after = AuditRepository.search_after
+
+    async def counted(self: AuditRepository, *args: object) -> list[object]:
+        rows = await search_after(self, *args)  # type: ignore[arg-type]
+        batches.append(len(rows))
+        return rows  # type: ignore[return-value]
+
+    monkeypatch.setattr(AuditRepository, "search_after", counted)
+    same_instant = datetime.now(UTC)
+    writer = AuditWriter("vault", SigningKey(b"v" * 32))
+    async with AsyncSession(fresh_engine, info=writer_info(writer)) as session, session.begin():
+        for i in range(250):
+            await audit.append(
+                session,
+                AuditEntry(
+                    action=AuditAction.consultation,
+                    service="vault",
+                    actor_subject="habilite-1",
+                    organisation_id=committed.org,
+                    motif=f"vérification {i}",
+                    occurred_at=same_instant if i % 2 else same_instant + timedelta(seconds=i),
+                    details={"n": i, "mot": "é"},
+                ),
+            )
+    base = f"/v1/organisations/{committed.org}"
+    page = await committed.vault.get(
+        f"{base}/audit/entries", headers=committed.h("dpo"), params={"action": "consultation"}
+    )
+    assert page.json()["total"] == 250 and len(page.json()["items"]) == 100
+    exported = await committed.vault.get(
+        f"{base}/audit/entries",
+        headers=committed.h("dpo"),
+        params={"action": "consultation", "format": "csv", "limit": 10, "offset": 5},
+    )
+    assert exported.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    # Oldest first; entries of one instant in the order they were written.
+    expected = sorted(range(250), key=lambda i: (0 if i % 2 else i, i))
+    assert [json.loads(r["details"])["n"] for r in rows] == expected
+    assert len({r["entry_id"] for r in rows}) == 250
+    assert batches == [40] * 6 + [10]

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
+from sqlalchemy import RowMapping, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.vault.audit.repository import AuditRepository
+from services.vault.audit.repository import AuditRepository, EntrySelection
 from services.vault.audit.schemas import (
     CSV_COLUMNS,
     ConsistencyProof,
     CosignatureIn,
     CosignatureOut,
-    EntryOut,
     EntryPage,
     InclusionProof,
     PublicKey,
@@ -62,14 +64,48 @@ async def _signing_log(request: Request, session: SessionDep) -> AuditLog:
 Log = Annotated[AuditLog, Depends(_signing_log)]
 
 
-def _csv(items: list[EntryOut]) -> Iterator[str]:
+CSV_BATCH = 500  # entries read per query while exporting: what the export holds in memory
+
+
+def _csv_line(row: RowMapping, buffer: io.StringIO, writer: Any) -> None:
+    item = entry_out(row).model_dump(mode="json")
+    writer.writerow(
+        [
+            ";".join(map(str, value))
+            if isinstance(value, list)
+            else json.dumps(value, sort_keys=True, ensure_ascii=False)
+            if isinstance(value, dict)
+            else value
+            for value in item.values()
+        ]
+    )
+
+
+async def _csv(
+    sessionmaker: async_sessionmaker[AsyncSession], selection: EntrySelection
+) -> AsyncIterator[str]:
+    """The whole selection as CSV, read batch by batch after the previous batch's last entry.
+
+    The request's session is closed once the handler returns, so the export reads through a
+    session of its own, in one REPEATABLE READ snapshot: entries written while it runs neither
+    appear half-way nor shift a batch."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    for item in items:
-        row = item.model_dump(mode="json")
-        writer.writerow([";".join(map(str, v)) if isinstance(v, list) else v for v in row.values()])
-    yield buffer.getvalue()
+    async with sessionmaker() as session:
+        await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        repository = AuditRepository(session)
+        after: tuple[datetime, int] | None = None
+        while True:
+            rows = await repository.search_after(selection, after, CSV_BATCH)
+            for row in rows:
+                _csv_line(row, buffer, writer)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+            if len(rows) < CSV_BATCH:
+                break
+            after = (rows[-1]["occurred_at"], rows[-1]["id"])
 
 
 @router.get(
@@ -78,6 +114,7 @@ def _csv(items: list[EntryOut]) -> Iterator[str]:
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
 async def search_entries(
+    request: Request,
     access: Auditor,
     session: SessionDep,
     recording_id: uuid.UUID | None = None,
@@ -85,33 +122,34 @@ async def search_entries(
     action: str | None = Query(None, max_length=48),
     since: Instant | None = None,
     until: Instant | None = None,
-    limit: int = Query(100, ge=1, le=10_000),
+    limit: int = Query(100, ge=1, le=10_000, description="page size (JSON only)"),
     offset: Offset = 0,
     format: Literal["json", "csv"] = "json",
 ) -> Any:
-    """The organisation's audit entries, oldest first; `format=csv` for a spreadsheet. With
+    """The organisation's audit entries, oldest first; `format=csv` for a spreadsheet of the
+    whole selection (streamed; `limit` and `offset` page the JSON answer only). With
     `recording_id`, a recording's whole history: collecte, consultations, extractions,
     erasure."""
     if since is not None and until is not None and until <= since:
         raise UnprocessableEntity("until must be after since", field="query.until")
-    rows, total = await AuditRepository(session).search(
+    selection = EntrySelection(
         organisation_id=access.organisation_id,
         recording_id=recording_id,
         actor=actor,
         action=action,
         since=since,
         until=until,
-        limit=limit,
-        offset=offset,
     )
-    items = [entry_out(row) for row in rows]
     if format == "csv":
         return StreamingResponse(
-            _csv(items),
+            _csv(request.state.sessionmaker, selection),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
         )
-    return EntryPage(items=items, total=total, limit=limit, offset=offset)
+    rows, total = await AuditRepository(session).search(selection, limit=limit, offset=offset)
+    return EntryPage(
+        items=[entry_out(row) for row in rows], total=total, limit=limit, offset=offset
+    )
 
 
 @router.get(f"{ORG_AUDIT}/entries/{{entry_id}}/proof", response_model=InclusionProof)

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, any_, func, select, text, tuple_
+from sqlalchemy import ColumnElement, RowMapping, Select, and_, any_, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +37,40 @@ _ADD_REFUSAL = text(
     "VALUES (:entry_pk, :entry_id, CAST(CAST(:txid AS text) AS xid8), :reason, :refused_at) "
     "ON CONFLICT (entry_pk) DO NOTHING"
 )
+
+
+@dataclass(frozen=True)
+class EntrySelection:
+    """The audit entries of one organisation a DPO or a responsable searches for."""
+
+    organisation_id: uuid.UUID
+    recording_id: uuid.UUID | None = None
+    actor: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> ColumnElement[bool]:
+        conditions = [entries.c.organisation_id == self.organisation_id]
+        if self.recording_id is not None:
+            conditions.append(any_(entries.c.recording_ids) == self.recording_id)
+        if self.actor is not None:
+            conditions.append(entries.c.actor_subject == self.actor)
+        if self.action is not None:
+            conditions.append(entries.c.action == self.action)
+        if self.since is not None:
+            conditions.append(entries.c.occurred_at >= self.since)
+        if self.until is not None:
+            conditions.append(entries.c.occurred_at < self.until)
+        return and_(*conditions)
+
+
+def _selected(where: ColumnElement[bool]) -> Select[Any]:
+    return (
+        select(entries, leaves.c.seq)
+        .outerjoin(leaves, leaves.c.entry_id == entries.c.entry_id)
+        .where(where)
+    )
 
 
 class AuditRepository:
@@ -173,37 +208,31 @@ class AuditRepository:
 
     async def search(
         self,
+        selection: EntrySelection,
         *,
-        organisation_id: uuid.UUID,
-        recording_id: uuid.UUID | None,
-        actor: str | None,
-        action: str | None,
-        since: datetime | None,
-        until: datetime | None,
         limit: int,
         offset: int,
     ) -> tuple[list[RowMapping], int]:
-        conditions = [entries.c.organisation_id == organisation_id]
-        if recording_id is not None:
-            conditions.append(any_(entries.c.recording_ids) == recording_id)
-        if actor is not None:
-            conditions.append(entries.c.actor_subject == actor)
-        if action is not None:
-            conditions.append(entries.c.action == action)
-        if since is not None:
-            conditions.append(entries.c.occurred_at >= since)
-        if until is not None:
-            conditions.append(entries.c.occurred_at < until)
-        where = and_(*conditions)
+        where = selection.where()
         total = (
             await self.session.execute(select(func.count()).select_from(entries).where(where))
         ).scalar_one()
         statement = (
-            select(entries, leaves.c.seq)
-            .outerjoin(leaves, leaves.c.entry_id == entries.c.entry_id)
-            .where(where)
+            _selected(where)
             .order_by(entries.c.occurred_at, entries.c.id)
             .limit(limit)
             .offset(offset)
         )
         return list((await self.session.execute(statement)).mappings()), total
+
+    async def search_after(
+        self, selection: EntrySelection, after: tuple[datetime, int] | None, limit: int
+    ) -> list[RowMapping]:
+        """The next ``limit`` entries of the selection after ``after`` (occurred_at, id), in the
+        order of ``search``: a keyset, so that reading a whole selection batch by batch costs
+        the same at its end as at its start."""
+        where = selection.where()
+        if after is not None:
+            where = and_(where, tuple_(entries.c.occurred_at, entries.c.id) > tuple_(*after))
+        statement = _selected(where).order_by(entries.c.occurred_at, entries.c.id).limit(limit)
+        return list((await self.session.execute(statement)).mappings())
