@@ -318,6 +318,8 @@ def test_readme_documents_every_setting() -> None:
         ),
         ("VAULT_AUDIT_ORIGIN", "two words", VaultSettings),
         ("SERVICE_TOKEN", "short", ReportingSettings),
+        ("VAULT_PUBLIC_URL", "temoin.example.fr/vault", VaultSettings),
+        ("VAULT_PUBLIC_URL", "https://temoin.example.fr/vault?x=1", VaultSettings),
     ],
 )
 def test_malformed_keys_refuse_to_start(

@@ -102,6 +102,27 @@ async def test_a_closed_consultation_and_wearer_access_withdrawn(
     assert any("closed" in r for r in reasons) and any("wearers" in r for r in reasons)
 
 
+async def test_a_consultation_gives_an_absolute_media_url(
+    world: World, client_for: ClientFactory
+) -> None:
+    """``media_url`` is absolute: the address the request came to, or VAULT_PUBLIC_URL (the
+    vault behind a proxy); ``url`` stays relative for the clients that use it."""
+    kit = world.own
+    recording_id = await _upload(world, kit)
+    consulted = await _consult(world, kit, recording_id, "habilite")
+    assert consulted["url"].startswith("/v1/media/")
+    assert consulted["media_url"] == str(world.vault.base_url).rstrip("/") + consulted["url"]
+    assert (await world.vault.head(consulted["media_url"])).status_code == 200
+    async with client_for("vault", public_url="https://temoin.example.fr/vault/") as proxied:
+        behind = await proxied.post(
+            f"{kit.path}/recordings/{recording_id}/consultations",
+            headers=kit.headers("habilite"),
+            json={"motif": "vérification d'un signalement"},
+        )
+    assert behind.status_code == 201, behind.text
+    assert behind.json()["media_url"] == "https://temoin.example.fr/vault" + behind.json()["url"]
+
+
 def _vault_answering(*answers: httpx.Response | Exception) -> httpx.MockTransport:
     """A vault that answers each of ``answers`` in turn (the first: the upload's creation)."""
     remaining = list(answers)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from nacl.signing import SigningKey
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
@@ -74,6 +75,13 @@ class VaultSettings(ServiceSettings):
     media_key: str = dev_default(
         DEV_MEDIA_KEY, description="HMAC key (base64, 32 bytes) that signs consultation media URLs"
     )
+    public_url: str = Field(
+        "",
+        max_length=500,
+        description="the vault's address as browsers reach it (https://temoin.commune.fr/vault, "
+        "behind a proxy): consultations' media_url starts with it; empty: the address of "
+        "the request",
+    )
     media_url_ttl_s: int = Field(
         900, ge=30, le=4 * 3600, description="how long a consultation's media URL is valid"
     )
@@ -145,6 +153,21 @@ class VaultSettings(ServiceSettings):
     @classmethod
     def _keys(cls, value: str, info: ValidationInfo) -> str:
         return key_of_32_bytes(value, f"VAULT_{str(info.field_name).upper()}")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError("VAULT_PUBLIC_URL: an http(s) URL with no query nor fragment")
+        return value.rstrip("/")
 
     @field_validator("audit_writer_keys")
     @classmethod

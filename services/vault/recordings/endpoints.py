@@ -114,8 +114,14 @@ async def consult(
         )
     except Forbidden as error:
         await refuse(request, session, access.principal, error, access.organisation_id)
+    # Behind a proxy the request's own address is not the one browsers use: the setting wins.
+    base = settings.public_url or str(request.base_url).rstrip("/")
     return schemas.ConsultationOut(
-        id=consultation.id, recording_id=recording_id, url=url, expires_at=consultation.expires_at
+        id=consultation.id,
+        recording_id=recording_id,
+        url=url,
+        media_url=base + url,
+        expires_at=consultation.expires_at,
     )
 
 

@@ -57,7 +57,13 @@ class ConsultationIn(JsonBody):
 class ConsultationOut(BaseModel):
     id: uuid.UUID
     recording_id: uuid.UUID
-    url: str = Field(description="signed media URL for a <video> element (HTTP Range)")
+    url: str = Field(
+        description="signed media URL for a <video> element (HTTP Range), relative to the vault"
+    )
+    media_url: str = Field(
+        description="the same URL, absolute: VAULT_PUBLIC_URL (else the address the request "
+        "came to) followed by `url`"
+    )
     expires_at: datetime
 
 
