@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import merkle
-from shared.audit import canonical_bytes
+from shared.audit import CANONICAL_FIELDS, canonical_bytes
 from shared.notes import ED25519, EMPTY_ROOT, Checkpoint, Note, NoteError, VerifierKey
 from shared.signatures import b64decode, b64encode, tree_head_message, verify
 
@@ -117,6 +117,90 @@ def head_problems(head: Mapping[str, Any], public_key: str) -> list[str]:
     if not verify(public_key, message, str(head["signature"])):
         return [f"{where}: signature does not verify"]
     return []
+
+
+class NotAProof(ValueError):
+    """A document that is not what a witness checks: it says what is wrong, in one line."""
+
+
+_PROOF_SOURCE = (
+    "an inclusion proof is what GET /v1/organisations/{org_id}/audit/entries/{entry_id}/proof "
+    "answers (or a JSON list of them)"
+)
+_HEADS_SOURCE = "the witnessed heads are what `temoin audit heads` writes"
+
+
+def _is_hash(value: Any) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # bool is an int too: not a count
+
+
+def _head_problem(head: Any) -> str | None:
+    if not isinstance(head, Mapping):
+        return "a tree head is not a JSON object"
+    if not _is_count(head.get("tree_size")):
+        return "a tree head has no tree_size (a whole number)"
+    if not _is_hash(head.get("root_hash")):
+        return "a tree head has no root_hash (64 hex digits)"
+    if not isinstance(head.get("signature"), str) or not isinstance(head.get("signed_at"), str):
+        return "a tree head has no signature or signed_at"
+    if head.get("checkpoint") is not None and not isinstance(head["checkpoint"], str):
+        return "a tree head's checkpoint is not text"
+    return None
+
+
+def _proof_problem(proof: Any) -> str | None:
+    if not isinstance(proof, Mapping):
+        return "not a JSON object"
+    entry = proof.get("entry")
+    if not isinstance(entry, Mapping):
+        return "no entry (a JSON object)"
+    missing = [name for name in CANONICAL_FIELDS if name not in entry]
+    if missing:
+        return f"its entry lacks {', '.join(missing)}"
+    for name in ("leaf_index", "tree_size"):
+        if not _is_count(proof.get(name)):
+            return f"no {name} (a whole number)"
+    if not _is_hash(proof.get("leaf_hash")):
+        return "no leaf_hash (64 hex digits)"
+    path = proof.get("audit_path")
+    if not isinstance(path, list) or not all(_is_hash(h) for h in path):
+        return "no audit_path (a list of 64-hex-digit hashes)"
+    return _head_problem(proof.get("head"))
+
+
+def proofs_in(document: Any) -> list[Mapping[str, Any]]:
+    """The inclusion proofs of a document (one proof, or a list of them), each of the shape
+    the vault gives, or NotAProof saying what is wrong."""
+    proofs = document if isinstance(document, list) else [document]
+    if not proofs:
+        raise NotAProof(f"an empty list holds no proof: {_PROOF_SOURCE}")
+    for number, proof in enumerate(proofs, 1):
+        problem = _proof_problem(proof)
+        if problem is not None:
+            where = (
+                f"item {number} is not an inclusion proof"
+                if isinstance(document, list)
+                else ("not an inclusion proof")
+            )
+            raise NotAProof(f"{where}: {problem}; {_PROOF_SOURCE}")
+    return proofs
+
+
+def heads_in(document: Any) -> list[Mapping[str, Any]]:
+    """The witnessed tree heads of a document (a list), or NotAProof saying what is wrong."""
+    if not isinstance(document, list):
+        raise NotAProof(f"not a list of tree heads: {_HEADS_SOURCE}")
+    for number, head in enumerate(document, 1):
+        problem = _head_problem(head)
+        if problem is not None:
+            raise NotAProof(f"item {number}: {problem}; {_HEADS_SOURCE}")
+    return document
 
 
 def inclusion_problems(

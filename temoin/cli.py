@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -319,14 +319,26 @@ def audit_check(
     public_key: Annotated[str, typer.Option(help="base64 Ed25519 key of the log")],
 ) -> None:
     """Check offline that audit entries (one, or an excerpt) are in the log under tree heads
-    you kept."""
-    import json
+    you kept. Exits 1 if one is not, 2 if a file is not a proof or heads (the reason in one
+    line)."""
+    from shared.signatures import verify_key
+    from shared.witness import NotAProof, heads_in, inclusion_problems, proofs_in
+    from temoin.files import FileProblem, read_json
 
-    from shared.witness import inclusion_problems
-
-    document = json.loads(proof.read_text())
-    proofs = document if isinstance(document, list) else [document]
-    witnessed = json.loads(heads.read_text())
+    try:
+        verify_key(public_key)
+    except ValueError:
+        _unusable(
+            "--public-key is not the log's key: base64 of 32 bytes (GET /v1/audit/public-key)"
+        )
+    try:
+        proofs = proofs_in(read_json(proof, "an inclusion proof from the vault"))
+    except (FileProblem, NotAProof) as exc:
+        _unusable(str(exc) if isinstance(exc, FileProblem) else f"{proof}: {exc}")
+    try:
+        witnessed = heads_in(read_json(heads, "the heads `temoin audit heads` wrote"))
+    except (FileProblem, NotAProof) as exc:
+        _unusable(str(exc) if isinstance(exc, FileProblem) else f"{heads}: {exc}")
     failed = 0
     for item in proofs:
         problems = inclusion_problems(item, witnessed, public_key)
@@ -336,6 +348,12 @@ def audit_check(
     if failed:
         raise typer.Exit(1)
     typer.echo(f"OK: {len(proofs)} entries in the log under witnessed, signed tree heads")
+
+
+def _unusable(message: str) -> NoReturn:
+    """A file or option the command cannot use: one line saying why, exit 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 witness_app = typer.Typer(
