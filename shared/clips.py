@@ -153,6 +153,27 @@ class StoredClip(BaseModel):
     size: int
     received_at: datetime
     created: bool = Field(description="false when this clip was already registered")
+    # Defaults: an older vault does not send them.
+    retain_until: datetime | None = Field(None, description="when retention ends (R241-13)")
+    erasure_due: bool = Field(
+        False,
+        description="the clip arrived past its retention: the next erasure pass erases it "
+        "unless a procedure holds it",
+    )
+
+
+def erasure_notice(retain_until: datetime) -> str:
+    """What the dock shows for a clip that arrived past its retention (R241-13): it is kept,
+    since the camera must be freed, but only until the next erasure pass unless qualified."""
+    day = retain_until.strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Durée de conservation échue le {day} : cet enregistrement sera effacé au prochain "
+        "passage de l'effacement automatique (R241-13), sauf s'il est rattaché à une "
+        "procédure. / Retention ended on "
+        f"{day}: this recording will be erased at the next erasure pass (R241-13) unless it "
+        "is qualified for a procedure (POST /v1/organisations/{org_id}/procedures/"
+        "{procedure_id}/recordings)."
+    )
 
 
 class UploadSessionState(BaseModel):

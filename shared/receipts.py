@@ -5,13 +5,13 @@ check one (`temoin receipt verify`)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from nacl.signing import SigningKey
 from pydantic import BaseModel, Field
 
-from shared.clips import StoredClip
+from shared.clips import StoredClip, erasure_notice
 from shared.signatures import b64encode, key_id, public_key_of, verify
 
 RECEIPT_CONTEXT = "temoin-receipt-v1"
@@ -36,6 +36,20 @@ class Receipt(BaseModel):
     received_at: str = Field(description="ISO 8601 UTC with microseconds")
     key_id: str
     signature: str = Field(description="base64 Ed25519 over the message in docs/ingest.md")
+    # Not signed (verification covers SIGNED_FIELDS only, so receipts signed before these
+    # existed still verify): what the dock tells people; the vault's registry and its collecte
+    # entry are the record.
+    retain_until: str | None = Field(
+        None, description="not signed: when the recording's retention ends (R241-13)"
+    )
+    erasure_due: bool = Field(
+        False,
+        description="not signed: the clip arrived past its retention, so the next erasure "
+        "pass erases it unless a procedure holds it",
+    )
+    notice: str | None = Field(
+        None, description="not signed: what the dock shows (French, then English)"
+    )
 
 
 def receipt_message(fields: dict[str, Any]) -> bytes:
@@ -53,12 +67,22 @@ def sign_receipt(stored: StoredClip, key: SigningKey) -> Receipt:
         "camera_serial": stored.camera_serial,
         "sha256": stored.sha256,
         "size": stored.size,
-        "received_at": stored.received_at.astimezone(UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z"),
+        "received_at": _instant(stored.received_at),
     }
     signature = key.sign(receipt_message(fields)).signature
-    return Receipt(**fields, key_id=key_id(public_key_of(key)), signature=b64encode(signature))
+    retain_until = stored.retain_until
+    return Receipt(
+        **fields,
+        key_id=key_id(public_key_of(key)),
+        signature=b64encode(signature),
+        retain_until=None if retain_until is None else _instant(retain_until),
+        erasure_due=stored.erasure_due,
+        notice=erasure_notice(retain_until) if stored.erasure_due and retain_until else None,
+    )
+
+
+def _instant(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def receipt_is_valid(receipt: dict[str, Any], public_key: str) -> bool:

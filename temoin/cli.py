@@ -458,6 +458,13 @@ def dock_upload(
                 receipt = dock.upload(clip, advance)
                 progress.update(task, completed=size)
                 progress.console.print(f"{clip.name}: receipt {receipt['recording_id']}")
+                if receipt.get("erasure_due"):
+                    # Kept, so the camera may free it; but not for long: say so now.
+                    progress.console.print(
+                        f"[yellow]{clip.name}: {receipt.get('notice') or 'erasure due'}[/]",
+                        markup=True,
+                        highlight=False,
+                    )
             except DockError as exc:
                 failed += 1
                 progress.console.print(f"[red]FAILED[/] {exc}")
@@ -475,12 +482,32 @@ def dock_simulate(
     size: Annotated[
         int | None, typer.Option(min=1, help="random bytes of this size instead of MP4s")
     ] = None,
+    started_at: Annotated[
+        str | None,
+        typer.Option(
+            help="when the first clip starts, ISO 8601 with its time zone "
+            "(2026-01-05T09:30:00+01:00); the next ones 20 minutes apart. "
+            "Default: COUNT hours ago"
+        ),
+    ] = None,
 ) -> None:
     """Make test clips with their sidecar metadata, as a camera would hand them to a dock:
     playable MP4s (test pattern and tone), or random bytes of a given size."""
+    from datetime import datetime
+
     from temoin.dock import simulate
 
-    clips = simulate(directory, camera_serial=camera, count=count, seconds=seconds, size=size)
+    start = None
+    if started_at is not None:
+        try:
+            start = datetime.fromisoformat(started_at)
+        except ValueError:
+            _unusable(f"--started-at {started_at!r} is not an ISO 8601 instant")
+        if start.tzinfo is None:
+            _unusable(f"--started-at {started_at!r} needs its time zone (+01:00, Z)")
+    clips = simulate(
+        directory, camera_serial=camera, count=count, seconds=seconds, size=size, start=start
+    )
     for clip in clips:
         typer.echo(str(clip))
 

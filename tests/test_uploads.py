@@ -52,6 +52,53 @@ def _objects(servers: Servers, organisation_id: uuid.UUID) -> list[str]:
     ]
 
 
+async def test_a_clip_past_its_retention_is_taken_and_flagged_for_erasure(
+    world: World, connection: AsyncConnection
+) -> None:
+    """A clip that arrives after its retention ended (R241-13) is registered all the same (the
+    camera must be freed), but the receipt's answer and the collecte entry say that the next
+    erasure pass erases it unless it is qualified; the signature still covers what it did."""
+    own = world.own
+    key = (await world.ingest.get("/v1/receipts/public-key")).json()["public_key"]
+    ended = datetime.now(UTC) - timedelta(days=31)
+    answers = {}
+    clips = {}
+    for name, changes in {
+        "old": {"started_at": ended - timedelta(minutes=3), "ended_at": ended},
+        "fresh": {},
+    }.items():
+        data, metadata = clips[name] = make_clip(own, **changes)
+        response = await world.ingest.post(
+            "/v1/recordings", content=data, headers=upload_headers(own, metadata)
+        )
+        assert response.status_code == 201, response.text
+        answers[name] = response.json()
+        assert receipt_is_valid(answers[name], key)
+        expected_end = metadata.ended_at + timedelta(days=30)
+        assert datetime.fromisoformat(answers[name]["retain_until"]) == expected_end
+    old, fresh = answers["old"], answers["fresh"]
+    assert old["erasure_due"] is True
+    assert "erased at the next erasure pass" in old["notice"]
+    assert "effacé au prochain passage" in old["notice"]
+    assert (fresh["erasure_due"], fresh["notice"]) == (False, None)
+    details = {
+        str(row.recording_ids[0]): row.details
+        for row in await connection.execute(
+            select(entries).where(
+                entries.c.organisation_id == own.id, entries.c.action == "collecte"
+            )
+        )
+    }
+    assert details[old["recording_id"]]["erasure_due"] is True
+    assert "unless it is qualified" in details[old["recording_id"]]["notice"]
+    assert "erasure_due" not in details[fresh["recording_id"]]
+    # The same clip again: the same receipt, the same warning.
+    again = await world.ingest.post(
+        "/v1/recordings", content=clips["old"][0], headers=upload_headers(own, clips["old"][1])
+    )
+    assert (again.status_code, again.json()) == (200, old)
+
+
 async def test_upload_seals_registers_and_signs(
     world: World, connection: AsyncConnection, servers: Servers
 ) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -121,3 +122,46 @@ async def test_dock_simulate_upload_and_verify(
     assert [
         json.loads((clips_dir / f"{c.name}.receipt.json").read_text()) for c in clips
     ] == receipts
+
+
+async def test_dock_simulates_an_old_clip_and_says_it_will_be_erased(
+    live: Live, live_org: tuple[OrgKit, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    """`--started-at` makes clips of another date; one past its retention is taken (the
+    camera is freed) and the dock says that the next erasure pass erases it unless it is
+    qualified."""
+    kit, _ = live_org
+    assert kit.station_id is not None and kit.station_key is not None
+    key_file = tmp_path / "dock.json"
+    StationKeyFile(kit.station_id, kit.id, kit.station_key).save(key_file)
+    clips_dir = tmp_path / "clips"
+    started = (datetime.now(UTC) - timedelta(days=45)).replace(microsecond=0)
+    made = run_temoin(
+        "dock", "simulate", str(clips_dir), "--camera", kit.camera_serial, "--count", "2",
+        "--size", "2048", "--started-at", started.isoformat(), env=live.env,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    clips = sorted(clips_dir.glob("*.mp4"))
+    sidecars = [json.loads((clips_dir / f"{c.name}.json").read_text()) for c in clips]
+    assert [datetime.fromisoformat(s["started_at"]) for s in sidecars] == [
+        started,
+        started + timedelta(minutes=20),
+    ]
+    uploaded = run_temoin(
+        "dock", "upload", *map(str, clips), "--key-file", str(key_file), env=live.env
+    )
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    assert uploaded.stdout.count("erased at the next erasure pass") == 2, uploaded.stdout
+    receipt = json.loads((clips_dir / f"{clips[0].name}.receipt.json").read_text())
+    assert receipt["erasure_due"] is True
+    checked = run_temoin(
+        "receipt", "verify", str(clips_dir / f"{clips[0].name}.receipt.json"),
+        "--clip", str(clips[0]), env=live.env,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    naive = run_temoin(
+        "dock", "simulate", str(clips_dir), "--camera", "X", "--size", "10",
+        "--started-at", "2026-01-05T09:30:00", env=live.env,
+    )  # fmt: skip
+    assert naive.returncode == 2 and "needs its time zone" in naive.stderr

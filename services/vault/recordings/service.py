@@ -20,7 +20,7 @@ from services.vault.recordings.repository import RecordingRepository
 from services.vault.settings import VaultSettings
 from shared import audit, sealing
 from shared.audit import AuditAction, AuditEntry
-from shared.clips import ClipMetadata, StoredClip
+from shared.clips import ClipMetadata, StoredClip, erasure_notice
 from shared.db import utc_now
 from shared.errors import Forbidden, UnprocessableEntity
 from shared.storage import ObjectStore
@@ -161,6 +161,12 @@ def sealed_object_key(organisation_id: uuid.UUID, recording_id: uuid.UUID) -> st
     return f"{RECORDINGS_PREFIX}{organisation_id}/{recording_id}.sealed"
 
 
+def erasure_due(recording: Recording) -> bool:
+    """Whether the clip arrived past its retention (R241-13): it is registered all the same,
+    the camera must be freed, but the next erasure pass erases it unless a procedure holds it."""
+    return recording.retain_until <= recording.received_at
+
+
 def _collecte_entry(recording: Recording, resolved: Resolved) -> AuditEntry:
     # The serial and matricule as people read them, beside the facts the log attests.
     details: dict[str, Any] = {
@@ -168,6 +174,9 @@ def _collecte_entry(recording: Recording, resolved: Resolved) -> AuditEntry:
         "agent": resolved.agent.matricule,
         **attested.facts(recording),
     }
+    if erasure_due(recording):
+        details["erasure_due"] = True
+        details["notice"] = erasure_notice(recording.retain_until)
     return AuditEntry(
         action=AuditAction.collecte,
         service="vault",
@@ -189,4 +198,6 @@ def _stored(recording: Recording, camera: Camera, *, created: bool) -> StoredCli
         size=recording.size,
         received_at=recording.received_at,
         created=created,
+        retain_until=recording.retain_until,
+        erasure_due=erasure_due(recording),
     )
