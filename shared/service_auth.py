@@ -22,7 +22,10 @@ async def require_service(
     expected: str = request.app.state.settings.service_token
     given = credentials.credentials if credentials is not None else ""
     if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthenticated("this route is for Témoin's own services")
+        raise Unauthenticated(
+            "this route is for Témoin's own services, with the SERVICE_TOKEN they share: "
+            "check that ingest, vault and reporting are given the same one"
+        )
 
 
 ServiceCaller = Annotated[None, Depends(require_service)]

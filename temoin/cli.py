@@ -301,7 +301,9 @@ def audit_heads(
                 headers={"Authorization": f"Bearer {token}"},
             )
             if page.status_code != 200:
-                typer.echo(f"error: {page.status_code} {page.text[:200]}", err=True)
+                from temoin.station import problem
+
+                typer.echo(f"error: {problem(page)}", err=True)
                 raise typer.Exit(1)
             if not page.json():
                 break

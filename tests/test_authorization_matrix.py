@@ -401,6 +401,32 @@ def _expected(rule: Rule, service: str, role: str | None, variant: str) -> int |
     return 200 if variant == "own" else 404
 
 
+# What a refusal must name so that the caller knows what to do: the credential the route
+# takes (401), or the roles it needs and those the caller holds (403).
+CREDENTIAL_WORDS = {
+    "person": ("Bearer", "identity provider"),
+    "station": ("station",),
+    "service": ("SERVICE_TOKEN",),
+}
+
+
+def _unhelpful(rule: Rule, role: str | None, status: int, detail: str | None) -> str | None:
+    """Why a 401 or 403 does not say what to do, or None (HEAD answers have no body)."""
+    if rule.public or detail is None:
+        return None
+    if status == 401:
+        words = CREDENTIAL_WORDS[_route_kind(rule)]
+        if not any(word in detail for word in words):
+            return f"a 401 that names none of {words}: {detail!r}"
+    if status == 403 and role is not None and KIND[role] == "person":
+        needed = [r for r in rule.allowed if r not in detail]
+        if "needs one of the roles" not in detail or needed:
+            return f"a 403 that does not name the roles needed ({needed} missing): {detail!r}"
+        if f"this token's roles are: {role}" not in detail:
+            return f"a 403 that does not name the caller's roles: {detail!r}"
+    return None
+
+
 @pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]} {r[2]}")
 async def test_decisions(
     world: World, connection: AsyncConnection, route: tuple[str, str, str]
@@ -464,4 +490,8 @@ async def test_decisions(
                 )
             elif got >= 400:
                 assert response.headers["content-type"] == "application/problem+json"
+                detail = response.json()["detail"] if method != "HEAD" else None
+                unhelpful = _unhelpful(rule, role, got, detail)
+                if unhelpful is not None:
+                    mismatches.append(f"{role or 'anonymous'} [{variant}]: {unhelpful}")
     assert not mismatches, f"{method} {template}:\n" + "\n".join(mismatches)

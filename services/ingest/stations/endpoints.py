@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from services.ingest.settings import IngestSettings
 from services.ingest.stations.repository import StationKey
 from services.ingest.stations.schemas import AssertionIn, StationMe, StationToken
-from services.ingest.stations.service import StationAuthService
+from services.ingest.stations.service import STATION_TOKEN, StationAuthService
 from shared.auth import bearer_token
 from shared.openapi import problems
 from shared.web import SessionDep
@@ -32,11 +32,13 @@ StationAuth = Annotated[StationAuthService, Depends(station_auth)]
 
 
 async def current_station(
+    request: Request,
     service: StationAuth,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> StationKey:
-    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-    return await service.authenticate(bearer_token(header))
+    # The header as sent: ``credentials`` (OpenAPI's scheme) is None for another scheme.
+    header = request.headers.get("authorization")
+    return await service.authenticate(bearer_token(header, STATION_TOKEN))
 
 
 CurrentStation = Annotated[StationKey, Depends(current_station)]

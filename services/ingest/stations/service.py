@@ -22,13 +22,20 @@ from shared.signatures import StationAssertion, verify
 
 TOKEN_ISSUER = "temoin-ingest"
 TOKEN_AUDIENCE = "temoin-ingest-upload"
+STATION_TOKEN = "the token a docking station gets from POST /v1/stations/token"
+STATION_RENEW = (
+    "get a new one with a freshly signed assertion (POST /v1/stations/token; `temoin dock` "
+    "does it by itself)"
+)
 
 
 def _parse_timestamp(value: str) -> datetime:
     try:
         return parse_instant(value)
     except ValueError as exc:
-        raise Unauthenticated("assertion timestamp is not an RFC 3339 instant") from exc
+        raise Unauthenticated(
+            "the assertion's timestamp is not an RFC 3339 instant with its time zone"
+        ) from exc
 
 
 class StationAuthService:
@@ -50,7 +57,10 @@ class StationAuthService:
         now = now or datetime.now(UTC)
         station = await self.repository.station(data.station_id)
         if station is None:
-            raise Unauthenticated("unknown station")
+            raise Unauthenticated(
+                f"unknown station {data.station_id}: a maire or responsable must register it "
+                "(`temoin station register`), and the dock use the key file it writes"
+            )
         assertion = StationAssertion(
             station_id=str(data.station_id),
             timestamp=data.timestamp,
@@ -58,20 +68,28 @@ class StationAuthService:
             signature=data.signature,
         )
         if not verify(station.public_key, assertion.message(), data.signature):
-            raise Unauthenticated("assertion signature does not verify")
+            raise Unauthenticated(
+                "the assertion's signature does not verify with the station's registered key: "
+                "the dock must sign with the key file written when it was registered"
+            )
         if not station.active:
-            raise Unauthenticated("station revoked")
+            raise Unauthenticated(
+                "this station was revoked: a maire or responsable must register the dock again "
+                "(`temoin station register`)"
+            )
         moment = _parse_timestamp(data.timestamp)
         if abs(now - moment) > self.max_skew:
             raise Unauthenticated(
-                f"assertion timestamp is more than {int(self.max_skew.total_seconds())} s "
-                "from the server's clock"
+                f"the assertion's timestamp is more than {int(self.max_skew.total_seconds())} "
+                "s from the server's clock: set the dock's clock right (NTP)"
             )
         # A nonce need only be remembered while its assertion could still pass the time check.
         if not await self.repository.use_nonce(
             station.station_id, data.nonce, moment + self.max_skew
         ):
-            raise Unauthenticated("assertion already used (replay)")
+            raise Unauthenticated(
+                "assertion already used (replay): sign a new one, with a fresh nonce"
+            )
         await self.repository.forget_nonces_before(now - self.max_skew)
         token = jwt.encode(
             {
@@ -89,6 +107,15 @@ class StationAuthService:
 
     async def authenticate(self, token: str) -> StationKey:
         """The station behind an upload token, which must still be active."""
+        try:
+            issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            issuer = None  # not a JWT: decode_token says so
+        if issuer is not None and issuer != TOKEN_ISSUER:
+            raise Unauthenticated(
+                "this route takes a docking station's token, not a person's: a dock gets one "
+                "from POST /v1/stations/token (`temoin dock` does it by itself)"
+            )
         claims = decode_token(
             token,
             self.secret,
@@ -97,12 +124,18 @@ class StationAuthService:
             issuer=TOKEN_ISSUER,
             required=["sub", "org"],
             kind="station token",
+            renew=STATION_RENEW,
         )
         try:
             station_id = uuid.UUID(str(claims["sub"]))
         except ValueError as exc:
-            raise Unauthenticated("invalid station token") from exc
+            raise Unauthenticated(
+                f"invalid station token: its subject is not a station id; {STATION_RENEW}"
+            ) from exc
         station = await self.repository.station(station_id)
         if station is None or not station.active:
-            raise Unauthenticated("station unknown or revoked")
+            raise Unauthenticated(
+                "this token's station is unknown or revoked: a maire or responsable must "
+                "register the dock again (`temoin station register`)"
+            )
         return station

@@ -28,7 +28,7 @@ from services.reporting.statistics.report import (
     organisations_of,
 )
 from shared import audit
-from shared.access import OrgAccess, organisation_access, refuse, require
+from shared.access import OrgAccess, departement_access, organisation_access
 from shared.audit import AuditAction, AuditEntry
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
@@ -217,7 +217,7 @@ class PrefectureTable(BaseModel):
     totals: dict[str, int]
 
 
-Prefecture = Annotated[Principal, Depends(require(Role.prefecture))]
+Prefecture = Annotated[Principal, Depends(departement_access())]
 
 
 @router.get(
@@ -225,7 +225,6 @@ Prefecture = Annotated[Principal, Depends(require(Role.prefecture))]
 )
 async def prefecture_table(
     departement: Annotated[str, Path(pattern=r"^(\d{2,3}|2[AB])$")],
-    request: Request,
     principal: Prefecture,
     session: SessionDep,
     year: ReportYear | None = None,
@@ -233,8 +232,6 @@ async def prefecture_table(
 ) -> Response:
     """One row per organisation of the département (those with no data included, marked as
     such) and totals, for a year (default: this one)."""
-    if principal.departement != departement:  # another's: as if it did not exist (logged)
-        await refuse(request, session, principal, NotFound("no such département table"), None)
     start, end = _period(year, None, None)
     rows = [
         await build_report(session, org, start, end)

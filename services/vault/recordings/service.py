@@ -50,7 +50,10 @@ class CollecteService:
         """The directory's view of the clip: every problem is a 422 naming the field."""
         station = await self.repository.station(station_id)
         if station is None or station.status != "active":
-            raise Forbidden("the station is unknown or revoked")
+            raise Forbidden(
+                "this station is unknown or revoked in the vault's directory: a maire or "
+                "responsable must register the dock again (`temoin station register`)"
+            )
         organisation = await self.repository.organisation(station.organisation_id)
         assert organisation is not None  # a station belongs to an organisation
         camera = await self.directory.camera_by_serial(organisation.id, metadata.camera_serial)

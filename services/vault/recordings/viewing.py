@@ -18,11 +18,16 @@ from services.vault.recordings.repository import Consulted
 from services.vault.recordings.schemas import ConsultationIn
 from services.vault.settings import VaultSettings
 from shared import audit
-from shared.access import OrgAccess, effective_roles
+from shared.access import OrgAccess, withheld_reason
 from shared.audit import AuditAction, AuditEntry, Outcome
 from shared.auth import Role
 from shared.db import page, utc_now
 from shared.errors import Conflict, Forbidden, Gone, NotFound, UnprocessableEntity
+
+WEARER_ACCESS = (
+    "a maire or responsable may allow it (the organisation's wearer_access, "
+    "PUT /v1/organisations/{org_id}; loi 2021-646 art. 45)"
+)
 
 
 class ViewingService:
@@ -150,7 +155,9 @@ class ViewingService:
         organisation = await self.session.get(Organisation, self.org_id)
         assert organisation is not None
         if not organisation.wearer_access:
-            raise Forbidden("this service does not give wearers access to their recordings")
+            raise Forbidden(
+                f"this service does not give wearers access to their recordings: {WEARER_ACCESS}"
+            )
         if data.purpose is None:
             raise UnprocessableEntity(
                 "a wearer views a recording only for one of the purposes of loi 2021-646 "
@@ -195,15 +202,17 @@ def still_allowed(consulted: Consulted) -> Forbidden | None:
     if consultation.expires_at <= utc_now():
         return Forbidden("this consultation has expired: open a new one")
     role = Role(consultation.role)
-    if role not in effective_roles(frozenset({role}), consulted.person):
-        return Forbidden(
-            f"the viewer no longer holds the role {role.value} (withdrawn habilitation or "
-            "agent record)"
-        )
+    reason = withheld_reason(
+        role, consulted.person, consultation.organisation_id, consultation.subject
+    )
+    if reason is not None:
+        return Forbidden(f"the viewer no longer holds the role {role.value}: {reason}")
     if role == Role.agent:
         person = consulted.person
         if not consulted.wearer_access:
-            return Forbidden("this service no longer gives wearers access to their recordings")
+            return Forbidden(
+                f"this service no longer gives wearers access to their recordings: {WEARER_ACCESS}"
+            )
         if person is None or person.agent_id != consulted.recording.agent_id:
             return Forbidden("a wearer views only their own recordings")
     return None
