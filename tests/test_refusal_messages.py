@@ -241,3 +241,37 @@ async def test_a_wearer_refused_by_the_service_setting_is_told_who_may_allow_it(
         "this service does not give wearers access to their recordings",
         "a maire or responsable may allow it (the organisation's wearer_access",
     )
+
+
+async def test_a_refused_media_url_says_how_to_get_a_new_one(world: World) -> None:
+    from tests.test_faults import _consult, _upload
+
+    kit = world.own
+    url = (await _consult(world, kit, await _upload(world, kit), "habilite"))["url"]
+    altered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
+    for bad, cause in ((altered, "altered"), ("/v1/media/nonsense", "malformed")):
+        await _refused(world.vault.get(bad), 403, f"not valid ({cause})", "open a new consultation")
+
+
+async def test_identity_provider_keys_out_of_reach_is_an_outage_not_a_bad_token() -> None:
+    """A new token would not help: 503, retry later; not 401."""
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from shared.auth import TokenVerifier
+    from shared.errors import ServiceUnavailable
+
+    verifier = TokenVerifier(
+        issuer="https://idp.example", audience="temoin", jwks_url="http://127.0.0.1:9/jwks"
+    )
+    now = int(time.time())
+    token = jwt.encode(
+        {"iss": "https://idp.example", "aud": "temoin", "sub": "u", "iat": now, "exp": now + 60},
+        Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+        headers={"kid": "k1"},
+    )
+    with pytest.raises(ServiceUnavailable, match="identity provider's keys cannot be fetched"):
+        await verifier.verify(token)

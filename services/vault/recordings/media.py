@@ -50,6 +50,13 @@ def sign_grant(grant: MediaGrant, key: bytes) -> str:
     return f"{_b64(payload)}.{_b64(mac)}"
 
 
+# What a viewer does about any refused media URL: the consultation's answer gives a new one.
+NEW_URL = (
+    "open a new consultation for a new one "
+    "(POST /v1/organisations/{org_id}/recordings/{recording_id}/consultations)"
+)
+
+
 def verify_grant(token: str, key: bytes, now: datetime | None = None) -> MediaGrant:
     """The grant, or Forbidden (403) for an altered, malformed or expired URL."""
     try:
@@ -57,15 +64,15 @@ def verify_grant(token: str, key: bytes, now: datetime | None = None) -> MediaGr
         payload = _unb64(payload_part)
         mac = _unb64(mac_part)
     except ValueError as exc:
-        raise Forbidden("this media URL is not valid") from exc
+        raise Forbidden(f"this media URL is not valid (malformed): {NEW_URL}") from exc
     expected = hmac.new(key, b"temoin-media-v1\n" + payload, hashlib.sha256).digest()
     if not hmac.compare_digest(mac, expected):
-        raise Forbidden("this media URL is not valid (altered)")
+        raise Forbidden(f"this media URL is not valid (altered): {NEW_URL}")
     grant = _grant(payload)
     if grant is None:
-        raise Forbidden("this media URL is not valid")
+        raise Forbidden(f"this media URL is not valid: {NEW_URL}")
     if grant.expires_at <= (now or datetime.now(UTC)):
-        raise Forbidden("this media URL has expired: open a new consultation")
+        raise Forbidden(f"this media URL has expired: {NEW_URL}")
     return grant
 
 
