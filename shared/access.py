@@ -8,6 +8,10 @@ agree, so that the responsable's decisions in Témoin take effect at once:
 
 The directory is read through the vault's read-only view ``vault.people``, so every service
 applies the same rule.
+
+A refusal names its actual cause and what to do about it (a role the directory withholds and
+why, a token naming no organisation or département): the caller, or whoever helps them, should
+not have to guess.
 """
 
 import uuid
@@ -80,9 +84,10 @@ def withheld_reason(
     if role not in DIRECTORY_ROLES:
         return None
     agents = f"/v1/organisations/{organisation_id}/agents"
-    who = "the maire (or another responsable)" if role is Role.responsable else (
-        "a maire or responsable"
-    )  # fmt: skip
+    # Agents are registered by the managers; the first responsable, by the maire.
+    who = "a maire or responsable"
+    if role is Role.responsable:
+        who = "the maire (or another responsable)"
     if person is None:
         then = (
             f", then the responsable must designate them (POST {agents}/{{agent_id}}/habilitations)"
@@ -309,9 +314,9 @@ def departement_access() -> Callable[..., Awaitable[Principal]]:
 __all__ = [
     "OrgAccess",
     "PersonRecord",
+    "DIRECTORY_ROLES",
     "PrincipalDep",
     "departement_access",
-    "DIRECTORY_ROLES",
     "fetch_person",
     "get_principal",
     "missing_role",
