@@ -62,6 +62,10 @@ async def test_a_responsable_whose_agent_record_is_missing_is_told_so(
         "responsable",
         f"POST /v1/organisations/{kit.id}/agents, with subject 'resp-new'",
     )
+    # /v1/me says it before any refusal, for the dashboard to show.
+    me = (await world.vault.get("/v1/me", headers=_bearer(token))).json()
+    assert me["roles"] == []
+    assert me["withheld"]["responsable"] in detail
     # The refusal is logged with the same words (R241-14).
     reasons = await connection.scalars(
         select(entries.c.details["reason"].astext).where(

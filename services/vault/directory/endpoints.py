@@ -50,6 +50,7 @@ async def me(principal: PrincipalDep) -> schemas.Me:
         departement=principal.departement,
         agent_id=principal.agent_id,
         roles=sorted(role.value for role in principal.roles),
+        withheld={role.value: reason for role, reason in sorted(principal.withheld.items())},
     )
 
 

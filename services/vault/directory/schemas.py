@@ -204,3 +204,8 @@ class Me(BaseModel):
     departement: str | None
     agent_id: uuid.UUID | None
     roles: list[str] = Field(description="roles in force: the token's, as the directory allows")
+    withheld: dict[str, str] = Field(
+        default_factory=dict,
+        description="roles the token claims that are not in force, each with why and what to "
+        "do (no agent record, deactivated, no habilitation, no organisation claim)",
+    )
