@@ -550,6 +550,8 @@ def receipt_verify(
     if problems:
         raise typer.Exit(1)
     typer.echo(f"OK: recording {data['recording_id']}, received {data['received_at']}")
+    if data.get("erasure_due"):  # not signed: the dock's information, the vault's log is the record
+        typer.echo(str(data.get("notice") or "erasure due at the next erasure pass"))
 
 
 @app.command("verify")

@@ -159,6 +159,7 @@ async def test_dock_simulates_an_old_clip_and_says_it_will_be_erased(
         "--clip", str(clips[0]), env=live.env,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "erased at the next erasure pass" in checked.stdout
 
     naive = run_temoin(
         "dock", "simulate", str(clips_dir), "--camera", "X", "--size", "10",
