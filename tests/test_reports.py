@@ -7,6 +7,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.reporting.statistics.consumer import Consumer
@@ -135,3 +136,89 @@ async def test_a_finalised_report_does_not_change(
     )
     assert kept.json()["report"]["recordings"] == 2
     assert kept.json()["sha256"] == sent["sha256"]
+
+
+async def test_a_finalised_report_is_final(world: World, connection: AsyncConnection) -> None:
+    own = world.own
+    await _feed(connection, (own.id, datetime(2024, 6, 3, 9, tzinfo=UTC)))
+    period = {"start": "2024-01-01", "end": "2024-12-31"}
+    path = f"{own.path}/report"
+    written = await world.reporting.put(
+        f"{path}/evaluation",
+        headers=own.headers("responsable"),
+        json={**period, "text": "Les interventions sont plus calmes."},
+    )
+    assert written.status_code == 204, written.text
+    # The maire has no agent record: without a named signatory, who signs is asked.
+    unsigned = await world.reporting.post(
+        f"{path}/finalise", headers=own.headers("maire"), json=period
+    )
+    assert unsigned.status_code == 422, unsigned.text
+    assert "signatory" in unsigned.json()["detail"]
+    finalised = await world.reporting.post(
+        f"{path}/finalise", headers=own.headers("responsable"), json=period
+    )
+    assert finalised.status_code == 201, finalised.text
+    sent = finalised.json()
+    signatory = sent["report"]["signatory"]
+    assert signatory["name"].startswith("Responsable Test")  # the responsable's agent record
+    assert signatory["title"] == "Chef de service de la police municipale"
+    assert sent["report"]["evaluation"] == "Les interventions sont plus calmes."
+
+    # The letter: the same bytes every time, whose hash was signed and logged.
+    letters = [
+        await world.reporting.get(
+            f"{path}/finalised/{sent['id']}", headers=own.headers(role), params={"format": "pdf"}
+        )
+        for role in ("maire", "responsable", "maire")
+    ]
+    assert all(letter.headers["content-type"] == "application/pdf" for letter in letters)
+    assert letters[0].content == letters[1].content == letters[2].content
+    digest = hashlib.sha256(letters[0].content).hexdigest()
+    assert digest == sent["pdf_sha256"]
+    public = (await world.reporting.get("/v1/reports/public-key")).json()["public_key"]
+    assert verify(public, b"temoin-report-pdf-v1\n" + letters[0].content, sent["pdf_signature"])
+    logged = await connection.scalar(
+        text(
+            "SELECT details->>'pdf_sha256' FROM audit.entries "
+            "WHERE action = 'report_finalised' AND details->>'report' = :id"
+        ),
+        {"id": sent["id"]},
+    )
+    assert logged == digest
+
+    # Frozen: the évaluation, and the period itself.
+    again = await world.reporting.put(
+        f"{path}/evaluation",
+        headers=own.headers("responsable"),
+        json={**period, "text": "Réécrite après l'envoi."},
+    )
+    assert again.status_code == 409, again.text
+    twice = await world.reporting.post(
+        f"{path}/finalise",
+        headers=own.headers("maire"),
+        json={**period, "signatory": {"name": "Claire Martin", "title": "Maire"}},
+    )
+    assert twice.status_code == 409, twice.text
+    assert twice.headers["content-type"] == "application/problem+json"
+    assert twice.json()["finalised"] == f"/v1/organisations/{own.id}/report/finalised/{sent['id']}"
+    await _feed(connection, (own.id, datetime(2024, 7, 1, 9, tzinfo=UTC)))
+    kept = await world.reporting.get(
+        f"{path}/finalised/{sent['id']}", headers=own.headers("maire"), params={"format": "pdf"}
+    )
+    assert kept.content == letters[0].content
+    # Another period is another report; a named signatory is taken as given.
+    other = await world.reporting.post(
+        f"{path}/finalise",
+        headers=own.headers("maire"),
+        json={
+            "start": "2024-01-01",
+            "end": "2024-06-30",
+            "signatory": {"name": "Claire Martin", "title": "Maire de Testville"},
+        },
+    )
+    assert other.status_code == 201, other.text
+    assert other.json()["report"]["signatory"] == {
+        "name": "Claire Martin",
+        "title": "Maire de Testville",
+    }
