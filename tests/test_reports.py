@@ -3,17 +3,20 @@ organisation that has no data, and finalisation (later events do not change what
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.reporting.statistics.consumer import Consumer
 from shared.audit import FeedEvent
 from shared.signatures import verify
-from tests.fixtures.directory import World
+from tests.fixtures.directory import OrgKit, World
+from tests.fixtures.live import Live
 
 
 def _collecte(seq: int, organisation_id: uuid.UUID, started: datetime) -> FeedEvent:
@@ -222,3 +225,21 @@ async def test_a_finalised_report_is_final(world: World, connection: AsyncConnec
         "name": "Claire Martin",
         "title": "Maire de Testville",
     }
+
+
+async def test_two_finalisations_at_once_make_one_report(
+    live: Live, live_org: tuple[OrgKit, httpx.AsyncClient]
+) -> None:
+    # Against the running service: in process, requests share the test's one connection.
+    kit, _ = live_org
+    period = {"start": "2023-01-01", "end": "2023-12-31"}
+    async with httpx.AsyncClient(base_url=live.reporting.url, timeout=30) as reporting:
+        answers = await asyncio.gather(
+            *(
+                reporting.post(
+                    f"{kit.path}/report/finalise", headers=kit.headers("responsable"), json=period
+                )
+                for _ in range(3)
+            )
+        )
+    assert sorted(a.status_code for a in answers) == [201, 409, 409], [a.text for a in answers]

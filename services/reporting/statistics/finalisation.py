@@ -105,7 +105,12 @@ async def finalise(
     signatory: SignatoryIn | None,
 ) -> FinalisedReport:
     """Freeze the report of ``org`` for the period, with its letter, as ``access`` sends it."""
-    # One report per period: a second would make two different « sent » letters.
+    # One report per period: a second would make two different « sent » letters. Two
+    # requests at once take turns here, so that the second sees the first and gets its 409.
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+        {"key": f"temoin-finalise:{org.id}:{start}:{end}"},
+    )
     await refuse_if_finalised(session, org.id, start, end, "it cannot be finalised again")
     now = datetime.now(UTC)
     report = await build_report(session, org, start, end)
