@@ -51,9 +51,12 @@ DO UPDATE SET count = reporting.delay_buckets.count + excluded.count
 """
 
 
+UPGRADE = [f"DELETE FROM reporting.delay_buckets WHERE minutes = {OLD_CAP_BUCKET}", RECOUNT]
+
+
 def upgrade() -> None:
-    op.execute(f"DELETE FROM reporting.delay_buckets WHERE minutes = {OLD_CAP_BUCKET}")
-    op.execute(RECOUNT)
+    for statement in UPGRADE:
+        op.execute(statement)
 
 
 def downgrade() -> None:
