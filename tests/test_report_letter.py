@@ -348,6 +348,8 @@ def test_the_pdfs_are_pdf_a_2b() -> None:
             assert int(profile.N) == 3
             icc = profile.read_bytes()
             assert icc[36:40] == b"acsp" and icc[16:20] == b"RGB "
+            # PDF/A-2 takes display (and a few other) profiles of ICC major version 4 or less.
+            assert icc[12:16] in {b"mntr", b"prtr", b"scnr", b"spac"} and icc[8] <= 4
             assert int.from_bytes(icc[0:4], "big") == len(icc)
             identifiers = pdf.trailer.ID
             assert len(identifiers) == 2 and all(len(bytes(i)) >= 16 for i in identifiers)

@@ -43,6 +43,11 @@ def period_in(start: date, end: date) -> str:
     return f"du {day_fr(start, year=start.year != end.year)} au {day_fr(end)}"
 
 
+def period_label(start: date, end: date) -> str:
+    """« année 2018 », « du 1er février au 30 juin 2026 »: a title's or a footer's."""
+    return f"année {start.year}" if is_calendar_year(start, end) else period_in(start, end)
+
+
 def count(n: int, singular: str, plural: str | None = None) -> str:
     """« 0 enregistrement », « 1 enregistrement », « 26 enregistrements »: in French, 0 and 1
     take the singular. `singular` may hold several words (« procédure judiciaire »)."""

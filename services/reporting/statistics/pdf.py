@@ -45,6 +45,7 @@ from services.reporting.statistics.french import (
     of_place,
     period_fr,
     period_in,
+    period_label,
 )
 from services.reporting.statistics.report import Report
 
@@ -377,7 +378,7 @@ def _annex(report: Report, styles: dict[str, ParagraphStyle]) -> list[Flowable]:
     grid = Table(
         [[Paragraph("Chiffre", bold), Paragraph("Valeur", bold), Paragraph("Définition", bold)]]
         + [[Paragraph(a, cell), Paragraph(b, cell), Paragraph(c, cell)] for a, b, c in rows],
-        colWidths=[4.2 * cm, 2.8 * cm, 9.2 * cm],
+        colWidths=[4.2 * cm, 3.4 * cm, 8.6 * cm],
         repeatRows=1,
     )
     grid.setStyle(
@@ -463,7 +464,7 @@ def prefecture_table_pdf(table: PrefectureTable) -> bytes:
     out = io.BytesIO()
     margin = 1.5 * cm
     start, end = table.period["start"], table.period["end"]
-    period = period_in(start, end)
+    period = period_label(start, end)
     where = territory_label(table.departement)
     document = _document(
         out, f"Caméras individuelles des polices municipales — {where} — {period}",
