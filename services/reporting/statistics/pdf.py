@@ -58,6 +58,8 @@ INK = colors.HexColor("#1f3b5a")
 GREY = colors.HexColor("#666666")
 DRAFT = "Projet — non finalisé"
 SIGNATORY_TITLE = "Le chef de service de la police municipale"
+# French typography: a no-break space before « : », a narrow one before « ; », written as
+# escapes so that a reader sees them (a line never starts with the sign).
 
 
 def _register_fonts() -> None:
@@ -223,7 +225,7 @@ def report_letter(report: Report) -> bytes:
         Paragraph(f"{escape(place)}, {dated}" if place else dated.capitalize(), styles["to"]),
         Spacer(1, 1.0 * cm),
         Paragraph(
-            "<b>Objet :</b> rapport sur l'emploi des caméras individuelles par la police "
+            "<b>Objet\u00a0:</b> rapport sur l'emploi des caméras individuelles par la police "
             f"municipale {period_in(start, end)}",
             body,
         ),
@@ -242,7 +244,7 @@ def report_letter(report: Report) -> bytes:
             Paragraph(
                 f"{during}, le service n'a effectué aucun enregistrement, aucun agent n'était "
                 "habilité à accéder aux enregistrements et aucune donnée n'a été consultée ni "
-                "extraite : il n'est donc pas en mesure de présenter de chiffres pour cette "
+                "extraite\u00a0: il n'est donc pas en mesure de présenter de chiffres pour cette "
                 "période.",
                 body,
             )
@@ -322,7 +324,7 @@ def _figures(report: Report, styles: dict[str, ParagraphStyle], during: str) -> 
     ]
     items = []
     for n, (value, singular, plural) in enumerate(lines):
-        end = "." if n == len(lines) - 1 else " ;"
+        end = "." if n == len(lines) - 1 else "\u202f;"
         items.append(
             Paragraph(_bold_number(count(value, singular, plural)) + end, item, bulletText="–")
         )
@@ -344,10 +346,10 @@ def _figures(report: Report, styles: dict[str, ParagraphStyle], during: str) -> 
         )
     return [
         Paragraph(
-            f"{during}, {cameras} ; {agents} à accéder à leurs enregistrements.",
+            f"{during}, {cameras}\u202f; {agents} à accéder à leurs enregistrements.",
             body,
         ),
-        Paragraph("Le service de la police municipale a procédé à :", body),
+        Paragraph("Le service de la police municipale a procédé à\u00a0:", body),
         *items,
         Spacer(1, 0.15 * cm),
         Paragraph(
@@ -398,7 +400,7 @@ def _annex(report: Report, styles: dict[str, ParagraphStyle]) -> list[Flowable]:
         Paragraph(f"Annexe — autres chiffres {period_in(start, end)}", styles["title"]),
         Paragraph(
             "Ces chiffres complètent le rapport. Les consultations et les extractions sont "
-            "comptées quand elles ont lieu : elles peuvent porter sur des enregistrements "
+            "comptées quand elles ont lieu\u00a0: elles peuvent porter sur des enregistrements "
             "d'une période antérieure.",
             styles["body"],
         ),
@@ -524,7 +526,7 @@ def prefecture_table_pdf(table: PrefectureTable) -> bytes:
             Paragraph(
                 "Une ligne par commune ou service du territoire, y compris ceux qui n'ont "
                 "aucune donnée pour la période. Les enregistrements pour procédure comptent "
-                "ceux de la période extraits à cette fin, même plus tard ; les consultations, "
+                "ceux de la période extraits à cette fin, même plus tard\u202f; les consultations, "
                 "extractions et effacements sont comptés quand ils ont lieu.",
                 styles["note"],
             ),
