@@ -8,9 +8,10 @@ Both are PDF/A-2b, with their fonts embedded, so that an archive keeps them as s
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import pikepdf
@@ -58,8 +59,9 @@ INK = colors.HexColor("#1f3b5a")
 GREY = colors.HexColor("#666666")
 DRAFT = "Projet — non finalisé"
 SIGNATORY_TITLE = "Le chef de service de la police municipale"
-# French typography: a no-break space before « : », a narrow one before « ; », written as
-# escapes so that a reader sees them (a line never starts with the sign).
+# The sentences put a no-break space (\u00a0) before « : » and a narrow one (\u202f) before
+# « ; », as French typography does, so that no line starts with the sign.
+FOOTER_CHARS = 120
 
 
 def _register_fonts() -> None:
@@ -175,7 +177,10 @@ def _paragraphs(text: str, style: ParagraphStyle) -> list[Flowable]:
     return [Paragraph(escape(b).replace("\n", "<br/>"), style) for b in blocks]
 
 
-def _on_page(draft: bool, footer: str) -> object:
+def _on_page(draft: bool, footer: str) -> Callable[[Canvas, SimpleDocTemplate], None]:
+    if len(footer) > FOOTER_CHARS:  # a long name must not run into the page number
+        footer = footer[: FOOTER_CHARS - 1] + "…"
+
     def draw(canvas: Canvas, document: SimpleDocTemplate) -> None:
         canvas.saveState()
         width, height = document.pagesize
@@ -191,7 +196,9 @@ def _on_page(draft: bool, footer: str) -> object:
     return draw
 
 
-def _document(out: io.BytesIO, report_title: str, author: str, **layout: object) -> Any:
+def _document(
+    out: io.BytesIO, report_title: str, author: str, **layout: object
+) -> SimpleDocTemplate:
     _register_fonts()
     return SimpleDocTemplate(
         out, title=report_title, author=author, creator="Témoin", producer="Témoin (reportlab)",
