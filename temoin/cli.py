@@ -391,6 +391,7 @@ def witness_init(
     from temoin.witness import WitnessError, WitnessState
 
     try:
+        state.parent.mkdir(parents=True, exist_ok=True)
         witness = WitnessState.create(state, name, log_key)
     except WitnessError as exc:
         typer.echo(f"error: {exc}", err=True)
