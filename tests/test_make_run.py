@@ -92,6 +92,8 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         time.sleep(0.5)
         left = [p for p in processes if _alive(p)]
         assert not left, f"left behind: {[p.cmdline() for p in left]}"
+        # What it started is described only while it runs: no command reaches for a stopped one.
+        assert not (stack.var_dir / "stack.json").exists()
 
         second_start = stack.start()
         print(f"second start: ready in {second_start:.1f} s")
