@@ -97,6 +97,8 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
         assert "OK: package valid and authentic" in run.stdout, transcript[-6000:]
         assert "OK: the log is intact" in run.stdout, transcript[-6000:]
         assert "206: 1024 bytes" in run.stdout, transcript[-6000:]
+        # Nothing went wrong quietly: the scrub checked every protection, for instance.
+        assert run.stderr == "", transcript[-6000:]
 
         # Everything the commands wrote is under var/, where the README says.
         assert sorted(p.name for p in reader.iterdir()) == [".venv", "var"]
