@@ -33,6 +33,16 @@ MARKED_BLOCK = re.compile(r"^<!-- walkthrough -->\n```sh\n(.*?)^```$", re.MULTIL
 SESSION_ONLY = re.compile(r"^(DATABASE_|S3_|AUTH_|TEMOIN_|VAULT_|INGEST_|REPORTING_|SERVICE_)")
 
 
+# Run after the walkthrough, in its session: a refused call through the README's helpers must
+# fail the command that uses its answer, or a broken step would pass unseen.
+HELPERS_FAIL = """
+if ANSWER=$(get not-a-token "$VAULT/v1/organisations/$ORG" 2>/dev/null | jq -r .id); then
+  echo "the README's helpers hid a refusal: $ANSWER" >&2
+  exit 99
+fi
+"""
+
+
 def walkthrough(readme: str) -> list[tuple[int, str]]:
     """The marked blocks, each with its line in README.md."""
     return [
@@ -83,7 +93,7 @@ def test_readme_walkthrough_runs(tmp_path: Path) -> None:
         assert (reader / "var" / "stack.json").exists()
         started = time.monotonic()
         run = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script_of(blocks)],
+            ["bash", "-euo", "pipefail", "-c", script_of(blocks) + HELPERS_FAIL],
             cwd=reader,
             env=env,
             capture_output=True,
