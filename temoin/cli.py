@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -86,12 +87,17 @@ def serve(service: Service) -> None:
 
 @app.command("migrate")
 def migrate_command(
-    database_url: Annotated[str, typer.Option(envvar="DATABASE_URL")],
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="DATABASE_URL", help="default: the database `make run` started"),
+    ] = None,
 ) -> None:
     """Apply the database migrations (idempotent)."""
     from temoin import migrate
 
-    migrate.upgrade(database_url)
+    if database_url is None:
+        _use_running_stack()
+    migrate.upgrade(database_url or os.environ["DATABASE_URL"])
     typer.echo("migrations applied")
 
 
@@ -751,6 +757,7 @@ def create_bucket() -> None:
     from services.vault.settings import VaultSettings
     from shared.storage import ObjectStore
 
+    _use_running_stack()
     ObjectStore(VaultSettings().storage()).ensure_bucket()
     typer.echo("bucket ready")
 
