@@ -361,10 +361,19 @@ class ObjectStore:
         """What protects an object version in the store: its retention date (None without
         one) and whether a legal hold is on."""
         retention = await self.retention(key, version)
-        held = await self._run(
-            lambda: self.client.is_object_legal_hold_enabled(self.bucket, key, version)
-        )
-        return (retention[1] if retention is not None else None), bool(held)
+
+        def legal_hold() -> bool:
+            try:
+                return bool(self.client.is_object_legal_hold_enabled(self.bucket, key, version))
+            except S3Error as exc:
+                # A version that never had a legal hold: the SDK knows AWS's answer for it
+                # (NoSuchObjectLockConfiguration), SeaweedFS gives this one.
+                if exc.code == "NoSuchObjectLegalHold":
+                    return False
+                raise
+
+        held = await self._run(legal_hold)
+        return (retention[1] if retention is not None else None), held
 
     async def list_versions(
         self, prefix: str, *, delete_markers: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from enum import StrEnum
 from pathlib import Path
@@ -86,12 +87,17 @@ def serve(service: Service) -> None:
 
 @app.command("migrate")
 def migrate_command(
-    database_url: Annotated[str, typer.Option(envvar="DATABASE_URL")],
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="DATABASE_URL", help="default: the database `make run` started"),
+    ] = None,
 ) -> None:
     """Apply the database migrations (idempotent)."""
     from temoin import migrate
 
-    migrate.upgrade(database_url)
+    if database_url is None:
+        _use_running_stack()
+    migrate.upgrade(database_url or os.environ["DATABASE_URL"])
     typer.echo("migrations applied")
 
 
@@ -102,7 +108,9 @@ def token(
     org: Annotated[str | None, typer.Option(help="organisation id (UUID)")] = None,
     departement: Annotated[str | None, typer.Option(help="for a préfecture")] = None,
     hours: Annotated[float, typer.Option(help="validity")] = 8.0,
-    var_dir: Annotated[Path, typer.Option(help="where `temoin run` keeps its data")] = Path("var"),
+    var_dir: Annotated[
+        Path, typer.Option(envvar="TEMOIN_VAR_DIR", help="where `temoin run` keeps its data")
+    ] = Path("var"),
 ) -> None:
     """Mint a development access token (built-in development issuer; never in production)."""
     import uuid
@@ -129,6 +137,18 @@ def token(
     )
 
 
+# A service's URL: the option, else TEMOIN_*_URL, else the stack `make run` started
+# (var/stack.json), else the service's default port.
+VAULT_URL_HELP = "default: the vault `make run` started, else http://127.0.0.1:8720"
+INGEST_URL_HELP = "default: the ingest `make run` started, else http://127.0.0.1:8710"
+VaultUrl = Annotated[str | None, typer.Option(envvar="TEMOIN_VAULT_URL", help=VAULT_URL_HELP)]
+IngestUrl = Annotated[str | None, typer.Option(envvar="TEMOIN_INGEST_URL", help=INGEST_URL_HELP)]
+StationKey = Annotated[
+    Path | None,
+    typer.Option(help="the station's key file (default: var/dock/station.json)"),
+]
+
+
 station_app = typer.Typer(no_args_is_help=True, help="Docking-station identity.")
 app.add_typer(station_app, name="station")
 
@@ -138,42 +158,47 @@ def station_register(
     name: Annotated[str, typer.Option(help="a name people recognise: 'Poste central, dock 1'")],
     org: Annotated[str, typer.Option(help="organisation id (UUID)")],
     token: Annotated[str, typer.Option(envvar="TEMOIN_TOKEN", help="a maire's or responsable's")],
-    key_file: Annotated[Path, typer.Option(help="where to write the station's private key")],
-    vault_url: Annotated[str, typer.Option(envvar="TEMOIN_VAULT_URL")] = "http://127.0.0.1:8720",
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="where to write its private key (default: var/dock/station.json)"),
+    ] = None,
+    vault_url: VaultUrl = None,
 ) -> None:
     """Create an Ed25519 key pair for a docking station and register its public key."""
     import uuid
 
+    from temoin.stackfile import service_url, station_key_path
     from temoin.station import StationError, register
 
+    key_file = key_file or station_key_path()
     try:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
         station = register(
-            vault_url=vault_url,
+            vault_url=service_url("vault", vault_url),
             token=token,
             organisation_id=uuid.UUID(org),
             name=name,
             key_path=key_file,
         )
-    except (StationError, ValueError) as exc:
+    except (StationError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"station {station.station_id} registered; private key in {key_file}")
 
 
 @station_app.command("whoami")
-def station_whoami(
-    key_file: Annotated[Path, typer.Option(help="the station's key file")],
-    ingest_url: Annotated[str, typer.Option(envvar="TEMOIN_INGEST_URL")] = "http://127.0.0.1:8710",
-) -> None:
+def station_whoami(key_file: StationKey = None, ingest_url: IngestUrl = None) -> None:
     """Authenticate to ingest with the station key and print what ingest knows of it."""
     import json
 
     import httpx
 
+    from temoin.stackfile import service_url, station_key_path
     from temoin.station import StationError, StationKeyFile, whoami
 
     try:
-        typer.echo(json.dumps(whoami(ingest_url, StationKeyFile.load(key_file)), indent=2))
+        station = StationKeyFile.load(key_file or station_key_path())
+        typer.echo(json.dumps(whoami(service_url("ingest", ingest_url), station), indent=2))
     except (StationError, httpx.HTTPError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -185,7 +210,10 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("verify")
 def audit_verify(
-    database_url: Annotated[str, typer.Option(envvar="DATABASE_URL")],
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="DATABASE_URL", help="default: the database `make run` started"),
+    ] = None,
     public_key: Annotated[
         str | None, typer.Option(help="base64 Ed25519 key of the log (default: the vault's)")
     ] = None,
@@ -223,7 +251,10 @@ def audit_verify(
     from shared.notes import parse_keys
     from shared.signatures import public_key_of
 
+    if database_url is None:
+        _use_running_stack()
     settings = VaultSettings()
+    database = database_url or settings.database_url
     keys = VerifyKeys(
         public_key=public_key or public_key_of(settings.audit_key()),
         writers=WriterKeys.parse(writer_keys or settings.audit_writer_keys),
@@ -232,7 +263,7 @@ def audit_verify(
     )
 
     async def run() -> int:
-        engine = create_engine(database_url, application_name="temoin-audit-verify")
+        engine = create_engine(database, application_name="temoin-audit-verify")
         try:
             async with engine.connect() as connection:
                 report = await verify_log(connection, keys)
@@ -282,17 +313,23 @@ def audit_writer_key(service: Service) -> None:
 
 @audit_app.command("heads")
 def audit_heads(
-    output: Annotated[Path, typer.Option(help="JSON file the heads are written to")],
     token: Annotated[str, typer.Option(envvar="TEMOIN_TOKEN")],
-    vault_url: Annotated[str, typer.Option(envvar="TEMOIN_VAULT_URL")] = "http://127.0.0.1:8720",
+    output: Annotated[
+        Path | None,
+        typer.Option(help="JSON file the heads are written to (default: var/audit/heads.json)"),
+    ] = None,
+    vault_url: VaultUrl = None,
 ) -> None:
     """Export the signed tree heads, to keep as a witness."""
     import json
 
     import httpx
 
+    from temoin.stackfile import heads_path, service_url
+
+    output = output or heads_path()
     heads: list[dict[str, object]] = []
-    with httpx.Client(base_url=vault_url, timeout=30) as client:
+    with httpx.Client(base_url=service_url("vault", vault_url), timeout=30) as client:
         while True:
             after = int(str(heads[-1]["tree_size"])) if heads else -1
             page = client.get(
@@ -308,6 +345,7 @@ def audit_heads(
             if not page.json():
                 break
             heads += page.json()
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(heads, indent=2))
     typer.echo(f"{len(heads)} signed tree heads written to {output}")
 
@@ -379,6 +417,7 @@ def witness_init(
     from temoin.witness import WitnessError, WitnessState
 
     try:
+        state.parent.mkdir(parents=True, exist_ok=True)
         witness = WitnessState.create(state, name, log_key)
     except WitnessError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -390,19 +429,22 @@ def witness_init(
 def witness_cosign(
     state: Annotated[Path, typer.Option(help="the witness's state file")],
     token: Annotated[str, typer.Option(envvar="TEMOIN_TOKEN")],
-    vault_url: Annotated[str, typer.Option(envvar="TEMOIN_VAULT_URL")] = "http://127.0.0.1:8720",
+    vault_url: VaultUrl = None,
 ) -> None:
     """Pull the log's latest checkpoint, check that it extends the one cosigned last, cosign
     it and send the cosignature to the vault. Exits 1 if the log does not extend what this
     witness saw (refused, kept as evidence in the state file), 2 on any other failure."""
     import httpx
 
+    from temoin.stackfile import service_url
     from temoin.witness import Refused, WitnessError, WitnessState, cosign
 
     try:
         witness = WitnessState.load(state)
         with httpx.Client(
-            base_url=vault_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+            base_url=service_url("vault", vault_url),
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
         ) as client:
             checkpoint, timestamp = cosign(witness, state, client)
     except Refused as exc:
@@ -430,18 +472,20 @@ app.add_typer(dock_app, name="dock")
 @dock_app.command("upload")
 def dock_upload(
     clips: Annotated[list[Path], typer.Argument(help="clips, each with its CLIP.json sidecar")],
-    key_file: Annotated[Path, typer.Option(help="the station's key file")],
-    ingest_url: Annotated[str, typer.Option(envvar="TEMOIN_INGEST_URL")] = "http://127.0.0.1:8710",
+    key_file: StationKey = None,
+    ingest_url: IngestUrl = None,
 ) -> None:
     """Upload clips; save each checked receipt as CLIP.receipt.json. Exits non-zero if any
     clip failed: those have no receipt and must stay on the camera."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
     from temoin.dock import Dock, DockError
+    from temoin.stackfile import service_url, station_key_path
     from temoin.station import StationError, StationKeyFile
 
     try:
-        dock = Dock(ingest_url, StationKeyFile.load(key_file))
+        station = StationKeyFile.load(key_file or station_key_path())
+        dock = Dock(service_url("ingest", ingest_url), station)
     except StationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -477,8 +521,10 @@ def dock_upload(
 
 @dock_app.command("simulate")
 def dock_simulate(
-    directory: Annotated[Path, typer.Argument(help="where to write the clips")],
     camera: Annotated[str, typer.Option(help="the camera's serial")],
+    directory: Annotated[
+        Path | None, typer.Argument(help="where to write the clips (default: var/dock/clips)")
+    ] = None,
     count: Annotated[int, typer.Option(min=1, max=1000)] = 3,
     seconds: Annotated[int, typer.Option(min=1, max=3600, help="length of each MP4")] = 8,
     size: Annotated[
@@ -498,6 +544,7 @@ def dock_simulate(
     from datetime import datetime
 
     from temoin.dock import simulate
+    from temoin.stackfile import clips_dir
 
     start = None
     if started_at is not None:
@@ -508,7 +555,12 @@ def dock_simulate(
         if start.tzinfo is None:
             _unusable(f"--started-at {started_at!r} needs its time zone (+01:00, Z)")
     clips = simulate(
-        directory, camera_serial=camera, count=count, seconds=seconds, size=size, start=start
+        directory or clips_dir(),
+        camera_serial=camera,
+        count=count,
+        seconds=seconds,
+        size=size,
+        start=start,
     )
     for clip in clips:
         typer.echo(str(clip))
@@ -522,7 +574,7 @@ app.add_typer(receipt_app, name="receipt")
 def receipt_verify(
     receipt: Annotated[Path, typer.Argument(help="a receipt (CLIP.receipt.json)")],
     public_key: Annotated[str | None, typer.Option(help="ingest's key (base64)")] = None,
-    ingest_url: Annotated[str, typer.Option(envvar="TEMOIN_INGEST_URL")] = "http://127.0.0.1:8710",
+    ingest_url: IngestUrl = None,
     clip: Annotated[
         Path | None, typer.Option(help="also check the clip's SHA-256 and size")
     ] = None,
@@ -534,9 +586,11 @@ def receipt_verify(
     import httpx
 
     from shared.receipts import receipt_is_valid
+    from temoin.stackfile import service_url
 
     data = json.loads(receipt.read_text())
-    key = public_key or httpx.get(f"{ingest_url}/v1/receipts/public-key").json()["public_key"]
+    url = service_url("ingest", ingest_url)
+    key = public_key or httpx.get(f"{url}/v1/receipts/public-key").json()["public_key"]
     problems = [] if receipt_is_valid(data, key) else ["the signature does not verify"]
     if clip is not None:
         digest = hashlib.sha256()
@@ -612,6 +666,17 @@ def verify_package_command(
     typer.echo(f"OK: package valid and authentic; clip SHA-256 {report.clip_sha256}")
 
 
+def _use_running_stack() -> None:
+    """Settings the environment leaves unset come from the stack `make run` started."""
+    from temoin.stackfile import StackFileError, use_running_stack
+
+    try:
+        use_running_stack()
+    except StackFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def _vault_session() -> Any:
     """An engine's sessionmaker and the object store, as the vault's settings give them."""
     import services.vault.app  # noqa: F401  (every vault model: the ORM resolves foreign keys)
@@ -620,6 +685,7 @@ def _vault_session() -> Any:
     from shared.db import create_engine, create_sessionmaker
     from shared.storage import ObjectStore
 
+    _use_running_stack()
     settings = VaultSettings()
     engine = create_engine(
         settings.database_url, application_name="temoin-cli", role=settings.database_role
@@ -743,6 +809,7 @@ def create_bucket() -> None:
     from services.vault.settings import VaultSettings
     from shared.storage import ObjectStore
 
+    _use_running_stack()
     ObjectStore(VaultSettings().storage()).ensure_bucket()
     typer.echo("bucket ready")
 

@@ -22,14 +22,16 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY
+from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, env_name
 from services.ingest.settings import DEFAULT_PORT as INGEST_PORT
 from services.reporting.settings import DEFAULT_PORT as REPORTING_PORT
 from services.vault.settings import DEFAULT_PORT as VAULT_PORT
+from services.vault.settings import VaultSettings
 from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
 from temoin.dev_issuer import DevIssuer
 from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports, stop_process_group
+from temoin.stackfile import StackFile
 
 SERVICES = ("ingest", "vault", "reporting")
 DEFAULT_PORTS = {"ingest": INGEST_PORT, "vault": VAULT_PORT, "reporting": REPORTING_PORT}
@@ -67,6 +69,12 @@ def _wait_ready(services: list[RunningService], deadline: float) -> None:
         raise RuntimeError(f"not ready in time: {', '.join(pending)}")
 
 
+def _settings_of(settings: type[VaultSettings], environment: dict[str, str]) -> dict[str, str]:
+    """The variables of ``environment`` that these settings read."""
+    names = {env_name(settings, field) for field in settings.model_fields}
+    return {name: value for name, value in environment.items() if name in names}
+
+
 @contextlib.contextmanager
 def running_stack(config: StackConfig, console: Console) -> Iterator[list[RunningService]]:
     """Start everything, yield the running services, stop everything on the way out."""
@@ -85,6 +93,7 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
         log_path=logs / "s3.log",
     )
     services: list[RunningService] = []
+    vault_environment: dict[str, str] = {}
     try:
         console.print("[bold]PostgreSQL[/] starting (embedded)…")
         database_url = postgres.start()
@@ -126,10 +135,17 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
                     start_new_session=True,
                 )
             services.append(RunningService(name, f"http://{config.host}:{port}", process))
+            if name == "vault":
+                vault_environment = _settings_of(VaultSettings, service_env)
         _wait_ready(services, time.monotonic() + READY_TIMEOUT_S)
+        StackFile(
+            urls={service.name: service.url for service in services},
+            vault_environment=vault_environment,
+        ).write(var)
         console.print(f"Ready in {time.monotonic() - started:.1f} s. Logs in {logs}.")
         yield services
     finally:
+        StackFile.remove(var)  # first: a command started from now on finds no stack
         console.print("Stopping…")
         for service in reversed(services):
             stop_process_group(service.process, STOP_GRACE_S)

@@ -739,3 +739,17 @@ async def test_the_feed_resumes_from_a_checkpoint_and_never_repeats(
         events = await audit.read_feed(session, after_seq=-1, limit=100)
     assert [e.details["n"] for e in events] == list(range(30))
     assert len({e.entry_id for e in events}) == 30
+
+
+async def test_a_head_of_the_empty_log_before_the_latest_attests_it(
+    fresh_engine: AsyncEngine, keys: LogKeys
+) -> None:
+    """A vault may sign the empty log (at its first start); the next head then has nothing to
+    be consistent with, and the erasure job's attestor must not ask for a proof from size 0."""
+    from services.vault.audit.registry import Attestor
+
+    await _log_step(fresh_engine, keys)  # the empty log, signed
+    await _append(fresh_engine, *(_entry(i) for i in range(3)))
+    await _log_step(fresh_engine, keys)
+    async with AsyncSession(fresh_engine) as session:
+        assert (await Attestor(session, PUBLIC).head()).tree_size == 3

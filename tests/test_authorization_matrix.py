@@ -176,6 +176,11 @@ def _period(kit: OrgKit) -> dict[str, Any]:
     return {"start": "2026-01-01", "end": "2026-12-31"}
 
 
+def _finalise(kit: OrgKit) -> dict[str, Any]:
+    # The maire has no agent record: the letter's signatory is named.
+    return {**_period(kit), "signatory": {"name": "Claire Martin", "title": "Maire"}}
+
+
 def _evaluation(kit: OrgKit) -> dict[str, Any]:
     return {**_period(kit), "text": "Les interventions sont plus calmes."}
 
@@ -346,7 +351,7 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     # reporting: the report is the service's; the préfecture sees its département's table.
     ("reporting", "GET", f"{ORG}/report"): allow(*MANAGERS),
     ("reporting", "PUT", f"{ORG}/report/evaluation"): allow("responsable", body=_evaluation),
-    ("reporting", "POST", f"{ORG}/report/finalise"): allow(*MANAGERS, body=_period),
+    ("reporting", "POST", f"{ORG}/report/finalise"): allow(*MANAGERS, body=_finalise),
     ("reporting", "GET", f"{ORG}/report/finalised/{{report_id}}"): allow(*MANAGERS),
     ("reporting", "GET", "/v1/prefectures/{departement}/table"): allow("prefecture"),
     ("reporting", "GET", "/v1/reports/public-key"): PUBLIC,
@@ -448,7 +453,7 @@ async def test_decisions(
     if "report_id" in params:
         for kit in (world.own, world.other):
             finalised = await world.reporting.post(
-                f"{kit.path}/report/finalise", headers=kit.headers("maire"), json=_period(kit)
+                f"{kit.path}/report/finalise", headers=kit.headers("maire"), json=_finalise(kit)
             )
             assert finalised.status_code == 201, finalised.text
             kit.report_id = uuid.UUID(finalised.json()["id"])

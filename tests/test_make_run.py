@@ -5,10 +5,7 @@ the data of the first."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,84 +17,12 @@ import psutil
 import pytest
 
 from shared.storage import ObjectStore, StorageConfig
-from temoin.embedded import free_port
 from temoin.stack import BUCKET
+from tests.fixtures.stack import Stack
 
 pytestmark = pytest.mark.slow
 
 from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY  # noqa: E402
-
-READY_WITHIN_S = 90
-
-
-class Stack:
-    def __init__(self, var_dir: Path) -> None:
-        self.var_dir = var_dir
-        self.s3_port = free_port()
-        self.ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
-        self.weed_ports = ",".join(str(free_port()) for _ in range(3))
-        self.log = var_dir.parent / "run.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        started = time.monotonic()
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "temoin.cli", "run",
-                    "--var-dir", str(self.var_dir),
-                    "--s3-port", str(self.s3_port),
-                    "--weed-ports", self.weed_ports,
-                    "--ingest-port", str(self.ports["ingest"]),
-                    "--vault-port", str(self.ports["vault"]),
-                    "--reporting-port", str(self.ports["reporting"]),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group, as a terminal gives it
-            )  # fmt: skip
-        pending = set(self.ports)
-        while pending and time.monotonic() - started < READY_WITHIN_S:
-            assert self.process.poll() is None, self.log.read_text()
-            for name in list(pending):
-                try:
-                    url = f"http://127.0.0.1:{self.ports[name]}/readyz"
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        pending.discard(name)
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.2)
-        assert not pending, f"not ready: {pending}\n{self.log.read_text()}"
-        return time.monotonic() - started
-
-    def processes(self) -> list[psutil.Process]:
-        """Everything the stack runs: its own tree and the daemonised postmaster."""
-        assert self.process is not None
-        tree = psutil.Process(self.process.pid)
-        found = [tree, *tree.children(recursive=True)]
-        postmaster_pid = int((self.var_dir / "postgres" / "postmaster.pid").read_text().split()[0])
-        postmaster = psutil.Process(postmaster_pid)
-        return [*found, postmaster, *postmaster.children(recursive=True)]
-
-    def kill_everything(self) -> None:
-        """After a failed assertion: leave no server behind, whatever state the stack is in."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            leftovers = self.processes()
-        except (psutil.Error, OSError):
-            leftovers = []
-        os.killpg(self.process.pid, signal.SIGKILL)
-        for process in leftovers:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-
-    def interrupt(self) -> int:
-        """Ctrl-C: SIGINT to the foreground process group."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGINT)
-        return self.process.wait(60)
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -167,6 +92,8 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         time.sleep(0.5)
         left = [p for p in processes if _alive(p)]
         assert not left, f"left behind: {[p.cmdline() for p in left]}"
+        # What it started is described only while it runs: no command reaches for a stopped one.
+        assert not (stack.var_dir / "stack.json").exists()
 
         second_start = stack.start()
         print(f"second start: ready in {second_start:.1f} s")

@@ -1,7 +1,8 @@
 """The golden test (issue on reporting): L'Haÿ-les-Roses in 2018, rebuilt through the public
 APIs of real processes: 8 cameras, 14 agents with habilitations, 26 clips through ingest, 4
 used for judicial procedures and 22 for administrative ones, extracted. The report for 2018
-gives the letter's figures (26, 4, 22, 0) and 8 cameras, in JSON, CSV and the PDF's text;
+gives the letter's figures (26, 4, 22, 0) and 8 cameras, in JSON, CSV and the letter's text
+(addressed to the préfet du Val-de-Marne, dated from L'Haÿ-les-Roses, PDF/A);
 replaying the feed changes nothing; the préfecture's table has the commune."""
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pikepdf
 from pypdf import PdfReader
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.reporting.statistics.consumer import Consumer
+from services.reporting.statistics.french import day_fr, letter_day
 from shared.audit import read_feed
 from shared.db import create_sessionmaker, session_scope
 from tests.fixtures.clips import make_clip, upload_headers
@@ -40,7 +43,7 @@ async def _lhay_les_roses_2018(
 ) -> OrgKit:
     kit = await build_org(
         vault, ingest, servers, name="Police municipale de L'Haÿ-les-Roses (essai)",
-        insee=f"9{uuid.uuid4().int % 10**4:04d}",
+        insee=f"9{uuid.uuid4().int % 10**4:04d}", commune="L'Haÿ-les-Roses",
     )  # fmt: skip
     manage = kit.headers("responsable")
     # 14 agents with habilitations: the three of the kit (one already habilité) and 11 more.
@@ -165,17 +168,39 @@ async def test_the_2018_report_of_lhay_les_roses(
         assert fields["enregistrements_formation"] == "0"
         assert fields["cameras_utilisees"] == "8"
 
+        # The letter, as the 2018 one reads: addressee, place and date (in Paris), the figures
+        # as sentences, the signature block of a letter not finalised yet.
+        before = letter_day(datetime.now(UTC))
         pdf = await reporting.get(path, headers=kit.headers("responsable"),
                                   params={"year": 2018, "format": "pdf"})  # fmt: skip
+        after = letter_day(datetime.now(UTC))
         assert pdf.headers["content-type"] == "application/pdf"
         pages = PdfReader(io.BytesIO(pdf.content)).pages
         text = " ".join(" ".join(page.extract_text().split()) for page in pages)
-        for line in ("Enregistrements sur interventions 26",
-                     "Enregistrements pour procédure judiciaire 4",
-                     "Enregistrements pour procédure administrative 22",
-                     "Enregistrements pour formation 0", "Nombre de caméras utilisées 8",
-                     "Monsieur le Préfet", "R. 241-17"):  # fmt: skip
+        for line in ("Monsieur le Préfet du Val-de-Marne", "Monsieur le Préfet,", "R. 241-17",
+                     "8 caméras individuelles",
+                     "26 enregistrements sur interventions",
+                     "4 enregistrements pour procédure judiciaire",
+                     "22 enregistrements pour procédure administrative",
+                     "0 enregistrement pour procédure disciplinaire",
+                     "0 enregistrement pour formation",
+                     "2 procédures judiciaires, de 2 procédures administratives et de 0 "
+                     "procédure disciplinaire",
+                     "Les caméras ont apaisé la plupart des interventions.",
+                     "Le chef de service de la police municipale",
+                     "Projet — non finalisé"):  # fmt: skip
             assert line in text, (line, text)
+        assert any(f"L'Haÿ-les-Roses, le {day_fr(day)}" in text for day in (before, after)), text
+        assert "département" not in text
+        annex = " ".join(pages[-1].extract_text().split())
+        for month in ("janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.",
+                      "oct.", "nov.", "déc."):  # fmt: skip
+            assert month in annex[annex.index("Enregistrements par mois") :], month
+        with pikepdf.open(io.BytesIO(pdf.content)) as document:
+            assert document.open_metadata().get("pdfaid:part") == "2"
+            for page in document.pages:
+                for font in page.Resources.Font.values():
+                    assert "/FontFile2" in font.FontDescriptor, font.BaseFont
 
         # Replaying the whole feed into the statistics changes nothing.
         sessionmaker = create_sessionmaker(engine)

@@ -139,7 +139,11 @@ class Stack:
             finalised = await reporting.post(
                 f"{kit.path}/report/finalise",
                 headers=kit.headers("maire"),
-                json={"start": "2026-01-01", "end": "2026-12-31"},
+                json={
+                    "start": "2026-01-01",
+                    "end": "2026-12-31",
+                    "signatory": {"name": "Claire Martin", "title": "Maire"},
+                },
             )
             assert finalised.status_code == 201, finalised.text
             kit.report_id = uuid.UUID(finalised.json()["id"])

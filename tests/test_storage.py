@@ -49,3 +49,23 @@ async def test_parts_arrive_whole_and_a_differing_part_is_refused(
 
     version = await store.complete_multipart(key, upload, etags)
     assert await store.read_head(key, version, 6 * MiB) == bytes(first + last)
+
+
+async def test_protection_of_a_version_never_held(servers: Servers) -> None:
+    """Every store answers what protects a version, including one that never had a legal hold
+    (SeaweedFS answers NoSuchObjectLegalHold where AWS answers NoSuchObjectLockConfiguration),
+    and keeps its retention to the second."""
+    store = ObjectStore(servers.storage)
+    key = f"tests/storage/{uuid.uuid4()}"
+    until = datetime.now(UTC).replace(microsecond=654321) + timedelta(hours=1)
+    upload = await store.start_multipart(key, retain_until=until)
+    etag = await store.upload_part(key, upload, 1, bytearray(b"never held"))
+    version = await store.complete_multipart(key, upload, [etag])
+    kept, held = await store.protection(key, version)
+    assert not held
+    assert kept is not None and until.replace(microsecond=0) <= kept <= until
+
+    await store.set_legal_hold(key, version, True)
+    assert (await store.protection(key, version))[1]
+    await store.set_legal_hold(key, version, False)
+    assert not (await store.protection(key, version))[1]

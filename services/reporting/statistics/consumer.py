@@ -33,18 +33,20 @@ from shared.db import session_scope
 from shared.web import job_failed
 
 CHECKPOINT = "audit-feed"
-DELAY_CAP_MINUTES = 7 * 24 * 60  # a week or more: one bucket
 DELAY_STEP = 1.1
+# A clock a century off is not a delay: such clips share the last bucket, whose bound still
+# fits the column's integer.
+DELAY_MAX_MINUTES = 100 * 366 * 24 * 60
 _logger = logging.getLogger("temoin.reporting.consumer")
 
 
 def delay_bucket(minutes: float) -> int:
-    """The bucket of a delay: its lower bound in minutes, on a scale of steps of 10% (so a
-    year of days holds a few dozen thousand rows at most, whatever the number of clips,
-    and the median is within 10%)."""
+    """The bucket of a delay: its lower bound in minutes, on a scale of steps of 10% from a
+    minute to a century (under 200 buckets, so a year of days holds a few dozen thousand rows
+    at most, whatever the number of clips, and the median is within 10% for any delay)."""
     if minutes < 1:
         return 0
-    minutes = min(minutes, DELAY_CAP_MINUTES)
+    minutes = min(minutes, DELAY_MAX_MINUTES)
     return max(1, round(DELAY_STEP ** math.floor(math.log(minutes, DELAY_STEP))))
 
 

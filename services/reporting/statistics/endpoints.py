@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from services.reporting.settings import ReportingSettings
+from services.reporting.statistics import finalisation
+from services.reporting.statistics.finalisation import SignatoryIn, refuse_if_finalised
 from services.reporting.statistics.models import Evaluation, FinalisedReport
 from services.reporting.statistics.pdf import prefecture_table_pdf, report_letter
 from services.reporting.statistics.report import (
@@ -27,11 +29,10 @@ from services.reporting.statistics.report import (
     organisation_info,
     organisations_of,
 )
-from shared import audit
 from shared.access import OrgAccess, departement_access, organisation_access
-from shared.audit import AuditAction, AuditEntry
 from shared.auth import Principal, Role
 from shared.errors import NotFound, UnprocessableEntity
+from shared.openapi import problems
 from shared.schemas import JsonBody
 from shared.signatures import b64encode, key_id, public_key_of
 from shared.web import SessionDep
@@ -107,6 +108,9 @@ async def write_evaluation(data: EvaluationIn, access: Author, session: SessionD
     agents avec la population » (R241-17), written by the responsable for the period."""
     check_period(data.start, data.end)
     await organisation_info(session, access.organisation_id)
+    await refuse_if_finalised(
+        session, access.organisation_id, data.start, data.end, "its évaluation was sent with it"
+    )
     existing = await session.get(Evaluation, (access.organisation_id, data.start, data.end))
     if existing is None:
         session.add(
@@ -127,14 +131,27 @@ async def write_evaluation(data: EvaluationIn, access: Author, session: SessionD
 class FinaliseIn(JsonBody):
     start: ReportDay
     end: ReportDay
+    signatory: SignatoryIn | None = Field(
+        default=None,
+        description="who signs the letter; default: the responsable finalising, under the "
+        "title « Chef de service de la police municipale »",
+    )
 
 
 class Finalised(BaseModel):
     id: uuid.UUID
+    version: int
     body: str = Field(description="the report exactly as signed and hashed (JSON text)")
     sha256: str
     key_id: str
     signature: str = Field(description="Ed25519 over 'temoin-report-v1\\n' + the report JSON")
+    pdf_sha256: str | None = Field(
+        description="SHA-256 of the letter as sent (`?format=pdf`); null for reports "
+        "finalised before letters were frozen"
+    )
+    pdf_signature: str | None = Field(
+        description="Ed25519 over 'temoin-report-pdf-v1\\n' + the letter's bytes"
+    )
     finalised_at: datetime
     report: Report
 
@@ -142,64 +159,58 @@ class Finalised(BaseModel):
 def _finalised(row: FinalisedReport) -> Finalised:
     return Finalised(
         id=row.id,
+        version=row.version,
         body=row.body,
         sha256=row.sha256,
         key_id=row.key_id,
         signature=row.signature,
+        pdf_sha256=row.pdf_sha256,
+        pdf_signature=row.pdf_signature,
         finalised_at=row.finalised_at,
         report=Report.model_validate_json(row.body),
     )
 
 
-@router.post(f"{REPORT}/finalise", response_model=Finalised, status_code=201)
+@router.post(
+    f"{REPORT}/finalise", response_model=Finalised, status_code=201, responses=problems(409)
+)
 async def finalise(
     data: FinaliseIn, request: Request, access: Reader, session: SessionDep
 ) -> Finalised:
-    """Freeze the report as sent: hashed, signed, logged; later events do not change it."""
+    """Freeze the report and its letter as sent: hashed, signed, logged; later events do
+    not change it. A period is finalised once (409 names the report already sent)."""
     settings: ReportingSettings = request.app.state.settings
+    check_period(data.start, data.end)
     org = await organisation_info(session, access.organisation_id)
-    report = await build_report(session, org, data.start, data.end)
-    body = report.model_dump_json()
-    digest = hashlib.sha256(body.encode()).hexdigest()
-    key = settings.signing_key()
-    row = FinalisedReport(
-        id=uuid.uuid4(),
-        organisation_id=org.id,
-        period_start=data.start,
-        period_end=data.end,
-        body=body,
-        sha256=digest,
-        signature=b64encode(key.sign(b"temoin-report-v1\n" + body.encode()).signature),
-        key_id=key_id(public_key_of(key)),
-        finalised_by=access.subject,
-        finalised_at=datetime.now(UTC),
-    )
-    session.add(row)
-    await session.flush()
-    await audit.append(
-        session,
-        AuditEntry(
-            action=AuditAction.report_finalised,
-            service="reporting",
-            actor_subject=access.subject,
-            actor_role=access.role.value,
-            organisation_id=org.id,
-            details={
-                "report": str(row.id),
-                "sha256": digest,
-                "period": [data.start.isoformat(), data.end.isoformat()],
-            },
-        ),
+    row = await finalisation.finalise(
+        session, settings.signing_key(), access, org, data.start, data.end, data.signatory
     )
     return _finalised(row)
 
 
-@router.get(f"{REPORT}/finalised/{{report_id}}", response_model=Finalised)
-async def finalised_report(report_id: uuid.UUID, access: Reader, session: SessionDep) -> Finalised:
+@router.get(
+    f"{REPORT}/finalised/{{report_id}}",
+    response_model=Finalised,
+    responses={200: FORMATS},
+)
+async def finalised_report(
+    report_id: uuid.UUID, access: Reader, session: SessionDep, format: Format = "json"
+) -> Response:
+    """A finalised report as sent: `format=pdf` is the letter, byte for byte the one whose
+    SHA-256 was signed and logged."""
     row = await session.get(FinalisedReport, report_id)
     if row is None or row.organisation_id != access.organisation_id:
         raise NotFound("no such finalised report")
-    return _finalised(row)
+    if format == "pdf":
+        letter = finalisation.frozen_letter(row)
+        return Response(
+            letter,
+            media_type="application/pdf",
+            headers={"Repr-Digest": f"sha-256=:{b64encode(hashlib.sha256(letter).digest())}:"},
+        )
+    if format == "csv":
+        return _render(Report.model_validate_json(row.body), "csv")
+    return Response(_finalised(row).model_dump_json(), media_type="application/json")
 
 
 @router.get("/reports/public-key")

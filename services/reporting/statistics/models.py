@@ -46,8 +46,8 @@ class CameraDay(Base):
 
 class DelayBucket(Base):
     """Recordings per day by delay from the end of recording to its arrival, in buckets of
-    10% (`minutes` is the bucket's lower bound; a week or more is one bucket): the median
-    comes from these counts."""
+    10% (`minutes` is the bucket's lower bound, 0 for under a minute): the median comes from
+    these counts."""
 
     __tablename__ = "delay_buckets"
 

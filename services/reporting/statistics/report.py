@@ -4,6 +4,7 @@ préfecture's table over the organisations of its département."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import and_, func, literal_column, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.reporting.statistics.consumer import DELAY_STEP
 from services.reporting.statistics.models import (
     CameraDay,
     DailyCount,
@@ -139,6 +141,8 @@ async def organisations_of(session: AsyncSession, departement: str) -> list[Orga
 
 
 def _median(buckets: list[tuple[int, int]]) -> float | None:
+    """The middle of the bucket that holds the median (on the 10% scale of `delay_bucket`,
+    within 5% of the true median), 0 when under a minute."""
     total = sum(count for _, count in buckets)
     if total == 0:
         return None
@@ -146,7 +150,7 @@ def _median(buckets: list[tuple[int, int]]) -> float | None:
     for minutes, count in sorted(buckets):
         seen += count
         if seen * 2 >= total:
-            return float(minutes)
+            return round(minutes * math.sqrt(DELAY_STEP), 1)
     return None
 
 

@@ -85,7 +85,9 @@ class Attestor:
         for head in heads:
             if not self._signed(head):
                 raise Unattested(f"tree head {head.tree_size}: its signature does not verify")
-        if len(heads) == 2:
+        # A head of the empty log (a vault that signed before anything was logged) is
+        # consistent with every later head: there is nothing to prove from it.
+        if len(heads) == 2 and heads[0].tree_size > 0:
             old, new, path = await self.log.consistency_proof(
                 heads[0].tree_size, heads[1].tree_size
             )

@@ -125,7 +125,9 @@ class HoldService:
         problems = []
         if held and not legal_hold:
             problems.append("a procedure holds it, the store's legal hold is off")
-        if until is None or (recording.locked_until and until < recording.locked_until):
+        # S3 keeps retention dates to the second (SeaweedFS drops the fraction the vault set).
+        wanted = recording.locked_until and recording.locked_until.replace(microsecond=0)
+        if until is None or (wanted and until < wanted):
             problems.append(f"its lock ends {until}, the vault set {recording.locked_until}")
         elif held and until <= now:
             problems.append(f"a procedure holds it, its lock ended {until}")
