@@ -6,6 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report
 
+# Browser tests only (tests/fixtures/browser.py, docs/testing.md): Debian's Chromium, and axe-core
+# from npm in a test-only directory. `make test` installs them when missing; `make run` never.
+CHROMIUM := /usr/bin/chromium
+BROWSER_NPM := tests/browser
+BROWSER_NPM_STAMP := $(BROWSER_NPM)/node_modules/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
@@ -15,8 +23,16 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	$(BIN)/temoin run
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM) $(BROWSER_NPM_STAMP)
 	$(BIN)/pytest
+
+# Present: nothing to do. Absent: install, and refresh the package lists only if that fails.
+$(CHROMIUM):
+	$(APT_INSTALL) || ($(SUDO) apt-get update -q && $(APT_INSTALL))
+
+$(BROWSER_NPM_STAMP): $(BROWSER_NPM)/package-lock.json
+	cd $(BROWSER_NPM) && npm ci --no-audit --no-fund
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
