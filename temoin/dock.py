@@ -235,9 +235,39 @@ def _receipt_header(response: httpx.Response) -> dict[str, Any] | None:
     return receipt
 
 
+FRAME_BITS = 16
+"""The frame number, burnt into each simulated clip as a row of black and white blocks."""
+FRAME_BAND = 16
+"""Height in pixels of that row, at the top of the 640x360 picture."""
+
+
+def frame_marks(width: int = 640) -> str:
+    """ffmpeg filters that burn each frame's number (and its time, in Liberation Sans) into the
+    picture: a black band along the top, bit i of the number a white block at the i-th sixteenth
+    of the width (least significant bit on the left). A browser test reads the number back from
+    a screenshot (tests/fixtures/browser.py) to tell which frame the player shows."""
+    from importlib.resources import files
+
+    font = str(files("services.reporting.statistics") / "fonts" / "LiberationSans-Regular.ttf")
+    font = font.replace("\\", "\\\\").replace(":", "\\:").replace("'", "\\'")
+    block = width // FRAME_BITS
+    marks = [f"drawbox=x=0:y=0:w={width}:h={FRAME_BAND}:color=black:t=fill"]
+    marks += [
+        f"drawbox=x={bit * block}:y=0:w={block}:h={FRAME_BAND}:color=white:t=fill"
+        f":enable='mod(floor(n/{2**bit})\\,2)'"
+        for bit in range(FRAME_BITS)
+    ]
+    marks.append(
+        f"drawtext=fontfile='{font}':text='%{{pts\\:hms}}  image %{{frame_num}}'"
+        ":x=12:y=h-th-12:fontsize=24:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=6"
+    )
+    return ",".join(marks)
+
+
 def _real_mp4(path: Path, seconds: int, title: str) -> None:
     """A playable H.264 + AAC clip (test pattern and tone), via the ffmpeg of imageio-ffmpeg.
-    The title (camera and start) makes each clip's bytes unique, as a real camera's are."""
+    The title (camera and start) makes each clip's bytes unique, as a real camera's are. Each
+    frame carries its number and time (frame_marks)."""
     import imageio_ffmpeg
 
     subprocess.run(
@@ -246,6 +276,7 @@ def _real_mp4(path: Path, seconds: int, title: str) -> None:
             "-hide_banner", "-loglevel", "error",
             "-f", "lavfi", "-i", f"testsrc2=duration={seconds}:size=640x360:rate=25",
             "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+            "-vf", frame_marks(640),
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-movflags", "+faststart", "-metadata", f"title={title}",
             "-y", str(path),
