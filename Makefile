@@ -28,7 +28,8 @@ test: $(STAMP) $(CHROMIUM) $(BROWSER_NPM_STAMP)
 
 # Present: nothing to do. Absent: install, and refresh the package lists only if that fails.
 $(CHROMIUM):
-	$(APT_INSTALL) || ($(SUDO) apt-get update -q && $(APT_INSTALL))
+	$(APT_INSTALL) || ($(SUDO) apt-get update -q && $(APT_INSTALL)) \
+		|| { echo "make test: the browser tests need Debian's chromium at $@"; exit 1; }
 
 $(BROWSER_NPM_STAMP): $(BROWSER_NPM)/package-lock.json
 	cd $(BROWSER_NPM) && npm ci --no-audit --no-fund
