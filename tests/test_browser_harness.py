@@ -163,6 +163,12 @@ async def test_tab_reaches_the_first_link_with_a_visible_focus(page: Page, site:
     assert (focus.tag, focus.text, focus.href) == ("a", "Enregistrements", "/enregistrements")
     assert focus.visible, focus
     assert (await tab_to(page)).text == "Rapports"
+    # A focus drawn by nothing is seen as such (CSSOM: the page's CSP allows no inline style).
+    await page.reload()
+    await page.evaluate("document.querySelectorAll('a').forEach(a => a.style.outline = 'none')")
+    hidden = await tab_to(page)
+    assert hidden.text == "Enregistrements", hidden
+    assert not hidden.visible, hidden
 
 
 async def test_contexts_do_not_share_cookies(page: Page, site: Site) -> None:
