@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	$(BIN)/temoin run
 
-test: $(STAMP)
+# The dashboard's tests sign in against a second, independent OpenID provider (node-oidc-provider).
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --silent
+
+test: $(STAMP) tests/oidc/node_modules/.package-lock.json
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -47,4 +51,4 @@ lock:
 	/tmp/temoin-lock/bin/pip freeze --exclude temoin > requirements.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/oidc/node_modules

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.live",
     "tests.fixtures.databases",
     "tests.fixtures.proxy",
+    "tests.fixtures.oidc",
 ]
