@@ -39,6 +39,11 @@ def _field_of(name: str) -> str:
     return parts[0]
 
 
+def _contracted(text: str) -> str:
+    """French contracts « à le » and « à les »."""
+    return text.replace(" à le ", " au ").replace(" à les ", " aux ")
+
+
 def problem_of(response: httpx.Response, what: str) -> ApiProblem:
     """``what``: the thing asked for, in French (« cet enregistrement »)."""
     try:
@@ -52,11 +57,11 @@ def problem_of(response: httpx.Response, what: str) -> ApiProblem:
     if status == 401:
         return ApiProblem(401, "Votre session a expiré : reconnectez-vous.", detail)
     if status == 403:
-        return ApiProblem(403, f"Vous n'avez pas accès à {what}.", detail)
+        return ApiProblem(403, _contracted(f"Vous n'avez pas accès à {what}."), detail)
     if status == 404:
         return ApiProblem(404, f"Introuvable : {what} n'existe pas ou plus.", detail)
     if status == 409:
-        return ApiProblem(409, f"Impossible pour {what} dans son état actuel.", detail)
+        return ApiProblem(409, f"Ce n'est pas possible pour {what} dans son état actuel.", detail)
     if status == 410:
         return ApiProblem(410, f"{what[:1].upper()}{what[1:]} n'est plus disponible.", detail)
     if status in (400, 422):

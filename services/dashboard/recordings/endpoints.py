@@ -40,7 +40,10 @@ def _pages(request: Request) -> Pages:
 
 def _org(person: Person) -> str:
     if not person.organisation_id:
-        raise ApiProblem(403, "Vous n'avez pas accès aux enregistrements : aucune organisation.")
+        # Nothing to ask the vault for: the token names no organisation (a préfecture).
+        raise ApiProblem(
+            403, "Votre compte ne désigne aucune organisation : aucun enregistrement à afficher."
+        )
     return f"/v1/organisations/{person.organisation_id}"
 
 
