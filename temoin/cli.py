@@ -33,6 +33,9 @@ def run(
     ingest_port: Annotated[int, typer.Option()] = 8710,
     vault_port: Annotated[int, typer.Option()] = 8720,
     reporting_port: Annotated[int, typer.Option()] = 8730,
+    issuer_port: Annotated[
+        int, typer.Option(help="the development OpenID provider (its URL is the issuer)")
+    ] = 8700,
 ) -> None:
     """Start the whole stack on its embedded default (PostgreSQL + SeaweedFS under VAR_DIR)."""
     from temoin.embedded import S3Ports
@@ -43,6 +46,7 @@ def run(
         var_dir=var_dir,
         s3_ports=S3Ports.parse(s3_port, weed_ports),
         service_ports={"ingest": ingest_port, "vault": vault_port, "reporting": reporting_port},
+        issuer_port=issuer_port,
     )
     raise typer.Exit(run_stack(config))
 
@@ -117,11 +121,17 @@ def token(
     from datetime import timedelta
 
     from temoin.dev_issuer import DevIssuer
+    from temoin.stackfile import StackFile
 
     if Role.station in role:
         typer.echo("stations get their tokens from ingest: see `temoin station`", err=True)
         raise typer.Exit(2)
-    issuer = DevIssuer(var_dir / "dev-issuer")
+    # The issuer the running stack's services accept (its provider's URL), else the default.
+    stack = StackFile.load(var_dir)
+    if stack is not None and "issuer" in stack.urls:
+        issuer = DevIssuer(var_dir / "dev-issuer", issuer=stack.urls["issuer"])
+    else:
+        issuer = DevIssuer(var_dir / "dev-issuer")
     if not issuer.key_path.exists():
         typer.echo(f"no development issuer under {var_dir}: run `make run` once", err=True)
         raise typer.Exit(1)
@@ -134,6 +144,56 @@ def token(
             departement=departement,
             ttl=timedelta(hours=hours),
         )
+    )
+
+
+issuer_app = typer.Typer(
+    no_args_is_help=True, help="The development OpenID provider (never in production)."
+)
+app.add_typer(issuer_app, name="issuer")
+
+
+@issuer_app.command("serve")
+def issuer_serve(
+    database_url: Annotated[
+        str, typer.Option(envvar="DATABASE_URL", help="the directory it lists people from")
+    ],
+    host: Annotated[str, typer.Option(envvar="ISSUER_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="ISSUER_PORT")] = 8700,
+    issuer: Annotated[
+        str | None,
+        typer.Option(envvar="AUTH_ISSUER", help="its identifier (default: http://HOST:PORT)"),
+    ] = None,
+    userinfo_jwt: Annotated[
+        bool,
+        typer.Option(
+            envvar="ISSUER_USERINFO_JWT", help="answer userinfo as a signed JWT (as ProConnect)"
+        ),
+    ] = False,
+    var_dir: Annotated[
+        Path, typer.Option(envvar="TEMOIN_VAR_DIR", help="its key is under VAR_DIR/dev-issuer")
+    ] = Path("var"),
+) -> None:
+    """Run the development OpenID provider alone (`temoin run` starts it with the stack)."""
+    import uvicorn
+
+    from shared.observability import configure_logging
+    from temoin.dev_provider import issuer_app as create_issuer
+
+    if os.environ.get("TEMOIN_ENV") == "production":
+        typer.echo("the development OpenID provider never runs in production", err=True)
+        raise typer.Exit(2)
+    configure_logging("issuer", "INFO")
+    application = create_issuer(
+        var_dir, issuer or f"http://{host}:{port}", database_url, userinfo_jwt=userinfo_jwt
+    )
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
     )
 
 

@@ -1,6 +1,8 @@
 """`temoin run`: the whole stack on its embedded default, supervised in one terminal.
 
-Order of start: PostgreSQL, S3 (bucket with object lock), migrations, then the three services;
+Order of start: PostgreSQL, S3 (bucket with object lock), migrations, the development OpenID
+provider (temoin/dev_provider.py: its URL is the issuer the services accept), then the three
+services;
 order of stop (Ctrl-C, SIGTERM, or any service dying): the reverse. Every process started here
 is stopped here, so Ctrl-C leaves nothing behind.
 """
@@ -22,7 +24,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, env_name
+from services.config import DEV_ISSUER_PORT, DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, env_name
 from services.ingest.settings import DEFAULT_PORT as INGEST_PORT
 from services.reporting.settings import DEFAULT_PORT as REPORTING_PORT
 from services.vault.settings import DEFAULT_PORT as VAULT_PORT
@@ -45,6 +47,7 @@ class StackConfig:
     var_dir: Path
     s3_ports: S3Ports
     service_ports: dict[str, int]
+    issuer_port: int = DEV_ISSUER_PORT
     host: str = "127.0.0.1"
 
 
@@ -104,7 +107,8 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
         ).ensure_bucket()
         console.print("[bold]Migrations[/] applying…")
         migrate.upgrade(database_url)
-        issuer = DevIssuer(var / "dev-issuer").ensure_keys()
+        issuer_url = f"http://{config.host}:{config.issuer_port}"
+        issuer = DevIssuer(var / "dev-issuer", issuer=issuer_url).ensure_keys()
 
         env = {
             **os.environ,
@@ -117,6 +121,21 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
             "AUTH_ISSUER": issuer.issuer,
             "AUTH_JWKS_URL": issuer.jwks_url,
         }
+        with open(logs / "issuer.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "temoin.cli", "issuer", "serve"],
+                env={
+                    **env,
+                    "ISSUER_HOST": config.host,
+                    "ISSUER_PORT": str(config.issuer_port),
+                    "TEMOIN_VAR_DIR": str(var),
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        services.append(RunningService("issuer", issuer_url, process))
         for name in SERVICES:
             port = config.service_ports[name]
             service_env = {
@@ -160,7 +179,10 @@ def print_services(services: list[RunningService], s3_endpoint: str, console: Co
     table.add_column("URL")
     table.add_column("OpenAPI")
     for service in services:
-        table.add_row(service.name, service.url, f"{service.url}/docs")
+        if service.name == "issuer":  # the development OpenID provider: no OpenAPI
+            table.add_row(service.name, service.url, "")
+        else:
+            table.add_row(service.name, service.url, f"{service.url}/docs")
     table.add_row("s3", s3_endpoint, "")
     console.print(table)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import jwt
 import psutil
 import pytest
 
@@ -76,6 +78,21 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         assert me.status_code == 200, me.text
         assert me.json()["roles"] == ["maire"]
         assert me.json()["organisation_id"] == org
+        # The development OpenID provider runs too; its URL is the issuer the services accept
+        # (the one `temoin token` used above), and the stack file says where it is.
+        issuer = f"http://127.0.0.1:{stack.issuer_port}"
+        discovery = httpx.get(f"{issuer}/.well-known/openid-configuration").json()
+        assert discovery["issuer"] == issuer
+        assert json.loads((stack.var_dir / "stack.json").read_text())["urls"]["issuer"] == issuer
+        claims = jwt.decode(minted.stdout.strip(), options={"verify_signature": False})
+        assert claims["iss"] == issuer
+        page = httpx.get(
+            f"{issuer}/authorize",
+            params={"response_type": "code", "client_id": "temoin-dashboard", "scope": "openid",
+                    "redirect_uri": "http://127.0.0.1:8740/auth/callback", "state": "s" * 32,
+                    "code_challenge": "c" * 43, "code_challenge_method": "S256"},
+        )  # fmt: skip
+        assert page.status_code == 200 and "nouvelle organisation" in page.text
         # Leave data in both stores.
         asyncio.run(
             _sql(
