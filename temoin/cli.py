@@ -19,6 +19,15 @@ class Service(StrEnum):
     ingest = "ingest"
     vault = "vault"
     reporting = "reporting"
+    dashboard = "dashboard"
+
+
+class AuditingService(StrEnum):
+    """The services that write to the audit trail (the dashboard writes nothing)."""
+
+    ingest = "ingest"
+    vault = "vault"
+    reporting = "reporting"
 
 
 @app.command()
@@ -33,6 +42,7 @@ def run(
     ingest_port: Annotated[int, typer.Option()] = 8710,
     vault_port: Annotated[int, typer.Option()] = 8720,
     reporting_port: Annotated[int, typer.Option()] = 8730,
+    dashboard_port: Annotated[int, typer.Option()] = 8740,
     issuer_port: Annotated[
         int, typer.Option(help="the development OpenID provider (its URL is the issuer)")
     ] = 8700,
@@ -45,7 +55,12 @@ def run(
     config = StackConfig(
         var_dir=var_dir,
         s3_ports=S3Ports.parse(s3_port, weed_ports),
-        service_ports={"ingest": ingest_port, "vault": vault_port, "reporting": reporting_port},
+        service_ports={
+            "ingest": ingest_port,
+            "vault": vault_port,
+            "reporting": reporting_port,
+            "dashboard": dashboard_port,
+        },
         issuer_port=issuer_port,
     )
     raise typer.Exit(run_stack(config))
@@ -57,9 +72,10 @@ def serve(service: Service) -> None:
     import uvicorn
 
     from services.config import ServiceSettings
+    from services.dashboard.settings import DashboardSettings
     from shared.observability import configure_logging
 
-    settings: ServiceSettings
+    settings: ServiceSettings | DashboardSettings
     if service is Service.ingest:
         from services.ingest.app import create_app as create_ingest
         from services.ingest.settings import IngestSettings
@@ -72,12 +88,17 @@ def serve(service: Service) -> None:
 
         settings = VaultSettings()
         application = create_vault(settings)
-    else:
+    elif service is Service.reporting:
         from services.reporting.app import create_app as create_reporting
         from services.reporting.settings import ReportingSettings
 
         settings = ReportingSettings()
         application = create_reporting(settings)
+    else:
+        from services.dashboard.app import create_app as create_dashboard
+
+        settings = DashboardSettings()
+        application = create_dashboard(settings)
     configure_logging(service.value, settings.log_level)
     uvicorn.run(
         application,
@@ -350,17 +371,17 @@ def audit_verify(
 
 
 @audit_app.command("writer-key")
-def audit_writer_key(service: Service) -> None:
+def audit_writer_key(service: AuditingService) -> None:
     """Print the public half of a service's audit entry key (from its *_AUDIT_ENTRY_KEY), as
     VAULT_AUDIT_WRITER_KEYS lists it: run it where that service's settings are."""
     from services.config import ServiceSettings
 
     settings: ServiceSettings
-    if service is Service.ingest:
+    if service is AuditingService.ingest:
         from services.ingest.settings import IngestSettings
 
         settings = IngestSettings()
-    elif service is Service.vault:
+    elif service is AuditingService.vault:
         from services.vault.settings import VaultSettings
 
         settings = VaultSettings()

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.config import DEV_ISSUER_PORT, DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, env_name
+from services.dashboard.settings import DEFAULT_PORT as DASHBOARD_PORT
 from services.ingest.settings import DEFAULT_PORT as INGEST_PORT
 from services.reporting.settings import DEFAULT_PORT as REPORTING_PORT
 from services.vault.settings import DEFAULT_PORT as VAULT_PORT
@@ -32,11 +33,18 @@ from services.vault.settings import VaultSettings
 from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
 from temoin.dev_issuer import DevIssuer
+from temoin.dev_provider import ACR_VALUES, CLIENT_ID, load_client
 from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports, stop_process_group
 from temoin.stackfile import StackFile
 
-SERVICES = ("ingest", "vault", "reporting")
-DEFAULT_PORTS = {"ingest": INGEST_PORT, "vault": VAULT_PORT, "reporting": REPORTING_PORT}
+# The dashboard is started when service_ports names it (`temoin run` does; the benchmarks don't).
+SERVICES = ("ingest", "vault", "reporting", "dashboard")
+DEFAULT_PORTS = {
+    "ingest": INGEST_PORT,
+    "vault": VAULT_PORT,
+    "reporting": REPORTING_PORT,
+    "dashboard": DASHBOARD_PORT,
+}
 BUCKET = "temoin-recordings"
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -76,6 +84,23 @@ def _settings_of(settings: type[VaultSettings], environment: dict[str, str]) -> 
     """The variables of ``environment`` that these settings read."""
     names = {env_name(settings, field) for field in settings.model_fields}
     return {name: value for name, value in environment.items() if name in names}
+
+
+def _dashboard_environment(config: StackConfig, var: Path, issuer_url: str) -> dict[str, str]:
+    """The dashboard signs people in at the development provider, as client temoin-dashboard
+    (its secret generated under var/dev-issuer), asking for and checking its acr."""
+    ports = config.service_ports
+    return {
+        "DASHBOARD_PUBLIC_URL": f"http://{config.host}:{ports['dashboard']}",
+        "DASHBOARD_VAULT_URL": f"http://{config.host}:{ports['vault']}",
+        "DASHBOARD_REPORTING_URL": f"http://{config.host}:{ports['reporting']}",
+        "DASHBOARD_OIDC_DISCOVERY_URL": f"{issuer_url}/.well-known/openid-configuration",
+        "DASHBOARD_OIDC_CLIENT_ID": CLIENT_ID,
+        "DASHBOARD_OIDC_CLIENT_SECRET": load_client(var / "dev-issuer").client_secret,
+        "DASHBOARD_OIDC_ACR_VALUES": " ".join(ACR_VALUES),
+        "DASHBOARD_OIDC_REQUIRED_ACR": ",".join(ACR_VALUES),
+        "TEMOIN_VAR_DIR": str(var),
+    }
 
 
 @contextlib.contextmanager
@@ -136,7 +161,7 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
                 start_new_session=True,
             )
         services.append(RunningService("issuer", issuer_url, process))
-        for name in SERVICES:
+        for name in (name for name in SERVICES if name in config.service_ports):
             port = config.service_ports[name]
             service_env = {
                 **env,
@@ -144,6 +169,8 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
                 f"{name.upper()}_PORT": str(port),
                 "INGEST_VAULT_URL": f"http://{config.host}:{config.service_ports['vault']}",
             }
+            if name == "dashboard":
+                service_env.update(_dashboard_environment(config, var, issuer_url))
             with open(logs / f"{name}.log", "ab") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "temoin.cli", "serve", name],
@@ -179,7 +206,7 @@ def print_services(services: list[RunningService], s3_endpoint: str, console: Co
     table.add_column("URL")
     table.add_column("OpenAPI")
     for service in services:
-        if service.name == "issuer":  # the development OpenID provider: no OpenAPI
+        if service.name in ("issuer", "dashboard"):  # no OpenAPI: a provider, web pages
             table.add_row(service.name, service.url, "")
         else:
             table.add_row(service.name, service.url, f"{service.url}/docs")

@@ -193,3 +193,15 @@ async def test_unknown_pages_and_anonymous_visits(scene: Scene) -> None:
     redirected = await http.get("/enregistrements", follow_redirects=False)
     assert redirected.status_code == 303
     assert redirected.headers["location"] == "/connexion?suite=/enregistrements"
+
+
+async def test_an_expired_access_token_sends_the_person_to_sign_in_again(scene: Scene) -> None:
+    await scene.as_role("responsable")
+    assert (await scene.browser.http.get("/enregistrements")).status_code == 200
+    for session in scene.browser.app.state.sessions.all():
+        session.data["tokens"]["expires_at"] = 0
+    again = await scene.browser.http.get("/enregistrements", follow_redirects=False)
+    assert again.status_code == 303
+    assert again.headers["location"] == "/connexion?suite=/enregistrements"
+    assert "Max-Age=0" in again.headers["set-cookie"]  # the session is gone, not kept
+    assert not scene.browser.app.state.sessions.all()

@@ -189,9 +189,12 @@ def create_app(
     app.include_router(recordings_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
+    app.state.sessions = SessionStore(
+        idle_s=settings.session_idle_s, max_age_s=settings.session_max_age_s
+    )
     app.add_middleware(
         SessionMiddleware,
-        store=SessionStore(idle_s=settings.session_idle_s, max_age_s=settings.session_max_age_s),
+        store=app.state.sessions,
         secret=settings.session_secret,
         secure=settings.secure_cookie,
     )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Literal, Self
@@ -11,14 +12,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.config import dev_default, shared_setting
 
 DEFAULT_PORT = 8740
-DEV_SECRET_PATH = Path("var") / "dashboard" / "session-secret"
 # ProConnect's rule, kept for every provider: state and nonce of at least 32 characters.
 MINIMUM_STATE_LENGTH = 32
 
 
-def dev_session_secret(path: Path = DEV_SECRET_PATH) -> str:
-    """The development session secret: generated once under var/, so that a restart keeps
-    people signed in; production must set DASHBOARD_SESSION_SECRET."""
+def dev_session_secret(path: Path | None = None) -> str:
+    """The development session secret: generated once under var/ (TEMOIN_VAR_DIR), so that
+    the cookie of a restarted dashboard is still recognised (its sessions, kept in memory, are
+    not); production must set DASHBOARD_SESSION_SECRET."""
+    # The development data directory, as temoin/stackfile.py names it.
+    path = path or Path(os.environ.get("TEMOIN_VAR_DIR") or "var") / "dashboard" / "session-secret"
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +85,7 @@ class DashboardSettings(BaseSettings):
     session_secret: str = Field(
         default_factory=dev_session_secret,
         min_length=32,
+        json_schema_extra={"refused_in_production": True},
         description="signs the session cookie (32+ characters); development: under var/",
     )
     session_max_age_s: int = Field(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -21,9 +21,9 @@ COOKIE = "temoin_session"
 
 @dataclass
 class Session:
-    data: dict[str, Any] = field(default_factory=dict)
-    created: float = field(default_factory=time.monotonic)
-    seen: float = field(default_factory=time.monotonic)
+    data: dict[str, Any]
+    created: float
+    seen: float
 
 
 class SessionStore:
@@ -48,8 +48,12 @@ class SessionStore:
     def create(self, data: dict[str, Any]) -> str:
         self._sweep()
         session_id = secrets.token_urlsafe(32)
-        self._sessions[session_id] = Session(data=data)
+        now = time.monotonic()
+        self._sessions[session_id] = Session(data=data, created=now, seen=now)
         return session_id
+
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())
 
     def drop(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)

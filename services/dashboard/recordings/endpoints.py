@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
-from services.dashboard.api.client import ApiProblem
+from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.api.deps import VaultDep
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
 from services.dashboard.kit.templating import PARIS, Pages
@@ -144,9 +144,13 @@ async def recording(
         if problem.status not in (403,):
             raise
         refused["history"] = problem.detail or problem.message
+    agent = await _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent")
+    camera = await _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra")
     return _pages(request).render(
         request,
         "recordings/fiche.html",
+        agent=agent,
+        camera=camera,
         title="Enregistrement",
         item=item,
         procedures=procedures,
@@ -155,6 +159,17 @@ async def recording(
         procedure_types=PROCEDURE_TYPES,
         may_view=person.has("maire", "responsable", "habilite", "agent"),
     )
+
+
+async def _optional(vault: ApiClient, path: str, what: str) -> dict[str, Any] | None:
+    """A detail the page can do without (an agent's name): None when the vault refuses it."""
+    try:
+        found: dict[str, Any] = await vault.get(path, what)
+    except ApiProblem as problem:
+        if problem.status not in (403, 404):
+            raise
+        return None
+    return found
 
 
 def _is_wearer_only(person: Person) -> bool:
