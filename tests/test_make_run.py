@@ -5,8 +5,10 @@ the data of the first."""
 from __future__ import annotations
 
 import asyncio
+import html
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -96,6 +98,7 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
                     "code_challenge": "c" * 43, "code_challenge_method": "S256"},
         )  # fmt: skip
         assert page.status_code == 200 and "nouvelle organisation" in page.text
+        _sign_in_to_the_dashboard(stack)
         # Leave data in both stores.
         asyncio.run(
             _sql(
@@ -126,3 +129,22 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         assert not [p for p in processes if _alive(p)]
     finally:
         stack.kill_everything()
+
+
+def _sign_in_to_the_dashboard(stack: Stack) -> None:
+    """The dashboard runs too: a newcomer maire signs in at the development provider (code,
+    PKCE, acr eidas1 asked and checked) and is offered to create the organisation."""
+    dashboard = f"http://127.0.0.1:{stack.ports['dashboard']}"
+    urls = json.loads((stack.var_dir / "stack.json").read_text())["urls"]
+    assert urls["dashboard"] == dashboard
+    with httpx.Client(base_url=dashboard, follow_redirects=True, timeout=30) as browser:
+        page = browser.get("/connexion")
+        assert page.url.path == "/authorize", page.text
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+        fields = {name: html.unescape(value) for name, value in fields.items()}
+        home = browser.post(
+            str(page.url.copy_with(query=None)), data={**fields, "person": "nouveau-maire"}
+        )
+        assert home.status_code == 200, home.text
+        assert str(home.url) == f"{dashboard}/"
+        assert "Créer l'organisation" in home.text
