@@ -159,3 +159,41 @@ def test_sessions_end_when_idle_or_too_old(monkeypatch: pytest.MonkeyPatch) -> N
         now[0] += 55
         found = store.get(old)
     assert found is None  # active all along, but past its absolute age
+
+
+def test_times_are_shown_in_paris_and_asked_in_utc() -> None:
+    from services.dashboard.kit.templating import machine_time, paris
+    from services.dashboard.recordings.endpoints import _day
+
+    assert paris("2026-07-14T08:05:00Z") == "14 juillet 2026 à 10 h 05"  # summer: UTC+2
+    assert paris("2026-01-31T23:30:00+00:00") == "1 février 2026 à 0 h 30"  # winter: UTC+1
+    assert machine_time("2026-07-14T08:05:00Z") == "2026-07-14T10:05:00+02:00"
+    # A day typed in the search form is a Paris day: from its midnight to the next one.
+    assert _day("2026-07-14") == "2026-07-14T00:00:00+02:00"
+    assert _day("2026-07-14", end=True) == "2026-07-15T00:00:00+02:00"
+    assert _day("14/07/2026") is None
+
+
+async def test_an_unexpected_error_is_a_french_page_with_the_headers() -> None:
+    import httpx
+    from fastapi import APIRouter
+
+    from services.dashboard.app import create_app
+
+    app = create_app(DashboardSettings(session_secret="s" * 40))
+    router = APIRouter()
+
+    @router.get("/panne")
+    async def broken() -> None:
+        raise RuntimeError("secret detail of a bug")
+
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://dashboard.test") as http:
+        page = await http.get("/panne")
+    assert page.status_code == 500
+    assert "Une erreur inattendue est survenue" in page.text
+    assert "secret detail" not in page.text and "Traceback" not in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert page.headers["x-frame-options"] == "DENY"
+    await app.state.backends.aclose()

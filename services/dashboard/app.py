@@ -167,15 +167,23 @@ def create_app(
             else "Cette action n'est pas possible ici.",
         )
 
+    policy = content_security_policy(
+        media_origin=settings.media_origin,
+        provider_origin=origin_of(settings.oidc_discovery_url),
+    )
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         _logger.exception("unhandled error", exc_info=exc)
-        return pages.render(
+        page = pages.render(
             request,
             "erreur.html",
             status_code=500,
             title="Erreur inattendue",
             message="Une erreur inattendue est survenue ; elle a été enregistrée. Réessayez.",
         )
+        # Starlette answers this outside every middleware: the headers are set here.
+        page.headers.update(SecurityHeaders.HEADERS | {"Content-Security-Policy": policy})
+        return page
 
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(CsrfRefused, csrf_refused)
@@ -199,11 +207,5 @@ def create_app(
         secure=settings.secure_cookie,
     )
     app.add_middleware(RequestContextMiddleware, service=SERVICE)
-    app.add_middleware(
-        SecurityHeaders,
-        policy=content_security_policy(
-            media_origin=settings.media_origin,
-            provider_origin=origin_of(settings.oidc_discovery_url),
-        ),
-    )
+    app.add_middleware(SecurityHeaders, policy=policy)
     return app
