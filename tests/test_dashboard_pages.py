@@ -205,3 +205,58 @@ async def test_an_expired_access_token_sends_the_person_to_sign_in_again(scene: 
     assert again.headers["location"] == "/connexion?suite=/enregistrements"
     assert "Max-Age=0" in again.headers["set-cookie"]  # the session is gone, not kept
     assert not scene.browser.app.state.sessions.all()
+
+
+async def test_the_responsable_designates_and_withdraws_habilitations(scene: Scene) -> None:
+    kit = scene.kit
+    habilite, wearer = kit.agents["habilite"], kit.agents["wearer"]
+    page = await scene.as_role("responsable")
+    annuaire = await scene.browser.http.get("/annuaire")
+    text = _checked(annuaire)
+    assert annuaire.status_code == 200, text
+    assert f"CAM-{kit.id.hex[:8]}" in text and f"Dock {kit.id.hex[:8]}" in text
+    assert "habilité depuis le" in text
+    assert f'action="/annuaire/habilitations/{kit.habilitation_id}/retrait"' in text
+    token = _csrf(annuaire)
+
+    empty = await scene.browser.http.post(
+        f"/annuaire/habilitations/{kit.habilitation_id}/retrait", data={"csrf_token": token}
+    )
+    assert empty.status_code == 422
+    assert f'href="#champ-retrait-{kit.habilitation_id}"' in _checked(empty)
+
+    withdrawn = await scene.browser.http.post(
+        f"/annuaire/habilitations/{kit.habilitation_id}/retrait",
+        data={"csrf_token": token, "motif": "mutation dans une autre commune"},
+    )
+    assert withdrawn.status_code == 200
+    text = _checked(withdrawn)
+    assert "habilité depuis le" not in text
+    assert f'action="/annuaire/agents/{habilite}/habilitation"' in text
+
+    designated = await scene.browser.http.post(
+        f"/annuaire/agents/{wearer}/habilitation",
+        data={"csrf_token": token, "note": "consultation des enregistrements"},
+    )
+    assert "(consultation des enregistrements)" in _checked(designated)
+    assert page
+
+
+async def test_the_annuaire_shows_what_each_role_may_read(scene: Scene) -> None:
+    await scene.as_role("maire")
+    annuaire = await scene.browser.http.get("/annuaire")
+    text = _checked(annuaire)
+    assert "habilité depuis le" in text
+    assert "Retirer l'habilitation" not in text  # the responsable designates, not the maire
+    refused = await scene.browser.http.post(
+        f"/annuaire/agents/{scene.kit.agents['wearer']}/habilitation",
+        data={"csrf_token": _csrf(annuaire)},
+    )
+    assert refused.status_code == 403
+    assert "Vous n'avez pas accès à la désignation d'agents." in _checked(refused)
+
+    await scene.as_role("habilite")
+    text = _checked(await scene.browser.http.get("/annuaire"))
+    assert f"CAM-{scene.kit.id.hex[:8]}" in text  # cameras: yes
+    assert "Vous n'avez pas accès à la liste des stations." in text
+    assert "Habilitations : Vous n'avez pas accès aux habilitations." in text

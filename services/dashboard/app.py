@@ -16,6 +16,7 @@ from services.dashboard.api.client import ApiProblem, create_backends
 from services.dashboard.auth.endpoints import router as auth_router
 from services.dashboard.auth.oidc import create_provider
 from services.dashboard.auth.sessions import CsrfRefused, SignInRequired, login_url
+from services.dashboard.directory.endpoints import router as directory_router
 from services.dashboard.home.endpoints import router as home_router
 from services.dashboard.kit.security import SecurityHeaders, content_security_policy
 from services.dashboard.kit.sessions import SessionMiddleware, SessionStore
@@ -195,6 +196,7 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(home_router)
     app.include_router(recordings_router)
+    app.include_router(directory_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
     app.state.sessions = SessionStore(
