@@ -23,7 +23,11 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	$(BIN)/temoin run
 
-test: $(STAMP) $(CHROMIUM) $(BROWSER_NPM_STAMP)
+# The dashboard's tests sign in against a second, independent OpenID provider (node-oidc-provider).
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --silent
+
+test: $(STAMP) $(CHROMIUM) $(BROWSER_NPM_STAMP) tests/oidc/node_modules/.package-lock.json
 	$(BIN)/pytest
 
 # Present: nothing to do. Absent: install, and refresh the package lists only if that fails.
@@ -64,4 +68,4 @@ lock:
 	/tmp/temoin-lock/bin/pip freeze --exclude temoin > requirements.lock
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tests/oidc/node_modules

@@ -33,8 +33,11 @@ DEV_S3_ACCESS_KEY = "temoin"
 DEV_S3_SECRET_KEY = "temoin-dev-secret-change-me"
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEV_S3_ENDPOINT = "http://127.0.0.1:8333"
-# The built-in development issuer (temoin/dev_issuer.py): keys under ./var/dev-issuer.
-DEV_AUTH_ISSUER = "temoin-dev-issuer"
+# The built-in development issuer (temoin/dev_issuer.py): keys under ./var/dev-issuer. Its
+# identifier is the URL of the development OpenID provider `temoin run` starts
+# (temoin/dev_provider.py), as an OpenID issuer's must be.
+DEV_ISSUER_PORT = 8700
+DEV_AUTH_ISSUER = f"http://127.0.0.1:{DEV_ISSUER_PORT}"
 DEV_ISSUER_DIR = Path("var") / "dev-issuer"
 DEV_AUTH_JWKS_URL = (DEV_ISSUER_DIR / "jwks.json").resolve().as_uri()
 # Each service's development entry key (shared/audit.py), fixed so that a development log stays

@@ -19,6 +19,15 @@ class Service(StrEnum):
     ingest = "ingest"
     vault = "vault"
     reporting = "reporting"
+    dashboard = "dashboard"
+
+
+class AuditingService(StrEnum):
+    """The services that write to the audit trail (the dashboard writes nothing)."""
+
+    ingest = "ingest"
+    vault = "vault"
+    reporting = "reporting"
 
 
 @app.command()
@@ -33,6 +42,10 @@ def run(
     ingest_port: Annotated[int, typer.Option()] = 8710,
     vault_port: Annotated[int, typer.Option()] = 8720,
     reporting_port: Annotated[int, typer.Option()] = 8730,
+    dashboard_port: Annotated[int, typer.Option()] = 8740,
+    issuer_port: Annotated[
+        int, typer.Option(help="the development OpenID provider (its URL is the issuer)")
+    ] = 8700,
 ) -> None:
     """Start the whole stack on its embedded default (PostgreSQL + SeaweedFS under VAR_DIR)."""
     from temoin.embedded import S3Ports
@@ -42,7 +55,13 @@ def run(
     config = StackConfig(
         var_dir=var_dir,
         s3_ports=S3Ports.parse(s3_port, weed_ports),
-        service_ports={"ingest": ingest_port, "vault": vault_port, "reporting": reporting_port},
+        service_ports={
+            "ingest": ingest_port,
+            "vault": vault_port,
+            "reporting": reporting_port,
+            "dashboard": dashboard_port,
+        },
+        issuer_port=issuer_port,
     )
     raise typer.Exit(run_stack(config))
 
@@ -53,9 +72,10 @@ def serve(service: Service) -> None:
     import uvicorn
 
     from services.config import ServiceSettings
+    from services.dashboard.settings import DashboardSettings
     from shared.observability import configure_logging
 
-    settings: ServiceSettings
+    settings: ServiceSettings | DashboardSettings
     if service is Service.ingest:
         from services.ingest.app import create_app as create_ingest
         from services.ingest.settings import IngestSettings
@@ -68,12 +88,17 @@ def serve(service: Service) -> None:
 
         settings = VaultSettings()
         application = create_vault(settings)
-    else:
+    elif service is Service.reporting:
         from services.reporting.app import create_app as create_reporting
         from services.reporting.settings import ReportingSettings
 
         settings = ReportingSettings()
         application = create_reporting(settings)
+    else:
+        from services.dashboard.app import create_app as create_dashboard
+
+        settings = DashboardSettings()
+        application = create_dashboard(settings)
     configure_logging(service.value, settings.log_level)
     uvicorn.run(
         application,
@@ -117,11 +142,17 @@ def token(
     from datetime import timedelta
 
     from temoin.dev_issuer import DevIssuer
+    from temoin.stackfile import StackFile
 
     if Role.station in role:
         typer.echo("stations get their tokens from ingest: see `temoin station`", err=True)
         raise typer.Exit(2)
-    issuer = DevIssuer(var_dir / "dev-issuer")
+    # The issuer the running stack's services accept (its provider's URL), else the default.
+    stack = StackFile.load(var_dir)
+    if stack is not None and "issuer" in stack.urls:
+        issuer = DevIssuer(var_dir / "dev-issuer", issuer=stack.urls["issuer"])
+    else:
+        issuer = DevIssuer(var_dir / "dev-issuer")
     if not issuer.key_path.exists():
         typer.echo(f"no development issuer under {var_dir}: run `make run` once", err=True)
         raise typer.Exit(1)
@@ -134,6 +165,56 @@ def token(
             departement=departement,
             ttl=timedelta(hours=hours),
         )
+    )
+
+
+issuer_app = typer.Typer(
+    no_args_is_help=True, help="The development OpenID provider (never in production)."
+)
+app.add_typer(issuer_app, name="issuer")
+
+
+@issuer_app.command("serve")
+def issuer_serve(
+    database_url: Annotated[
+        str, typer.Option(envvar="DATABASE_URL", help="the directory it lists people from")
+    ],
+    host: Annotated[str, typer.Option(envvar="ISSUER_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="ISSUER_PORT")] = 8700,
+    issuer: Annotated[
+        str | None,
+        typer.Option(envvar="AUTH_ISSUER", help="its identifier (default: http://HOST:PORT)"),
+    ] = None,
+    userinfo_jwt: Annotated[
+        bool,
+        typer.Option(
+            envvar="ISSUER_USERINFO_JWT", help="answer userinfo as a signed JWT (as ProConnect)"
+        ),
+    ] = False,
+    var_dir: Annotated[
+        Path, typer.Option(envvar="TEMOIN_VAR_DIR", help="its key is under VAR_DIR/dev-issuer")
+    ] = Path("var"),
+) -> None:
+    """Run the development OpenID provider alone (`temoin run` starts it with the stack)."""
+    import uvicorn
+
+    from shared.observability import configure_logging
+    from temoin.dev_provider import issuer_app as create_issuer
+
+    if os.environ.get("TEMOIN_ENV") == "production":
+        typer.echo("the development OpenID provider never runs in production", err=True)
+        raise typer.Exit(2)
+    configure_logging("issuer", "INFO")
+    application = create_issuer(
+        var_dir, issuer or f"http://{host}:{port}", database_url, userinfo_jwt=userinfo_jwt
+    )
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=False,
+        server_header=False,
     )
 
 
@@ -290,17 +371,17 @@ def audit_verify(
 
 
 @audit_app.command("writer-key")
-def audit_writer_key(service: Service) -> None:
+def audit_writer_key(service: AuditingService) -> None:
     """Print the public half of a service's audit entry key (from its *_AUDIT_ENTRY_KEY), as
     VAULT_AUDIT_WRITER_KEYS lists it: run it where that service's settings are."""
     from services.config import ServiceSettings
 
     settings: ServiceSettings
-    if service is Service.ingest:
+    if service is AuditingService.ingest:
         from services.ingest.settings import IngestSettings
 
         settings = IngestSettings()
-    elif service is Service.vault:
+    elif service is AuditingService.vault:
         from services.vault.settings import VaultSettings
 
         settings = VaultSettings()

@@ -1,6 +1,8 @@
 """`temoin run`: the whole stack on its embedded default, supervised in one terminal.
 
-Order of start: PostgreSQL, S3 (bucket with object lock), migrations, then the three services;
+Order of start: PostgreSQL, S3 (bucket with object lock), migrations, the development OpenID
+provider (temoin/dev_provider.py: its URL is the issuer the services accept), then the three
+services;
 order of stop (Ctrl-C, SIGTERM, or any service dying): the reverse. Every process started here
 is stopped here, so Ctrl-C leaves nothing behind.
 """
@@ -22,7 +24,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from services.config import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, env_name
+from services.config import DEV_ISSUER_PORT, DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, env_name
+from services.dashboard.settings import DEFAULT_PORT as DASHBOARD_PORT
 from services.ingest.settings import DEFAULT_PORT as INGEST_PORT
 from services.reporting.settings import DEFAULT_PORT as REPORTING_PORT
 from services.vault.settings import DEFAULT_PORT as VAULT_PORT
@@ -30,11 +33,18 @@ from services.vault.settings import VaultSettings
 from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
 from temoin.dev_issuer import DevIssuer
+from temoin.dev_provider import ACR_VALUES, CLIENT_ID, load_client
 from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports, stop_process_group
 from temoin.stackfile import StackFile
 
-SERVICES = ("ingest", "vault", "reporting")
-DEFAULT_PORTS = {"ingest": INGEST_PORT, "vault": VAULT_PORT, "reporting": REPORTING_PORT}
+# The dashboard is started when service_ports names it (`temoin run` does; the benchmarks don't).
+SERVICES = ("ingest", "vault", "reporting", "dashboard")
+DEFAULT_PORTS = {
+    "ingest": INGEST_PORT,
+    "vault": VAULT_PORT,
+    "reporting": REPORTING_PORT,
+    "dashboard": DASHBOARD_PORT,
+}
 BUCKET = "temoin-recordings"
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -45,6 +55,7 @@ class StackConfig:
     var_dir: Path
     s3_ports: S3Ports
     service_ports: dict[str, int]
+    issuer_port: int = DEV_ISSUER_PORT
     host: str = "127.0.0.1"
 
 
@@ -73,6 +84,23 @@ def _settings_of(settings: type[VaultSettings], environment: dict[str, str]) -> 
     """The variables of ``environment`` that these settings read."""
     names = {env_name(settings, field) for field in settings.model_fields}
     return {name: value for name, value in environment.items() if name in names}
+
+
+def _dashboard_environment(config: StackConfig, var: Path, issuer_url: str) -> dict[str, str]:
+    """The dashboard signs people in at the development provider, as client temoin-dashboard
+    (its secret generated under var/dev-issuer), asking for and checking its acr."""
+    ports = config.service_ports
+    return {
+        "DASHBOARD_PUBLIC_URL": f"http://{config.host}:{ports['dashboard']}",
+        "DASHBOARD_VAULT_URL": f"http://{config.host}:{ports['vault']}",
+        "DASHBOARD_REPORTING_URL": f"http://{config.host}:{ports['reporting']}",
+        "DASHBOARD_OIDC_DISCOVERY_URL": f"{issuer_url}/.well-known/openid-configuration",
+        "DASHBOARD_OIDC_CLIENT_ID": CLIENT_ID,
+        "DASHBOARD_OIDC_CLIENT_SECRET": load_client(var / "dev-issuer").client_secret,
+        "DASHBOARD_OIDC_ACR_VALUES": " ".join(ACR_VALUES),
+        "DASHBOARD_OIDC_REQUIRED_ACR": ",".join(ACR_VALUES),
+        "TEMOIN_VAR_DIR": str(var),
+    }
 
 
 @contextlib.contextmanager
@@ -104,7 +132,8 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
         ).ensure_bucket()
         console.print("[bold]Migrations[/] applying…")
         migrate.upgrade(database_url)
-        issuer = DevIssuer(var / "dev-issuer").ensure_keys()
+        issuer_url = f"http://{config.host}:{config.issuer_port}"
+        issuer = DevIssuer(var / "dev-issuer", issuer=issuer_url).ensure_keys()
 
         env = {
             **os.environ,
@@ -117,7 +146,22 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
             "AUTH_ISSUER": issuer.issuer,
             "AUTH_JWKS_URL": issuer.jwks_url,
         }
-        for name in SERVICES:
+        with open(logs / "issuer.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "temoin.cli", "issuer", "serve"],
+                env={
+                    **env,
+                    "ISSUER_HOST": config.host,
+                    "ISSUER_PORT": str(config.issuer_port),
+                    "TEMOIN_VAR_DIR": str(var),
+                },
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        services.append(RunningService("issuer", issuer_url, process))
+        for name in (name for name in SERVICES if name in config.service_ports):
             port = config.service_ports[name]
             service_env = {
                 **env,
@@ -125,6 +169,8 @@ def running_stack(config: StackConfig, console: Console) -> Iterator[list[Runnin
                 f"{name.upper()}_PORT": str(port),
                 "INGEST_VAULT_URL": f"http://{config.host}:{config.service_ports['vault']}",
             }
+            if name == "dashboard":
+                service_env.update(_dashboard_environment(config, var, issuer_url))
             with open(logs / f"{name}.log", "ab") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "temoin.cli", "serve", name],
@@ -160,7 +206,10 @@ def print_services(services: list[RunningService], s3_endpoint: str, console: Co
     table.add_column("URL")
     table.add_column("OpenAPI")
     for service in services:
-        table.add_row(service.name, service.url, f"{service.url}/docs")
+        if service.name in ("issuer", "dashboard"):  # no OpenAPI: a provider, web pages
+            table.add_row(service.name, service.url, "")
+        else:
+            table.add_row(service.name, service.url, f"{service.url}/docs")
     table.add_row("s3", s3_endpoint, "")
     console.print(table)
 

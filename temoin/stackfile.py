@@ -23,6 +23,8 @@ DEFAULT_URLS = {
     "ingest": "http://127.0.0.1:8710",
     "vault": "http://127.0.0.1:8720",
     "reporting": "http://127.0.0.1:8730",
+    "issuer": "http://127.0.0.1:8700",  # the development OpenID provider
+    "dashboard": "http://127.0.0.1:8740",
 }
 
 
@@ -38,7 +40,8 @@ class StackFileError(Exception):
 
 @dataclass(frozen=True)
 class StackFile:
-    urls: dict[str, str]  # ingest, vault, reporting
+    # ingest, vault, reporting, dashboard, issuer (the development OpenID provider)
+    urls: dict[str, str]
     # The vault's settings as `temoin run` gave them (DATABASE_URL, S3_*, VAULT_*...): the CLI
     # commands that act as the vault need exactly these.
     vault_environment: dict[str, str]

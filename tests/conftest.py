@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.databases",
     "tests.fixtures.proxy",
     "tests.fixtures.browser",
+    "tests.fixtures.oidc",
 ]

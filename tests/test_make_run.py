@@ -5,7 +5,10 @@ the data of the first."""
 from __future__ import annotations
 
 import asyncio
+import html
 import io
+import json
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import jwt
 import psutil
 import pytest
 
@@ -59,6 +63,9 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         print(f"first start: ready in {first_start:.1f} s")
         for name, port in stack.ports.items():
             checks = httpx.get(f"http://127.0.0.1:{port}/readyz").json()["checks"]
+            if name == "dashboard":  # no database: the provider and the vault it reads
+                assert checks == {"oidc_provider": "ok", "vault": "ok"}
+                continue
             if name == "vault":
                 assert checks.pop("store_write_once") in ("ok", "not checked yet")
             assert checks == {"database": "ok", "storage": "ok"}, name
@@ -76,6 +83,22 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         assert me.status_code == 200, me.text
         assert me.json()["roles"] == ["maire"]
         assert me.json()["organisation_id"] == org
+        # The development OpenID provider runs too; its URL is the issuer the services accept
+        # (the one `temoin token` used above), and the stack file says where it is.
+        issuer = f"http://127.0.0.1:{stack.issuer_port}"
+        discovery = httpx.get(f"{issuer}/.well-known/openid-configuration").json()
+        assert discovery["issuer"] == issuer
+        assert json.loads((stack.var_dir / "stack.json").read_text())["urls"]["issuer"] == issuer
+        claims = jwt.decode(minted.stdout.strip(), options={"verify_signature": False})
+        assert claims["iss"] == issuer
+        page = httpx.get(
+            f"{issuer}/authorize",
+            params={"response_type": "code", "client_id": "temoin-dashboard", "scope": "openid",
+                    "redirect_uri": "http://127.0.0.1:8740/auth/callback", "state": "s" * 32,
+                    "code_challenge": "c" * 43, "code_challenge_method": "S256"},
+        )  # fmt: skip
+        assert page.status_code == 200 and "nouvelle organisation" in page.text
+        _sign_in_to_the_dashboard(stack)
         # Leave data in both stores.
         asyncio.run(
             _sql(
@@ -106,3 +129,22 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         assert not [p for p in processes if _alive(p)]
     finally:
         stack.kill_everything()
+
+
+def _sign_in_to_the_dashboard(stack: Stack) -> None:
+    """The dashboard runs too: a newcomer maire signs in at the development provider (code,
+    PKCE, acr eidas1 asked and checked) and is offered to create the organisation."""
+    dashboard = f"http://127.0.0.1:{stack.ports['dashboard']}"
+    urls = json.loads((stack.var_dir / "stack.json").read_text())["urls"]
+    assert urls["dashboard"] == dashboard
+    with httpx.Client(base_url=dashboard, follow_redirects=True, timeout=30) as browser:
+        page = browser.get("/connexion")
+        assert page.url.path == "/authorize", page.text
+        fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
+        fields = {name: html.unescape(value) for name, value in fields.items()}
+        home = browser.post(
+            str(page.url.copy_with(query=None)), data={**fields, "person": "nouveau-maire"}
+        )
+        assert home.status_code == 200, home.text
+        assert str(home.url) == f"{dashboard}/"
+        assert "Créer l'organisation" in home.text

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.dashboard import __doc__ as DESCRIPTION
+from services.dashboard.api.client import ApiProblem, create_backends
+from services.dashboard.auth.endpoints import router as auth_router
+from services.dashboard.auth.oidc import create_provider
+from services.dashboard.auth.sessions import CsrfRefused, SignInRequired, login_url
+from services.dashboard.directory.endpoints import router as directory_router
+from services.dashboard.home.endpoints import router as home_router
+from services.dashboard.kit.security import SecurityHeaders, content_security_policy
+from services.dashboard.kit.sessions import SessionMiddleware, SessionStore
+from services.dashboard.kit.templating import ROOT, Pages, create_environment
+from services.dashboard.recordings.endpoints import router as recordings_router
+from services.dashboard.settings import DashboardSettings, origin_of
+from shared.errors import problem_response
+from shared.observability import RequestContextMiddleware, metrics_response
+
+SERVICE = "dashboard"
+SERVICE_NAME = "Témoin"
+READINESS_TIMEOUT_S = 3.0
+_logger = logging.getLogger("temoin.dashboard")
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"], include_in_schema=False)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when the provider's discovery and the vault answer."""
+        settings: DashboardSettings = request.app.state.settings
+        backends = request.app.state.backends
+
+        async def discovery() -> None:
+            async with httpx.AsyncClient(timeout=READINESS_TIMEOUT_S) as client:
+                response = await client.get(settings.oidc_discovery_url)
+                response.raise_for_status()
+                if "authorization_endpoint" not in response.json():
+                    raise ValueError("not a discovery document")
+
+        async def vault() -> None:
+            (await backends.vault.get("/healthz", timeout=READINESS_TIMEOUT_S)).raise_for_status()
+
+        async def check(probe: object) -> str:
+            try:
+                await asyncio.wait_for(probe(), READINESS_TIMEOUT_S)  # type: ignore[operator]
+            except Exception as error:  # readiness reports any failure, it must not raise
+                return f"error: {type(error).__name__}"
+            return "ok"
+
+        checks = dict(
+            zip(
+                ("oidc_provider", "vault"),
+                await asyncio.gather(check(discovery), check(vault)),
+                strict=True,
+            )
+        )
+        failing = [name for name, value in checks.items() if value != "ok"]
+        if not failing:
+            return JSONResponse({"status": "ready", "checks": checks})
+        return problem_response(
+            503,
+            "Not ready",
+            f"not ready: {', '.join(failing)}",
+            slug="not-ready",
+            instance="/readyz",
+            extensions={"checks": checks},
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return metrics_response()
+
+    return router
+
+
+def create_app(
+    settings: DashboardSettings | None = None,
+    *,
+    vault_transport: httpx.AsyncBaseTransport | None = None,
+    reporting_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The transports let tests put in-process vault and reporting apps behind the dashboard."""
+    settings = settings or DashboardSettings()
+    backends = create_backends(
+        settings.vault_url,
+        settings.reporting_url,
+        vault_transport=vault_transport,
+        reporting_transport=reporting_transport,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await backends.aclose()
+
+    app = FastAPI(
+        title="Témoin dashboard",
+        description=DESCRIPTION or "",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    pages = Pages(create_environment(), SERVICE_NAME)
+    app.state.settings = settings
+    app.state.backends = backends
+    app.state.pages = pages
+    app.state.provider = create_provider(settings)
+    app.state.service = SERVICE
+
+    async def sign_in_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SignInRequired)
+        return RedirectResponse(login_url(exc.next_path), status_code=303)
+
+    async def csrf_refused(request: Request, exc: Exception) -> Response:
+        return pages.render(
+            request,
+            "erreur.html",
+            status_code=403,
+            title="Formulaire refusé",
+            message="Ce formulaire a expiré ou ne vient pas de cette page. "
+            "Revenez en arrière, rechargez la page et recommencez.",
+        )
+
+    async def api_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiProblem)
+        if exc.status == 401:
+            request.session.clear()
+            request.scope["session_end"] = True
+            return RedirectResponse(login_url(request.url.path), status_code=303)
+        return pages.render(
+            request,
+            "erreur.html",
+            status_code=exc.status,
+            title="Demande refusée" if exc.status in (403, 409) else "Erreur",
+            message=exc.message,
+            detail=exc.detail,
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        titles = {404: "Page introuvable", 405: "Action non permise"}
+        return pages.render(
+            request,
+            "erreur.html",
+            status_code=exc.status_code,
+            title=titles.get(exc.status_code, "Erreur"),
+            message="Cette adresse ne correspond à aucune page du tableau de bord."
+            if exc.status_code == 404
+            else "Cette action n'est pas possible ici.",
+        )
+
+    policy = content_security_policy(
+        media_origin=settings.media_origin,
+        provider_origin=origin_of(settings.oidc_discovery_url),
+    )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        _logger.exception("unhandled error", exc_info=exc)
+        page = pages.render(
+            request,
+            "erreur.html",
+            status_code=500,
+            title="Erreur inattendue",
+            message="Une erreur inattendue est survenue ; elle a été enregistrée. Réessayez.",
+        )
+        # Starlette answers this outside every middleware: the headers are set here.
+        page.headers.update(SecurityHeaders.HEADERS | {"Content-Security-Policy": policy})
+        return page
+
+    app.add_exception_handler(SignInRequired, sign_in_required)
+    app.add_exception_handler(CsrfRefused, csrf_refused)
+    app.add_exception_handler(ApiProblem, api_problem)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+    app.include_router(_health_router())
+    app.include_router(auth_router)
+    app.include_router(home_router)
+    app.include_router(recordings_router)
+    app.include_router(directory_router)
+    app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
+
+    app.state.sessions = SessionStore(
+        idle_s=settings.session_idle_s, max_age_s=settings.session_max_age_s
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        store=app.state.sessions,
+        secret=settings.session_secret,
+        secure=settings.secure_cookie,
+    )
+    app.add_middleware(RequestContextMiddleware, service=SERVICE)
+    app.add_middleware(SecurityHeaders, policy=policy)
+    return app

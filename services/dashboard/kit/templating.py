@@ -1,0 +1,112 @@
+"""Jinja2 for the pages: each domain package keeps its templates beside its routes
+(``recordings/templates/…`` is ``recordings/…``), the layout and macros live in templates/.
+Dates are shown in Europe/Paris; the APIs speak UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, select_autoescape
+
+PARIS = ZoneInfo("Europe/Paris")
+ROOT = Path(__file__).resolve().parent.parent
+DOMAINS = ("auth", "home", "recordings", "directory")
+MONTHS = (
+    "janvier", "février", "mars", "avril", "mai", "juin",
+    "juillet", "août", "septembre", "octobre", "novembre", "décembre",
+)  # fmt: skip
+
+
+def parse_instant(value: str | datetime | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def paris(value: str | datetime | None, with_seconds: bool = False) -> str:
+    """« 3 mars 2026 à 14 h 05 », the way French administrations write a time."""
+    instant = parse_instant(value)
+    if instant is None:
+        return "—"
+    local = instant.astimezone(PARIS)
+    time = f"{local.hour} h {local.minute:02d}"
+    if with_seconds:
+        time += f" {local.second:02d} s"
+    return f"{local.day} {MONTHS[local.month - 1]} {local.year} à {time}"
+
+
+def machine_time(value: str | datetime | None) -> str:
+    """The datetime attribute of <time>: ISO 8601 with the Paris offset."""
+    instant = parse_instant(value)
+    return instant.astimezone(PARIS).isoformat() if instant else ""
+
+
+def duration(start: str | None, end: str | None) -> str:
+    first, last = parse_instant(start), parse_instant(end)
+    if first is None or last is None:
+        return "—"
+    seconds = int((last - first).total_seconds())
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def size(value: int | None) -> str:
+    if value is None:
+        return "—"
+    for unit in ("octets", "Ko", "Mo", "Go"):
+        if value < 1024 or unit == "Go":
+            return (
+                f"{value:,.0f} {unit}".replace(",", "\u202f")
+                if unit == "octets"
+                else (f"{value:.1f} {unit}".replace(".", ","))
+            )
+        value /= 1024  # type: ignore[assignment]
+    return str(value)
+
+
+def create_environment() -> Environment:
+    loader = ChoiceLoader(
+        [
+            FileSystemLoader(ROOT / "templates"),
+            PrefixLoader({name: FileSystemLoader(ROOT / name / "templates") for name in DOMAINS}),
+        ]
+    )
+    environment = Environment(
+        loader=loader,
+        autoescape=select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(paris=paris, machine_time=machine_time, duration=duration, size=size)
+    return environment
+
+
+class Pages:
+    """Renders a template with what every page needs (the person, the CSRF token, the nav)."""
+
+    def __init__(self, environment: Environment, service_name: str) -> None:
+        self.environment = environment
+        self.service_name = service_name
+
+    def render(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        from services.dashboard.auth.sessions import csrf_token, person_of
+
+        person = person_of(request)
+        page = self.environment.get_template(template).render(
+            request=request,
+            service_name=self.service_name,
+            person=person,
+            csrf_token=csrf_token(request),
+            current_path=request.url.path,
+            **context,
+        )
+        return HTMLResponse(page, status_code=status_code)

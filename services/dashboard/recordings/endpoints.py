@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+
+from services.dashboard.api.client import ApiClient, ApiProblem
+from services.dashboard.api.deps import VaultDep
+from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
+from services.dashboard.kit.templating import PARIS, Pages
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 25
+
+STATUSES = {
+    "": "Tous",
+    "sealed": "Scellé",
+    "erased": "Effacé",
+}
+# Loi 2021-646 art. 45: the only purposes for which a wearer may view their own recording.
+WEARER_PURPOSES = {
+    "recherche_auteurs": "Faciliter la recherche des auteurs d'une infraction",
+    "prevention_atteintes": "Prévenir une atteinte imminente à l'ordre public",
+    "secours": "Porter secours aux personnes",
+    "compte_rendu": "Établir fidèlement le compte rendu de l'intervention",
+}
+PROCEDURE_TYPES = {
+    "judiciaire": "Procédure judiciaire",
+    "administrative": "Procédure administrative",
+}
+
+
+def _pages(request: Request) -> Pages:
+    pages: Pages = request.app.state.pages
+    return pages
+
+
+def _org(person: Person) -> str:
+    if not person.organisation_id:
+        # Nothing to ask the vault for: the token names no organisation (a préfecture).
+        raise ApiProblem(
+            403, "Votre compte ne désigne aucune organisation : aucun enregistrement à afficher."
+        )
+    return f"/v1/organisations/{person.organisation_id}"
+
+
+def _day(value: str, end: bool = False) -> str | None:
+    """A day typed in the form (Paris) as the API's UTC instant: its start, or the next day's."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    if end:
+        day += timedelta(days=1)
+    return datetime.combine(day, time(0), tzinfo=PARIS).isoformat()
+
+
+@router.get("/enregistrements", name="recordings")
+async def search(
+    request: Request,
+    person: PersonDep,
+    vault: VaultDep,
+    du: str = "",
+    au: str = "",
+    lieu: str = "",
+    statut: str = "",
+    page: int = 1,
+) -> Response:
+    page = max(page, 1)
+    params: dict[str, Any] = {"limit": PAGE_SIZE, "offset": (page - 1) * PAGE_SIZE}
+    errors: dict[str, str] = {}
+    if du:
+        params["started_from"] = _day(du) or errors.setdefault("du", "Date de début invalide.")
+    if au:
+        params["started_until"] = _day(au, end=True) or errors.setdefault(
+            "au", "Date de fin invalide."
+        )
+    if lieu.strip():
+        params["place"] = lieu.strip()
+    if statut in STATUSES and statut:
+        params["status"] = statut
+    results: dict[str, Any] = {"items": [], "total": 0}
+    if not errors:
+        try:
+            results = await vault.get(
+                f"{_org(person)}/recordings", "ces enregistrements", params=params
+            )
+        except ApiProblem as problem:
+            if problem.status != 422:
+                raise
+            names = {
+                "started_from": "du",
+                "started_until": "au",
+                "place": "lieu",
+                "status": "statut",
+            }
+            errors = {names.get(k, k): f"Valeur refusée : {v}" for k, v in problem.fields.items()}
+    total = int(results.get("total", 0))
+    pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
+    filters = {"du": du, "au": au, "lieu": lieu, "statut": statut}
+    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+    return _pages(request).render(
+        request,
+        "recordings/liste.html",
+        title="Enregistrements",
+        items=results.get("items", []),
+        total=total,
+        page=page,
+        pages=pages,
+        filters=filters,
+        query=query,
+        statuses=STATUSES,
+        errors=errors,
+    )
+
+
+@router.get("/enregistrements/{recording_id}", name="recording")
+async def recording(
+    request: Request, recording_id: uuid.UUID, person: PersonDep, vault: VaultDep
+) -> Response:
+    org = _org(person)
+    item = await vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement")
+    procedures: list[dict[str, Any]] | None = None
+    history: list[dict[str, Any]] | None = None
+    refused: dict[str, str] = {}
+    try:
+        found = await vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})
+        procedures = [p for p in found["items"] if str(recording_id) in p["recording_ids"]]
+    except ApiProblem as problem:
+        if problem.status not in (403,):
+            raise
+        refused["procedures"] = problem.detail or problem.message
+    try:
+        entries = await vault.get(
+            f"{org}/audit/entries",
+            "l'historique de cet enregistrement",
+            params={"recording_id": str(recording_id), "limit": 200},
+        )
+        history = entries["items"]
+    except ApiProblem as problem:
+        if problem.status not in (403,):
+            raise
+        refused["history"] = problem.detail or problem.message
+    agent = await _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent")
+    camera = await _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra")
+    return _pages(request).render(
+        request,
+        "recordings/fiche.html",
+        agent=agent,
+        camera=camera,
+        title="Enregistrement",
+        item=item,
+        procedures=procedures,
+        history=history,
+        refused=refused,
+        procedure_types=PROCEDURE_TYPES,
+        may_view=person.has("maire", "responsable", "habilite", "agent"),
+    )
+
+
+async def _optional(vault: ApiClient, path: str, what: str) -> dict[str, Any] | None:
+    """A detail the page can do without (an agent's name): None when the vault refuses it."""
+    try:
+        found: dict[str, Any] = await vault.get(path, what)
+    except ApiProblem as problem:
+        if problem.status not in (403, 404):
+            raise
+        return None
+    return found
+
+
+def _is_wearer_only(person: Person) -> bool:
+    return person.has("agent") and not person.has("maire", "responsable", "habilite")
+
+
+@router.get("/enregistrements/{recording_id}/visionner", name="view_form")
+async def view_form(
+    request: Request, recording_id: uuid.UUID, person: PersonDep, vault: VaultDep
+) -> Response:
+    item = await vault.get(f"{_org(person)}/recordings/{recording_id}", "cet enregistrement")
+    return _view_form(request, person, item, {}, {})
+
+
+def _view_form(
+    request: Request,
+    person: Person,
+    item: dict[str, Any],
+    form: dict[str, str],
+    errors: dict[str, str],
+    status_code: int = 200,
+    message: str | None = None,
+) -> Response:
+    return _pages(request).render(
+        request,
+        "recordings/visionner.html",
+        status_code=status_code,
+        title=("Erreur : " if errors or message else "") + "Visionner un enregistrement",
+        item=item,
+        form=form,
+        errors=errors,
+        message=message,
+        wearer=_is_wearer_only(person),
+        purposes=WEARER_PURPOSES,
+    )
+
+
+@router.post("/enregistrements/{recording_id}/visionner", dependencies=[CsrfChecked])
+async def view(
+    request: Request,
+    recording_id: uuid.UUID,
+    person: PersonDep,
+    vault: VaultDep,
+    motif: Annotated[str, Form()] = "",
+    finalite: Annotated[str, Form()] = "",
+) -> Response:
+    """Open a consultation with its motif (logged by the vault), then show the player."""
+    org = _org(person)
+    item = await vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement")
+    form = {"motif": motif, "finalite": finalite}
+    errors: dict[str, str] = {}
+    if len(motif.strip()) < 3:
+        errors["motif"] = "Indiquez le motif du visionnage (au moins 3 caractères)."
+    if _is_wearer_only(person) and finalite not in WEARER_PURPOSES:
+        errors["finalite"] = "Choisissez la finalité du visionnage."
+    if errors:
+        return _view_form(request, person, item, form, errors, 422)
+    body: dict[str, Any] = {"motif": motif.strip()}
+    if finalite in WEARER_PURPOSES:
+        body["purpose"] = finalite
+    try:
+        consultation = await vault.post(
+            f"{org}/recordings/{recording_id}/consultations",
+            "le visionnage de cet enregistrement",
+            json=body,
+        )
+    except ApiProblem as problem:
+        if problem.status == 422:
+            names = {"purpose": "finalite"}
+            errors = {names.get(k, k): f"Valeur refusée : {v}" for k, v in problem.fields.items()}
+            return _view_form(request, person, item, form, errors, 422)
+        if problem.status in (403, 409, 410):
+            return _view_form(
+                request, person, item, form, {}, problem.status,
+                message=problem.message + (f" {problem.detail}" if problem.detail else ""),
+            )  # fmt: skip
+        raise
+    return _pages(request).render(
+        request,
+        "recordings/lecture.html",
+        title="Visionnage",
+        item=item,
+        consultation=consultation,
+        motif=motif.strip(),
+    )
