@@ -21,7 +21,7 @@ from shared import sealing
 from shared.audit import entries
 from shared.storage import ObjectStore
 from tests.fixtures.clips import make_clip, upload_headers
-from tests.fixtures.directory import OrgKit, build_org
+from tests.fixtures.directory import OrgKit, build_org, fresh_insee
 from tests.fixtures.live import MINIMUM_LOCK_S, Live, run_temoin
 from tests.fixtures.servers import Servers
 
@@ -34,7 +34,7 @@ async def org(live: Live, servers: Servers) -> AsyncIterator[tuple[OrgKit, httpx
         httpx.AsyncClient(base_url=live.vault.url, timeout=60) as vault,
         httpx.AsyncClient(base_url=live.ingest.url, timeout=60) as ingest,
     ):
-        kit = await build_org(vault, ingest, servers, insee=f"9{uuid.uuid4().int % 10**4:04d}")
+        kit = await build_org(vault, ingest, servers, insee=fresh_insee())
         kit.tokens["_ingest_url"] = live.ingest.url
         yield kit, vault
 

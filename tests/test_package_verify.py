@@ -30,7 +30,7 @@ from shared.audit import canonical_bytes
 from shared.package import Report, verify_package, write_package
 from shared.signatures import b64encode, key_id, public_key_of, tree_head_message
 from tests.fixtures.clips import make_clip, upload_headers
-from tests.fixtures.directory import build_org
+from tests.fixtures.directory import build_org, fresh_insee
 from tests.fixtures.live import Live, run_temoin
 from tests.fixtures.servers import Servers
 
@@ -75,7 +75,7 @@ async def extracted(live: Live, servers: Servers) -> AsyncIterator[Extracted]:
         httpx.AsyncClient(base_url=live.vault.url, timeout=60) as vault,
         httpx.AsyncClient(base_url=live.ingest.url, timeout=60) as ingest,
     ):
-        kit = await build_org(vault, ingest, servers, insee=f"9{uuid.uuid4().int % 10**4:04d}")
+        kit = await build_org(vault, ingest, servers, insee=fresh_insee())
         receipts = []
         for size in (300_001, 4_097):
             data, metadata = make_clip(kit, size=size)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -23,7 +22,7 @@ from services.reporting.statistics.french import day_fr, letter_day
 from shared.audit import read_feed
 from shared.db import create_sessionmaker, session_scope
 from tests.fixtures.clips import make_clip, upload_headers
-from tests.fixtures.directory import OrgKit, build_org
+from tests.fixtures.directory import OrgKit, build_org, fresh_insee
 from tests.fixtures.live import Live
 from tests.fixtures.servers import Servers
 
@@ -43,7 +42,7 @@ async def _lhay_les_roses_2018(
 ) -> OrgKit:
     kit = await build_org(
         vault, ingest, servers, name="Police municipale de L'Haÿ-les-Roses (essai)",
-        insee=f"9{uuid.uuid4().int % 10**4:04d}", commune="L'Haÿ-les-Roses",
+        insee=fresh_insee(), commune="L'Haÿ-les-Roses",
     )  # fmt: skip
     manage = kit.headers("responsable")
     # 14 agents with habilitations: the three of the kit (one already habilité) and 11 more.

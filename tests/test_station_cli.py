@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.fixtures.directory import fresh_insee
 from tests.fixtures.live import Live
 from tests.fixtures.servers import Servers
 
@@ -36,7 +37,7 @@ def test_register_authenticate_revoke(live: Live, servers: Servers, tmp_path: Pa
         json={
             "name": "Police municipale de Fresnes",
             "departement": "94",
-            "communes": [{"insee_code": f"9{uuid.uuid4().int % 10**4:04d}", "name": "Fresnes"}],
+            "communes": [{"insee_code": fresh_insee(), "name": "Fresnes"}],
         },
     )
     assert created.status_code == 201, created.text

@@ -18,7 +18,7 @@ import pytest
 from shared.package import verify_package
 from shared.storage import ObjectStore
 from tests.fixtures.clips import make_clip, upload_headers
-from tests.fixtures.directory import OrgKit, build_org
+from tests.fixtures.directory import OrgKit, build_org, fresh_insee
 from tests.fixtures.live import Live, run_temoin
 from tests.fixtures.servers import Servers
 
@@ -42,7 +42,7 @@ async def scene(live: Live, servers: Servers) -> AsyncIterator[Scene]:
         httpx.AsyncClient(base_url=live.vault.url, timeout=60) as vault,
         httpx.AsyncClient(base_url=live.ingest.url, timeout=60) as ingest,
     ):
-        kit = await build_org(vault, ingest, servers, insee=f"9{uuid.uuid4().int % 10**4:04d}")
+        kit = await build_org(vault, ingest, servers, insee=fresh_insee())
         data, metadata = make_clip(kit, size=3 * MiB + 12345)
         uploaded = await ingest.post(
             "/v1/recordings", content=data, headers=upload_headers(kit, metadata)
