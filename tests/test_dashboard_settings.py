@@ -165,8 +165,9 @@ def test_times_are_shown_in_paris_and_asked_in_utc() -> None:
     from services.dashboard.kit.templating import machine_time, paris
     from services.dashboard.recordings.endpoints import _day
 
-    assert paris("2026-07-14T08:05:00Z") == "14 juillet 2026 à 10 h 05"  # summer: UTC+2
-    assert paris("2026-01-31T23:30:00+00:00") == "1 février 2026 à 0 h 30"  # winter: UTC+1
+    nbsp = "\u00a0"  # hour and minutes held together
+    assert paris("2026-07-14T08:05:00Z") == f"14 juillet 2026 à 10{nbsp}h{nbsp}05"  # UTC+2
+    assert paris("2026-01-31T23:30:00+00:00") == f"1 février 2026 à 0{nbsp}h{nbsp}30"  # UTC+1
     assert machine_time("2026-07-14T08:05:00Z") == "2026-07-14T10:05:00+02:00"
     # A day typed in the search form is a Paris day: from its midnight to the next one.
     assert _day("2026-07-14") == "2026-07-14T00:00:00+02:00"

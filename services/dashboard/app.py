@@ -15,7 +15,12 @@ from services.dashboard import __doc__ as DESCRIPTION
 from services.dashboard.api.client import ApiProblem, create_backends
 from services.dashboard.auth.endpoints import router as auth_router
 from services.dashboard.auth.oidc import create_provider
-from services.dashboard.auth.sessions import CsrfRefused, SignInRequired, login_url
+from services.dashboard.auth.sessions import (
+    CsrfRefused,
+    RolesWithdrawn,
+    SignInRequired,
+    login_url,
+)
 from services.dashboard.directory.endpoints import router as directory_router
 from services.dashboard.home.endpoints import router as home_router
 from services.dashboard.kit.security import SecurityHeaders, content_security_policy
@@ -140,6 +145,12 @@ def create_app(
             "Revenez en arrière, rechargez la page et recommencez.",
         )
 
+    async def roles_withdrawn(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RolesWithdrawn)
+        return pages.render(
+            request, "erreur.html", status_code=403, title="Accès retiré", message=exc.message
+        )
+
     async def api_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiProblem)
         if exc.status == 401:
@@ -188,6 +199,7 @@ def create_app(
 
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(CsrfRefused, csrf_refused)
+    app.add_exception_handler(RolesWithdrawn, roles_withdrawn)
     app.add_exception_handler(ApiProblem, api_problem)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -50,6 +50,29 @@ class SignInRequired(Exception):
         self.expired = expired
 
 
+class RolesWithdrawn(Exception):
+    """Roles the person signed in with and no longer holds (a habilitation withdrawn by the
+    responsable, an agent deactivated): the page says so, once; the session keeps the rest."""
+
+    def __init__(self, roles: tuple[str, ...]) -> None:
+        self.roles = roles
+
+    @property
+    def message(self) -> str:
+        if "habilite" in self.roles:
+            return (
+                "Votre habilitation à visionner les enregistrements a été retirée par le "
+                "responsable du service depuis votre connexion (article R241-12 du code de la "
+                "sécurité intérieure). Vous ne pouvez plus consulter les enregistrements ; "
+                "si vous pensez que c'est une erreur, adressez-vous au responsable du service."
+            )
+        labels = ", ".join(ROLE_LABELS.get(role, role) for role in self.roles)
+        return (
+            f"Depuis votre connexion, vous n'avez plus ce rôle : {labels}. Les pages qui en "
+            "dépendent ne vous sont plus accessibles ; adressez-vous au responsable du service."
+        )
+
+
 class CsrfRefused(Exception):
     pass
 

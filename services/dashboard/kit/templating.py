@@ -31,14 +31,15 @@ def parse_instant(value: str | datetime | None) -> datetime | None:
 
 
 def paris(value: str | datetime | None, with_seconds: bool = False) -> str:
-    """« 3 mars 2026 à 14 h 05 », the way French administrations write a time."""
+    """« 3 mars 2026 à 14 h 05 », the way French administrations write a time; the hour, its
+    minutes and seconds held together by no-break spaces (a heading never ends on « 14 h »)."""
     instant = parse_instant(value)
     if instant is None:
         return "—"
     local = instant.astimezone(PARIS)
-    time = f"{local.hour} h {local.minute:02d}"
+    time = f"{local.hour}\u00a0h\u00a0{local.minute:02d}"
     if with_seconds:
-        time += f" {local.second:02d} s"
+        time += f"\u00a0{local.second:02d}\u00a0s"
     return f"{local.day} {MONTHS[local.month - 1]} {local.year} à {time}"
 
 

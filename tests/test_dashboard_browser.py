@@ -1,0 +1,238 @@
+"""The dashboard in a real browser (issue 17): Chromium signs in through the development OpenID
+provider, finds a recording, asks a consultation with a motif and plays it; every page a
+person reaches passes axe-core; the keyboard finds the skip link first; a withdrawn
+habilitation is refused in French.
+
+Everything runs as `temoin run` starts it (tests/fixtures/stack.py: PostgreSQL, SeaweedFS, the
+services, the dashboard and the provider on free ports), with an organisation made through the
+API and a clip made by `temoin dock simulate`'s clip maker, each frame carrying its number."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from playwright.async_api import Page, expect
+
+from temoin.dev_issuer import DevIssuer
+from tests.fixtures.browser import (
+    audit_accessibility,
+    describe,
+    frame_at,
+    frame_difference,
+    frame_number,
+    make_clip,
+    screenshot,
+    serious_violations,
+    tab_to,
+)
+from tests.fixtures.clips import make_clip as clip_metadata
+from tests.fixtures.directory import OrgKit, build_org
+from tests.fixtures.stack import Stack
+from tests.test_tus import creation_headers
+
+pytestmark = pytest.mark.slow
+
+FRAMES_PER_SECOND = 25
+SAME_FRAME = 3.0  # frame_difference: about 1 for the same frame, 6 or more for the next one
+
+
+@dataclass
+class Scene:
+    stack: Stack
+    dashboard: str
+    vault: str
+    ingest: str
+    issuer: DevIssuer
+    clip: Path
+
+    async def organisation(self, *, with_recording: bool = True) -> OrgKit:
+        """A fresh organisation (its people in the provider's list), with a real clip."""
+        async with (
+            httpx.AsyncClient(base_url=self.vault, timeout=60) as vault,
+            httpx.AsyncClient(base_url=self.ingest, timeout=60) as ingest,
+        ):
+            insee = f"9{uuid.uuid4().int % 10**4:04d}"
+            kit = await build_org(
+                vault, ingest, SimpleNamespace(issuer=self.issuer),  # type: ignore[arg-type]
+                insee=insee,
+            )  # fmt: skip
+            if with_recording:
+                data = self.clip.read_bytes()
+                _, metadata = clip_metadata(
+                    kit, size=len(data), sha256=hashlib.sha256(data).hexdigest()
+                )
+                headers = creation_headers(
+                    kit, metadata, **{"Content-Type": "application/offset+octet-stream"}
+                )
+                created = await ingest.post("/v1/uploads", content=data, headers=headers)
+                assert created.status_code == 201, created.text
+                upload = created.headers["Location"].rsplit("/", 1)[1]
+                receipt = await ingest.get(
+                    f"/v1/uploads/{upload}/receipt",
+                    headers={**kit.headers("station"), "Tus-Resumable": "1.0.0"},
+                )
+                assert receipt.status_code == 200, receipt.text
+                kit.recording_id = uuid.UUID(receipt.json()["recording_id"])
+            return kit
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    root = tmp_path_factory.mktemp("browser-stack")
+    stack = Stack(root / "var")
+    try:
+        stack.start()
+        issuer_url = f"http://127.0.0.1:{stack.issuer_port}"
+        yield Scene(
+            stack=stack,
+            dashboard=f"http://127.0.0.1:{stack.ports['dashboard']}",
+            vault=f"http://127.0.0.1:{stack.ports['vault']}",
+            ingest=f"http://127.0.0.1:{stack.ports['ingest']}",
+            issuer=DevIssuer(root / "var" / "dev-issuer", issuer=issuer_url),
+            clip=make_clip(root / "clip.mp4", seconds=3),
+        )
+    finally:
+        if stack.process is not None and stack.process.poll() is None:
+            try:
+                stack.interrupt()
+            except Exception:
+                stack.kill_everything()
+                raise
+
+
+@pytest.fixture(scope="module")
+async def kit(running: Scene) -> OrgKit:
+    return await running.organisation()
+
+
+def _choice(kit: OrgKit, role: str) -> str:
+    """The provider's radio value for one of build_org's people."""
+    if role == "maire":
+        return f'input[type=radio][value="maire:{kit.id}"]'
+    return f'input[type=radio][value="agent:{kit.agents[role]}"]'
+
+
+async def sign_in(
+    page: Page, scene: Scene, kit: OrgKit, role: str, shots: Path | None = None
+) -> None:
+    """Dashboard → the provider's sign-in page → choose the person → back on Accueil."""
+    await page.goto(f"{scene.dashboard}/connexion")
+    issuer = f"http://127.0.0.1:{scene.stack.issuer_port}/"
+    assert page.url.startswith(issuer), page.url
+    if shots is not None:
+        await screenshot(page, "connexion-fournisseur", shots)
+    await page.locator(_choice(kit, role)).check()
+    await page.get_by_role("button").first.click()
+    await page.wait_for_url(f"{scene.dashboard}/")
+    await expect(page.locator("main")).to_contain_text("L'Haÿ-les-Roses")
+
+
+async def test_sign_in_find_and_play_a_recording(
+    page: Page, running: Scene, kit: OrgKit, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    await sign_in(page, running, kit, "habilite", shots=tmp_path)
+    await page.get_by_role("navigation").get_by_role("link", name="Enregistrements").click()
+    await page.wait_for_url(f"{running.dashboard}/enregistrements*")
+    await screenshot(page, "enregistrements", tmp_path)
+    await page.locator(f'a[href="/enregistrements/{kit.recording_id}"]').first.click()
+    await page.wait_for_url(f"{running.dashboard}/enregistrements/{kit.recording_id}")
+    await page.locator("#visionner").click()
+    await page.get_by_label("Motif du visionnage").fill("Réquisition judiciaire du 3 mars")
+    await page.locator("main form button[type=submit]").click()
+    video = page.locator("video")
+    await expect(video).to_be_visible()
+    media = await video.get_attribute("src")
+    assert media and media.startswith(running.vault), media
+
+    # The frame itself, without the controls Chromium draws over a paused video.
+    await page.evaluate("document.querySelector('video').controls = false")
+    png = await frame_at(page, "video", 1.0)
+    await page.evaluate("document.querySelector('video').controls = true")
+    (tmp_path / "image-a-1s.png").write_bytes(png)  # what the player showed, for a failure
+    assert frame_number(png) == FRAMES_PER_SECOND
+    difference = frame_difference(png, running.clip, 1.0)
+    assert difference < SAME_FRAME, difference
+    await screenshot(page, "lecture", tmp_path)
+    assert time.monotonic() - started < 60
+
+
+# Every page of the dashboard either person reaches (the player is audited after the form).
+PAGES = [
+    "/",
+    "/enregistrements",
+    "/enregistrements/{id}",
+    "/enregistrements/{id}/visionner",
+    "/annuaire",
+]
+
+
+async def _audit(page: Page, where: str) -> list[str]:
+    violations = serious_violations(await audit_accessibility(page))
+    return [f"{where}: {describe(violations)}"] if violations else []
+
+
+@pytest.mark.parametrize("role", ["habilite", "maire"])
+async def test_every_page_passes_axe(
+    audit_page: Page, running: Scene, kit: OrgKit, role: str
+) -> None:
+    page = audit_page
+    await page.goto(f"{running.dashboard}/connexion")
+    found = await _audit(page, "connexion (fournisseur)")
+    await page.locator(_choice(kit, role)).check()
+    await page.get_by_role("button").first.click()
+    await page.wait_for_url(f"{running.dashboard}/")
+    for path in PAGES:
+        url = running.dashboard + path.format(id=kit.recording_id)
+        answer = await page.goto(url)
+        assert answer is not None and answer.status == 200, (url, answer and answer.status)
+        found += await _audit(page, path)
+    # The player, after a consultation asked with a motif.
+    await page.goto(f"{running.dashboard}/enregistrements/{kit.recording_id}/visionner")
+    await page.get_by_label("Motif du visionnage").fill("Contrôle de l'accessibilité")
+    await page.locator("main form button[type=submit]").click()
+    await expect(page.locator("video")).to_be_visible()
+    found += await _audit(page, "lecteur")
+    assert found == [], "\n".join(found)
+
+
+async def test_tab_reaches_the_skip_link_first(page: Page, running: Scene, kit: OrgKit) -> None:
+    await sign_in(page, running, kit, "habilite")
+    focus = await tab_to(page)
+    assert (focus.tag, focus.text, focus.href) == ("a", "Aller au contenu", "#contenu")
+    assert focus.visible, focus
+    await page.keyboard.press("Enter")
+    assert page.url.endswith("#contenu")
+
+
+async def test_a_withdrawn_habilitation_is_refused_in_french(page: Page, running: Scene) -> None:
+    own = await running.organisation()
+    await sign_in(page, running, own, "habilite")
+    listing = await page.goto(f"{running.dashboard}/enregistrements")
+    assert listing is not None and listing.status == 200
+    async with httpx.AsyncClient(base_url=running.vault, timeout=30) as vault:
+        withdrawn = await vault.post(
+            f"{own.path}/habilitations/{own.habilitation_id}/withdraw",
+            headers=own.headers("responsable"),
+            json={"reason": "mutation dans un autre service"},
+        )
+    assert withdrawn.status_code == 200, withdrawn.text
+    refused = await page.goto(f"{running.dashboard}/enregistrements/{own.recording_id}")
+    assert refused is not None and refused.status == 403, refused and refused.status
+    text = await page.locator("main").inner_text()
+    assert "Accès retiré" in text and "Votre habilitation" in text and "retirée" in text, text
+    # The session keeps the roles still in force: the header no longer says "Agent habilité".
+    home = await page.goto(f"{running.dashboard}/")
+    assert home is not None and home.status == 200
+    assert "Agent habilité" not in await page.locator("header").inner_text()
+    body = await page.content()
+    assert "Traceback" not in body and "Forbidden" not in body
+    assert await page.locator("html").get_attribute("lang") == "fr"
