@@ -26,6 +26,7 @@ from services.dashboard.home.endpoints import router as home_router
 from services.dashboard.kit.security import SecurityHeaders, content_security_policy
 from services.dashboard.kit.sessions import SessionMiddleware, SessionStore
 from services.dashboard.kit.templating import ROOT, Pages, create_environment
+from services.dashboard.procedures.endpoints import router as procedures_router
 from services.dashboard.recordings.endpoints import router as recordings_router
 from services.dashboard.settings import DashboardSettings, origin_of
 from shared.errors import problem_response
@@ -209,6 +210,7 @@ def create_app(
     app.include_router(home_router)
     app.include_router(recordings_router)
     app.include_router(directory_router)
+    app.include_router(procedures_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
     app.state.sessions = SessionStore(

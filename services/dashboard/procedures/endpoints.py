@@ -1,0 +1,336 @@
+"""Procédures (R241-12 à R241-14): the list, opening one, a procedure's page with its
+recordings, attaching, closing, and extracting a recording as the vault's signed BagIt zip,
+streamed through to the browser (the person's token stays here, the clip is never buffered)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from services.dashboard.api.client import ApiClient, ApiProblem, problem_of
+from services.dashboard.api.deps import VaultDep
+from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
+from services.dashboard.kit.templating import Pages
+
+router = APIRouter(include_in_schema=False)
+TYPES = {
+    "judiciaire": "Procédure judiciaire",
+    "administrative": "Procédure administrative",
+    "disciplinaire": "Procédure disciplinaire",
+    "formation": "Formation des agents",
+}
+FORMATION_REFUSED = (
+    "L'extraction pour la formation des agents est refusée : elle exige une copie anonymisée, "
+    "que Témoin ne sait pas encore produire."
+)
+# Headers of the vault's package answer passed on to the browser.
+PASSED_ON = ("content-type", "content-disposition", "content-length")
+
+
+def _pages(request: Request) -> Pages:
+    pages: Pages = request.app.state.pages
+    return pages
+
+
+def _org(person: Person) -> str:
+    if not person.organisation_id:
+        raise ApiProblem(403, "Votre compte ne désigne aucune organisation : aucune procédure.")
+    return f"/v1/organisations/{person.organisation_id}"
+
+
+def _said(problem: ApiProblem) -> str:
+    return problem.message + (f" Précision du service : {problem.detail}" if problem.detail else "")
+
+
+def _refused_fields(problem: ApiProblem, names: dict[str, str]) -> dict[str, str]:
+    return {names.get(k, k): f"Valeur refusée : {v}" for k, v in problem.fields.items()}
+
+
+async def _list_page(
+    request: Request,
+    person: Person,
+    vault: ApiClient,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    message: str | None = None,
+) -> Response:
+    found = await vault.get(f"{_org(person)}/procedures", "les procédures", params={"limit": 500})
+    items = sorted(found["items"], key=lambda p: (p["closed_at"] is not None, p["created_at"]))
+    open_first = [p for p in items if p["closed_at"] is None] + [
+        p for p in reversed(items) if p["closed_at"] is not None
+    ]
+    return _pages(request).render(
+        request,
+        "procedures/liste.html",
+        status_code=status_code,
+        title=("Erreur : " if errors or message else "") + "Procédures",
+        items=open_first,
+        types=TYPES,
+        form=form or {"type": "judiciaire"},
+        errors=errors or {},
+        message=message,
+    )
+
+
+@router.get("/procedures", name="procedures")
+async def procedures(request: Request, person: PersonDep, vault: VaultDep) -> Response:
+    return await _list_page(request, person, vault)
+
+
+@router.post("/procedures", dependencies=[CsrfChecked])
+async def open_procedure(
+    request: Request,
+    person: PersonDep,
+    vault: VaultDep,
+    type: Annotated[str, Form()] = "",  # noqa: A002 - the form's field
+    reference: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+) -> Response:
+    form = {"type": type, "reference": reference, "description": description}
+    errors: dict[str, str] = {}
+    if type not in TYPES:
+        errors["type"] = "Choisissez le type de la procédure."
+    if not reference.strip():
+        errors["reference"] = "Indiquez la référence de la procédure (numéro de PV, de dossier)."
+    if errors:
+        return await _list_page(request, person, vault, form, errors, 422)
+    body = {
+        "type": type,
+        "reference": reference.strip(),
+        "description": description.strip() or None,
+    }
+    try:
+        opened = await vault.post(
+            f"{_org(person)}/procedures", "l'ouverture de procédures", json=body
+        )
+    except ApiProblem as problem:
+        if problem.status == 422 and problem.fields:
+            return await _list_page(request, person, vault, form, _refused_fields(problem, {}), 422)
+        if problem.status in (403, 409, 422):
+            return await _list_page(
+                request, person, vault, form, None, problem.status, message=_said(problem)
+            )
+        raise
+    return RedirectResponse(f"/procedures/{opened['id']}", status_code=303)
+
+
+async def _recording(vault: ApiClient, org: str, recording_id: str) -> dict[str, Any]:
+    """A recording of the procedure, or only its id when the vault will not say more."""
+    try:
+        found: dict[str, Any] = await vault.get(
+            f"{org}/recordings/{recording_id}", "cet enregistrement"
+        )
+    except ApiProblem as problem:
+        if problem.status not in (403, 404, 410):
+            raise
+        return {"id": recording_id}
+    return found
+
+
+async def _procedure_page(
+    request: Request,
+    person: Person,
+    vault: ApiClient,
+    procedure_id: uuid.UUID,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    message: str | None = None,
+) -> Response:
+    org = _org(person)
+    procedure = await vault.get(f"{org}/procedures/{procedure_id}", "cette procédure")
+    recordings = [await _recording(vault, org, str(r)) for r in procedure["recording_ids"]]
+    return _pages(request).render(
+        request,
+        "procedures/fiche.html",
+        status_code=status_code,
+        title=("Erreur : " if errors or message else "") + f"Procédure {procedure['reference']}",
+        procedure=procedure,
+        recordings=recordings,
+        types=TYPES,
+        form=form or {},
+        errors=errors or {},
+        message=message,
+    )
+
+
+@router.get("/procedures/{procedure_id}", name="procedure")
+async def procedure(
+    request: Request, procedure_id: uuid.UUID, person: PersonDep, vault: VaultDep
+) -> Response:
+    return await _procedure_page(request, person, vault, procedure_id)
+
+
+@router.post("/procedures/{procedure_id}/rattacher", dependencies=[CsrfChecked])
+async def attach(
+    request: Request,
+    procedure_id: uuid.UUID,
+    person: PersonDep,
+    vault: VaultDep,
+    enregistrement: Annotated[str, Form()] = "",
+    qualification: Annotated[str, Form()] = "",
+    retour: Annotated[str, Form()] = "",
+) -> Response:
+    """Attach a recording (from this page, or from the recording's page: ``retour``)."""
+    form = {"enregistrement": enregistrement, "qualification": qualification}
+    errors: dict[str, str] = {}
+    try:
+        recording_id = uuid.UUID(enregistrement.strip())
+    except ValueError:
+        errors["enregistrement"] = (
+            "Indiquez l'identifiant de l'enregistrement (tel qu'affiché sur sa page)."
+        )
+    if len(qualification.strip()) < 3:
+        errors["qualification"] = (
+            "Indiquez en quoi l'enregistrement intéresse la procédure (au moins 3 caractères)."
+        )
+    if errors:
+        return await _procedure_page(request, person, vault, procedure_id, form, errors, 422)
+    try:
+        await vault.post(
+            f"{_org(person)}/procedures/{procedure_id}/recordings",
+            "le rattachement d'enregistrements",
+            json={"recording_id": str(recording_id), "qualification": qualification.strip()},
+        )
+    except ApiProblem as problem:
+        if problem.status == 422 and problem.fields:
+            names = {"recording_id": "enregistrement"}
+            fields = _refused_fields(problem, names)
+            return await _procedure_page(request, person, vault, procedure_id, form, fields, 422)
+        if problem.status in (403, 404, 409, 410, 422):
+            return await _procedure_page(
+                request, person, vault, procedure_id, form, None, problem.status, _said(problem)
+            )
+        raise
+    if retour == "enregistrement":
+        return RedirectResponse(f"/enregistrements/{recording_id}", status_code=303)
+    return RedirectResponse(f"/procedures/{procedure_id}#enregistrements", status_code=303)
+
+
+@router.post("/procedures/{procedure_id}/clore", dependencies=[CsrfChecked])
+async def close(
+    request: Request, procedure_id: uuid.UUID, person: PersonDep, vault: VaultDep
+) -> Response:
+    try:
+        await vault.post(
+            f"{_org(person)}/procedures/{procedure_id}/close", "la clôture de cette procédure"
+        )
+    except ApiProblem as problem:
+        if problem.status not in (403, 409):
+            raise
+        return await _procedure_page(
+            request, person, vault, procedure_id, None, None, problem.status, _said(problem)
+        )
+    return RedirectResponse(f"/procedures/{procedure_id}", status_code=303)
+
+
+async def _extraction_page(
+    request: Request,
+    person: Person,
+    vault: ApiClient,
+    procedure_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    message: str | None = None,
+) -> Response:
+    org = _org(person)
+    procedure = await vault.get(f"{org}/procedures/{procedure_id}", "cette procédure")
+    return _pages(request).render(
+        request,
+        "procedures/extraire.html",
+        status_code=status_code,
+        title=("Erreur : " if errors or message else "") + "Extraire un enregistrement",
+        procedure=procedure,
+        recording=await _recording(vault, org, str(recording_id)),
+        types=TYPES,
+        form=form or {},
+        errors=errors or {},
+        message=message,
+    )
+
+
+EXTRACTION = "/procedures/{procedure_id}/enregistrements/{recording_id}/extraire"
+
+
+@router.get(EXTRACTION, name="extraction_form")
+async def extraction_form(
+    request: Request,
+    procedure_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    person: PersonDep,
+    vault: VaultDep,
+) -> Response:
+    return await _extraction_page(request, person, vault, procedure_id, recording_id)
+
+
+@router.post(EXTRACTION, dependencies=[CsrfChecked])
+async def extract(
+    request: Request,
+    procedure_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    person: PersonDep,
+    vault: VaultDep,
+    motif: Annotated[str, Form()] = "",
+    destinataires: Annotated[str, Form()] = "",
+) -> Response:
+    """The vault's package, passed on chunk by chunk as it comes."""
+    form = {"motif": motif, "destinataires": destinataires}
+    recipients = [line.strip() for line in destinataires.splitlines() if line.strip()]
+    errors: dict[str, str] = {}
+    if len(motif.strip()) < 3:
+        errors["motif"] = "Indiquez le motif de l'extraction (au moins 3 caractères)."
+    if not recipients:
+        errors["destinataires"] = "Indiquez au moins un destinataire de la copie (un par ligne)."
+    if errors:
+        return await _extraction_page(
+            request, person, vault, procedure_id, recording_id, form, errors, 422
+        )
+    outgoing = vault.http.build_request(
+        "POST",
+        f"{_org(person)}/procedures/{procedure_id}/extractions",
+        headers={"Authorization": f"Bearer {vault.token}"},
+        json={
+            "recording_id": str(recording_id),
+            "motif": motif.strip(),
+            "destinataires": recipients,
+        },
+    )
+    try:
+        answer = await vault.http.send(outgoing, stream=True)
+    except Exception as error:  # the transport failed: said like any unavailable service
+        raise ApiProblem(
+            503, "Le service est momentanément indisponible : réessayez dans un instant."
+        ) from error
+    if answer.is_error:
+        await answer.aread()
+        await answer.aclose()
+        problem = problem_of(answer, "l'extraction de cet enregistrement")
+        if problem.status == 401:
+            raise problem
+        if "procedure" in problem.fields:
+            problem = ApiProblem(422, FORMATION_REFUSED, problem.detail)
+        elif problem.status == 422 and problem.fields:
+            fields = _refused_fields(problem, {})
+            return await _extraction_page(
+                request, person, vault, procedure_id, recording_id, form, fields, 422
+            )
+        if problem.status not in (403, 404, 409, 410, 422):
+            raise problem
+        return await _extraction_page(
+            request, person, vault, procedure_id, recording_id, form, None,
+            problem.status, _said(problem),
+        )  # fmt: skip
+    headers = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_ON}
+    return StreamingResponse(
+        answer.aiter_raw(),
+        status_code=200,
+        headers=headers,
+        background=BackgroundTask(answer.aclose),
+    )
