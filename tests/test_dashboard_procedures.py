@@ -218,3 +218,45 @@ async def test_refusals_are_said_in_french(keyed: tuple[Scene, Keys]) -> None:
     text = _checked(denied)
     assert "L'extraction pour la formation des agents est refusée" in text
     assert "copie anonymisée" in text
+
+
+async def test_attach_from_the_recording_page(keyed: tuple[Scene, Keys]) -> None:
+    scene, _ = keyed
+    recording = f"/enregistrements/{scene.kit.recording_id}"
+    http = scene.browser.http
+    await scene.as_role("habilite")
+    path = await _open(scene, "administrative", "ADM-2026-7")
+
+    page = await http.get(recording)
+    text = _checked(page)
+    assert "Rattacher à une procédure" in text
+    assert f'<option value="{path.rsplit("/", 1)[1]}">Procédure administrative ADM-2026-7' in text
+    short = await http.post(
+        "/procedures/rattachement",
+        data={
+            "csrf_token": _csrf(page),
+            "procedure": path.rsplit("/", 1)[1],
+            "enregistrement": str(scene.kit.recording_id),
+            "qualification": "x",
+        },
+    )
+    assert short.status_code == 422
+    assert 'href="#champ-qualification"' in _checked(short)
+    attached = await http.post(
+        "/procedures/rattachement",
+        data={
+            "csrf_token": _csrf(page),
+            "procedure": path.rsplit("/", 1)[1],
+            "enregistrement": str(scene.kit.recording_id),
+            "qualification": "Contrôle d'un débit de boissons",
+        },
+        follow_redirects=False,
+    )
+    assert attached.status_code == 303, attached.text
+    assert attached.headers["location"] == recording
+    text = _checked(await http.get(recording))
+    assert f'<a href="{path}">Procédure administrative ADM-2026-7</a>' in text
+    assert "ADM-2026-7</option>" not in text  # attached: no longer offered
+
+    await scene.as_role("dpo")
+    assert "Rattacher à une procédure" not in _checked(await http.get(recording))

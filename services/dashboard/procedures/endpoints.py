@@ -166,6 +166,26 @@ async def procedure(
     return await _procedure_page(request, person, vault, procedure_id)
 
 
+@router.post("/procedures/rattachement", dependencies=[CsrfChecked])
+async def attach_from_recording(
+    request: Request,
+    person: PersonDep,
+    vault: VaultDep,
+    procedure: Annotated[str, Form()] = "",
+    enregistrement: Annotated[str, Form()] = "",
+    qualification: Annotated[str, Form()] = "",
+) -> Response:
+    """« Rattacher à une procédure » on a recording's page: back there once attached; an
+    error is shown on the procedure's page, beside its own attach form."""
+    try:
+        procedure_id = uuid.UUID(procedure)
+    except ValueError:
+        raise ApiProblem(422, "Choisissez la procédure à laquelle rattacher.") from None
+    return await attach(
+        request, procedure_id, person, vault, enregistrement, qualification, "enregistrement"
+    )
+
+
 @router.post("/procedures/{procedure_id}/rattacher", dependencies=[CsrfChecked])
 async def attach(
     request: Request,

@@ -30,6 +30,8 @@ WEARER_PURPOSES = {
 PROCEDURE_TYPES = {
     "judiciaire": "Procédure judiciaire",
     "administrative": "Procédure administrative",
+    "disciplinaire": "Procédure disciplinaire",
+    "formation": "Formation des agents",
 }
 
 
@@ -124,11 +126,18 @@ async def recording(
     org = _org(person)
     item = await vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement")
     procedures: list[dict[str, Any]] | None = None
+    attachable: list[dict[str, Any]] = []
     history: list[dict[str, Any]] | None = None
     refused: dict[str, str] = {}
     try:
         found = await vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})
         procedures = [p for p in found["items"] if str(recording_id) in p["recording_ids"]]
+        # Those it could still be attached to (« Rattacher à une procédure »).
+        attachable = [
+            p
+            for p in found["items"]
+            if p["closed_at"] is None and str(recording_id) not in p["recording_ids"]
+        ]
     except ApiProblem as problem:
         if problem.status not in (403,):
             raise
@@ -154,6 +163,8 @@ async def recording(
         title="Enregistrement",
         item=item,
         procedures=procedures,
+        attachable=attachable,
+        may_attach=person.has("maire", "responsable", "habilite"),
         history=history,
         refused=refused,
         procedure_types=PROCEDURE_TYPES,
