@@ -27,6 +27,7 @@ from services.dashboard.kit.security import SecurityHeaders, content_security_po
 from services.dashboard.kit.sessions import SessionMiddleware, SessionStore
 from services.dashboard.kit.templating import ROOT, Pages, create_environment
 from services.dashboard.recordings.endpoints import router as recordings_router
+from services.dashboard.reports.endpoints import router as reports_router
 from services.dashboard.settings import DashboardSettings, origin_of
 from shared.errors import problem_response
 from shared.observability import RequestContextMiddleware, metrics_response
@@ -209,6 +210,7 @@ def create_app(
     app.include_router(home_router)
     app.include_router(recordings_router)
     app.include_router(directory_router)
+    app.include_router(reports_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
     app.state.sessions = SessionStore(
