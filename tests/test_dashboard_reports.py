@@ -170,6 +170,22 @@ async def test_a_maire_must_say_who_signs(scene: Scene) -> None:
     )
     assert signed.status_code == 200
     assert "Le rapport 2025 est finalisé" in _checked(signed)
+    # Another person's session did not see it finalised: the API's 409 tells the page, which
+    # then offers the letter as sent and locks the évaluation.
+    await scene.as_role("responsable")
+    page = await scene.http.get("/rapport", params={"annee": 2025})
+    refused = await scene.http.post(
+        "/rapport/evaluation",
+        data={"csrf_token": _csrf(page), "annee": "2025", "evaluation": "Trop tard"},
+    )
+    assert refused.status_code == 409
+    text = _checked(refused)
+    assert "Le rapport 2025 a déjà été finalisé" in text
+    assert re.search(r'href="/rapport/finalise/[0-9a-f-]+\.pdf"', text)
+    assert re.search(
+        r'<textarea id="champ-evaluation"[^>]* disabled[^>]*></textarea>', refused.text
+    )
+    assert "Votre texte, qui n'a pas été enregistré :" in text and "Trop tard" in text
 
 
 async def test_the_prefecture_reads_its_table(scene: Scene) -> None:

@@ -110,6 +110,7 @@ async def _page(
         f"{_org(person)}/report", "le rapport annuel", params={"year": year}
     )
     values = values or {}
+    finalised = _finalised_id(request, person, year)
     return _pages(request).render(
         request,
         "reports/rapport.html",
@@ -120,8 +121,11 @@ async def _page(
         years=_years(),
         uses=USES,
         procedures=PROCEDURES,
-        finalised_id=_finalised_id(request, person, year),
-        evaluation=values.get("evaluation", report.get("evaluation") or ""),
+        finalised_id=finalised,
+        evaluation=report.get("evaluation") or ""
+        if finalised
+        else values.get("evaluation", report.get("evaluation") or ""),
+        unsaved=values.get("evaluation") if finalised else None,
         values=values,
         errors=errors or {},
         message=message,
