@@ -236,3 +236,19 @@ async def test_a_withdrawn_habilitation_is_refused_in_french(page: Page, running
     body = await page.content()
     assert "Traceback" not in body and "Forbidden" not in body
     assert await page.locator("html").get_attribute("lang") == "fr"
+
+
+async def test_the_report_page_passes_axe(audit_page: Page, running: Scene, kit: OrgKit) -> None:
+    """« Rapport annuel » for a maire (the signatory's fields), then with their errors."""
+    page = audit_page
+    await sign_in(page, running, kit, "maire")
+    answer = await page.goto(f"{running.dashboard}/rapport")
+    assert answer is not None and answer.status == 200
+    found = await _audit(page, "/rapport")
+    # A name of spaces passes the browser's own check (required), not the dashboard's.
+    await page.get_by_label("Nom du signataire").fill("   ")
+    await page.get_by_label("Qualité du signataire").fill("Maire")
+    await page.get_by_role("button", name="Finaliser le rapport").click()
+    await expect(page.locator("#erreurs")).to_be_visible()
+    found += await _audit(page, "/rapport (erreurs)")
+    assert found == [], "\n".join(found)

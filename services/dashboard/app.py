@@ -28,6 +28,7 @@ from services.dashboard.kit.sessions import SessionMiddleware, SessionStore
 from services.dashboard.kit.templating import ROOT, Pages, create_environment
 from services.dashboard.procedures.endpoints import router as procedures_router
 from services.dashboard.recordings.endpoints import router as recordings_router
+from services.dashboard.reports.endpoints import router as reports_router
 from services.dashboard.settings import DashboardSettings, origin_of
 from shared.errors import problem_response
 from shared.observability import RequestContextMiddleware, metrics_response
@@ -211,6 +212,7 @@ def create_app(
     app.include_router(recordings_router)
     app.include_router(directory_router)
     app.include_router(procedures_router)
+    app.include_router(reports_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
     app.state.sessions = SessionStore(

@@ -1,0 +1,218 @@
+"""« Rapport annuel » and « Tableau du département » with a real vault and reporting behind
+the dashboard: the year's figures as the letter words them, the évaluation, finalisation (then
+the évaluation is refused in French), the letter and the table passed on by the dashboard
+with the person's token, which never reaches the browser."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.dashboard.app import create_app
+from tests.fixtures.apps import ClientFactory
+from tests.fixtures.directory import OrgKit, build_org
+from tests.fixtures.oidc import OidcProvider, dashboard_settings, person_claims
+from tests.fixtures.servers import Servers
+from tests.test_dashboard_pages import SUBJECTS, _checked, _csrf
+from tests.test_reports import _feed
+
+JWT = re.compile(rb"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+")
+
+
+@dataclass
+class Scene:
+    kit: OrgKit
+    http: httpx.AsyncClient
+    provider: OidcProvider
+
+    async def as_role(self, role: str) -> None:
+        self.http.cookies.clear()
+        subject = SUBJECTS[role].format(tag=self.kit.id.hex[:8])
+        claims = person_claims(self.kit.id, role, name=f"Personne {role}")
+        if role == "prefecture":
+            claims = {"name": "Préfecture", "roles": ["prefecture"], "departement": "94"}
+        self.provider.sign_in_as(subject, **claims)
+        page = await self.http.get("/connexion")
+        assert page.status_code == 200, page.text
+
+
+@pytest.fixture
+async def scene(
+    client_for: ClientFactory,
+    servers: Servers,
+    oidc_provider: OidcProvider,
+    connection: AsyncConnection,
+) -> AsyncIterator[Scene]:
+    async with client_for("vault") as vault:
+        async with client_for("ingest", vault_transport=vault._transport) as ingest:  # noqa: SLF001
+            kit = await build_org(vault, ingest, servers)
+    # Three recordings in March 2025, as the audit log's feed tells reporting.
+    march = datetime(2025, 3, 10, 9, tzinfo=UTC)
+    await _feed(connection, *((kit.id, march + timedelta(days=n)) for n in range(3)))
+    trust = {"auth_issuer": oidc_provider.issuer, "auth_jwks_url": oidc_provider.jwks_url}
+    async with client_for("vault", **trust) as vault, client_for("reporting", **trust) as reporting:
+        app = create_app(
+            dashboard_settings(oidc_provider),
+            vault_transport=vault._transport,  # noqa: SLF001
+            reporting_transport=reporting._transport,  # noqa: SLF001
+        )
+        async with httpx.AsyncClient(
+            base_url=oidc_provider.dashboard_url,
+            mounts={oidc_provider.dashboard_url: httpx.ASGITransport(app=app)},
+            follow_redirects=True,
+            timeout=30,
+        ) as http:
+            yield Scene(kit=kit, http=http, provider=oidc_provider)
+        await app.state.backends.aclose()
+
+
+def _no_token(response: httpx.Response) -> None:
+    assert not JWT.search(response.content)
+    for name, value in response.headers.items():
+        assert not JWT.search(value.encode()), name
+        assert name.lower() != "authorization"
+
+
+async def test_the_responsable_writes_the_evaluation_then_finalises(scene: Scene) -> None:
+    await scene.as_role("responsable")
+    page = await scene.http.get("/rapport", params={"annee": 2025})
+    text = _checked(page)
+    assert page.status_code == 200, text
+    assert '<a href="/rapport" aria-current="page">Rapport annuel</a>' in page.text
+    assert "Préfecture</a>" not in text  # not this role's page
+    figures = dict(re.findall(r'<th scope="row">([^<]+)</th><td class="number">([^<]+)</td>', text))
+    assert figures["Enregistrements sur interventions"] == "3", figures
+    assert figures["Enregistrements pour procédure judiciaire"] == "0"
+    assert "Caméras utilisées" in figures and "Agents habilités" in figures
+    assert 'name="evaluation"' in text and "disabled" not in text
+
+    # The letter, fetched by the dashboard with the person's token.
+    letter = await scene.http.get("/rapport/apercu.pdf", params={"annee": 2025})
+    assert letter.status_code == 200
+    assert letter.headers["content-type"] == "application/pdf"
+    assert letter.content.startswith(b"%PDF")
+    assert "attachment" in letter.headers["content-disposition"]
+    _no_token(letter)
+
+    empty = await scene.http.post(
+        "/rapport/evaluation", data={"csrf_token": _csrf(page), "annee": "2025", "evaluation": " "}
+    )
+    assert empty.status_code == 422
+    assert 'href="#champ-evaluation"' in _checked(empty) and 'aria-invalid="true"' in empty.text
+
+    words = "Les caméras ont apaisé plusieurs interventions."
+    saved = await scene.http.post(
+        "/rapport/evaluation",
+        data={"csrf_token": _csrf(page), "annee": "2025", "evaluation": words},
+    )
+    assert saved.status_code == 200 and str(saved.url).endswith("/rapport?annee=2025#evaluation")
+    assert words in _checked(saved)
+
+    done = await scene.http.post(
+        "/rapport/finaliser", data={"csrf_token": _csrf(saved), "annee": "2025"}
+    )
+    text = _checked(done)
+    assert done.status_code == 200, text
+    assert "Le rapport 2025 est finalisé" in text
+    match = re.search(r'href="(/rapport/finalise/[0-9a-f-]+\.pdf)"', text)
+    assert match, text
+    assert re.search(r'<textarea id="champ-evaluation"[^>]* disabled', done.text)
+    sent = await scene.http.get(match.group(1))
+    assert sent.status_code == 200
+    assert sent.headers["content-type"] == "application/pdf" and sent.content.startswith(b"%PDF")
+    _no_token(sent)
+
+    refused = await scene.http.post(
+        "/rapport/evaluation",
+        data={"csrf_token": _csrf(done), "annee": "2025", "evaluation": "Un ajout"},
+    )
+    assert refused.status_code == 409
+    text = _checked(refused)
+    assert "Le rapport 2025 a déjà été finalisé" in text and "ne peut plus être modifiée" in text
+
+    again = await scene.http.post(
+        "/rapport/finaliser", data={"csrf_token": _csrf(done), "annee": "2025"}
+    )
+    assert again.status_code == 409
+    assert "il ne peut l'être qu'une fois" in _checked(again)
+
+
+async def test_a_maire_must_say_who_signs(scene: Scene) -> None:
+    await scene.as_role("maire")
+    page = await scene.http.get("/rapport", params={"annee": 2025})
+    text = _checked(page)
+    assert page.status_code == 200, text
+    assert 'name="evaluation"' not in text  # the responsable's to write
+    assert 'id="champ-signataire_nom"' in text and 'id="champ-signataire_titre"' in text
+    missing = await scene.http.post(
+        "/rapport/finaliser",
+        data={"csrf_token": _csrf(page), "annee": "2025", "signataire_titre": "Maire"},
+    )
+    assert missing.status_code == 422
+    text = _checked(missing)
+    assert "Indiquez le nom de la personne qui signe la lettre." in text
+    assert 'href="#champ-signataire_nom"' in text
+    assert 'value="Maire"' in missing.text  # what was typed stays
+    signed = await scene.http.post(
+        "/rapport/finaliser",
+        data={
+            "csrf_token": _csrf(page),
+            "annee": "2025",
+            "signataire_nom": "Claire Martin",
+            "signataire_titre": "Maire de la commune",
+        },
+    )
+    assert signed.status_code == 200
+    assert "Le rapport 2025 est finalisé" in _checked(signed)
+    # Another person's session did not see it finalised: the API's 409 tells the page, which
+    # then offers the letter as sent and locks the évaluation.
+    await scene.as_role("responsable")
+    page = await scene.http.get("/rapport", params={"annee": 2025})
+    refused = await scene.http.post(
+        "/rapport/evaluation",
+        data={"csrf_token": _csrf(page), "annee": "2025", "evaluation": "Trop tard"},
+    )
+    assert refused.status_code == 409
+    text = _checked(refused)
+    assert "Le rapport 2025 a déjà été finalisé" in text
+    assert re.search(r'href="/rapport/finalise/[0-9a-f-]+\.pdf"', text)
+    assert re.search(
+        r'<textarea id="champ-evaluation"[^>]* disabled[^>]*></textarea>', refused.text
+    )
+    assert "Votre texte, qui n'a pas été enregistré :" in text and "Trop tard" in text
+
+
+async def test_the_prefecture_reads_its_table(scene: Scene) -> None:
+    await scene.as_role("prefecture")
+    home = await scene.http.get("/")
+    assert '<a href="/prefecture">Préfecture</a>' in home.text
+    assert "Rapport annuel</a>" not in home.text
+    page = await scene.http.get("/prefecture", params={"annee": 2025})
+    text = _checked(page)
+    assert page.status_code == 200, text
+    assert "Tableau du département 94" in text
+    name = "Police municipale de L'Haÿ-les-Roses"
+    row = re.search(rf'<th scope="row">{name}</th>(.*?)</tr>', text, re.S)
+    assert row, text
+    assert '<td class="number">3</td>' in row.group(1)
+    empty = await scene.http.get("/prefecture", params={"annee": 2024})
+    assert "aucune donnée" in _checked(empty)
+
+    csv = await scene.http.get("/prefecture/tableau-2025.csv")
+    assert csv.status_code == 200
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.strip().splitlines()[-1].startswith("TOTAL")
+    _no_token(csv)
+    pdf = await scene.http.get("/prefecture/tableau-2025.pdf")
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
+    _no_token(pdf)
+    # The report is not the préfecture's: the API refuses, the page says so in French.
+    refused = await scene.http.get("/rapport", params={"annee": 2025})
+    assert refused.status_code == 403
+    assert "Votre compte ne désigne aucune organisation : pas de rapport." in _checked(refused)
