@@ -4,9 +4,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.dashboard.api.client import ApiClient, Backends
+from services.dashboard.api.client import ApiClient, ApiProblem, Backends
 from services.dashboard.auth.sessions import (
     PERSON,
+    Person,
     RolesWithdrawn,
     access_token,
     require_person,
@@ -43,3 +44,11 @@ async def reporting_for(request: Request) -> ApiClient:
 
 VaultDep = Annotated[ApiClient, Depends(vault_for)]
 ReportingDep = Annotated[ApiClient, Depends(reporting_for)]
+
+
+def organisation_path(person: Person, nothing: str) -> str:
+    """The vault's path of the person's organisation; a token that names none (a préfecture)
+    has nothing to ask for there: ``nothing`` says what the page then cannot show."""
+    if not person.organisation_id:
+        raise ApiProblem(403, f"Votre compte ne désigne aucune organisation : {nothing}.")
+    return f"/v1/organisations/{person.organisation_id}"

@@ -16,7 +16,7 @@ from joserfc.errors import SecurityWarning
 from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.auth.oidc import Provider, SignInFailed
 from services.dashboard.auth.sessions import CSRF, PERSON, TOKENS, CsrfChecked, person_of
-from services.dashboard.kit.templating import Pages
+from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
 _logger = logging.getLogger("temoin.dashboard.auth")
@@ -26,11 +26,6 @@ NEXT = "next"
 def _provider(request: Request) -> Provider:
     provider: Provider = request.app.state.provider
     return provider
-
-
-def _pages(request: Request) -> Pages:
-    pages: Pages = request.app.state.pages
-    return pages
 
 
 def _local_path(value: str | None) -> str:
@@ -46,7 +41,7 @@ def _public(request: Request, path: str) -> str:
 
 
 def _failure(request: Request, message: str, status_code: int = 400) -> Response:
-    return _pages(request).render(
+    return pages_of(request).render(
         request, "auth/echec.html", status_code=status_code, message=message
     )
 
@@ -136,7 +131,7 @@ def _display_name(claims: dict[str, Any]) -> str:
 async def sign_out_page(request: Request) -> Response:
     if person_of(request) is None:
         return RedirectResponse("/", status_code=303)
-    return _pages(request).render(request, "auth/deconnexion.html")
+    return pages_of(request).render(request, "auth/deconnexion.html")
 
 
 @router.post("/deconnexion", name="sign_out", dependencies=[CsrfChecked])
@@ -162,7 +157,7 @@ async def sign_out(request: Request) -> Response:
 
 @router.get("/au-revoir", name="signed_out")
 async def signed_out(request: Request) -> Response:
-    return _pages(request).render(request, "auth/au-revoir.html")
+    return pages_of(request).render(request, "auth/au-revoir.html")
 
 
 __all__ = ["router", "CSRF"]

@@ -7,24 +7,17 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.dashboard.api.client import ApiClient, ApiProblem
-from services.dashboard.api.deps import VaultDep
+from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import Pages
+from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
 CAMERA_STATUSES = {"active": "en service", "retired": "retirée", "lost": "perdue"}
 STATION_STATUSES = {"active": "en service", "revoked": "révoquée"}
 
 
-def _pages(request: Request) -> Pages:
-    pages: Pages = request.app.state.pages
-    return pages
-
-
 def _org(person: Person) -> str:
-    if not person.organisation_id:
-        raise ApiProblem(403, "Votre compte ne désigne aucune organisation : pas d'annuaire.")
-    return f"/v1/organisations/{person.organisation_id}"
+    return organisation_path(person, "pas d'annuaire")
 
 
 async def _section(vault: ApiClient, path: str, what: str, **params: Any) -> dict[str, Any]:
@@ -50,7 +43,7 @@ async def _page(
     agents = await _section(vault, f"{org}/agents", "la liste des agents")
     habilitations = await _section(vault, f"{org}/habilitations", "les habilitations", active=True)
     by_agent: dict[str, dict[str, Any]] = {h["agent_id"]: h for h in habilitations["items"]}
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "directory/annuaire.html",
         status_code=status_code,

@@ -8,20 +8,15 @@ from fastapi.responses import RedirectResponse, Response
 from services.dashboard.api.client import ApiProblem
 from services.dashboard.api.deps import VaultDep
 from services.dashboard.auth.sessions import CsrfChecked, PersonDep, person_of
-from services.dashboard.kit.templating import Pages
+from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
-
-
-def _pages(request: Request) -> Pages:
-    pages: Pages = request.app.state.pages
-    return pages
 
 
 @router.get("/", name="home")
 async def home(request: Request) -> Response:
     if person_of(request) is None:
-        return _pages(request).render(request, "home/bienvenue.html", title="Bienvenue")
+        return pages_of(request).render(request, "home/bienvenue.html", title="Bienvenue")
     return await _signed_in_home(request)
 
 
@@ -42,7 +37,7 @@ async def _signed_in_home(request: Request) -> Response:
             if problem.status != 404:
                 raise
             missing = True
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "home/accueil.html",
         title="Accueil",
@@ -77,7 +72,7 @@ async def create_organisation(
             if problem.status != 422:
                 raise
             errors = {key: _french(key, text) for key, text in problem.fields.items()}
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "home/accueil.html",
         status_code=422,

@@ -111,3 +111,9 @@ class Pages:
             **context,
         )
         return HTMLResponse(page, status_code=status_code)
+
+
+def pages_of(request: Request) -> Pages:
+    """The app's page renderer (made once at start, kept on the app's state)."""
+    pages: Pages = request.app.state.pages
+    return pages

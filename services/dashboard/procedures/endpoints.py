@@ -4,6 +4,7 @@ streamed through to the browser (the person's token stays here, the clip is neve
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -12,9 +13,9 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from services.dashboard.api.client import ApiClient, ApiProblem, problem_of
-from services.dashboard.api.deps import VaultDep
+from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import Pages
+from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
 TYPES = {
@@ -31,15 +32,8 @@ FORMATION_REFUSED = (
 PASSED_ON = ("content-type", "content-disposition", "content-length")
 
 
-def _pages(request: Request) -> Pages:
-    pages: Pages = request.app.state.pages
-    return pages
-
-
 def _org(person: Person) -> str:
-    if not person.organisation_id:
-        raise ApiProblem(403, "Votre compte ne désigne aucune organisation : aucune procédure.")
-    return f"/v1/organisations/{person.organisation_id}"
+    return organisation_path(person, "aucune procédure")
 
 
 def _said(problem: ApiProblem) -> str:
@@ -64,7 +58,7 @@ async def _list_page(
     open_first = [p for p in items if p["closed_at"] is None] + [
         p for p in reversed(items) if p["closed_at"] is not None
     ]
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "procedures/liste.html",
         status_code=status_code,
@@ -144,8 +138,11 @@ async def _procedure_page(
 ) -> Response:
     org = _org(person)
     procedure = await vault.get(f"{org}/procedures/{procedure_id}", "cette procédure")
-    recordings = [await _recording(vault, org, str(r)) for r in procedure["recording_ids"]]
-    return _pages(request).render(
+    # One vault call per recording, made together rather than one after the other.
+    recordings = list(
+        await asyncio.gather(*(_recording(vault, org, str(r)) for r in procedure["recording_ids"]))
+    )
+    return pages_of(request).render(
         request,
         "procedures/fiche.html",
         status_code=status_code,
@@ -262,7 +259,7 @@ async def _extraction_page(
 ) -> Response:
     org = _org(person)
     procedure = await vault.get(f"{org}/procedures/{procedure_id}", "cette procédure")
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "procedures/extraire.html",
         status_code=status_code,

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 
 from services.dashboard.api.client import ApiClient, ApiProblem
-from services.dashboard.api.deps import VaultDep
+from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import PARIS, Pages
+from services.dashboard.kit.templating import PARIS, pages_of
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
@@ -35,18 +35,8 @@ PROCEDURE_TYPES = {
 }
 
 
-def _pages(request: Request) -> Pages:
-    pages: Pages = request.app.state.pages
-    return pages
-
-
 def _org(person: Person) -> str:
-    if not person.organisation_id:
-        # Nothing to ask the vault for: the token names no organisation (a préfecture).
-        raise ApiProblem(
-            403, "Votre compte ne désigne aucune organisation : aucun enregistrement à afficher."
-        )
-    return f"/v1/organisations/{person.organisation_id}"
+    return organisation_path(person, "aucun enregistrement à afficher")
 
 
 def _day(value: str, end: bool = False) -> str | None:
@@ -104,7 +94,7 @@ async def search(
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
     filters = {"du": du, "au": au, "lieu": lieu, "statut": statut}
     query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "recordings/liste.html",
         title="Enregistrements",
@@ -155,7 +145,7 @@ async def recording(
         refused["history"] = problem.detail or problem.message
     agent = await _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent")
     camera = await _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra")
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "recordings/fiche.html",
         agent=agent,
@@ -204,7 +194,7 @@ def _view_form(
     status_code: int = 200,
     message: str | None = None,
 ) -> Response:
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "recordings/visionner.html",
         status_code=status_code,
@@ -258,7 +248,7 @@ async def view(
                 message=problem.message + (f" {problem.detail}" if problem.detail else ""),
             )  # fmt: skip
         raise
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "recordings/lecture.html",
         title="Visionnage",

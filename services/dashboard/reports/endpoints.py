@@ -13,9 +13,9 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.dashboard.api.client import ApiClient, ApiProblem, problem_of
-from services.dashboard.api.deps import ReportingDep
+from services.dashboard.api.deps import ReportingDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import Pages
+from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
 FINALISED = "rapports_finalises"  # session: "org:year" → the finalised report's id
@@ -34,11 +34,6 @@ PROCEDURES = (
 )
 
 
-def _pages(request: Request) -> Pages:
-    pages: Pages = request.app.state.pages
-    return pages
-
-
 def _years() -> list[int]:
     return list(range(datetime.now(UTC).year, FIRST_YEAR - 1, -1))
 
@@ -49,9 +44,7 @@ def _year(annee: int | None) -> int:
 
 
 def _org(person: Person) -> str:
-    if not person.organisation_id:
-        raise ApiProblem(403, "Votre compte ne désigne aucune organisation : pas de rapport.")
-    return f"/v1/organisations/{person.organisation_id}"
+    return organisation_path(person, "pas de rapport")
 
 
 def _key(person: Person, year: int) -> str:
@@ -111,7 +104,7 @@ async def _page(
     )
     values = values or {}
     finalised = _finalised_id(request, person, year)
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "reports/rapport.html",
         status_code=status_code,
@@ -279,7 +272,7 @@ async def prefecture_page(
     table = await reporting.get(
         _departement(person), "le tableau du département", params={"year": year}
     )
-    return _pages(request).render(
+    return pages_of(request).render(
         request,
         "reports/prefecture.html",
         title=f"Tableau du département {table['departement']} — {year}",
