@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -27,8 +28,10 @@ from services.dashboard.journal.proofs import check_inclusion
 from services.dashboard.kit.words import ACTION_LABELS, OUTCOME_LABELS, ROLE_LABELS
 from shared.audit import AuditAction, Outcome
 from shared.auth import Role
+from shared.notes import Note
 from tests.fixtures.apps import FACTORIES, serve_in_process, settings_for
 from tests.fixtures.directory import OrgKit, build_org, fresh_insee
+from tests.fixtures.live import LIVE_WITNESS
 from tests.fixtures.oidc import Browser, OidcProvider, dashboard_settings
 from tests.fixtures.servers import Servers
 from tests.test_authorization_matrix import prepare_recordings
@@ -70,7 +73,10 @@ async def journal(
 ) -> AsyncIterator[Journal]:
     url = fresh_engine.url.render_as_string(hide_password=False)
     create_vault, create_ingest = FACTORIES["vault"][1], FACTORIES["ingest"][1]
-    setup = create_vault(settings_for("vault", servers, database_url=url))
+    witnesses = str(LIVE_WITNESS.verifier)
+    setup = create_vault(
+        settings_for("vault", servers, database_url=url, audit_witnesses=witnesses)
+    )
     async with serve_in_process(setup) as vault:
         ingest_app = create_ingest(
             settings_for("ingest", servers, database_url=url),
@@ -88,6 +94,7 @@ async def journal(
                 "vault",
                 servers,
                 database_url=url,
+                audit_witnesses=witnesses,
                 auth_issuer=oidc_provider.issuer,
                 auth_jwks_url=oidc_provider.jwks_url,
             )
@@ -215,6 +222,25 @@ async def test_signed_heads_download_for_a_witness(journal: Journal) -> None:
     assert checkpoint.text == expected.text and checkpoint.text.startswith(key["origin"])
     sized = await journal.http.get(f"/journal/tetes/checkpoint.txt?taille={head['tree_size']}")
     assert sized.text == head["checkpoint"]
+
+    # The witness the vault knows: it has cosigned nothing yet, then the latest head.
+    assert "N'a encore rien contresigné" in text and LIVE_WITNESS.name in text
+    note = Note.parse(head["checkpoint"])
+    cosignature = LIVE_WITNESS.sign(note.text, timestamp=int(time.time()))
+    cosigned = await journal.vault.post(
+        "/v1/audit/cosignatures",
+        headers=journal.kit.headers("dpo"),
+        json={"tree_size": head["tree_size"], "cosignature": cosignature.line().rstrip("\n")},
+    )
+    assert cosigned.status_code == 201, cosigned.text
+    assert "<td>À jour</td>" in await _page(journal, "/journal/tetes")
+    await journal.vault.get(f"{journal.kit.path}/agents", headers=journal.kit.headers("agent"))
+    later = await journal.sign_head()
+    behind = later["tree_size"] - head["tree_size"]
+    plural = "s" if behind != 1 else ""
+    assert f"{behind} entrée{plural} signée{plural} depuis sa dernière" in await _page(
+        journal, "/journal/tetes"
+    )
 
     # The maire may keep heads as a witness (the vault says so), not read the entries.
     await journal.scene.as_role("maire")
