@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dashboard.api.client import ApiClient
 from services.dashboard.app import create_app as create_dashboard
-from services.dashboard.journal.endpoints import PAGE_SIZE
+from services.dashboard.journal.endpoints import PAGE_SIZE, _latest_heads
 from services.dashboard.journal.proofs import check_inclusion
 from services.dashboard.kit.words import ACTION_LABELS, OUTCOME_LABELS, ROLE_LABELS
 from shared.audit import AuditAction, Outcome
@@ -338,3 +338,35 @@ def test_every_code_has_a_french_word(codes: Any, labels: dict[str, str]) -> Non
     assert missing == []
     assert all(labels[m.value] and labels[m.value] != m.value for m in codes)
     assert set(labels) == {m.value for m in codes}  # no label for a code that is gone
+
+
+class _Heads:
+    """The vault's GET /v1/audit/heads over heads of the given sizes (smallest first)."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.heads = [
+            {"tree_size": size, "previous_size": before}
+            for before, size in zip([0, *sizes], sizes, strict=False)
+        ]
+        self.calls = 0
+
+    async def get(self, path: str, what: str, params: dict[str, int]) -> list[dict[str, int]]:
+        assert path == "/v1/audit/heads"
+        self.calls += 1
+        after = [h for h in self.heads if h["tree_size"] > params["after_size"]]
+        return after[: params["limit"]]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "calls"),
+    [
+        (list(range(1, 3001)), 1),  # a head per entry: the last page holds them all
+        (list(range(500, 10_001, 500)), 9),  # sparse heads: reached by their links
+        ([7, 9], 1),  # fewer heads than asked
+    ],
+)
+async def test_the_latest_heads_are_found_newest_first(sizes: list[int], calls: int) -> None:
+    vault = _Heads(sizes)
+    found = await _latest_heads(vault, sizes[-1], 10)  # type: ignore[arg-type]
+    assert [h["tree_size"] for h in found] == sizes[::-1][:10]
+    assert vault.calls == calls
