@@ -13,6 +13,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
@@ -155,7 +156,7 @@ async def journal(
     )
 
 
-async def _stream(vault: ApiClient, path: str, what: str, params: dict[str, Any]) -> Any:
+async def _stream(vault: ApiClient, path: str, what: str, params: dict[str, Any]) -> httpx.Response:
     """An answer of the vault read as it comes (an export has no bound): its refusal, read
     whole, becomes an ApiProblem like any other."""
     outgoing = vault.http.build_request(
