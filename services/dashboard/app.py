@@ -22,6 +22,7 @@ from services.dashboard.auth.sessions import (
 )
 from services.dashboard.directory.endpoints import router as directory_router
 from services.dashboard.home.endpoints import router as home_router
+from services.dashboard.journal.endpoints import router as journal_router
 from services.dashboard.kit.security import SecurityHeaders, content_security_policy
 from services.dashboard.kit.sessions import SessionMiddleware, SessionStore
 from services.dashboard.kit.templating import ROOT, Pages, create_environment
@@ -188,6 +189,7 @@ def create_app(
     app.include_router(directory_router)
     app.include_router(procedures_router)
     app.include_router(reports_router)
+    app.include_router(journal_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
     app.state.sessions = SessionStore(
