@@ -94,9 +94,11 @@ async def test_a_newcomer_sets_up_the_service_and_extracts_a_clip(
         page, "RESP-01", "Claire", "Martin", "claire-martin", ["Responsable du service"]
     )
     found += await _audit(page, "/annuaire/agents/{id}")
+    await screenshot(page, "annuaire-agent", tmp_path)
     await _annuaire(page)
     await page.get_by_role("link", name="Enregistrer un agent").click()
     found += await _audit(page, "/annuaire/agents/nouveau")
+    await screenshot(page, "annuaire-agent-nouveau", tmp_path)
     await page.get_by_role("link", name="Retour à l'annuaire").click()
     await _register_agent(page, "PM-0117", "Paul", "Durand", "paul-durand", ["Porteur de caméra"])
     await _sign_out(page, running)
@@ -134,13 +136,20 @@ async def test_a_newcomer_sets_up_the_service_and_extracts_a_clip(
     await page.get_by_role("link", name="Enregistrer une station").click()
     found += await _audit(page, "/annuaire/stations/nouvelle")
     await page.get_by_label("Nom de la station").fill("Poste central, dock 1")
+    await page.get_by_label("Clé publique").fill(public_key[:20])  # a key cut short
+    await page.get_by_role("button", name="Enregistrer la station").click()
+    await expect(page.locator("#erreur-public_key")).to_contain_text("temoin station keygen")
+    await expect(page.locator("#champ-public_key")).to_have_attribute("aria-invalid", "true")
+    found += await _audit(page, "/annuaire/stations (erreur)")
+    await screenshot(page, "annuaire-station-erreur", tmp_path)
     await page.get_by_label("Clé publique").fill(public_key)
     await page.get_by_role("button", name="Enregistrer la station").click()
     await expect(page.locator("h1")).to_have_text("Station Poste central, dock 1")
     command = await page.locator(".notice pre.command").inner_text()
     found += await _audit(page, "/annuaire/stations/{id}")
     await screenshot(page, "annuaire-station", tmp_path)
-    match = re.fullmatch(r"temoin station adopt --station-id (\S+) --org (\S+)", command.strip())
+    command = re.sub(r"\s*\\\n\s*", " ", command.strip())  # a line per option
+    match = re.fullmatch(r"temoin station adopt --station-id (\S+) --org (\S+)", command)
     assert match, command
 
     # On the dock: the command the page gave, then `temoin dock upload`'s code.
