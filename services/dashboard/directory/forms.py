@@ -30,8 +30,8 @@ FIELD_HELP = {
     "model": "Indiquez le modèle de la caméra, par exemple « Reveal D5 ».",
     "status": "Choisissez l'état de la caméra parmi ceux proposés.",
     "name": "Indiquez un nom qui désigne la station, par exemple « Poste central, dock 1 ».",
-    "public_key": "Collez la clé publique Ed25519 de la station : les 44 caractères que "
-    "`temoin station keygen` affiche, ou un bloc « BEGIN PUBLIC KEY ».",
+    "public_key": "Ce texte n'est pas une clé publique Ed25519 : collez les 44 caractères que "
+    "« temoin station keygen » affiche, ou un bloc « BEGIN PUBLIC KEY ».",
     "agent_id": "Choisissez un agent en service de l'organisation.",
     "starts_at": "Indiquez la date et l'heure du début (heure de Paris).",
     "ends_at": "Indiquez une date et une heure de fin postérieures au début (heure de Paris).",
