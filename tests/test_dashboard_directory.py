@@ -161,6 +161,8 @@ async def test_the_habilitations_history(scene: Scene) -> None:
     await scene.as_role("habilite")
     refused = _checked(await scene.browser.http.get("/annuaire"))
     assert "Vous n'avez pas accès aux habilitations." in refused
+    assert refused.count("Vous n'avez pas accès aux habilitations.") == 1  # said once
+    assert "Historique des habilitations" not in refused
 
 
 async def test_register_a_camera_and_change_its_status(scene: Scene) -> None:
