@@ -14,6 +14,7 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
+from services.dashboard.directory.forms import agent_changes, paris_instant, public_key_text
 from shared.signatures import public_key_of
 from tests.fixtures.apps import ClientFactory
 from tests.fixtures.directory import build_org, fresh_insee
@@ -339,3 +340,31 @@ async def test_register_and_revoke_a_station(scene: Scene) -> None:
     assert "Révoquer la station" not in text
     again = await _post(scene, f"{path}/revocation", {"motif": "encore"}, token)
     assert again.status_code == 409
+
+
+def test_what_the_forms_send() -> None:
+    """The form helpers alone: a PEM block unwrapped, Paris time with its summer offset, and a
+    deactivation only when asked for."""
+    key = SigningKey.generate()
+    assert public_key_text(_pem(key)) == public_key_of(key)
+    folded = public_key_of(key)[:20] + "\n  " + public_key_of(key)[20:]
+    assert public_key_text(folded) == public_key_of(key)
+    broken = "-----BEGIN PUBLIC KEY-----\nnot base64!\n-----END PUBLIC KEY-----"
+    assert public_key_text(broken) == "not base64!"  # sent as is: the vault says why not
+    assert paris_instant("2026-07-01T10:00") == "2026-07-01T10:00:00+02:00"
+    assert paris_instant("2026-01-01T10:00") == "2026-01-01T10:00:00+01:00"
+    assert paris_instant("") is None and paris_instant("demain") is None
+    agent = {
+        "first_name": "A",
+        "last_name": "B",
+        "subject": "s",
+        "roles": ["agent"],
+        "active": True,
+    }
+    same = {"first_name": "A", "last_name": "B", "subject": "s"}
+    assert agent_changes(agent, same, ["agent"]) == {}
+    assert agent_changes(agent, {**same, "active": "non"}, ["agent"]) == {"active": False}
+    assert agent_changes(agent, {**same, "subject": " "}, ["agent", "responsable"]) == {
+        "subject": None,
+        "roles": ["agent", "responsable"],
+    }

@@ -71,13 +71,15 @@ def agent_body(form: dict[str, Any], roles: list[str]) -> dict[str, Any]:
 
 def agent_changes(agent: dict[str, Any], form: dict[str, Any], roles: list[str]) -> dict[str, Any]:
     """PATCH /agents/{id}: only what the form changes (the vault logs each change)."""
-    wanted = {
+    wanted: dict[str, Any] = {
         "first_name": str(form.get("first_name", "")).strip(),
         "last_name": str(form.get("last_name", "")).strip(),
         "subject": str(form.get("subject", "")).strip() or None,
         "roles": sorted(set(roles)),
-        "active": form.get("active") == "oui",
     }
+    # Deactivation is asked for, never inferred from a missing answer.
+    if form.get("active") in ("oui", "non"):
+        wanted["active"] = form.get("active") == "oui"
     current = {**agent, "roles": sorted(agent.get("roles") or [])}
     return {name: value for name, value in wanted.items() if current.get(name) != value}
 
