@@ -22,6 +22,7 @@ from services.dashboard.directory.forms import (
     STATION_STATUSES,
     agent_body,
     agent_changes,
+    assignment_body,
     paris_instant,
     paris_local,
     public_key_text,
@@ -362,16 +363,7 @@ async def assign_camera(
     ends_at: Text = "",
 ) -> Response:
     form = {"agent_id": agent_id, "starts_at": starts_at, "ends_at": ends_at}
-    body = {"agent_id": agent_id, "starts_at": paris_instant(starts_at)}
-    errors = {}
-    if not agent_id:
-        errors["agent_id"] = FIELD_HELP["agent_id"]
-    if body["starts_at"] is None:
-        errors["starts_at"] = FIELD_HELP["starts_at"]
-    if ends_at.strip():
-        body["ends_at"] = paris_instant(ends_at)
-        if body["ends_at"] is None:
-            errors["ends_at"] = FIELD_HELP["ends_at"]
+    body, errors = assignment_body(form)
     if errors:
         return await _camera_page(
             request, person, vault, camera_id, form, status_code=422, errors=errors

@@ -84,6 +84,23 @@ def agent_changes(agent: dict[str, Any], form: dict[str, Any], roles: list[str])
     return {name: value for name, value in wanted.items() if current.get(name) != value}
 
 
+def assignment_body(form: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """POST /cameras/{id}/assignments, or what the form lacks: an agent, a start; an end only
+    when one is typed (none: worn until further notice)."""
+    body: dict[str, Any] = {"agent_id": form["agent_id"], "starts_at": None}
+    errors = {}
+    if not form["agent_id"]:
+        errors["agent_id"] = FIELD_HELP["agent_id"]
+    body["starts_at"] = paris_instant(form["starts_at"])
+    if body["starts_at"] is None:
+        errors["starts_at"] = FIELD_HELP["starts_at"]
+    if form["ends_at"].strip():
+        body["ends_at"] = paris_instant(form["ends_at"])
+        if body["ends_at"] is None:
+            errors["ends_at"] = FIELD_HELP["ends_at"]
+    return body, errors
+
+
 def paris_instant(text: str) -> str | None:
     """A ``datetime-local`` field (Paris time, as the page shows times) as the API's UTC
     instant; None when empty or not a date and time."""
