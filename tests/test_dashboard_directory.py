@@ -76,7 +76,7 @@ async def test_register_an_agent(scene: Scene) -> None:
     text = _checked(page)
     assert page.status_code == 200, text
     assert "<h1>Inès Ferrand</h1>" in text and "PM-0042" in text
-    assert "porteur de caméra, responsable du service" in text
+    assert "Agent porteur de caméra, Responsable du service" in text
     assert "Cet agent n'a jamais été habilité." in text
 
     bad = await _post(scene, "/annuaire/agents", {**new, "matricule": "PM 42 é"}, token)
