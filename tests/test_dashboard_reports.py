@@ -208,6 +208,27 @@ async def test_the_prefecture_reads_its_table(scene: Scene) -> None:
     assert csv.status_code == 200
     assert csv.headers["content-type"].startswith("text/csv")
     assert csv.text.strip().splitlines()[-1].startswith("TOTAL")
+    # The page's totals row is the API's, as the CSV (and the PDF) give it, column by column,
+    # and it is the sum of the rows the page shows.
+    header, *_, total = (line.split(";") for line in csv.text.strip().splitlines())
+    sent = dict(zip(header, total, strict=True))
+    columns = ["enregistrements", "enregistrements_procedure_judiciaire",
+               "enregistrements_procedure_administrative", "enregistrements_formation",
+               "enregistrements_procedure_disciplinaire", "cameras_utilisees",
+               "agents_habilites"]  # fmt: skip
+    foot = re.search(r"<tfoot>(.*?)</tfoot>", text, re.S)
+    assert foot, text
+    assert '<th scope="row">Total du département</th>' in foot.group(1)
+    shown = [int(v) for v in re.findall(r'<td class="number">(\d+)</td>', foot.group(1))]
+    assert shown == [int(sent[name]) for name in columns], (shown, sent)
+    body = re.search(r"<tbody>(.*?)</tbody>", text, re.S)
+    assert body
+    rows = [
+        [int(v) for v in re.findall(r'<td class="number">(\d+)</td>', row)] or [0] * 7
+        for row in re.findall(r"<tr>(.*?)</tr>", body.group(1), re.S)
+    ]
+    assert shown == [sum(column) for column in zip(*rows, strict=True)]
+    assert shown[0] >= 3
     _no_token(csv)
     pdf = await scene.http.get("/prefecture/tableau-2025.pdf")
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")

@@ -27,6 +27,14 @@ USES = (
     ("formation", "Enregistrements pour formation"),
     ("disciplinaire", "Enregistrements pour procédure disciplinaire"),
 )
+# The API's total (named as its CSV column) of each use: the page shows the API's totals, not
+# sums of its own, so that it agrees with the PDF and the CSV.
+USE_TOTALS = {
+    "judiciaire": "enregistrements_procedure_judiciaire",
+    "administrative": "enregistrements_procedure_administrative",
+    "formation": "enregistrements_formation",
+    "disciplinaire": "enregistrements_procedure_disciplinaire",
+}
 PROCEDURES = (
     ("judiciaire", "Procédures judiciaires"),
     ("administrative", "Procédures administratives"),
@@ -261,6 +269,12 @@ def _departement(person: Person) -> str:
     return f"/v1/prefectures/{person.departement}/table"
 
 
+def _totals(totals: dict[str, int]) -> list[int]:
+    """The département's totals in the order of the page's columns."""
+    columns = ["enregistrements", *(USE_TOTALS[key] for key, _ in USES)]
+    return [totals.get(name, 0) for name in [*columns, "cameras_utilisees", "agents_habilites"]]
+
+
 @router.get("/prefecture", name="prefecture")
 async def prefecture_page(
     request: Request,
@@ -277,6 +291,7 @@ async def prefecture_page(
         "reports/prefecture.html",
         title=f"Tableau du département {table['departement']} — {year}",
         table=table,
+        totals=_totals(table.get("totals") or {}),
         year=year,
         years=_years(),
         uses=USES,
