@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -91,6 +92,7 @@ async def test_the_responsable_writes_the_evaluation_then_finalises(scene: Scene
     assert figures["Enregistrements pour procédure judiciaire"] == "0"
     assert "Caméras utilisées" in figures and "Agents habilités" in figures
     assert 'name="evaluation"' in text and "disabled" not in text
+    assert 'action="/rapport/finaliser"' in text and "Rapport finalisé le" not in text
 
     # The letter, fetched by the dashboard with the person's token.
     letter = await scene.http.get("/rapport/apercu.pdf", params={"annee": 2025})
@@ -170,10 +172,25 @@ async def test_a_maire_must_say_who_signs(scene: Scene) -> None:
     )
     assert signed.status_code == 200
     assert "Le rapport 2025 est finalisé" in _checked(signed)
-    # Another person's session did not see it finalised: the API's 409 tells the page, which
-    # then offers the letter as sent and locks the évaluation.
+    # Another person, in another session, learns it from the API's report: when, by whom, the
+    # letter as sent, and no form to finalise it again.
     await scene.as_role("responsable")
     page = await scene.http.get("/rapport", params={"annee": 2025})
+    text = _checked(page)
+    said = re.search(r'<p class="finalised">(.*?)</p>', text, re.S)
+    assert said, text
+    today = datetime.now(UTC).astimezone(ZoneInfo("Europe/Paris"))
+    assert re.fullmatch(
+        rf'Rapport finalisé le <time datetime="{today:%Y-%m-%d}T[^"]+">{today.day} \w+ '
+        rf"{today.year} à \d+\xa0h\xa0\d\d</time> par Claire Martin, Maire de la commune\.",
+        said.group(1),
+    ), said.group(1)
+    assert re.search(r'href="/rapport/finalise/[0-9a-f-]+\.pdf"', text)
+    assert 'action="/rapport/finaliser"' not in text
+    assert re.search(r'<textarea id="champ-evaluation"[^>]* disabled', page.text)
+    # Another year is not finalised: its form is there.
+    other = _checked(await scene.http.get("/rapport", params={"annee": 2024}))
+    assert 'action="/rapport/finaliser"' in other and "Rapport finalisé le" not in other
     refused = await scene.http.post(
         "/rapport/evaluation",
         data={"csrf_token": _csrf(page), "annee": "2025", "evaluation": "Trop tard"},
