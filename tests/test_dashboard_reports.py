@@ -215,9 +215,10 @@ async def test_the_prefecture_reads_its_table(scene: Scene) -> None:
     assert page.status_code == 200, text
     assert "Tableau du département 94" in text
     name = "Police municipale de L'Haÿ-les-Roses"
-    row = re.search(rf'<th scope="row">{name}</th>(.*?)</tr>', text, re.S)
-    assert row, text
-    assert '<td class="number">3</td>' in row.group(1)
+    # Other tests' organisations may bear the same name: this one's row is among them.
+    rows = re.findall(rf'<th scope="row">{name}</th>(.*?)</tr>', text, re.S)
+    assert rows, text
+    assert any('<td class="number">3</td>' in row for row in rows), rows
     empty = await scene.http.get("/prefecture", params={"annee": 2024})
     assert "aucune donnée" in _checked(empty)
 
@@ -254,3 +255,25 @@ async def test_the_prefecture_reads_its_table(scene: Scene) -> None:
     refused = await scene.http.get("/rapport", params={"annee": 2025})
     assert refused.status_code == 403
     assert "Votre compte ne désigne aucune organisation : pas de rapport." in _checked(refused)
+
+
+async def test_the_apis_refusals_are_said_in_french(scene: Scene) -> None:
+    # The DPO may not read the report: the reporting API says why, in English; the page says
+    # it in French, the API's reason included, and no English word of it.
+    await scene.as_role("dpo")
+    refused = await scene.http.get("/rapport", params={"annee": 2025})
+    assert refused.status_code == 403
+    text = _checked(refused)
+    assert "Vous n'avez pas accès au rapport annuel." in text
+    assert "Précision du service : Cette action demande l'un des rôles maire, responsable." in text
+    assert "Les rôles de votre jeton sont : dpo." in text
+    notice = re.search(r'<div class="notice notice-error" role="alert">(.*?)</div>', text, re.S)
+    assert notice, text
+    assert not re.search(r"\b(this|token|needs|roles are)\b", notice.group(1)), notice.group(1)
+    # A finalised report that does not exist: the API's 404, in French.
+    await scene.as_role("responsable")
+    missing = await scene.http.get("/rapport/finalise/00000000-0000-4000-8000-000000000000.pdf")
+    assert missing.status_code == 404
+    text = _checked(missing)
+    assert "Précision du service : Ce rapport finalisé n'existe pas." in text
+    assert "no such" not in text
