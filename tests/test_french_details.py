@@ -426,3 +426,58 @@ def test_problem_of_says_the_detail_and_each_field_in_french() -> None:
         "until": "La fin doit être après le début.",
         "x": "Valeur incorrecte.",
     }
+
+
+VALIDATORS = ("AfterValidator", "BeforeValidator", "PlainValidator", "WrapValidator")
+DECORATORS = ("field_validator", "model_validator")
+
+
+def _validator_messages(collected: Collector) -> list[str]:
+    """What the validators of request schemas say (pydantic's ``value_error``, whose words the
+    dashboard translates): ValueError's literal messages in each validator and in the
+    functions of the tree it calls. Settings' validators speak to the operator, not here."""
+    functions = {
+        node.name: node
+        for where, tree in collected.trees.items()
+        if not where.endswith(("settings.py", "config.py"))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    validators = set()
+    for where, tree in collected.trees.items():
+        if where.endswith(("settings.py", "config.py")):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and _name(node) in VALIDATORS and node.args:
+                validators.add(ast.unparse(node.args[0]))
+            if isinstance(node, ast.FunctionDef) and any(
+                _name(d) in DECORATORS for d in node.decorator_list if isinstance(d, ast.Call)
+            ):
+                validators.add(node.name)
+    reached = {name for name in validators if name in functions}
+    for name in list(reached):
+        reached |= {
+            called
+            for node in ast.walk(functions[name])
+            if isinstance(node, ast.Call)
+            for called in [_name(node)]
+            if called in functions
+        }
+    return [
+        text
+        for name in reached
+        for node in ast.walk(functions[name])
+        if isinstance(node, ast.Call) and _name(node) == "ValueError" and node.args
+        for text in [_text(node.args[0])]
+        if text is not None
+    ]
+
+
+def test_every_validator_of_a_request_is_said_in_french(collected: Collector) -> None:
+    messages = _validator_messages(collected)
+    assert "the instant must lie between the years 1900 and 2999 (UTC)" in messages
+    assert f"a report's days lie between {SAMPLE} and {SAMPLE}" in messages
+    untranslated = sorted({m for m in messages if french.in_french(m) is None})
+    assert not untranslated, "no French for:\n" + "\n".join(untranslated)
+    said = french.field_message({"type": "value_error", "message": f"Value error, {messages[0]}"})
+    assert said != french.INVALID and said == french.in_french(messages[0])

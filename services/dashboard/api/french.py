@@ -64,6 +64,21 @@ EXACT: dict[str, str] = {
         "Un en-tête entier ne contient que des chiffres (RFC 9110)."
     ),
     "the instant is out of range": "L'instant est hors des limites.",
+    "an instant is written as RFC 3339 text: 2026-05-30T08:00:00+02:00": (
+        "Un instant s'écrit en texte RFC 3339 : 2026-05-30T08:00:00+02:00."
+    ),
+    "ended_at must be after started_at": "La fin de la vidéo doit être après son début.",
+    "give GPS coordinates, a declared address, or both": (
+        "Donnez les coordonnées GPS, une adresse déclarée, ou les deux."
+    ),
+    "give both latitude and longitude, or neither": (
+        "Donnez la latitude et la longitude, ou aucune des deux."
+    ),
+    "sha256 must be 64 lower-case hex digits": (
+        "L'empreinte sha256 s'écrit en 64 chiffres hexadécimaux minuscules."
+    ),
+    "an Ed25519 public key is 32 bytes": "Une clé publique Ed25519 fait 32 octets.",
+    "not valid base64": "Ce n'est pas du base64 valide.",
     "the instant must lie between the years 1900 and 2999 (UTC)": (
         "L'instant doit se situer entre les années 1900 et 2999 (UTC)."
     ),
