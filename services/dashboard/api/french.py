@@ -263,6 +263,9 @@ EXACT: dict[str, str] = {
     "this recording is already attached to the procedure": (
         "Cet enregistrement est déjà rattaché à la procédure."
     ),
+    "this recording is not attached to the procedure": (
+        "Cet enregistrement n'est pas (ou plus) rattaché à cette procédure."
+    ),
     "this procedure is already closed": "Cette procédure est déjà close.",
     "a procedure of that type and reference exists": (
         "Une procédure de ce type et de cette référence existe déjà."

@@ -94,7 +94,9 @@ class ProcedureService:
 
     async def attach(self, procedure_id: uuid.UUID, data: schemas.AttachIn) -> Procedure:
         """Qualify a recording for the procedure: it is held (legal hold) from now on."""
-        procedure = await self._open_for_update(procedure_id, "this procedure is closed")
+        procedure = await self._for_update(procedure_id)
+        if not procedure.is_open:
+            raise Conflict("this procedure is closed")
         recording = await self.recording(data.recording_id)
         # Locked against the erasure job, which skips locked rows: a recording is either
         # erased before it is attached (410) or held from then on, never both.
@@ -129,7 +131,9 @@ class ProcedureService:
         beyond the retention L241-2 sets, for a procedure that says it does not need it, has
         no ground. Its extractions stay what they were (logged, and counted in the report).
         A closed procedure's recordings cannot be detached: its history is frozen."""
-        procedure = await self._open_for_update(procedure_id, "this procedure is closed")
+        procedure = await self._for_update(procedure_id)
+        if not procedure.is_open:
+            raise Conflict("this procedure is closed")
         recording = await self.recording(recording_id)
         removed = await self.session.execute(
             delete(ProcedureRecording).where(
@@ -151,7 +155,9 @@ class ProcedureService:
 
     async def close(self, procedure_id: uuid.UUID) -> Procedure:
         """Close it, lifting the hold of each recording no other open procedure holds."""
-        procedure = await self._open_for_update(procedure_id, "this procedure is already closed")
+        procedure = await self._for_update(procedure_id)
+        if not procedure.is_open:
+            raise Conflict("this procedure is already closed")
         procedure.closed_at = utc_now()
         procedure.closed_by = self.access.subject
         await self.session.flush()
@@ -164,13 +170,11 @@ class ProcedureService:
         await self._log(procedure, released, event="closed")
         return procedure
 
-    async def _open_for_update(self, procedure_id: uuid.UUID, closed: str) -> Procedure:
+    async def _for_update(self, procedure_id: uuid.UUID) -> Procedure:
         """The procedure, locked until the end of the transaction: its closing and a detach
         do not interleave (a closed procedure's history is frozen)."""
         procedure = await self.procedure(procedure_id)
         await self.session.refresh(procedure, with_for_update=True)
-        if not procedure.is_open:
-            raise Conflict(closed)
         return procedure
 
     async def _log(
