@@ -132,6 +132,7 @@ async def test_accueil_shows_each_role_what_needs_attention(office: Office) -> N
         if role == "agent":
             # The wearer's own clip came today; the service's lists are not theirs.
             assert erased == damaged == procedures == "", role
+            assert "Seulement les vôtres" in received
             continue
         assert f'href="/enregistrements/{office.soon}"' in erased, (role, erased)
         assert str(kit.recording_id) not in erased  # held by the open procedure

@@ -65,6 +65,7 @@ class Attention:
     by_station: list[StationDay] | None = None
     stations: dict[str, dict[str, Any]] = field(default_factory=dict)
     may_qualify: bool = False
+    own_only: bool = False  # a wearer: the vault answers with their own recordings only
 
     @property
     def anything(self) -> bool:
@@ -115,6 +116,7 @@ async def gather(
         stale_since=now - timedelta(days=stale_days),
         stale_days=stale_days,
         may_qualify=person.has(*QUALIFIERS),
+        own_only=person.has("agent") and not person.has(*READERS["effacement"]),
     )
     recordings = f"{org}/recordings"
     asked: dict[str, Any] = {}
