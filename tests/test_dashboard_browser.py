@@ -342,6 +342,26 @@ async def test_the_player_says_when_its_link_has_expired(
     await expect(page.get_by_label("Motif du visionnage")).to_have_value("")
 
 
+async def test_the_player_says_when_the_vault_stops_its_link(
+    page: Page, running: Scene, kit: OrgKit
+) -> None:
+    """The consultation closed before its time (the vault refuses its media URL at once): the
+    video's error gives way to the notice, which offers a new consultation."""
+    await sign_in(page, running, kit, "habilite")
+    await _open_player(page, running, kit, "Vérification de l'interruption")
+    consultation = page.url.rsplit("/", 1)[1]
+    async with httpx.AsyncClient(base_url=running.vault, timeout=30) as vault:
+        closed = await vault.delete(
+            f"{kit.path}/recordings/{kit.recording_id}/consultations/{consultation}",
+            headers=kit.headers("habilite"),  # the same person: the dashboard's sign-in subject
+        )
+    assert closed.status_code == 204, closed.text
+    await page.reload()
+    await expect(page.get_by_role("heading", name="La lecture s'est interrompue")).to_be_visible()
+    await expect(page.locator("video")).to_be_hidden()
+    await expect(page.get_by_role("link", name="Demander un nouveau visionnage")).to_be_visible()
+
+
 @dataclass
 class Office:
     kit: OrgKit

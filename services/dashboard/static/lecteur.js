@@ -88,6 +88,10 @@
   video.addEventListener("error", function () {
     expire(true);
   });
+  if (video.error) {
+    // It failed while the page was still loading, before this file ran.
+    expire(true);
+  }
   if (Number.isFinite(expiresAt)) {
     // A timeout alone can be late in a background tab: checked every few seconds as well.
     var check = window.setInterval(function () {
