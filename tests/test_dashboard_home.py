@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +17,9 @@ from nacl.signing import SigningKey
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.dashboard.api.client import ApiClient, ApiProblem
+from services.dashboard.auth.sessions import Person
+from services.dashboard.home.attention import gather
 from services.dashboard.kit.templating import PARIS
 from services.vault.recordings.models import Recording
 from shared.signatures import public_key_of
@@ -210,3 +214,39 @@ async def test_the_player_page_says_when_its_link_has_expired(office: Office) ->
         unknown = await scene.browser.http.get(elsewhere)
         assert unknown.status_code == 410, unknown.text
         assert "Ce visionnage n'est plus ouvert" in _checked(unknown)
+
+
+class _Refusing(ApiClient):
+    """A vault that refuses the procedures (a role withdrawn between two calls) and answers
+    every other list with nothing."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def get(self, path: str, what: str, **kwargs: Any) -> Any:
+        self.asked.append(path.rsplit("/", 1)[1])
+        if path.endswith("/procedures"):
+            raise ApiProblem(403, "Vous n'avez pas accès aux procédures.")
+        return {"items": [], "total": 0}
+
+
+async def test_a_refused_list_is_explained_and_the_others_shown() -> None:
+    person = Person("s", "Nom", str(uuid.uuid4()), "94", ("responsable",), {})
+    vault = _Refusing()
+    found = await gather(
+        vault, person, "/v1/organisations/x", now=datetime.now(UTC), erasure_days=7, stale_days=3
+    )
+    assert found.lists["procedures"].refused == "Vous n'avez pas accès aux procédures."
+    assert found.lists["effacement"].refused is None and found.lists["effacement"].total == 0
+    assert found.by_station == []
+    # A wearer is asked only what the vault lets a wearer read: no refusal logged for nothing.
+    wearer = _Refusing()
+    await gather(
+        wearer,
+        Person("w", "Porteur", str(uuid.uuid4()), "94", ("agent",), {}),
+        "/v1/organisations/x",
+        now=datetime.now(UTC),
+        erasure_days=7,
+        stale_days=3,
+    )
+    assert wearer.asked == ["recordings"]

@@ -63,7 +63,6 @@ class Attention:
     stale_days: int
     lists: dict[str, Listing] = field(default_factory=dict)
     by_station: list[StationDay] | None = None
-    stations: dict[str, dict[str, Any]] = field(default_factory=dict)
     may_qualify: bool = False
     own_only: bool = False  # a wearer: the vault answers with their own recordings only
 
@@ -163,7 +162,6 @@ async def gather(
     stations: dict[str, dict[str, Any]] | None = results.pop("stations", None)
     found.lists = results
     if stations is not None:
-        found.stations = stations
         found.by_station = await _by_station(vault, recordings, stations, today)
     return found
 
