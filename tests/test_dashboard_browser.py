@@ -121,8 +121,8 @@ async def kit(running: Scene) -> OrgKit:
 
 def _choice(kit: OrgKit, role: str) -> str:
     """The provider's radio value for one of build_org's people."""
-    if role == "maire":
-        return f'input[type=radio][value="maire:{kit.id}"]'
+    if role in ("maire", "dpo"):
+        return f'input[type=radio][value="{role}:{kit.id}"]'
     return f'input[type=radio][value="agent:{kit.agents[role]}"]'
 
 
@@ -465,4 +465,35 @@ async def test_accueil_passes_axe_for_each_role(
     await expect(audit_page.get_by_role("heading", name="Reçus aujourd'hui")).to_be_visible()
     await screenshot(audit_page, f"accueil-{role}", tmp_path)
     found = await _audit(audit_page, f"accueil ({role})")
+    assert found == [], "\n".join(found)
+
+
+async def test_the_journal_passes_axe(
+    audit_page: Page, running: Scene, kit: OrgKit, tmp_path: Path
+) -> None:
+    """« Journal » for the DPO: the entries, the signed heads, an entry's proof checked."""
+    page = audit_page
+    async with httpx.AsyncClient(base_url=running.vault, timeout=30) as vault:
+        signed = await vault.post("/v1/audit/heads", headers=kit.headers("dpo"))
+    assert signed.status_code == 200, signed.text
+    await sign_in(page, running, kit, "dpo")
+    await page.get_by_role("navigation").get_by_role("link", name="Journal").click()
+    await page.wait_for_url(f"{running.dashboard}/journal")
+    found = await _audit(page, "/journal")
+    await screenshot(page, "journal", tmp_path)
+    await page.get_by_label("Action").select_option(label="Collecte")
+    await page.locator("#filtrer").click()
+    await page.wait_for_url(f"{running.dashboard}/journal?*action=collecte*")
+    found += await _audit(page, "/journal (filtré)")
+    await page.locator("table a", has_text="Vérifier").first.click()
+    await expect(page.locator("#resultat")).to_contain_text("Preuve vérifiée")
+    found += await _audit(page, "/journal/preuve")
+    await screenshot(page, "journal-preuve", tmp_path)
+    await page.get_by_role("link", name="Têtes signées", exact=True).click()
+    await expect(page.locator("h1")).to_have_text("Têtes signées du journal")
+    found += await _audit(page, "/journal/tetes")
+    await screenshot(page, "journal-tetes", tmp_path)
+    await page.goto(f"{running.dashboard}/journal?du=2026-03-04&au=2026-03-01")
+    await expect(page.locator("#erreurs")).to_be_visible()
+    found += await _audit(page, "/journal (erreurs)")
     assert found == [], "\n".join(found)

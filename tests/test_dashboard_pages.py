@@ -111,7 +111,7 @@ async def test_each_role_sees_what_the_vault_answers(scene: Scene) -> None:
         assert "PV-" in text or "Vous n'avez pas accès aux procédures" in text
         # Who may read the history is the vault's decision: the page shows its answer.
         if role in ("responsable", "dpo"):
-            assert "consultation" in text, role
+            assert "Consultation" in text, role  # its French label (kit/words.py)
         else:
             assert "Vous n'avez pas accès à l'historique" in text, role
         viewing = 'id="visionner"' in text

@@ -13,9 +13,11 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, select_autoescape
 
+from services.dashboard.kit import words
+
 PARIS = ZoneInfo("Europe/Paris")
 ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = ("auth", "home", "recordings", "directory", "procedures", "reports")
+DOMAINS = ("auth", "home", "recordings", "directory", "procedures", "reports", "journal")
 MONTHS = (
     "janvier", "février", "mars", "avril", "mai", "juin",
     "juillet", "août", "septembre", "octobre", "novembre", "décembre",
@@ -86,6 +88,7 @@ def create_environment() -> Environment:
         lstrip_blocks=True,
     )
     environment.filters.update(paris=paris, machine_time=machine_time, duration=duration, size=size)
+    environment.filters.update(words.FILTERS)
     return environment
 
 
