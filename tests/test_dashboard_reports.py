@@ -5,6 +5,7 @@ with the person's token, which never reaches the browser."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.dashboard.app import create_app
 from tests.fixtures.apps import ClientFactory
 from tests.fixtures.directory import OrgKit, build_org
-from tests.fixtures.oidc import OidcProvider, dashboard_settings, person_claims
+from tests.fixtures.oidc import OidcProvider, OneAtATime, dashboard_settings, person_claims
 from tests.fixtures.servers import Servers
 from tests.test_dashboard_pages import SUBJECTS, _checked, _csrf
 from tests.test_reports import _feed
@@ -60,8 +61,8 @@ async def scene(
     async with client_for("vault", **trust) as vault, client_for("reporting", **trust) as reporting:
         app = create_app(
             dashboard_settings(oidc_provider),
-            vault_transport=vault._transport,  # noqa: SLF001
-            reporting_transport=reporting._transport,  # noqa: SLF001
+            vault_transport=OneAtATime(vault._transport, one := asyncio.Lock()),  # noqa: SLF001
+            reporting_transport=OneAtATime(reporting._transport, one),  # noqa: SLF001
         )
         async with httpx.AsyncClient(
             base_url=oidc_provider.dashboard_url,

@@ -77,6 +77,21 @@ class Recording(IdMixin, Base):
     __table_args__ = (
         # The same clip from the same camera is one recording, however often it is uploaded.
         UniqueConstraint("camera_id", "sha256"),
+        # Accueil (issue 17): what came in since a time, a station's last upload (a max read
+        # from the end of the index), what is erased soon, what the scrub found damaged.
+        Index("ix_vault_recordings_org_received", "organisation_id", "received_at"),
+        Index("ix_vault_recordings_station_received", "station_id", "received_at"),
+        Index(
+            "ix_vault_recordings_org_sealed_retain",
+            "organisation_id",
+            "retain_until",
+            postgresql_where=text("status = 'sealed'"),
+        ),
+        Index(
+            "ix_vault_recordings_org_damaged",
+            "organisation_id",
+            postgresql_where=text("status = 'damaged'"),
+        ),
     )
 
 
