@@ -125,6 +125,16 @@ async def test_accueil_shows_each_role_what_needs_attention(office: Office) -> N
         damaged = _section(text, "Objets endommagés")
         procedures = _section(text, "Procédures ouvertes")
         silent = _section(text, "Stations sans dépôt depuis 3 jours")
+        actions = _section(text, "Ce que vous pouvez faire")
+        shown = set(re.findall(r'<li><a href="(/[a-z]+)">', actions))
+        expected = {
+            "maire": {"/enregistrements", "/procedures", "/annuaire", "/rapport"},
+            "responsable": {"/enregistrements", "/procedures", "/annuaire", "/rapport", "/journal"},
+            "habilite": {"/enregistrements", "/procedures"},
+            "dpo": {"/enregistrements", "/procedures", "/journal"},
+            "agent": {"/enregistrements"},
+        }
+        assert shown == expected[role], (role, actions)
         if role in ("maire", "responsable", "dpo"):
             # By station, with the link to exactly those clips.
             assert f'<th scope="row">{station}</th>' in received, (role, received)
