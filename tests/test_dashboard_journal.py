@@ -159,6 +159,9 @@ async def test_filters_narrow_the_entries_as_the_api_does(journal: Journal) -> N
     assert len(refused) == PAGE_SIZE
     assert all("Accès refusé" in row and "<strong>Refusée</strong>" in row for row in refused)
     assert all("Agent porteur de caméra" in row for row in refused)  # the role, in French
+    # The vault logged its reason in English; the journal says it in French.
+    assert all("Raison :</span> Cette action demande" in row for row in refused), refused[0]
+    assert not any("this action needs" in row for row in refused)
 
     history = await _page(journal, f"/journal?enregistrement={kit.recording_id}")
     assert "Collecte" in history and "Consultation" in history
