@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.auth.sessions import Person
-from services.dashboard.kit.templating import MONTHS, PARIS, parse_instant
+from services.dashboard.kit.templating import MONTHS, PARIS, day_start, parse_instant
 
 SHOWN = 5  # items shown per list; « voir tout » leads to the whole selection
 
@@ -76,11 +76,6 @@ class Attention:
         return f"{self.erasure_until.day} {MONTHS[self.erasure_until.month - 1]}"
 
 
-def day_start(day: date) -> str:
-    """Midnight in Paris that day, as the API's instant."""
-    return datetime.combine(day, time(0), tzinfo=PARIS).isoformat()
-
-
 def search_link(**filters: str) -> str:
     return "/enregistrements?" + urlencode(filters)
 
@@ -124,7 +119,7 @@ async def gather(
             vault,
             recordings,
             "les enregistrements reçus aujourd'hui",
-            {"received_since": day_start(today)},
+            {"received_since": day_start(today).isoformat()},
             search_link(recus_depuis=today.isoformat()),
         )
     if person.has(*READERS["effacement"]):
@@ -133,7 +128,7 @@ async def gather(
             recordings,
             "les enregistrements bientôt effacés",
             # Erased by the end of that day (Paris): the search page's « effacés d'ici le ».
-            {"erasure_before": day_start(erasure_until + timedelta(days=1))},
+            {"erasure_before": day_start(erasure_until + timedelta(days=1)).isoformat()},
             search_link(effacement_avant=erasure_until.isoformat()),
         )
     if person.has(*READERS["endommages"]):
@@ -181,7 +176,7 @@ async def _by_station(
 ) -> list[StationDay]:
     """Today's clips of each station that uploaded today (its last upload says which did):
     one count each, asked for together."""
-    since = day_start(today)
+    since = day_start(today).isoformat()
     start = datetime.fromisoformat(since)
     active = [
         station

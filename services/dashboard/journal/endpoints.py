@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +22,7 @@ from services.dashboard.api.client import ApiClient, ApiProblem, problem_of
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import Person, PersonDep
 from services.dashboard.journal.proofs import check_inclusion
-from services.dashboard.kit.templating import PARIS, pages_of
+from services.dashboard.kit.templating import PARIS, pages_of, typed_day
 from services.dashboard.kit.words import ACTION_LABELS
 
 router = APIRouter(include_in_schema=False)
@@ -45,18 +45,6 @@ def _org(person: Person) -> str:
     return organisation_path(person, "aucun journal à afficher")
 
 
-def _day(value: str, end: bool = False) -> datetime | None:
-    """A day typed in the form, in Paris, as the API's UTC instant: its first moment, or (for
-    the end of a period) the next day's, so that « au 3 mars » includes the whole 3 March."""
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        return None
-    if end:
-        day += timedelta(days=1)
-    return datetime.combine(day, time(0), tzinfo=PARIS)
-
-
 class Selection:
     """The filters of the form, checked, and the vault's query parameters they make."""
 
@@ -70,8 +58,8 @@ class Selection:
         }
         self.params: dict[str, str] = {}
         self.errors: dict[str, str] = {}
-        since = _day(self.form["du"]) if self.form["du"] else None
-        until = _day(self.form["au"], end=True) if self.form["au"] else None
+        since = typed_day(self.form["du"]) if self.form["du"] else None
+        until = typed_day(self.form["au"], end=True) if self.form["au"] else None
         if self.form["du"] and since is None:
             self.errors["du"] = "Indiquez une date de début valide, par exemple 03/03/2026."
         if self.form["au"] and until is None:

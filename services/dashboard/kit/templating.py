@@ -4,7 +4,7 @@ Dates are shown in Europe/Paris; the APIs speak UTC."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,6 +44,21 @@ def paris(value: str | datetime | None, with_seconds: bool = False) -> str:
     if with_seconds:
         time += f"\u00a0{local.second:02d}\u00a0s"
     return f"{local.day} {MONTHS[local.month - 1]} {local.year} à {time}"
+
+
+def day_start(day: date) -> datetime:
+    """Midnight in Paris that day: a day the person means, as the APIs' instant."""
+    return datetime.combine(day, time(0), tzinfo=PARIS)
+
+
+def typed_day(value: str, end: bool = False) -> datetime | None:
+    """A day typed in a form (YYYY-MM-DD, Paris): its start, or with ``end`` the next day's
+    (a period « au 3 mars » includes the 3rd); None when it is not a date."""
+    try:
+        day = date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return day_start(day + timedelta(days=1) if end else day)
 
 
 def paris_day_and_time(value: str | datetime | None) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import PARIS, pages_of, parse_instant
+from services.dashboard.kit.templating import pages_of, parse_instant, typed_day
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
@@ -47,13 +47,8 @@ def _org(person: Person) -> str:
 
 def _day(value: str, end: bool = False) -> str | None:
     """A day typed in the form (Paris) as the API's UTC instant: its start, or the next day's."""
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        return None
-    if end:
-        day += timedelta(days=1)
-    return datetime.combine(day, time(0), tzinfo=PARIS).isoformat()
+    instant = typed_day(value, end)
+    return instant.isoformat() if instant else None
 
 
 @router.get("/enregistrements", name="recordings")
