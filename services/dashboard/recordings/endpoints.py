@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
@@ -114,13 +116,26 @@ async def recording(
     request: Request, recording_id: uuid.UUID, person: PersonDep, vault: VaultDep
 ) -> Response:
     org = _org(person)
-    item = await vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement")
+    # The recording, the procedures and the history do not depend on one another: asked
+    # together, the page waits for the slowest of them, not for their sum.
+    item, found, entries = await asyncio.gather(
+        vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement"),
+        _refusable(vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})),
+        _refusable(
+            vault.get(
+                f"{org}/audit/entries",
+                "l'historique de cet enregistrement",
+                params={"recording_id": str(recording_id), "limit": 200},
+            )
+        ),
+    )
     procedures: list[dict[str, Any]] | None = None
     attachable: list[dict[str, Any]] = []
     history: list[dict[str, Any]] | None = None
     refused: dict[str, str] = {}
-    try:
-        found = await vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})
+    if isinstance(found, ApiProblem):
+        refused["procedures"] = found.detail or found.message
+    else:
         procedures = [p for p in found["items"] if str(recording_id) in p["recording_ids"]]
         # Those it could still be attached to (« Rattacher à une procédure »).
         attachable = [
@@ -128,23 +143,14 @@ async def recording(
             for p in found["items"]
             if p["closed_at"] is None and str(recording_id) not in p["recording_ids"]
         ]
-    except ApiProblem as problem:
-        if problem.status not in (403,):
-            raise
-        refused["procedures"] = problem.detail or problem.message
-    try:
-        entries = await vault.get(
-            f"{org}/audit/entries",
-            "l'historique de cet enregistrement",
-            params={"recording_id": str(recording_id), "limit": 200},
-        )
+    if isinstance(entries, ApiProblem):
+        refused["history"] = entries.detail or entries.message
+    else:
         history = entries["items"]
-    except ApiProblem as problem:
-        if problem.status not in (403,):
-            raise
-        refused["history"] = problem.detail or problem.message
-    agent = await _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent")
-    camera = await _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra")
+    agent, camera = await asyncio.gather(
+        _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent"),
+        _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra"),
+    )
     return pages_of(request).render(
         request,
         "recordings/fiche.html",
@@ -160,6 +166,17 @@ async def recording(
         procedure_types=PROCEDURE_TYPES,
         may_view=person.has("maire", "responsable", "habilite", "agent"),
     )
+
+
+async def _refusable(call: Awaitable[Any]) -> Any:
+    """A part of the page the person's role may not see (a 403): its problem, shown in its
+    place; any other failure is the page's."""
+    try:
+        return await call
+    except ApiProblem as problem:
+        if problem.status != 403:
+            raise
+        return problem
 
 
 async def _optional(vault: ApiClient, path: str, what: str) -> dict[str, Any] | None:
