@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
 
@@ -118,7 +119,7 @@ async def recording(
     org = _org(person)
     # The recording, the procedures and the history do not depend on one another: asked
     # together, the page waits for the slowest of them, not for their sum.
-    item, found, entries = await asyncio.gather(
+    item, found, entries = await _together(
         vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement"),
         _refusable(vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})),
         _refusable(
@@ -133,8 +134,8 @@ async def recording(
     attachable: list[dict[str, Any]] = []
     history: list[dict[str, Any]] | None = None
     refused: dict[str, str] = {}
-    if isinstance(found, ApiProblem):
-        refused["procedures"] = found.detail or found.message
+    if isinstance(found, _Refused):
+        refused["procedures"] = found.problem.detail or found.problem.message
     else:
         procedures = [p for p in found["items"] if str(recording_id) in p["recording_ids"]]
         # Those it could still be attached to (« Rattacher à une procédure »).
@@ -143,11 +144,11 @@ async def recording(
             for p in found["items"]
             if p["closed_at"] is None and str(recording_id) not in p["recording_ids"]
         ]
-    if isinstance(entries, ApiProblem):
-        refused["history"] = entries.detail or entries.message
+    if isinstance(entries, _Refused):
+        refused["history"] = entries.problem.detail or entries.problem.message
     else:
         history = entries["items"]
-    agent, camera = await asyncio.gather(
+    agent, camera = await _together(
         _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent"),
         _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra"),
     )
@@ -168,15 +169,33 @@ async def recording(
     )
 
 
+async def _together(*calls: Awaitable[Any]) -> list[Any]:
+    """The calls' answers, made at once. Every call is over before the page goes on, and the
+    first failure in the order given is the page's (the recording's own before its parts')."""
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return answers
+
+
+@dataclass
+class _Refused:
+    """A part of the page the person's role may not see: the vault's refusal, shown in its
+    place."""
+
+    problem: ApiProblem
+
+
 async def _refusable(call: Awaitable[Any]) -> Any:
-    """A part of the page the person's role may not see (a 403): its problem, shown in its
-    place; any other failure is the page's."""
+    """The call's answer, or ``_Refused`` when the vault answers 403; any other failure is
+    the page's."""
     try:
         return await call
     except ApiProblem as problem:
         if problem.status != 403:
             raise
-        return problem
+        return _Refused(problem)
 
 
 async def _optional(vault: ApiClient, path: str, what: str) -> dict[str, Any] | None:
