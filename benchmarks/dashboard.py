@@ -11,16 +11,20 @@ the sequencer logs them as it logs real ones), plus consultations and qualificat
 trail. The indexes and the row counts are the real ones; VACUUM ANALYZE as autovacuum would.
 
 The seeded rows have no sealed object behind them: the pages measured read metadata only,
-never an object. Their `checked_at` is set to now so that the fixity scrub does not visit
-them during the run (it would find every object missing), and they were never sealed by the
-vault: a registry check against the store (`temoin scrub`) would flag each of them. That is
-fine for a benchmark in its own throwaway directory; never seed a real stack this way.
+never an object. They were never sealed by the vault, so a check of the registry against the
+store would flag every one of them: the fixity scrub (`temoin scrub`) would find each object
+missing (their `checked_at` is set to now so that the vault's own scrub leaves them alone
+during the run), and `temoin audit verify --registry` would find the qualified ones held by a
+procedure in the log but with no legal hold. Their `collecte` entries do carry the rows'
+facts, as the vault writes them. That is fine for a benchmark in its own throwaway directory
+(under /tmp, removed at the end); never seed a real stack this way.
 
 The responsable signs in at the dashboard through the provider, as a person does. Then, for
-each case, REQUESTS times after WARMUP, alternating so that both sides meet the same moments of
-a busy machine: the page, fetched whole through the dashboard; and the vault calls that page
-makes (`/v1/me` first, as every page does, then its data), made one after another with a
-token of the same claims from the same issuer, over one kept-alive connection.
+each case, 200 times (--requests) after 20 to warm up (--warmup), alternating so that both
+sides meet the same moments of a busy machine: the page, fetched whole through the
+dashboard; and the vault calls that page makes (`/v1/me` first, as every page does, then its
+data), made one after another with a token of the same claims from the same issuer, over one
+kept-alive connection; each call's median is printed too.
 Targets: the page's median at most 2x the calls' median; the median page under 150 ms.
 """
 
