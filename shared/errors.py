@@ -218,12 +218,28 @@ async def _temoin_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _field_error(err: Mapping[str, Any]) -> dict[str, Any]:
+    """One field's error: where, pydantic's message, and its error ``type`` with the scalar
+    values of its ``ctx`` (``string_too_short``, ``{"min_length": 1}``), for a client to say
+    it in its own language (the dashboard says it in French)."""
+    error: dict[str, Any] = {
+        "field": _field_name(err.get("loc", ())),
+        "message": str(err.get("msg", "")),
+        "type": str(err.get("type", "")),
+    }
+    ctx = {
+        name: value
+        for name, value in (err.get("ctx") or {}).items()
+        if isinstance(value, str | int | float | bool)
+    }
+    if ctx:
+        error["ctx"] = ctx
+    return error
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field_name(err.get("loc", ())), "message": str(err.get("msg", ""))}
-        for err in exc.errors()
-    ]
+    errors = [_field_error(err) for err in exc.errors()]
     names = ", ".join(e["field"] for e in errors) or "request"
     return problem_response(
         422,

@@ -89,6 +89,16 @@ VALIDATION_PROBLEM_SCHEMA: dict[str, Any] = {
                                 "description": "where: body.x, query.x, header.x, path.x",
                             },
                             "message": {"type": "string"},
+                            "type": {
+                                "type": "string",
+                                "description": "pydantic's error type (string_too_short, "
+                                "missing...), for a client to word the error itself; absent "
+                                "for the service's own checks",
+                            },
+                            "ctx": {
+                                "type": "object",
+                                "description": "the values of that error (min_length...)",
+                            },
                         },
                         "required": ["field", "message"],
                     },

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import UnionType
 from typing import Annotated, Any, Literal, TypedDict, Union, get_args, get_origin
@@ -154,6 +154,30 @@ async def _outage(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def run_checks(probes: Mapping[str, Callable[[], Any]]) -> dict[str, str]:
+    """Each dependency probed at once, bounded in time: name -> ok, timeout or the error."""
+    return dict(await asyncio.gather(*(_check(name, probe) for name, probe in probes.items())))
+
+
+def readiness_answer(
+    checks: dict[str, str], ready: Mapping[str, bool] | None = None
+) -> JSONResponse:
+    """200 when every check passes, else the 503 problem naming the failing ones. ``ready``
+    says which checks passed when a value other than "ok" can mean ready (the vault's own)."""
+    passed = ready if ready is not None else {name: value == "ok" for name, value in checks.items()}
+    failing = [name for name in checks if not passed.get(name, False)]
+    if not failing:
+        return JSONResponse({"status": "ready", "checks": checks})
+    return problem_response(
+        503,
+        "Not ready",
+        f"not ready: {', '.join(failing)}",
+        slug="not-ready",
+        instance="/readyz",
+        extensions={"checks": checks},
+    )
+
+
 class Readiness(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str] = Field(
@@ -181,27 +205,14 @@ def _health_router() -> APIRouter:
     )
     async def readyz(request: Request) -> JSONResponse:
         state = request.state
-        results = await asyncio.gather(
-            _check("database", lambda: ping(state.engine)),
-            _check("storage", lambda: state.store.ping()),
+        checks = await run_checks(
+            {"database": lambda: ping(state.engine), "storage": lambda: state.store.ping()}
         )
-        checks = dict(results)
-        failing = [name for name, value in checks.items() if value != "ok"]
         own: dict[str, ReadinessCheck] = getattr(request.app.state, "readiness", {})
+        ready = {name: value == "ok" for name, value in checks.items()}
         for name, check in own.items():
-            checks[name], ready = check()
-            if not ready:
-                failing.append(name)
-        if not failing:
-            return JSONResponse({"status": "ready", "checks": checks})
-        return problem_response(
-            503,
-            "Not ready",
-            f"not ready: {', '.join(failing)}",
-            slug="not-ready",
-            instance="/readyz",
-            extensions={"checks": checks},
-        )
+            checks[name], ready[name] = check()
+        return readiness_answer(checks, ready)
 
     @router.get(
         "/metrics",

@@ -267,6 +267,60 @@ def station_register(
     typer.echo(f"station {station.station_id} registered; private key in {key_file}")
 
 
+@station_app.command("keygen")
+def station_keygen(
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="where to write its private key (default: var/dock/station.json)"),
+    ] = None,
+) -> None:
+    """Create the station's key pair without registering it: print the public key for the
+    dashboard's Annuaire (« Enregistrer une station »), then run `temoin station adopt`."""
+    from temoin.stackfile import station_key_path
+    from temoin.station import StationError, generate
+
+    key_file = key_file or station_key_path()
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        public_key = generate(key_file)
+    except (StationError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(public_key)
+    typer.echo(
+        f"private key in {key_file}; register the public key above in the dashboard "
+        "(Annuaire, « Enregistrer une station »), then run the `temoin station adopt` "
+        "command it shows",
+        err=True,
+    )
+
+
+@station_app.command("adopt")
+def station_adopt(
+    station_id: Annotated[str, typer.Option(help="the id the dashboard shows (UUID)")],
+    org: Annotated[str, typer.Option(help="organisation id (UUID)")],
+    key_file: StationKey = None,
+    ingest_url: IngestUrl = None,
+) -> None:
+    """Record in the key file the station id its public key was registered under, then check
+    that ingest accepts the station (as `temoin station whoami`)."""
+    import json
+    import uuid
+
+    import httpx
+
+    from temoin.stackfile import service_url, station_key_path
+    from temoin.station import StationError, adopt, whoami
+
+    path = key_file or station_key_path()
+    try:
+        station = adopt(path, uuid.UUID(station_id), uuid.UUID(org))
+        typer.echo(json.dumps(whoami(service_url("ingest", ingest_url), station), indent=2))
+    except (StationError, ValueError, httpx.HTTPError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 @station_app.command("whoami")
 def station_whoami(key_file: StationKey = None, ingest_url: IngestUrl = None) -> None:
     """Authenticate to ingest with the station key and print what ingest knows of it."""

@@ -85,6 +85,37 @@ def register(
     return station
 
 
+def generate(key_path: Path) -> str:
+    """A key pair for a station to be registered by someone else (the dashboard's Annuaire):
+    the key file, mode 600, without a station id yet; returns the public key to register."""
+    if key_path.exists():
+        raise StationError(f"{key_path} exists: a station key is never overwritten")
+    key = SigningKey.generate()
+    data = {"private_key": b64encode(bytes(key)), "public_key": public_key_of(key)}
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    return public_key_of(key)
+
+
+def adopt(key_path: Path, station_id: uuid.UUID, organisation_id: uuid.UUID) -> StationKeyFile:
+    """Give a key file from ``generate`` the id its public key was registered under; the file
+    is replaced whole (a new file, mode 600, renamed over it), never half written."""
+    try:
+        data = json.loads(key_path.read_text())
+        key = SigningKey(b64decode(data["private_key"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise StationError(f"cannot read station key file {key_path}: {exc}") from exc
+    if data.get("station_id") not in (None, str(station_id)):
+        raise StationError(f"{key_path} already belongs to station {data['station_id']}")
+    station = StationKeyFile(station_id, organisation_id, key)
+    pending = key_path.with_name(key_path.name + ".new")
+    pending.unlink(missing_ok=True)
+    station.save(pending)
+    os.replace(pending, key_path)
+    return station
+
+
 def upload_token(client: httpx.Client, station: StationKeyFile) -> str:
     """Trade a fresh signed assertion for a short-lived upload token."""
     assertion = StationAssertion.sign(

@@ -344,6 +344,9 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/recordings"): allow(
         *VIEWERS, body=_attach, procedure_id=lambda kit: kit.spare_procedure_id
     ),
+    ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/recordings/{{recording_id}}/detach"): (
+        allow(*VIEWERS, body=lambda kit: {"motif": "rattaché par erreur"})
+    ),
     ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/close"): allow(*VIEWERS),
     ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/extractions"): allow(
         *VIEWERS, body=_extraction

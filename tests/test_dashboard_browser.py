@@ -10,17 +10,22 @@ API and a clip made by `temoin dock simulate`'s clip maker, each frame carrying 
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+import asyncpg
 import httpx
 import pytest
+from nacl.signing import SigningKey
 from playwright.async_api import Page, expect
 
+from shared.signatures import public_key_of
 from temoin.dev_issuer import DevIssuer
 from tests.fixtures.browser import (
     audit_accessibility,
@@ -34,6 +39,7 @@ from tests.fixtures.browser import (
     tab_to,
 )
 from tests.fixtures.clips import make_clip as clip_metadata
+from tests.fixtures.clips import upload_headers
 from tests.fixtures.directory import OrgKit, build_org
 from tests.fixtures.stack import Stack
 from tests.test_tus import creation_headers
@@ -115,8 +121,8 @@ async def kit(running: Scene) -> OrgKit:
 
 def _choice(kit: OrgKit, role: str) -> str:
     """The provider's radio value for one of build_org's people."""
-    if role == "maire":
-        return f'input[type=radio][value="maire:{kit.id}"]'
+    if role in ("maire", "dpo"):
+        return f'input[type=radio][value="{role}:{kit.id}"]'
     return f'input[type=radio][value="agent:{kit.agents[role]}"]'
 
 
@@ -251,4 +257,243 @@ async def test_the_report_page_passes_axe(audit_page: Page, running: Scene, kit:
     await page.get_by_role("button", name="Finaliser le rapport").click()
     await expect(page.locator("#erreurs")).to_be_visible()
     found += await _audit(page, "/rapport (erreurs)")
+    assert found == [], "\n".join(found)
+
+
+# --- the player's own controls, its link's end, and Accueil ---------------------------------
+
+
+async def _open_player(page: Page, scene: Scene, kit: OrgKit, motif: str) -> None:
+    """From the recording's « Visionner » form to the player (a page of its own, a GET)."""
+    await page.goto(f"{scene.dashboard}/enregistrements/{kit.recording_id}/visionner")
+    await page.get_by_label("Motif du visionnage").fill(motif)
+    await page.locator("main form button[type=submit]").click()
+    await page.wait_for_url(re.compile(rf".*/enregistrements/{kit.recording_id}/lecture/[\w-]+$"))
+    await expect(page.locator("video")).to_be_visible()
+
+
+async def _after_seek(page: Page, act: Callable[[], Awaitable[None]]) -> bytes:
+    """Do ``act`` (a key, a click), wait for the seek it makes to be painted: the picture."""
+    await page.evaluate(
+        """() => { window.seekedOnce = new Promise(resolve => document.querySelector('video')
+            .addEventListener('seeked', () => requestAnimationFrame(
+                () => requestAnimationFrame(resolve)), {once: true})); }"""
+    )
+    await act()
+    await page.evaluate("() => window.seekedOnce")
+    return await page.locator("video").screenshot()
+
+
+async def test_the_player_steps_frame_by_frame_and_changes_speed(
+    page: Page, running: Scene, kit: OrgKit, tmp_path: Path
+) -> None:
+    await sign_in(page, running, kit, "habilite")
+    await _open_player(page, running, kit, "Examen image par image")
+    await expect(page.get_by_label("Vitesse de lecture")).to_be_visible()  # lecteur.js ran
+    await page.evaluate("document.querySelector('video').controls = false")
+    assert frame_number(await frame_at(page, "video", 1.0)) == FRAMES_PER_SECOND
+    await page.locator("h1").click()  # the focus on the page, not in a field
+
+    following = await _after_seek(page, lambda: page.keyboard.press("."))
+    (tmp_path / "image-suivante.png").write_bytes(following)
+    assert frame_number(following) == FRAMES_PER_SECOND + 1
+    await expect(page.locator("#image-courante")).to_have_text(str(FRAMES_PER_SECOND + 1))
+    assert await page.evaluate("document.querySelector('video').paused")
+    await _after_seek(page, lambda: page.keyboard.press(","))
+    twice_back = await _after_seek(page, lambda: page.keyboard.press(","))
+    assert frame_number(twice_back) == FRAMES_PER_SECOND - 1
+    clicked = await _after_seek(page, page.get_by_role("button", name="Image suivante").click)
+    assert frame_number(clicked) == FRAMES_PER_SECOND
+    assert frame_difference(clicked, running.clip, 1.0) < SAME_FRAME
+
+    await page.get_by_label("Vitesse de lecture").select_option("2")
+    assert await page.evaluate("document.querySelector('video').playbackRate") == 2
+    await page.get_by_label("Vitesse de lecture").select_option("0.25")
+    assert await page.evaluate("document.querySelector('video').playbackRate") == 0.25
+    await page.evaluate("document.querySelector('video').controls = true")
+    await screenshot(page, "lecture-commandes", tmp_path)
+
+
+async def test_the_player_says_when_its_link_has_expired(
+    audit_page: Page, running: Scene, kit: OrgKit, tmp_path: Path
+) -> None:
+    """The page's clock runs past the consultation's end: the player gives way to the notice and
+    its offer of a new consultation, which asks for a new motif. (lecteur.js under the CSP:
+    the test above; here the notice's accessibility too.)"""
+    page = audit_page
+    await page.clock.install()
+    await sign_in(page, running, kit, "habilite")
+    await _open_player(page, running, kit, "Vérification de l'expiration")
+    expires = await page.locator("#lecteur").get_attribute("data-expires-at")
+    assert expires
+    notice = page.get_by_role("heading", name="Le lien de lecture a expiré")
+    await expect(notice).to_be_hidden()
+    left_ms = (datetime.fromisoformat(expires) - datetime.now(UTC)).total_seconds() * 1000
+    await page.clock.fast_forward(int(left_ms) + 6000)
+    await expect(notice).to_be_visible()
+    await expect(page.locator("video")).to_be_hidden()
+    assert await page.locator("video").get_attribute("src") is None  # the player let go
+    await screenshot(page, "lecture-expiree", tmp_path)
+    found = await _audit(page, "lecteur (lien expiré)")
+    assert found == [], "\n".join(found)
+    assert await page.evaluate("document.activeElement.id") == "nouveau-visionnage"
+    await page.get_by_role("link", name="Demander un nouveau visionnage").click()
+    await page.wait_for_url(f"{running.dashboard}/enregistrements/{kit.recording_id}/visionner")
+    await expect(page.get_by_label("Motif du visionnage")).to_have_value("")
+
+
+async def test_the_player_says_when_the_vault_stops_its_link(
+    page: Page, running: Scene, kit: OrgKit
+) -> None:
+    """The consultation closed before its time (the vault refuses its media URL at once): the
+    video's error gives way to the notice, which offers a new consultation."""
+    await sign_in(page, running, kit, "habilite")
+    await _open_player(page, running, kit, "Vérification de l'interruption")
+    consultation = page.url.rsplit("/", 1)[1]
+    async with httpx.AsyncClient(base_url=running.vault, timeout=30) as vault:
+        closed = await vault.delete(
+            f"{kit.path}/recordings/{kit.recording_id}/consultations/{consultation}",
+            headers=kit.headers("habilite"),  # the same person: the dashboard's sign-in subject
+        )
+    assert closed.status_code == 204, closed.text
+    await page.reload()
+    await expect(page.get_by_role("heading", name="La lecture s'est interrompue")).to_be_visible()
+    await expect(page.locator("video")).to_be_hidden()
+    await expect(page.get_by_role("link", name="Demander un nouveau visionnage")).to_be_visible()
+
+
+@dataclass
+class Office:
+    kit: OrgKit
+    soon: str  # received today, erased tomorrow (a retention of one day)
+    damaged: str
+    silent_station: str
+
+
+@pytest.fixture(scope="module")
+async def office(running: Scene) -> Office:
+    """An organisation keeping clips one day: two clips today (one then found damaged, marked
+    in the database as tests/test_faults_live.py does) and a second station that never
+    uploaded."""
+    kit = await running.organisation(with_recording=False)
+    async with (
+        httpx.AsyncClient(base_url=running.vault, timeout=60) as vault,
+        httpx.AsyncClient(base_url=running.ingest, timeout=60) as ingest,
+    ):
+        organisation = (await vault.get(kit.path, headers=kit.headers("maire"))).json()
+        kept = await vault.put(
+            kit.path,
+            headers=kit.headers("maire"),
+            json={
+                "name": organisation["name"],
+                "departement": organisation["departement"],
+                "communes": organisation["communes"],
+                "retention_days": 1,
+            },
+        )
+        assert kept.status_code == 200, kept.text
+        uploaded = []
+        for _ in range(2):
+            data, metadata = clip_metadata(kit)
+            answer = await ingest.post(
+                "/v1/recordings", content=data, headers=upload_headers(kit, metadata)
+            )
+            assert answer.status_code == 201, answer.text
+            uploaded.append(str(answer.json()["recording_id"]))
+        silent = await vault.post(
+            f"{kit.path}/stations",
+            headers=kit.headers("responsable"),
+            json={"name": "Dock du poste Sud", "public_key": public_key_of(SigningKey.generate())},
+        )
+        assert silent.status_code == 201, silent.text
+    connection = await asyncpg.connect(
+        f"postgresql://postgres@/postgres?host={running.stack.var_dir / 'postgres'}"
+    )
+    try:
+        await connection.execute(
+            "UPDATE vault.recordings SET status = 'damaged', checked_at = now() WHERE id = $1",
+            uuid.UUID(uploaded[1]),
+        )
+    finally:
+        await connection.close()
+    kit.recording_id = uuid.UUID(uploaded[0])
+    return Office(kit, uploaded[0], uploaded[1], silent.json()["id"])
+
+
+async def _sign_in_as(page: Page, scene: Scene, kit: OrgKit, role: str) -> None:
+    await page.goto(f"{scene.dashboard}/connexion")
+    choice = f'input[type=radio][value="dpo:{kit.id}"]' if role == "dpo" else _choice(kit, role)
+    await page.locator(choice).check()
+    await page.get_by_role("button").first.click()
+    await page.wait_for_url(f"{scene.dashboard}/")
+
+
+async def test_accueil_lists_what_needs_attention(
+    page: Page, running: Scene, office: Office, tmp_path: Path
+) -> None:
+    kit = office.kit
+    await _sign_in_as(page, running, kit, "maire")
+    received = page.locator("section", has=page.locator("#recus-titre"))
+    station_row = received.get_by_role("row", name=re.compile(f"Dock {kit.id.hex[:8]}"))
+    await expect(station_row).to_contain_text("2 enregistrements")
+    erased = page.locator("section", has=page.locator("#effacement-titre"))
+    await expect(erased.locator(f'a[href="/enregistrements/{office.soon}"]')).to_be_visible()
+    await expect(erased.locator(f'a[href="/enregistrements/{office.damaged}"]')).to_have_count(0)
+    damaged = page.locator("section", has=page.locator("#endommages-titre"))
+    await expect(damaged.locator(f'a[href="/enregistrements/{office.damaged}"]')).to_be_visible()
+    silent = page.locator("section", has=page.locator("#silencieuses-titre"))
+    await expect(silent).to_contain_text("Dock du poste Sud")
+    await expect(silent).not_to_contain_text(f"Dock {kit.id.hex[:8]}")
+    await screenshot(page, "accueil", tmp_path)
+
+    # « Qualifier » leads to the recording's procedures, where it is attached.
+    await erased.get_by_role("link", name=re.compile("^Qualifier")).click()
+    await page.wait_for_url(f"{running.dashboard}/enregistrements/{office.soon}#procedures-titre")
+    await expect(page.get_by_role("heading", name="Procédures")).to_be_visible()
+    # « Voir tout » of today's clips of that station: the search, with those filters.
+    await page.goto(f"{running.dashboard}/")
+    await station_row.get_by_role("link").click()
+    await expect(page.get_by_role("heading", name="2 enregistrements")).to_be_visible()
+    await expect(page.locator("main")).to_contain_text(f"« Dock {kit.id.hex[:8]} »")
+
+
+@pytest.mark.parametrize("role", ["maire", "responsable", "habilite", "dpo", "wearer"])
+async def test_accueil_passes_axe_for_each_role(
+    audit_page: Page, running: Scene, office: Office, role: str, tmp_path: Path
+) -> None:
+    await _sign_in_as(audit_page, running, office.kit, role)
+    await expect(audit_page.get_by_role("heading", name="Reçus aujourd'hui")).to_be_visible()
+    await screenshot(audit_page, f"accueil-{role}", tmp_path)
+    found = await _audit(audit_page, f"accueil ({role})")
+    assert found == [], "\n".join(found)
+
+
+async def test_the_journal_passes_axe(
+    audit_page: Page, running: Scene, kit: OrgKit, tmp_path: Path
+) -> None:
+    """« Journal » for the DPO: the entries, the signed heads, an entry's proof checked."""
+    page = audit_page
+    async with httpx.AsyncClient(base_url=running.vault, timeout=30) as vault:
+        signed = await vault.post("/v1/audit/heads", headers=kit.headers("dpo"))
+    assert signed.status_code == 200, signed.text
+    await sign_in(page, running, kit, "dpo")
+    await page.get_by_role("navigation").get_by_role("link", name="Journal").click()
+    await page.wait_for_url(f"{running.dashboard}/journal")
+    found = await _audit(page, "/journal")
+    await screenshot(page, "journal", tmp_path)
+    await page.get_by_label("Action").select_option(label="Collecte")
+    await page.locator("#filtrer").click()
+    await page.wait_for_url(f"{running.dashboard}/journal?*action=collecte*")
+    found += await _audit(page, "/journal (filtré)")
+    await page.locator("table a", has_text="Vérifier").first.click()
+    await expect(page.locator("#resultat")).to_contain_text("Preuve vérifiée")
+    found += await _audit(page, "/journal/preuve")
+    await screenshot(page, "journal-preuve", tmp_path)
+    await page.get_by_role("link", name="Têtes signées", exact=True).click()
+    await expect(page.locator("h1")).to_have_text("Têtes signées du journal")
+    found += await _audit(page, "/journal/tetes")
+    await screenshot(page, "journal-tetes", tmp_path)
+    await page.goto(f"{running.dashboard}/journal?du=2026-03-04&au=2026-03-01")
+    await expect(page.locator("#erreurs")).to_be_visible()
+    found += await _audit(page, "/journal (erreurs)")
     assert found == [], "\n".join(found)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as sql
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.package import verify_package
 from tests.fixtures.apps import ClientFactory
@@ -260,3 +262,79 @@ async def test_attach_from_the_recording_page(keyed: tuple[Scene, Keys]) -> None
 
     await scene.as_role("dpo")
     assert "Rattacher à une procédure" not in _checked(await http.get(recording))
+
+
+async def test_detach_with_a_motif(keyed: tuple[Scene, Keys], connection: AsyncConnection) -> None:
+    scene, _ = keyed
+    recording = str(scene.kit.recording_id)
+    held_by = f"/procedures/{scene.kit.procedure_id}"  # prepare_recordings attached it there
+    http = scene.browser.http
+    await scene.as_role("habilite")
+    path = await _open(scene, "judiciaire", "PV-2026-0099")
+    page = await http.get(path)
+    attached = await http.post(
+        f"{path}/rattacher",
+        data={"csrf_token": _csrf(page), "enregistrement": recording, "qualification": "Erreur"},
+        follow_redirects=False,
+    )
+    assert attached.status_code == 303, attached.text
+    detach = f"{path}/enregistrements/{recording}/detacher"
+    assert f'href="{detach}"' in _checked(await http.get(path))
+
+    form = await http.get(detach)
+    text = _checked(form)
+    # Another open procedure holds it: the page says the hold stays, and which one.
+    assert "Il reste retenu par une autre procédure ouverte" in text
+    assert f'href="{held_by}"' in text
+    assert 'name="motif"' in text and "Détacher l'enregistrement" in text
+    short = await http.post(detach, data={"csrf_token": _csrf(form), "motif": "x"})
+    assert short.status_code == 422
+    assert 'href="#champ-motif"' in _checked(short)
+    forged = await http.post(detach, data={"motif": "rattaché par erreur"})
+    assert forged.status_code == 403 and "Ce formulaire a expiré" in _checked(forged)
+
+    await scene.as_role("dpo")  # reads procedures, may not detach: the vault says so
+    form = await http.get(detach)
+    refused = await http.post(detach, data={"csrf_token": _csrf(form), "motif": "contrôle"})
+    assert refused.status_code == 403
+    assert "Vous n'avez pas accès au détachement d'enregistrements." in _checked(refused)
+
+    await scene.as_role("habilite")
+    form = await http.get(detach)
+    done = await http.post(
+        detach,
+        data={"csrf_token": _csrf(form), "motif": "Rattaché par erreur"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303, done.text
+    assert done.headers["location"] == f"{path}#enregistrements"
+    assert "Aucun enregistrement n'est rattaché" in _checked(await http.get(path))
+    again = await http.post(detach, data={"csrf_token": _csrf(form), "motif": "encore"})
+    assert again.status_code == 404
+    text = _checked(again)
+    assert "Cet enregistrement n'est pas (ou plus) rattaché à cette procédure." in text
+    assert 'name="motif"' not in text  # nothing left to detach: no form
+
+    # The last procedure holding it, the recording past its retention: the page warns that
+    # the next erasure takes it.
+    await connection.execute(
+        sql("UPDATE vault.recordings SET retain_until = now() - interval '1 day' WHERE id = :id"),
+        {"id": scene.kit.recording_id},
+    )
+    last = f"{held_by}/enregistrements/{recording}/detacher"
+    text = _checked(await http.get(last))
+    assert "Sa durée de conservation est échue" in text
+    assert "effacé lors du prochain passage de l'effacement automatique" in text
+    assert "retenu par" not in text
+
+    # Closed, the procedure's history is frozen: the vault refuses, the page says why.
+    procedure = await http.get(held_by)
+    closed = await http.post(
+        f"{held_by}/clore", data={"csrf_token": _csrf(procedure)}, follow_redirects=False
+    )
+    assert closed.status_code == 303, closed.text
+    assert f'href="{last}"' not in _checked(await http.get(held_by))
+    frozen = await http.post(last, data={"csrf_token": _csrf(procedure), "motif": "trop tard"})
+    assert frozen.status_code == 409
+    text = _checked(frozen)
+    assert "La procédure est close : ses enregistrements ne peuvent plus en être détachés." in text

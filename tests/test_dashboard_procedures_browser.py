@@ -1,7 +1,7 @@
 """The « Procédures » pages in a browser, on the stack `temoin run` starts: a procedure opened
 with its form, the recording attached, its extraction downloaded by the browser and checked
-with the published keys — every audit entry proved, as the receiver checks it — and the
-pages pass axe-core."""
+with the published keys — every audit entry proved, as the receiver checks it — then
+detached with its motif; the pages pass axe-core."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from shared.package import verify_package
-from tests.fixtures.browser import audit_accessibility, serious_violations
+from tests.fixtures.browser import audit_accessibility, screenshot, serious_violations
 from tests.fixtures.directory import OrgKit
 from tests.test_dashboard_browser import Scene, kit, running, sign_in
 
@@ -59,4 +59,19 @@ async def test_extract_a_recording_for_a_procedure(
     )
     assert report.valid, report.problems
     assert not report.unauthenticated
+
+    # Detached afterwards, with its motif: the copy made stays logged.
+    await page.get_by_role("link", name="Retour à la procédure").click()
+    await screenshot(page, "procedure", tmp_path)
+    await page.get_by_role("link", name="Détacher cet enregistrement").click()
+    await expect(page.locator("h1")).to_have_text("Détacher un enregistrement")
+    found += await _violations(page, "détachement")
+    await page.get_by_role("button", name="Détacher l'enregistrement").click()
+    await expect(page.locator(".error-summary")).to_contain_text("motif du détachement")
+    found += await _violations(page, "détachement refusé")
+    await screenshot(page, "detacher", tmp_path)
+    await page.get_by_label("Motif du détachement").fill("Rattaché par erreur")
+    await page.get_by_role("button", name="Détacher l'enregistrement").click()
+    await expect(page.locator("h1")).to_contain_text("PV-2026-0117")
+    await expect(page.get_by_text("Aucun enregistrement n'est rattaché")).to_be_visible()
     assert found == [], "\n".join(found)

@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from nacl.signing import SigningKey
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.vault.recordings.models import Recording
 from shared.audit import entries
+from shared.signatures import public_key_of
+from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import World
 
 
@@ -254,3 +259,64 @@ async def test_unknown_ids_are_404(world: World) -> None:
         assert response.headers["content-type"] == "application/problem+json"
     malformed = await world.vault.get(f"{own.path}/agents/not-a-uuid", headers=own.headers("maire"))
     assert malformed.status_code == 422
+
+
+async def test_stations_say_when_they_last_uploaded(
+    world: World, connection: AsyncConnection
+) -> None:
+    """`last_upload_at` on each station; `silent_since`: the active ones to check on (issue 17,
+    Accueil), those that never uploaded included; a bad instant is 422."""
+    own = world.own
+    path = f"{own.path}/stations"
+    silent = await world.vault.post(
+        path,
+        headers=own.headers("responsable"),
+        json={"name": "Dock du poste annexe", "public_key": public_key_of(SigningKey.generate())},
+    )
+    assert silent.status_code == 201, silent.text
+    assert silent.json()["last_upload_at"] is None
+    data, metadata = make_clip(own)
+    uploaded = await world.ingest.post(
+        "/v1/recordings", content=data, headers=upload_headers(own, metadata)
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    await connection.execute(
+        update(Recording)
+        .where(Recording.id == uuid.UUID(str(uploaded.json()["recording_id"])))
+        .values(received_at=two_days_ago)
+    )
+    listed = await world.vault.get(path, headers=own.headers("dpo"))
+    assert listed.status_code == 200, listed.text
+    last = {item["id"]: item["last_upload_at"] for item in listed.json()["items"]}
+    assert last[silent.json()["id"]] is None
+    assert datetime.fromisoformat(last[str(own.station_id)]) == two_days_ago
+    one = await world.vault.get(f"{path}/{own.station_id}", headers=own.headers("maire"))
+    assert datetime.fromisoformat(one.json()["last_upload_at"]) == two_days_ago
+
+    def silent_since(days: int) -> dict[str, str]:
+        return {"silent_since": (datetime.now(UTC) - timedelta(days=days)).isoformat()}
+
+    quiet = await world.vault.get(path, headers=own.headers("dpo"), params=silent_since(3))
+    assert [item["id"] for item in quiet.json()["items"]] == [silent.json()["id"]]
+    assert quiet.json()["total"] == 1
+    quieter = await world.vault.get(path, headers=own.headers("dpo"), params=silent_since(1))
+    assert {item["id"] for item in quieter.json()["items"]} == {
+        silent.json()["id"],
+        str(own.station_id),
+    }
+    # A revoked station is no longer expected to upload.
+    revoked = await world.vault.post(
+        f"{path}/{silent.json()['id']}/revoke",
+        headers=own.headers("responsable"),
+        json={"reason": "déposée"},
+    )
+    assert revoked.status_code == 200, revoked.text
+    assert "last_upload_at" in revoked.json()
+    after = await world.vault.get(path, headers=own.headers("dpo"), params=silent_since(3))
+    assert after.json()["items"] == []
+    bad = await world.vault.get(path, headers=own.headers("dpo"), params={"silent_since": "3j"})
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["field"] == "query.silent_since"
+    refused = await world.vault.get(path, headers=own.headers("habilite"))
+    assert refused.status_code == 403

@@ -69,7 +69,8 @@ def test_every_error_is_a_problem(schemas: dict[str, dict[str, Any]], service: s
     assert set(problem["properties"]) == {"type", "title", "status", "detail", "instance"}
     assert set(problem["required"]) == {"type", "title", "status", "detail"}
     errors = components["ValidationProblem"]["allOf"][1]["properties"]["errors"]
-    assert set(errors["items"]["properties"]) == {"field", "message"}
+    assert set(errors["items"]["properties"]) == {"field", "message", "type", "ctx"}
+    assert set(errors["items"]["required"]) == {"field", "message"}
     assert "HTTPValidationError" not in components  # FastAPI's shape, which no route answers
 
 

@@ -367,3 +367,108 @@ async def test_no_package_is_made_from_a_row_the_log_contradicts(
             address=row.address,
             id=uuid.UUID(recording_id),
         )
+
+
+async def test_a_detach_agrees_with_the_log_and_lets_the_erasure_proceed(
+    org: tuple[OrgKit, httpx.AsyncClient], engine: AsyncEngine, servers: Servers
+) -> None:
+    """Both past their retention: one attached by mistake and detached, erased by the next
+    run; one detached, attached again and detached again from one procedure, still held by
+    another, kept. The log's history and the rows agree all along; a detach made by SQL
+    instead (the link deleted) erases nothing."""
+    kit, vault = org
+    mistaken = await _upload(kit, ended_days_ago=40)
+    shared = await _upload(kit, ended_days_ago=40)
+    procedures = []
+    for kind in ("judiciaire", "administrative"):
+        opened = await vault.post(
+            f"{kit.path}/procedures",
+            headers=kit.headers("responsable"),
+            json={"type": kind, "reference": f"PV-{uuid.uuid4().hex[:6]}"},
+        )
+        assert opened.status_code == 201, opened.text
+        procedures.append(f"{kit.path}/procedures/{opened.json()['id']}")
+    first, second = procedures
+
+    async def attach(procedure: str, recording_id: str) -> None:
+        attached = await vault.post(
+            f"{procedure}/recordings",
+            headers=kit.headers("habilite"),
+            json={"recording_id": recording_id, "qualification": "intervention"},
+        )
+        assert attached.status_code == 201, attached.text
+
+    async def detach(procedure: str, recording_id: str) -> None:
+        detached = await vault.post(
+            f"{procedure}/recordings/{recording_id}/detach",
+            headers=kit.headers("habilite"),
+            json={"motif": "sans rapport avec la procédure"},
+        )
+        assert detached.status_code == 200, detached.text
+
+    await attach(first, mistaken)
+    await attach(second, shared)
+    await attach(first, shared)
+    await detach(first, mistaken)
+    await detach(first, shared)
+    await attach(first, shared)
+    await detach(first, shared)
+    await _sequenced(engine, kit)
+
+    found = _registry_findings(servers)
+    assert mistaken not in found and shared not in found, found
+    scrub = run_temoin("scrub", "--recording", mistaken, "--recording", shared, env=servers.env())
+    assert scrub.returncode == 0, scrub.stdout + scrub.stderr
+    kept_row = await _row(engine, shared)
+    erased = run_temoin("erase", env=servers.env())
+    assert f"KEPT {mistaken}" not in erased.stdout, erased.stdout
+    assert f"KEPT {shared}" not in erased.stdout, erased.stdout
+    assert (await _row(engine, mistaken)).status == "erased"
+    still = await _row(engine, shared)
+    assert still.status == "sealed" and still.wrapped_key == kept_row.wrapped_key
+    assert await _actions(engine, kit, "registry_divergence") == []
+    assert await _actions(engine, kit, "protection_mismatch") == []
+    found = _registry_findings(servers)
+    assert mistaken not in found and shared not in found, found
+
+    # The last hold lifted by SQL rather than by a detach: the log still holds it.
+    second_id = uuid.UUID(second.rsplit("/", 1)[1])
+    async with engine.connect() as connection:
+        link = (
+            await connection.execute(
+                text(
+                    "SELECT * FROM vault.procedure_recordings "
+                    "WHERE procedure_id = :p AND recording_id = :r"
+                ),
+                {"p": second_id, "r": uuid.UUID(shared)},
+            )
+        ).one()
+    await _sql(
+        engine,
+        "DELETE FROM vault.procedure_recordings WHERE procedure_id = :p AND recording_id = :r",
+        p=second_id,
+        r=uuid.UUID(shared),
+    )
+    try:
+        erased = run_temoin("erase", env=servers.env())
+        assert erased.returncode == 1 and f"KEPT {shared}" in erased.stdout, erased.stdout
+        assert (await _row(engine, shared)).wrapped_key == kept_row.wrapped_key
+        (alert,) = await _actions(engine, kit, "registry_divergence")
+        assert "held: row False" in str(alert["problem"]), alert
+    finally:
+        await _sql(
+            engine,
+            "INSERT INTO vault.procedure_recordings "
+            "(procedure_id, recording_id, qualification, attached_by, created_at) "
+            "VALUES (:p, :r, :q, :by, :at)",
+            p=second_id,
+            r=uuid.UUID(shared),
+            q=link.qualification,
+            by=link.attached_by,
+            at=link.created_at,
+        )
+        await _sql(
+            engine,
+            "UPDATE vault.recordings SET divergence_noted_at = NULL WHERE id = :id",
+            id=uuid.UUID(shared),
+        )

@@ -233,6 +233,49 @@ async def test_a_finalised_report_is_final(world: World, connection: AsyncConnec
     }
 
 
+async def test_the_report_says_whether_its_period_is_finalised(
+    world: World, connection: AsyncConnection
+) -> None:
+    own = world.own
+    await _feed(connection, (own.id, datetime(2022, 4, 5, 9, tzinfo=UTC)))
+    path = f"{own.path}/report"
+
+    async def live(**params: str | int) -> dict[str, object]:
+        answer = await world.reporting.get(path, headers=own.headers("maire"), params=params)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, object] = answer.json()
+        return body
+
+    assert (await live(year=2022))["finalised"] is None
+    finalised = await world.reporting.post(
+        f"{path}/finalise",
+        headers=own.headers("maire"),
+        json={
+            "start": "2022-01-01",
+            "end": "2022-12-31",
+            "signatory": {"name": "Claire Martin", "title": "Maire de Testville"},
+        },
+    )
+    assert finalised.status_code == 201, finalised.text
+    sent = finalised.json()
+    said = (await live(year=2022))["finalised"]
+    assert said == {
+        "id": sent["id"],
+        "href": f"/v1/organisations/{own.id}/report/finalised/{sent['id']}",
+        "finalised_at": sent["finalised_at"],
+        "finalised_by": f"maire-{own.id.hex[:8]}",
+        "signatory": {"name": "Claire Martin", "title": "Maire de Testville"},
+    }
+    # Only that exact period: a part of it, or another year, is not finalised.
+    assert (await live(start="2022-01-01", end="2022-06-30"))["finalised"] is None
+    assert (await live(year=2021))["finalised"] is None
+    # The CSV and the letter are the report's own, unchanged.
+    csv = await world.reporting.get(
+        path, headers=own.headers("maire"), params={"year": 2022, "format": "csv"}
+    )
+    assert "finalis" not in csv.text
+
+
 async def test_two_finalisations_at_once_make_one_report(
     live: Live, live_org: tuple[OrgKit, httpx.AsyncClient]
 ) -> None:

@@ -152,6 +152,84 @@ async def test_procedure_holds_then_releases(scene: Scene, servers: Servers) -> 
     assert again.status_code == 409  # closed
 
 
+async def _detach(
+    scene: Scene, procedure: str, role: str = "habilite", motif: str | None = "rattaché par erreur"
+) -> httpx.Response:
+    return await scene.vault.post(
+        f"{scene.kit.path}/procedures/{procedure}/recordings/{scene.recording_id}/detach",
+        headers=scene.kit.headers(role),
+        json={} if motif is None else {"motif": motif},
+    )
+
+
+async def test_detach_lifts_the_hold_only_when_no_other_procedure_holds(
+    scene: Scene, servers: Servers
+) -> None:
+    store = ObjectStore(servers.storage)
+    key = f"recordings/{scene.kit.id}/{scene.recording_id}.sealed"
+    recording = f"{scene.kit.path}/recordings/{scene.recording_id}"
+    first = await _procedure(scene)
+    second = await _procedure(scene, "disciplinaire")
+
+    for role in ("dpo", "agent"):  # they may read procedures (the DPO) or not: never detach
+        refused = await _detach(scene, first, role)
+        assert refused.status_code == 403, (role, refused.text)
+    assert (await _detach(scene, first, motif=None)).status_code == 422
+    assert (await _detach(scene, first, motif="x")).status_code == 422  # a motif says why
+
+    detached = await _detach(scene, first)
+    assert detached.status_code == 200, detached.text
+    assert detached.json()["recording_ids"] == []
+    # The other open procedure still holds it: the store's hold stays.
+    assert store.client.is_object_legal_hold_enabled(store.bucket, key)
+    assert (await scene.vault.get(recording, headers=scene.kit.headers("dpo"))).json()["legal_hold"]
+    again = await _detach(scene, first)
+    assert again.status_code == 404, again.text  # not attached (any more)
+    assert "not attached" in again.json()["detail"]
+
+    released = await _detach(scene, second, "maire", "la procédure n'en a plus besoin")
+    assert released.status_code == 200, released.text
+    assert not store.client.is_object_legal_hold_enabled(store.bucket, key)
+    assert not (await scene.vault.get(recording, headers=scene.kit.headers("dpo"))).json()[
+        "legal_hold"
+    ]
+
+    # Attached again, then the procedure closed: its history is frozen.
+    reattached = await scene.vault.post(
+        f"{scene.kit.path}/procedures/{first}/recordings",
+        headers=scene.kit.headers("responsable"),
+        json={"recording_id": scene.recording_id, "qualification": "finalement utile"},
+    )
+    assert reattached.status_code == 201, reattached.text
+    assert store.client.is_object_legal_hold_enabled(store.bucket, key)
+    closed = await scene.vault.post(
+        f"{scene.kit.path}/procedures/{first}/close", headers=scene.kit.headers("responsable")
+    )
+    assert closed.status_code == 200, closed.text
+    frozen = await _detach(scene, first)
+    assert frozen.status_code == 409, frozen.text
+    assert closed.json()["recording_ids"] == [scene.recording_id]
+    unknown = await scene.vault.post(
+        f"{scene.kit.path}/procedures/{uuid.uuid4()}/recordings/{scene.recording_id}/detach",
+        headers=scene.kit.headers("habilite"),
+        json={"motif": "rattaché par erreur"},
+    )
+    assert unknown.status_code == 404
+
+    logged = await scene.vault.get(
+        f"{scene.kit.path}/audit/entries",
+        headers=scene.kit.headers("dpo"),
+        params={"action": "modification", "limit": 100},
+    )
+    detaches = [e for e in logged.json()["items"] if e["details"].get("event") == "detached"]
+    assert sorted((e["details"]["procedure"], e["motif"], e["details"]["released"])
+                  for e in detaches) == sorted([
+        (first, "rattaché par erreur", False),
+        (second, "la procédure n'en a plus besoin", True),
+    ])  # fmt: skip
+    assert all(e["recording_ids"] == [scene.recording_id] for e in detaches)
+
+
 async def _extract(scene: Scene, procedure: str) -> httpx.Response:
     return await scene.vault.post(
         f"{scene.kit.path}/procedures/{procedure}/extractions",

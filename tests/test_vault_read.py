@@ -234,3 +234,69 @@ async def test_search_pages_are_newest_first_each_recording_once(world: World) -
         assert total == len(paged) == (7 if not params else 3), params
         assert [r["id"] for r in paged] == [r["id"] for r in expected], params
         assert len({r["id"] for r in paged}) == len(paged)
+
+
+async def _ids(world: World, kit: OrgKit, role: str = "responsable", **params: str) -> set[str]:
+    found = await world.vault.get(
+        f"{kit.path}/recordings", headers=kit.headers(role), params=params
+    )
+    assert found.status_code == 200, found.text
+    return {item["id"] for item in found.json()["items"]}
+
+
+async def test_search_for_what_needs_attention(world: World, connection: AsyncConnection) -> None:
+    """Accueil's lists (issue 17): received since a time, by station; erased within days unless
+    a procedure holds it; damaged by the scrub. Bad values are 422."""
+    own = world.own
+    now = datetime.now(UTC)
+    old, fresh, damaged = [await _upload(world, own) for _ in range(3)]
+    rows = {
+        old: {"received_at": now - timedelta(days=2), "retain_until": now + timedelta(days=2)},
+        fresh: {
+            "received_at": now - timedelta(minutes=5),
+            "retain_until": now + timedelta(days=29),
+        },
+        damaged: {"status": "damaged", "retain_until": now + timedelta(days=1)},
+    }
+    for recording, values in rows.items():
+        await connection.execute(
+            update(Recording).where(Recording.id == uuid.UUID(recording)).values(**values)
+        )
+    since = (now - timedelta(hours=1)).isoformat()
+    assert await _ids(world, own, received_since=since) == {fresh, damaged}
+    assert await _ids(world, own, received_since=since, station_id=str(own.station_id)) == {
+        fresh,
+        damaged,
+    }
+    assert await _ids(world, own, station_id=str(uuid.uuid4())) == set()
+    soon = (now + timedelta(days=5)).isoformat()
+    # The damaged one is the scrub's list; the sealed one is erased within 5 days.
+    assert await _ids(world, own, erasure_before=soon) == {old}
+    assert await _ids(world, own, "dpo", status="damaged") == {damaged}
+    # A wearer: only their own, in every list.
+    assert await _ids(world, own, "agent", erasure_before=soon) == {old}
+    # Attached to an open procedure, it is no longer going: the list says so.
+    opened = await world.vault.post(
+        f"{own.path}/procedures",
+        headers=own.headers("responsable"),
+        json={"type": "judiciaire", "reference": "PV-ACCUEIL"},
+    )
+    assert opened.status_code == 201, opened.text
+    attached = await world.vault.post(
+        f"{own.path}/procedures/{opened.json()['id']}/recordings",
+        headers=own.headers("habilite"),
+        json={"recording_id": old, "qualification": "outrage"},
+    )
+    assert attached.status_code == 201, attached.text
+    assert await _ids(world, own, erasure_before=soon) == set()
+    for name, value in (
+        ("received_since", "hier"),
+        ("received_since", "2026-11-30T10:00:00"),  # no time zone
+        ("erasure_before", "2026-13-01T00:00:00Z"),
+        ("station_id", "station-1"),
+    ):
+        refused = await world.vault.get(
+            f"{own.path}/recordings", headers=own.headers("dpo"), params={name: value}
+        )
+        assert refused.status_code == 422, (name, value, refused.text)
+        assert refused.json()["errors"][0]["field"] == f"query.{name}", refused.json()

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from services.dashboard.auth.sessions import (
 )
 from services.dashboard.directory.endpoints import router as directory_router
 from services.dashboard.home.endpoints import router as home_router
+from services.dashboard.journal.endpoints import router as journal_router
 from services.dashboard.kit.security import SecurityHeaders, content_security_policy
 from services.dashboard.kit.sessions import SessionMiddleware, SessionStore
 from services.dashboard.kit.templating import ROOT, Pages, create_environment
@@ -30,12 +30,12 @@ from services.dashboard.procedures.endpoints import router as procedures_router
 from services.dashboard.recordings.endpoints import router as recordings_router
 from services.dashboard.reports.endpoints import router as reports_router
 from services.dashboard.settings import DashboardSettings, origin_of
-from shared.errors import problem_response
 from shared.observability import RequestContextMiddleware, metrics_response
+from shared.web import readiness_answer, run_checks
 
 SERVICE = "dashboard"
 SERVICE_NAME = "Témoin"
-READINESS_TIMEOUT_S = 3.0
+READINESS_TIMEOUT_S = 3.0  # the HTTP calls' own timeout; run_checks also bounds each probe
 _logger = logging.getLogger("temoin.dashboard")
 
 
@@ -62,31 +62,7 @@ def _health_router() -> APIRouter:
         async def vault() -> None:
             (await backends.vault.get("/healthz", timeout=READINESS_TIMEOUT_S)).raise_for_status()
 
-        async def check(probe: object) -> str:
-            try:
-                await asyncio.wait_for(probe(), READINESS_TIMEOUT_S)  # type: ignore[operator]
-            except Exception as error:  # readiness reports any failure, it must not raise
-                return f"error: {type(error).__name__}"
-            return "ok"
-
-        checks = dict(
-            zip(
-                ("oidc_provider", "vault"),
-                await asyncio.gather(check(discovery), check(vault)),
-                strict=True,
-            )
-        )
-        failing = [name for name, value in checks.items() if value != "ok"]
-        if not failing:
-            return JSONResponse({"status": "ready", "checks": checks})
-        return problem_response(
-            503,
-            "Not ready",
-            f"not ready: {', '.join(failing)}",
-            slug="not-ready",
-            instance="/readyz",
-            extensions={"checks": checks},
-        )
+        return readiness_answer(await run_checks({"oidc_provider": discovery, "vault": vault}))
 
     @router.get("/metrics")
     async def metrics() -> Response:
@@ -213,6 +189,7 @@ def create_app(
     app.include_router(directory_router)
     app.include_router(procedures_router)
     app.include_router(reports_router)
+    app.include_router(journal_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
     app.state.sessions = SessionStore(

@@ -92,6 +92,12 @@ class DashboardSettings(BaseSettings):
         8 * 3600, gt=0, description="absolute lifetime of a session, whatever its activity"
     )
     session_idle_s: int = Field(30 * 60, gt=0, description="a session unused this long ends")
+    stale_station_days: int = Field(
+        3, ge=1, le=365, description="Accueil: a station with no upload for this many days"
+    )
+    erasure_notice_days: int = Field(
+        7, ge=1, le=365, description="Accueil: recordings erased within this many days"
+    )
 
     @model_validator(mode="after")
     def _production(self) -> Self:

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from services.dashboard.api import french
+
 _logger = logging.getLogger("temoin.dashboard.api")
 TIMEOUT_S = 15.0
 
@@ -17,7 +19,8 @@ TIMEOUT_S = 15.0
 class ApiProblem(Exception):
     """A refusal or a failure of an API, said in French for the page.
 
-    ``fields`` maps a form field's name (the problem's ``field`` after its location:
+    ``detail`` is the API's detail in French (services/dashboard/api/french.py), never its
+    English words. ``fields`` maps a form field's name (the problem's ``field`` after its location:
     ``body.motif`` is ``motif``) to what is wrong with it, so that the form shows the error
     beside the field."""
 
@@ -52,7 +55,7 @@ def problem_of(response: httpx.Response, what: str) -> ApiProblem:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    detail = str(body.get("detail") or "")
+    detail = french.said(str(body.get("detail") or ""))
     status = response.status_code
     if status == 401:
         return ApiProblem(401, "Votre session a expiré : reconnectez-vous.", detail)
@@ -70,7 +73,7 @@ def problem_of(response: httpx.Response, what: str) -> ApiProblem:
         if isinstance(errors, list):
             for error in errors:
                 if isinstance(error, dict):
-                    fields[_field_of(str(error.get("field", "")))] = str(error.get("message", ""))
+                    fields[_field_of(str(error.get("field", "")))] = french.field_message(error)
         elif body.get("field"):
             fields[_field_of(str(body["field"]))] = detail
         return ApiProblem(

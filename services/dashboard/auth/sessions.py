@@ -10,19 +10,11 @@ from urllib.parse import quote
 
 from fastapi import Depends, Form, Request
 
+from services.dashboard.kit.words import ROLE_LABELS
+
 PERSON = "person"
 TOKENS = "tokens"
 CSRF = "csrf"
-
-# Role names as the law and the organisation say them, for the header.
-ROLE_LABELS = {
-    "maire": "Maire",
-    "responsable": "Responsable du service",
-    "habilite": "Agent habilité",
-    "agent": "Agent porteur de caméra",
-    "dpo": "Délégué à la protection des données",
-    "prefecture": "Préfecture",
-}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -8,7 +9,10 @@ from fastapi.responses import RedirectResponse, Response
 from services.dashboard.api.client import ApiProblem
 from services.dashboard.api.deps import VaultDep
 from services.dashboard.auth.sessions import CsrfChecked, PersonDep, person_of
+from services.dashboard.home.attention import gather
 from services.dashboard.kit.templating import pages_of
+from services.dashboard.recordings.endpoints import PROCEDURE_TYPES
+from services.dashboard.settings import DashboardSettings
 
 router = APIRouter(include_in_schema=False)
 
@@ -37,11 +41,24 @@ async def _signed_in_home(request: Request) -> Response:
             if problem.status != 404:
                 raise
             missing = True
+    attention = None
+    if organisation is not None:
+        settings: DashboardSettings = request.app.state.settings
+        attention = await gather(
+            vault,
+            person,
+            f"/v1/organisations/{person.organisation_id}",
+            now=datetime.now(UTC),
+            erasure_days=settings.erasure_notice_days,
+            stale_days=settings.stale_station_days,
+        )
     return pages_of(request).render(
         request,
         "home/accueil.html",
         title="Accueil",
         organisation=organisation,
+        attention=attention,
+        procedure_types=PROCEDURE_TYPES,
         missing=missing,
         errors={},
         form={},

@@ -13,9 +13,12 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader, select_autoescape
 
+from services.dashboard.api.french import in_french
+from services.dashboard.kit import words
+
 PARIS = ZoneInfo("Europe/Paris")
 ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = ("auth", "home", "recordings", "directory", "procedures", "reports")
+DOMAINS = ("auth", "home", "recordings", "directory", "procedures", "reports", "journal")
 MONTHS = (
     "janvier", "février", "mars", "avril", "mai", "juin",
     "juillet", "août", "septembre", "octobre", "novembre", "décembre",
@@ -41,6 +44,12 @@ def paris(value: str | datetime | None, with_seconds: bool = False) -> str:
     if with_seconds:
         time += f"\u00a0{local.second:02d}\u00a0s"
     return f"{local.day} {MONTHS[local.month - 1]} {local.year} à {time}"
+
+
+def paris_day_and_time(value: str | datetime | None) -> tuple[str, str]:
+    """« 3 mars 2026 », « 14 h 05 07 s »: for a table's narrow column, one per line."""
+    day, _, time = paris(value, with_seconds=True).partition(" à ")
+    return day, time
 
 
 def machine_time(value: str | datetime | None) -> str:
@@ -85,7 +94,17 @@ def create_environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(paris=paris, machine_time=machine_time, duration=duration, size=size)
+    environment.filters.update(
+        paris=paris,
+        paris_day_and_time=paris_day_and_time,
+        machine_time=machine_time,
+        duration=duration,
+        size=size,
+        # What an API said (a refusal's reason kept in the journal): in French when known,
+        # else as it was logged (the journal shows the record, it does not hide it).
+        api_said=lambda text: in_french(str(text)) or text,
+    )
+    environment.filters.update(words.FILTERS)
     return environment
 
 

@@ -1,11 +1,13 @@
 """Procédures (R241-12 à R241-14): the list, opening one, a procedure's page with its
-recordings, attaching, closing, and extracting a recording as the vault's signed BagIt zip,
-streamed through to the browser (the person's token stays here, the clip is never buffered)."""
+recordings, attaching, detaching (with a motif), closing, and extracting a recording as the
+vault's signed BagIt zip, streamed through to the browser (the person's token stays here, the
+clip is never buffered)."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -15,7 +17,7 @@ from starlette.background import BackgroundTask
 from services.dashboard.api.client import ApiClient, ApiProblem, problem_of
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import pages_of
+from services.dashboard.kit.templating import pages_of, parse_instant
 
 router = APIRouter(include_in_schema=False)
 TYPES = {
@@ -244,6 +246,106 @@ async def close(
             request, person, vault, procedure_id, None, None, problem.status, _said(problem)
         )
     return RedirectResponse(f"/procedures/{procedure_id}", status_code=303)
+
+
+async def _detach_page(
+    request: Request,
+    person: Person,
+    vault: ApiClient,
+    procedure_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    form: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+    message: str | None = None,
+) -> Response:
+    org = _org(person)
+    procedure = await vault.get(f"{org}/procedures/{procedure_id}", "cette procédure")
+    recording = await _recording(vault, org, str(recording_id))
+    found = await vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})
+    # What the detach will change: whether another open procedure keeps it held, and whether
+    # its retention has already run out (then the next erasure takes it).
+    others = [
+        p
+        for p in found["items"]
+        if p["id"] != str(procedure_id)
+        and p["closed_at"] is None
+        and str(recording_id) in p["recording_ids"]
+    ]
+    until = parse_instant(recording.get("retain_until"))
+    return pages_of(request).render(
+        request,
+        "procedures/detacher.html",
+        status_code=status_code,
+        title=("Erreur : " if errors or message else "") + "Détacher un enregistrement",
+        procedure=procedure,
+        recording=recording,
+        attached=str(recording_id) in procedure["recording_ids"],
+        others=others,
+        past_retention=until is not None and until <= datetime.now(UTC),
+        types=TYPES,
+        form=form or {},
+        errors=errors or {},
+        message=message,
+    )
+
+
+DETACH = "/procedures/{procedure_id}/enregistrements/{recording_id}/detacher"
+# The vault's refusals of a detach, said for this page.
+DETACH_REFUSALS = {
+    404: "Cet enregistrement n'est pas (ou plus) rattaché à cette procédure.",
+    409: "La procédure est close : ses enregistrements ne peuvent plus en être détachés.",
+}
+
+
+@router.get(DETACH, name="detach_form")
+async def detach_form(
+    request: Request,
+    procedure_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    person: PersonDep,
+    vault: VaultDep,
+) -> Response:
+    return await _detach_page(request, person, vault, procedure_id, recording_id)
+
+
+@router.post(DETACH, dependencies=[CsrfChecked])
+async def detach(
+    request: Request,
+    procedure_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    person: PersonDep,
+    vault: VaultDep,
+    motif: Annotated[str, Form()] = "",
+) -> Response:
+    """Detach with a motif (logged by the vault); back to the procedure once done."""
+    form = {"motif": motif}
+    if len(motif.strip()) < 3:
+        errors = {"motif": "Indiquez le motif du détachement (au moins 3 caractères)."}
+        return await _detach_page(
+            request, person, vault, procedure_id, recording_id, form, errors, 422
+        )
+    try:
+        await vault.post(
+            f"{_org(person)}/procedures/{procedure_id}/recordings/{recording_id}/detach",
+            "le détachement d'enregistrements",
+            json={"motif": motif.strip()},
+        )
+    except ApiProblem as problem:
+        if problem.status == 422 and problem.fields:
+            fields = _refused_fields(problem, {})
+            return await _detach_page(
+                request, person, vault, procedure_id, recording_id, form, fields, 422
+            )
+        if problem.status not in (403, 404, 409, 422):
+            raise
+        said = DETACH_REFUSALS.get(problem.status, problem.message)
+        if problem.detail:
+            said += f" Précision du service : {problem.detail}"
+        return await _detach_page(
+            request, person, vault, procedure_id, recording_id, form, None, problem.status, said
+        )
+    return RedirectResponse(f"/procedures/{procedure_id}#enregistrements", status_code=303)
 
 
 async def _extraction_page(

@@ -4,23 +4,29 @@ import asyncio
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import PARIS, pages_of
+from services.dashboard.kit.templating import PARIS, pages_of, parse_instant
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
+CONSULTATIONS = "consultations"  # the session's open consultations, by id
+KEPT_CONSULTATIONS = 10  # the latest ones; older ones have expired long since
+# Frame stepping: the recording's rate when the vault knows it, else the cameras' usual one.
+FRAMES_PER_SECOND = 25
 
 STATUSES = {
     "": "Tous",
     "sealed": "Scellé",
+    "damaged": "Endommagé",
     "erased": "Effacé",
 }
 # Loi 2021-646 art. 45: the only purposes for which a wearer may view their own recording.
@@ -62,6 +68,9 @@ async def search(
     au: str = "",
     lieu: str = "",
     statut: str = "",
+    recus_depuis: str = "",
+    effacement_avant: str = "",
+    station: str = "",
     page: int = 1,
 ) -> Response:
     page = max(page, 1)
@@ -77,6 +86,24 @@ async def search(
         params["place"] = lieu.strip()
     if statut in STATUSES and statut:
         params["status"] = statut
+    # Accueil's « voir tout »: received since a day, erased by the end of a day, one station.
+    if recus_depuis:
+        params["received_since"] = _day(recus_depuis) or errors.setdefault(
+            "recus_depuis", "Date de réception invalide."
+        )
+    if effacement_avant:
+        params["erasure_before"] = _day(effacement_avant, end=True) or errors.setdefault(
+            "effacement_avant", "Date d'effacement invalide."
+        )
+    station_name: str | None = None
+    if station:
+        try:
+            params["station_id"] = str(uuid.UUID(station))
+        except ValueError:
+            errors["station"] = "Station d'accueil inconnue."
+        else:
+            found = await _optional(vault, f"{_org(person)}/stations/{station}", "cette station")
+            station_name = found["name"] if found else None
     results: dict[str, Any] = {"items": [], "total": 0}
     if not errors:
         try:
@@ -91,12 +118,24 @@ async def search(
                 "started_until": "au",
                 "place": "lieu",
                 "status": "statut",
+                "received_since": "recus_depuis",
+                "erasure_before": "effacement_avant",
+                "station_id": "station",
             }
             errors = {names.get(k, k): f"Valeur refusée : {v}" for k, v in problem.fields.items()}
     total = int(results.get("total", 0))
     pages = max((total + PAGE_SIZE - 1) // PAGE_SIZE, 1)
-    filters = {"du": du, "au": au, "lieu": lieu, "statut": statut}
-    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
+    filters = {
+        "du": du,
+        "au": au,
+        "lieu": lieu,
+        "statut": statut,
+        "recus_depuis": recus_depuis,
+        "effacement_avant": effacement_avant,
+        "station": station,
+    }
+    query = urlencode({k: v for k, v in filters.items() if v})
+    without_station = urlencode({k: v for k, v in filters.items() if v and k != "station"})
     return pages_of(request).render(
         request,
         "recordings/liste.html",
@@ -107,6 +146,8 @@ async def search(
         pages=pages,
         filters=filters,
         query=query,
+        without_station=without_station,
+        station_name=station_name,
         statuses=STATUSES,
         errors=errors,
     )
@@ -284,11 +325,45 @@ async def view(
                 message=problem.message + (f" {problem.detail}" if problem.detail else ""),
             )  # fmt: skip
         raise
+    # Kept in the server-side session, the player's page is a GET: reloading it does not open
+    # a second consultation, and once the link has expired the page says so instead.
+    kept = dict(request.session.get(CONSULTATIONS) or {})
+    kept[str(consultation["id"])] = {
+        "recording_id": str(recording_id),
+        "media_url": consultation["media_url"],
+        "expires_at": consultation["expires_at"],
+        "motif": motif.strip(),
+    }
+    recent = sorted(kept.items(), key=lambda kv: str(kv[1]["expires_at"]))[-KEPT_CONSULTATIONS:]
+    request.session[CONSULTATIONS] = dict(recent)
+    return RedirectResponse(
+        f"/enregistrements/{recording_id}/lecture/{consultation['id']}", status_code=303
+    )
+
+
+@router.get("/enregistrements/{recording_id}/lecture/{consultation_id}", name="player")
+async def player(
+    request: Request,
+    recording_id: uuid.UUID,
+    consultation_id: uuid.UUID,
+    person: PersonDep,
+    vault: VaultDep,
+) -> Response:
+    """The player on the consultation's media URL; once it has expired (or is not this
+    session's), the page says so and offers a new consultation, with a new motif."""
+    item = await vault.get(f"{_org(person)}/recordings/{recording_id}", "cet enregistrement")
+    consultation = (request.session.get(CONSULTATIONS) or {}).get(str(consultation_id))
+    if consultation is not None and consultation["recording_id"] != str(recording_id):
+        consultation = None
+    expires_at = parse_instant(consultation["expires_at"]) if consultation else None
+    expired = expires_at is None or expires_at <= datetime.now(UTC)
     return pages_of(request).render(
         request,
         "recordings/lecture.html",
-        title="Visionnage",
+        status_code=410 if consultation is None else 200,
+        title="Lien de lecture expiré" if expired else "Visionnage",
         item=item,
         consultation=consultation,
-        motif=motif.strip(),
+        expired=expired,
+        frames_per_second=item.get("frame_rate") or FRAMES_PER_SECOND,
     )

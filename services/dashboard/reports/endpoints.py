@@ -18,7 +18,6 @@ from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
 from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
-FINALISED = "rapports_finalises"  # session: "org:year" → the finalised report's id
 FIRST_YEAR = 2018
 # The letter's wording (2018 report), in its order.
 USES = (
@@ -27,6 +26,14 @@ USES = (
     ("formation", "Enregistrements pour formation"),
     ("disciplinaire", "Enregistrements pour procédure disciplinaire"),
 )
+# The API's total (named as its CSV column) of each use: the page shows the API's totals, not
+# sums of its own, so that it agrees with the PDF and the CSV.
+USE_TOTALS = {
+    "judiciaire": "enregistrements_procedure_judiciaire",
+    "administrative": "enregistrements_procedure_administrative",
+    "formation": "enregistrements_formation",
+    "disciplinaire": "enregistrements_procedure_disciplinaire",
+}
 PROCEDURES = (
     ("judiciaire", "Procédures judiciaires"),
     ("administrative", "Procédures administratives"),
@@ -47,28 +54,13 @@ def _org(person: Person) -> str:
     return organisation_path(person, "pas de rapport")
 
 
-def _key(person: Person, year: int) -> str:
-    return f"{person.organisation_id}:{year}"
-
-
-def _remember(request: Request, person: Person, year: int, report_id: str) -> None:
-    known = dict(request.session.get(FINALISED) or {})
-    known[_key(person, year)] = report_id
-    request.session[FINALISED] = known
-
-
-def _finalised_id(request: Request, person: Person, year: int) -> str | None:
-    found = (request.session.get(FINALISED) or {}).get(_key(person, year))
-    return str(found) if found else None
-
-
 def _period(year: int) -> dict[str, str]:
     return {"start": f"{year}-01-01", "end": f"{year}-12-31"}
 
 
 async def _send(reporting: ApiClient, method: str, path: str, what: str, body: Any) -> Any:
-    """PUT or POST whose 409 names the report already sent: answers the body (or the
-    problem's, on 409), raises ``ApiProblem`` otherwise."""
+    """PUT or POST whose 409 says the report was already sent: answers the body (or
+    ``{"conflict": True}``), raises ``ApiProblem`` otherwise."""
     try:
         response = await reporting.http.request(
             method, path, json=body, headers={"Authorization": f"Bearer {reporting.token}"}
@@ -78,12 +70,7 @@ async def _send(reporting: ApiClient, method: str, path: str, what: str, body: A
             503, "Le service est momentanément indisponible : réessayez dans un instant."
         ) from error
     if response.status_code == 409:
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {}
-        finalised = str(problem.get("finalised") or "") if isinstance(problem, dict) else ""
-        return {"conflict": finalised.rsplit("/", 1)[-1] or None}
+        return {"conflict": True}
     if response.is_error:
         raise problem_of(response, what)
     return response.json() if response.content else {}
@@ -103,7 +90,8 @@ async def _page(
         f"{_org(person)}/report", "le rapport annuel", params={"year": year}
     )
     values = values or {}
-    finalised = _finalised_id(request, person, year)
+    # The API says whether the year is finalised, whoever finalised it and however.
+    finalised = report.get("finalised") or None
     return pages_of(request).render(
         request,
         "reports/rapport.html",
@@ -114,7 +102,7 @@ async def _page(
         years=_years(),
         uses=USES,
         procedures=PROCEDURES,
-        finalised_id=finalised,
+        finalised=finalised,
         evaluation=report.get("evaluation") or ""
         if finalised
         else values.get("evaluation", report.get("evaluation") or ""),
@@ -164,8 +152,6 @@ async def write_evaluation(
             request, person, reporting, year, problem.status, errors, _said(problem), values
         )
     if "conflict" in answer:
-        if answer["conflict"]:
-            _remember(request, person, year, answer["conflict"])
         message = (
             f"Le rapport {year} a déjà été finalisé : son évaluation a été envoyée avec lui "
             "et ne peut plus être modifiée."
@@ -211,11 +197,8 @@ async def finalise(
             request, person, reporting, year, problem.status, errors, _said(problem), values
         )
     if "conflict" in answer:
-        if answer["conflict"]:
-            _remember(request, person, year, answer["conflict"])
         message = f"Le rapport {year} a déjà été finalisé : il ne peut l'être qu'une fois."
         return await _page(request, person, reporting, year, 409, message=message, values=values)
-    _remember(request, person, year, str(answer["id"]))
     return RedirectResponse(f"/rapport?annee={year}#finalisation", status_code=303)
 
 
@@ -261,6 +244,12 @@ def _departement(person: Person) -> str:
     return f"/v1/prefectures/{person.departement}/table"
 
 
+def _totals(totals: dict[str, int]) -> list[int]:
+    """The département's totals in the order of the page's columns."""
+    columns = ["enregistrements", *(USE_TOTALS[key] for key, _ in USES)]
+    return [totals.get(name, 0) for name in [*columns, "cameras_utilisees", "agents_habilites"]]
+
+
 @router.get("/prefecture", name="prefecture")
 async def prefecture_page(
     request: Request,
@@ -277,6 +266,7 @@ async def prefecture_page(
         "reports/prefecture.html",
         title=f"Tableau du département {table['departement']} — {year}",
         table=table,
+        totals=_totals(table.get("totals") or {}),
         year=year,
         years=_years(),
         uses=USES,

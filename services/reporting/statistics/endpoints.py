@@ -23,6 +23,7 @@ from services.reporting.statistics.report import (
     Report,
     ReportDay,
     ReportYear,
+    Signatory,
     build_report,
     check_period,
     csv_row,
@@ -81,7 +82,39 @@ def _render(report: Report, fmt: Format) -> Response:
     return Response(report.model_dump_json(), media_type="application/json")
 
 
-@router.get(REPORT, response_model=Report, responses={200: FORMATS})
+class FinalisationOf(BaseModel):
+    """The report finalised for a period, as the live report's answer names it."""
+
+    id: uuid.UUID
+    href: str = Field(description="the finalised report (`?format=pdf`: the letter as sent)")
+    finalised_at: datetime
+    finalised_by: str = Field(description="the subject of the person who finalised it")
+    signatory: Signatory | None = Field(
+        description="who signs the letter as sent; null for reports finalised before the "
+        "signatory was frozen with them"
+    )
+
+
+class LiveReport(Report):
+    """The report as the events give it now, and whether its period was finalised."""
+
+    finalised: FinalisationOf | None = Field(
+        description="the report finalised for exactly this period (its figures are those "
+        "sent, which later events do not change); null while the period is not finalised"
+    )
+
+
+def _finalisation_of(row: FinalisedReport) -> FinalisationOf:
+    return FinalisationOf(
+        id=row.id,
+        href=finalisation.report_path(row.organisation_id, row.id),
+        finalised_at=row.finalised_at,
+        finalised_by=row.finalised_by,
+        signatory=Report.model_validate_json(row.body).signatory,
+    )
+
+
+@router.get(REPORT, response_model=LiveReport, responses={200: FORMATS})
 async def organisation_report(
     access: Reader,
     session: SessionDep,
@@ -90,10 +123,18 @@ async def organisation_report(
     end: ReportDay | None = None,
     format: Format = "json",
 ) -> Response:
-    """The report for a calendar year (default: this one) or any date range (inclusive)."""
+    """The report for a calendar year (default: this one) or any date range (inclusive); in
+    JSON, with the report finalised for that period if there is one (`finalised`)."""
     first, last = _period(year, start, end)
     org = await organisation_info(session, access.organisation_id)
-    return _render(await build_report(session, org, first, last), format)
+    report = await build_report(session, org, first, last)
+    if format != "json":
+        return _render(report, format)
+    sent = await finalisation.finalised_for(session, org.id, first, last)
+    live = LiveReport(
+        **report.model_dump(), finalised=_finalisation_of(sent) if sent is not None else None
+    )
+    return Response(live.model_dump_json(), media_type="application/json")
 
 
 class EvaluationIn(JsonBody):

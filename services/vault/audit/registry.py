@@ -2,7 +2,7 @@
 
 The vault's rows are copies: what counts is what the log attests. A recording's facts are in
 its `collecte` entry (services/vault/recordings/attested.py), its holds in the procedures'
-`modification` entries (`attached`, `closed`), its erasure in its `effacement` entry; a
+`modification` entries (`attached`, `detached`, `closed`), its erasure in its `effacement` entry; a
 habilitation's grant and withdrawal in theirs; a consultation in its `consultation` entry.
 
 - ``histories`` reads a recording's history from the log. With an ``Attestor`` it keeps only
@@ -18,7 +18,7 @@ habilitation's grant and withdrawal in theirs; a consultation in its `consultati
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,7 +49,8 @@ class History:
 
     collecte: Mapping[str, Any] | None = None  # the details of its collecte entry
     collecte_entry: uuid.UUID | None = None
-    holders: set[str] = field(default_factory=set)  # procedures attached and not closed
+    # Procedures it is attached to, not detached from since, and not closed.
+    holders: set[str] = field(default_factory=set)
     erased: bool = False
 
     def retain_until(self, retention_days: int) -> datetime | None:
@@ -165,7 +166,12 @@ async def histories(
         return [row for row in rows if await attestor.attests(row)]
 
     rows = await kept(await _entries_of(session, recording_ids))
-    attached: dict[uuid.UUID, set[str]] = defaultdict(set)
+    # How many times each recording was attached to and detached from each procedure. The
+    # vault refuses to attach a recording twice or to detach one not attached, so the two
+    # alternate and it is attached now when it was attached more often than detached: this
+    # reads no order of the entries, and a detach the log cannot vouch for leaves it held.
+    attached: dict[uuid.UUID, Counter[str]] = defaultdict(Counter)
+    detached: dict[uuid.UUID, Counter[str]] = defaultdict(Counter)
     for row in rows:
         details = row["details"]
         for recording_id in row["recording_ids"]:
@@ -177,11 +183,17 @@ async def histories(
             elif row["action"] == AuditAction.effacement.value:
                 history.erased |= row["outcome"] == Outcome.success.value
             elif details.get("event") == "attached":
-                attached[recording_id].add(str(details["procedure"]))
+                attached[recording_id][str(details["procedure"])] += 1
+            elif details.get("event") == "detached":
+                detached[recording_id][str(details["procedure"])] += 1
     closings = await kept(await _closings(session, (p for ps in attached.values() for p in ps)))
     closed = {str(row["details"]["procedure"]) for row in closings}
     for recording_id, procedures in attached.items():
-        found[recording_id].holders = procedures - closed
+        found[recording_id].holders = {
+            procedure
+            for procedure, times in procedures.items()
+            if times > detached[recording_id][procedure] and procedure not in closed
+        }
     return found
 
 

@@ -4,6 +4,7 @@ the DPO and, where useful to find recordings, habilité agents)."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -20,7 +21,7 @@ from services.vault.directory.repository import DirectoryRepository
 from services.vault.directory.service import DirectoryService
 from shared.access import OrgAccess, PrincipalDep, organisation_access
 from shared.auth import Role
-from shared.inputs import Offset
+from shared.inputs import Instant, Offset
 from shared.openapi import problems
 from shared.web import SessionDep
 
@@ -287,12 +288,30 @@ async def end_assignment(
 
 @router.get(f"{ORG}/stations", response_model=schemas.Page[schemas.StationOut])
 async def list_stations(
-    access: Read, session: SessionDep, limit: Limit = 100, offset: Offset = 0
+    access: Read,
+    session: SessionDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    silent_since: Annotated[
+        Instant | None,
+        Query(
+            description="only the active stations that have uploaded nothing since this "
+            "instant (those that never uploaded included): the ones to check on"
+        ),
+    ] = None,
 ) -> schemas.Page[schemas.StationOut]:
-    items, total = await DirectoryRepository(session).page(
-        Station, access.organisation_id, limit=limit, offset=offset, order_by=[Station.name]
+    """The docking stations by name, each with `last_upload_at`."""
+    rows, total = await DirectoryRepository(session).stations(
+        access.organisation_id, limit=limit, offset=offset, silent_since=silent_since
     )
-    return schemas.Page.of(schemas.StationOut, items, total, limit, offset)
+    items = [_station_out(station, last) for station, last in rows]
+    return schemas.Page[schemas.StationOut](items=items, total=total, limit=limit, offset=offset)
+
+
+def _station_out(station: Station, last_upload_at: datetime | None) -> schemas.StationOut:
+    return schemas.StationOut.model_validate(station).model_copy(
+        update={"last_upload_at": last_upload_at}
+    )
 
 
 @router.post(
@@ -314,7 +333,7 @@ async def get_station(
     station_id: uuid.UUID, access: Read, session: SessionDep
 ) -> schemas.StationOut:
     station = await DirectoryService(session, access).station(station_id)
-    return schemas.StationOut.model_validate(station)
+    return _station_out(station, await DirectoryRepository(session).last_upload(station.id))
 
 
 @router.post(
@@ -327,4 +346,4 @@ async def revoke_station(
 ) -> schemas.StationOut:
     """Revoke a station: its assertions and any token it holds are refused from now on."""
     station = await DirectoryService(session, access).revoke_station(station_id, data)
-    return schemas.StationOut.model_validate(station)
+    return _station_out(station, await DirectoryRepository(session).last_upload(station.id))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -19,7 +19,9 @@ from services.vault.directory.models import (
     Habilitation,
     Organisation,
     Station,
+    StationStatus,
 )
+from services.vault.recordings.models import Recording
 from shared.db import page
 
 T = TypeVar("T", Agent, Camera, CameraAssignment, Habilitation, Station)
@@ -106,3 +108,51 @@ class DirectoryRepository:
             conditions.append(CameraAssignment.starts_at < ends_at)
         statement = select(CameraAssignment).where(*conditions).limit(1)
         return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def stations(
+        self,
+        organisation_id: uuid.UUID,
+        *,
+        limit: int,
+        offset: int,
+        silent_since: datetime | None = None,
+    ) -> tuple[list[tuple[Station, datetime | None]], int]:
+        """A page of the stations by name, each with its last upload; ``silent_since``: only
+        the active ones with no upload since then (never uploaded included)."""
+        where: list[ColumnElement[bool]] = [Station.organisation_id == organisation_id]
+        if silent_since is not None:
+            where += [
+                Station.status == StationStatus.active.value,
+                ~exists().where(
+                    Recording.station_id == Station.id, Recording.received_at >= silent_since
+                ),
+            ]
+        total = (
+            await self.session.execute(select(func.count()).select_from(Station).where(*where))
+        ).scalar_one()
+        statement = (
+            select(Station, _LAST_UPLOAD)
+            .where(*where)
+            .order_by(Station.name, Station.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = (await self.session.execute(statement)).all()
+        return [(station, last) for station, last in rows], total
+
+    async def last_upload(self, station_id: uuid.UUID) -> datetime | None:
+        statement = select(func.max(Recording.received_at)).where(
+            Recording.station_id == station_id
+        )
+        return (await self.session.execute(statement)).scalar_one()
+
+
+# Per station, a max that PostgreSQL reads from the end of the (station_id, received_at) index:
+# one index probe each, however many clips the station sent.
+_LAST_UPLOAD = (
+    select(func.max(Recording.received_at))
+    .where(Recording.station_id == Station.id)
+    .correlate(Station)
+    .scalar_subquery()
+    .label("last_upload_at")
+)

@@ -176,6 +176,10 @@ class StationOut(Schema):
     created_at: datetime
     revoked_at: datetime | None
     revocation_reason: str | None
+    last_upload_at: datetime | None = Field(
+        None,
+        description="when the vault last received a clip from this station (none: never)",
+    )
 
 
 class AssignmentIn(Schema):

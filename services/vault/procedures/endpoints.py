@@ -108,6 +108,27 @@ async def attach_recording(
 
 
 @router.post(
+    f"{PROCEDURES}/{{procedure_id}}/recordings/{{recording_id}}/detach",
+    response_model=schemas.ProcedureOut,
+    responses=problems(409),
+)
+async def detach_recording(
+    procedure_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    data: schemas.DetachIn,
+    access: Act,
+    session: SessionDep,
+    store: StoreDep,
+    settings: Settings,
+) -> schemas.ProcedureOut:
+    """Detach a recording, with its motif (logged): its hold is lifted unless another open
+    procedure holds it, and it follows its retention again (past it, the next erasure run
+    erases it). 404 when it is not attached, 409 when the procedure is closed."""
+    service = ProcedureService(session, store, access, settings)
+    return await _out(service, await service.detach(procedure_id, recording_id, data))
+
+
+@router.post(
     f"{PROCEDURES}/{{procedure_id}}/close",
     response_model=schemas.ProcedureOut,
     responses=problems(409),

@@ -36,6 +36,14 @@ class AttachIn(JsonBody):
     )
 
 
+class DetachIn(JsonBody):
+    motif: str = Field(
+        min_length=3,
+        max_length=500,
+        description="why the recording no longer belongs to the procedure (logged)",
+    )
+
+
 class ExtractionIn(JsonBody):
     recording_id: uuid.UUID
     motif: str = Field(min_length=3, max_length=500)

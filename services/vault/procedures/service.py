@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.procedures import schemas
@@ -109,7 +109,7 @@ class ProcedureService:
 
     async def attach(self, procedure_id: uuid.UUID, data: schemas.AttachIn) -> Procedure:
         """Qualify a recording for the procedure: it is held (legal hold) from now on."""
-        procedure = await self.procedure(procedure_id)
+        procedure = await self._for_update(procedure_id)
         if not procedure.is_open:
             raise Conflict("this procedure is closed")
         recording = await self.recording(data.recording_id)
@@ -136,30 +136,68 @@ class ProcedureService:
         )
         return procedure
 
+    async def detach(
+        self, procedure_id: uuid.UUID, recording_id: uuid.UUID, data: schemas.DetachIn
+    ) -> Procedure:
+        """Detach a recording attached by mistake, or one the procedure no longer needs: its
+        hold is lifted unless another open procedure holds it, and from then on it follows
+        its retention again. A recording past its retention is not refused: it is erased by
+        the next run of the erasure job, as it would be once the procedure closed: keeping it
+        beyond the retention L241-2 sets, for a procedure that says it does not need it, has
+        no ground. Its extractions stay what they were (logged, and counted in the report).
+        A closed procedure's recordings cannot be detached: its history is frozen."""
+        procedure = await self._for_update(procedure_id)
+        if not procedure.is_open:
+            raise Conflict("this procedure is closed")
+        recording = await self.recording(recording_id)
+        removed = await self.session.execute(
+            delete(ProcedureRecording).where(
+                ProcedureRecording.procedure_id == procedure.id,
+                ProcedureRecording.recording_id == recording.id,
+            )
+        )
+        if not removed.rowcount:  # type: ignore[attr-defined]
+            raise NotFound("this recording is not attached to the procedure")
+        released = await HoldService(self.session, self.store, self.settings).release(recording)
+        await self._log(
+            procedure,
+            [recording.id],
+            motif=data.motif,
+            event="detached",
+            released=released,
+        )
+        return procedure
+
     async def close(self, procedure_id: uuid.UUID) -> Procedure:
         """Close it, lifting the hold of each recording no other open procedure holds."""
-        procedure = await self.procedure(procedure_id)
+        procedure = await self._for_update(procedure_id)
         if not procedure.is_open:
             raise Conflict("this procedure is already closed")
         procedure.closed_at = utc_now()
         procedure.closed_by = self.access.subject
         await self.session.flush()
+        holds = HoldService(self.session, self.store, self.settings)
         released = []
-        for recording_id in await self.recording_ids(procedure.id):
-            if await held_by_open_procedure(self.session, recording_id):
-                continue
-            recording = await self.recording(recording_id)
-            if recording.legal_hold and recording.status != RecordingStatus.erased.value:
-                await self.store.set_legal_hold(
-                    recording.object_key, recording.object_version, False
-                )
-            recording.legal_hold = False
-            released.append(recording_id)
+        # In a steady order, so that two closings sharing recordings lock them alike.
+        for recording_id in sorted(await self.recording_ids(procedure.id)):
+            if await holds.release(await self.recording(recording_id)):
+                released.append(recording_id)
         await self._log(procedure, released, event="closed")
         return procedure
 
+    async def _for_update(self, procedure_id: uuid.UUID) -> Procedure:
+        """The procedure, locked until the end of the transaction: its closing and a detach
+        do not interleave (a closed procedure's history is frozen)."""
+        procedure = await self.procedure(procedure_id)
+        await self.session.refresh(procedure, with_for_update=True)
+        return procedure
+
     async def _log(
-        self, procedure: Procedure, recording_ids: list[uuid.UUID], **details: Any
+        self,
+        procedure: Procedure,
+        recording_ids: list[uuid.UUID],
+        motif: str | None = None,
+        **details: Any,
     ) -> None:
         # Qualifying recordings for a procedure is a « modification » of their record.
         await audit.append(
@@ -171,17 +209,8 @@ class ProcedureService:
                 actor_role=self.access.role.value,
                 organisation_id=self.org_id,
                 recording_ids=recording_ids,
+                motif=motif,
                 procedure_ref=procedure.reference,
                 details={"procedure": str(procedure.id), "type": procedure.type, **details},
             ),
         )
-
-
-async def held_by_open_procedure(session: AsyncSession, recording_id: uuid.UUID) -> bool:
-    row = await session.scalar(
-        select(ProcedureRecording.procedure_id)
-        .join(Procedure, Procedure.id == ProcedureRecording.procedure_id)
-        .where(ProcedureRecording.recording_id == recording_id, Procedure.closed_at.is_(None))
-        .limit(1)
-    )
-    return row is not None

@@ -67,10 +67,27 @@ async def search(
     place: Annotated[str | None, Query(max_length=200)] = None,
     procedure_id: uuid.UUID | None = None,
     status: RecordingStatus | None = None,
+    station_id: Annotated[
+        uuid.UUID | None, Query(description="only the clips this docking station uploaded")
+    ] = None,
+    received_since: Annotated[
+        Instant | None,
+        Query(description="only the clips the vault received at or after this instant"),
+    ] = None,
+    erasure_before: Annotated[
+        Instant | None,
+        Query(
+            description="only the sealed clips whose retention ends before this instant and "
+            "that no open procedure holds: those the erasure job will take by then (R241-13); "
+            "ordered by `retain_until`, soonest first"
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> Page[schemas.RecordingOut]:
-    """Recordings of the organisation, newest first, metadata only (a wearer: their own)."""
+    """Recordings of the organisation, newest first (with `erasure_before`: soonest erased
+    first), metadata only (a wearer: their own). `status=damaged`: those the fixity scrub
+    found damaged."""
     items, total = await ViewingService(session, settings, access).search(
         started_from=started_from,
         started_until=started_until,
@@ -79,6 +96,9 @@ async def search(
         place=place,
         procedure_id=procedure_id,
         status=status.value if status is not None else None,
+        station_id=station_id,
+        received_since=received_since,
+        erasure_before=erasure_before,
         limit=limit,
         offset=offset,
     )

@@ -63,7 +63,7 @@ class ErasureReport:
     refused: list[uuid.UUID] = field(default_factory=list)
 
 
-def _held() -> Exists:
+def held_by_open_procedure() -> Exists:
     """Whether an open procedure holds the recording (a correlated EXISTS)."""
     return exists().where(
         ProcedureRecording.recording_id == Recording.id,
@@ -88,7 +88,7 @@ class ErasureService:
             .where(
                 Recording.retain_until <= now,
                 Recording.status != RecordingStatus.erased.value,
-                ~_held(),
+                ~held_by_open_procedure(),
             )
             .order_by(Recording.retain_until)
             .limit(limit)
@@ -100,7 +100,7 @@ class ErasureService:
         statement = select(Recording).where(
             Recording.retain_until <= now,
             Recording.status != RecordingStatus.erased.value,
-            _held(),
+            held_by_open_procedure(),
         )
         if not_yet_logged:
             statement = statement.where(Recording.erasure_refused_at.is_(None))

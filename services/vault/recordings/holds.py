@@ -44,6 +44,16 @@ def _held_in_registry() -> object:
     )
 
 
+async def held_by_open_procedure(session: AsyncSession, recording_id: uuid.UUID) -> bool:
+    row = await session.scalar(
+        select(ProcedureRecording.procedure_id)
+        .join(Procedure, Procedure.id == ProcedureRecording.procedure_id)
+        .where(ProcedureRecording.recording_id == recording_id, Procedure.closed_at.is_(None))
+        .limit(1)
+    )
+    return row is not None
+
+
 class HoldService:
     def __init__(self, session: AsyncSession, store: ObjectStore, settings: VaultSettings) -> None:
         self.session = session
@@ -68,6 +78,22 @@ class HoldService:
             until = self._lock_wanted(now)
             await self.store.extend_retention(recording.object_key, recording.object_version, until)
             recording.locked_until = until
+
+    async def release(self, recording: Recording) -> bool:
+        """Lift the legal hold of a recording once no open procedure holds it any more (a
+        procedure closed, or the recording detached from one); whether it was released. Call
+        it after the change that ends the holding is flushed. Its COMPLIANCE lock stays as
+        it was (it can only be lengthened): the key is destroyed when its retention ends,
+        and the object deleted once the lock runs out (erasure.py)."""
+        # Locked like attach locks it: an attach to another procedure committing meanwhile
+        # would otherwise see the hold on and leave the store without it.
+        await self.session.refresh(recording, with_for_update=True)
+        if await held_by_open_procedure(self.session, recording.id):
+            return False
+        if recording.legal_hold and recording.status != RecordingStatus.erased.value:
+            await self.store.set_legal_hold(recording.object_key, recording.object_version, False)
+        recording.legal_hold = False
+        return True
 
     async def renew(self, now: datetime | None = None, limit: int = 500) -> list[uuid.UUID]:
         """Lengthen the lock of every held recording whose lock ends within the margin."""

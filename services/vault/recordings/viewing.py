@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.directory.models import Organisation
 from services.vault.procedures.models import Procedure, ProcedureRecording
+from services.vault.recordings.erasure import held_by_open_procedure
 from services.vault.recordings.media import MediaGrant, sign_grant
 from services.vault.recordings.models import Consultation, Recording, RecordingStatus
 from services.vault.recordings.repository import Consulted
@@ -52,6 +53,9 @@ class ViewingService:
         place: str | None,
         procedure_id: uuid.UUID | None,
         status: str | None,
+        station_id: uuid.UUID | None = None,
+        received_since: datetime | None = None,
+        erasure_before: datetime | None = None,
         limit: int,
         offset: int,
     ) -> tuple[list[Recording], int]:
@@ -77,13 +81,28 @@ class ViewingService:
                     ProcedureRecording.procedure_id == procedure_id,
                 )
             )
+        if station_id is not None:
+            filters.append(Recording.station_id == station_id)
+        if received_since is not None:
+            filters.append(Recording.received_at >= received_since)
+        order_by: list[Any] = [Recording.started_at.desc()]
+        if erasure_before is not None:
+            # What the erasure job will take by then (services/vault/recordings/erasure.py):
+            # past retention, not erased, no open procedure holding it. Only sealed ones: a
+            # damaged recording is the scrub's list, not one to attach before it goes.
+            filters += [
+                Recording.retain_until < erasure_before,
+                Recording.status == RecordingStatus.sealed.value,
+                ~held_by_open_procedure(),
+            ]
+            order_by = [Recording.retain_until]
         return await page(
             self.session,
             Recording,
             [Recording.organisation_id == self.org_id, *filters],
             limit=limit,
             offset=offset,
-            order_by=[Recording.started_at.desc()],
+            order_by=order_by,
         )
 
     async def recording(self, recording_id: uuid.UUID) -> Recording:

@@ -7,8 +7,8 @@ break ties) and a period's count is an index-only scan of it; the place's ``ILIK
 answered by trigrams (``pg_trgm``, a trusted extension shipped with PostgreSQL's contrib: the
 database owner who runs migrations may create it).
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-11-30 15:40:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
