@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report
+.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report bench-dashboard
 
 # Browser tests only (tests/fixtures/browser.py, docs/testing.md): Debian's Chromium, and axe-core
 # from npm in a test-only directory. `make test` installs them when missing; `make run` never.
@@ -60,6 +60,9 @@ bench-vault: $(STAMP)
 
 bench-report: $(STAMP)
 	$(BIN)/python -m benchmarks.report
+
+bench-dashboard: $(STAMP)
+	$(BIN)/python -m benchmarks.dashboard
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -48,11 +48,15 @@ class BenchStack:
 
 
 @contextlib.contextmanager
-def bench_stack(console: Console, prefix: str) -> Iterator[BenchStack]:
+def bench_stack(console: Console, prefix: str, *, dashboard: bool = False) -> Iterator[BenchStack]:
+    """``dashboard``: the dashboard too. Every port is a free one, the provider's included."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    ports = {name: free_port() for name in ("ingest", "vault", "reporting")}
+    names = ("ingest", "vault", "reporting", *(("dashboard",) if dashboard else ()))
+    ports = {name: free_port() for name in names}
     weed = S3Ports.free()
-    config = StackConfig(var_dir=root / "var", s3_ports=weed, service_ports=ports)
+    config = StackConfig(
+        var_dir=root / "var", s3_ports=weed, service_ports=ports, issuer_port=free_port()
+    )
     try:
         with running_stack(config, console) as services:
             store = ObjectStore(

@@ -24,6 +24,7 @@ from nacl.signing import SigningKey, VerifyKey
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     DateTime,
     Identity,
     Index,
@@ -32,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    cast,
     select,
     text,
 )
@@ -110,6 +112,12 @@ entries = Table(
         postgresql_where=text("action = 'collecte'"),
     ),
 )
+
+
+def naming(recording_id: uuid.UUID) -> ColumnElement[bool]:
+    """The entries that name this recording (its history). Written ``recording_ids @> {id}``:
+    the GIN index answers it, where ``id = ANY(recording_ids)`` reads every entry compared."""
+    return entries.c.recording_ids.contains(cast([recording_id], ARRAY(UUID(as_uuid=True))))
 
 
 # The log's positions: written by the vault's sequencer, read by anyone (docs/audit.md).

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 from prometheus_client import REGISTRY
-from sqlalchemy import text
+from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -753,3 +754,36 @@ async def test_a_head_of_the_empty_log_before_the_latest_attests_it(
     await _log_step(fresh_engine, keys)
     async with AsyncSession(fresh_engine) as session:
         assert (await Attestor(session, PUBLIC).head()).tree_size == 3
+
+
+async def test_a_recordings_history_is_its_entries_read_through_the_gin_index(
+    fresh_engine: AsyncEngine,
+) -> None:
+    """A recording's history (its page, the extraction's proofs): every entry of the
+    organisation that names it, alone or among others, and no other; read through the GIN
+    index on recording_ids (`@>`), never by reading every entry (`= ANY` cannot use it)."""
+    from services.vault.audit.repository import AuditRepository, EntrySelection
+
+    wanted, other = uuid.uuid4(), uuid.uuid4()
+    await _append(
+        fresh_engine,
+        _entry(1, recording_ids=[wanted]),
+        _entry(2, recording_ids=[other, wanted]),
+        _entry(3, recording_ids=[other]),
+        _entry(4, recording_ids=[]),
+        _entry(5, recording_ids=[wanted], organisation_id=uuid.uuid4()),
+    )
+    async with AsyncSession(fresh_engine) as session:
+        rows, total = await AuditRepository(session).search(
+            EntrySelection(organisation_id=ORG, recording_id=wanted), limit=10, offset=0
+        )
+        assert total == 2
+        assert sorted(row["details"]["n"] for row in rows) == [1, 2]
+        # With sequential scans priced out, a condition the index can answer is read from it.
+        await session.execute(text("SET LOCAL enable_seqscan = off"))
+        statement = select(audit.entries.c.id).where(audit.naming(wanted))
+        sql = statement.compile(
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        plan = "\n".join(await session.scalars(text(f"EXPLAIN {sql}")))
+        assert "ix_audit_entries_recording_ids" in plan, plan

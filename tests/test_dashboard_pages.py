@@ -4,8 +4,11 @@ in French; no token ever appears in a page; every answer has the strict security
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -265,3 +268,58 @@ async def test_the_annuaire_shows_what_each_role_may_read(scene: Scene) -> None:
     assert f"CAM-{scene.kit.id.hex[:8]}" in text  # cameras: yes
     assert "Vous n'avez pas accès à la liste des stations." in text
     assert "Habilitations : Vous n'avez pas accès aux habilitations." in text
+
+
+class _Together(httpx.AsyncBaseTransport):
+    """Around the vault: counts the calls of ``paths`` in flight at once. Each waits (a second
+    at most) until ``wanted`` of them are there, so that calls made one after the other show
+    as one at a time, whatever the machine's speed."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, paths: re.Pattern[str], wanted: int):
+        self.inner, self.paths, self.wanted = inner, paths, wanted
+        self.in_flight = self.most = 0
+        self.all_there = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.paths.search(request.url.path):
+            return await self.inner.handle_async_request(request)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        if self.in_flight >= self.wanted:
+            self.all_there.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.all_there.wait(), 1.0)
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_recordings_page_asks_the_vault_for_its_parts_together(
+    client_for: ClientFactory, servers: Servers, oidc_provider: OidcProvider
+) -> None:
+    """The recording, its procedures and its history do not depend on one another: the page
+    waits for the slowest of them, not for their sum (`make bench-dashboard`)."""
+    async with client_for("vault") as vault:
+        async with client_for("ingest", vault_transport=vault._transport) as ingest:  # noqa: SLF001
+            kit = await build_org(vault, ingest, servers)
+            await prepare_recordings(vault, ingest, kit)
+    parts = re.compile(r"/recordings/[^/]+$|/procedures$|/audit/entries$")
+    watched: list[_Together] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        watched.append(_Together(inner, parts, wanted=3))
+        return watched[-1]
+
+    async with open_browser(oidc_provider, client_for, wrap_vault=wrap) as browser:
+        scene = Scene(kit=kit, browser=browser)
+        await scene.as_role("responsable")
+        page = await browser.http.get(f"/enregistrements/{kit.recording_id}")
+        text = _checked(page)
+        assert page.status_code == 200, text
+        assert "Données enregistrées (article R241-10)" in text and "Consultation" in text
+        assert watched[0].most == 3
+        # Refused or missing, it says so in French all the same.
+        missing = await browser.http.get(f"/enregistrements/{uuid.uuid4()}")
+        assert missing.status_code == 404
+        assert "Introuvable : cet enregistrement n'existe pas ou plus." in _checked(missing)

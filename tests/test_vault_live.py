@@ -321,3 +321,38 @@ async def test_extraction_refusals(scene: Scene) -> None:
         json={"recording_id": scene.recording_id, "motif": "x" * 5, "destinataires": []},
     )
     assert no_destinataire.status_code == 422
+
+
+async def test_the_procedures_list_says_which_recordings_each_holds(scene: Scene) -> None:
+    """Read for a whole page at once (one query, not one per procedure): each procedure
+    with its own recordings, none with another's."""
+    data, metadata = make_clip(scene.kit, size=MiB + 7)
+    uploaded = await scene.ingest.post(
+        "/v1/recordings", content=data, headers=upload_headers(scene.kit, metadata)
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    second = str(uploaded.json()["recording_id"])
+    one = await _procedure(scene)
+    both = await _procedure(scene)
+    attached = await scene.vault.post(
+        f"{scene.kit.path}/procedures/{both}/recordings",
+        headers=scene.kit.headers("habilite"),
+        json={"recording_id": second, "qualification": "témoin de la scène"},
+    )
+    assert attached.status_code == 201, attached.text
+    empty = await scene.vault.post(
+        f"{scene.kit.path}/procedures",
+        headers=scene.kit.headers("responsable"),
+        json={"type": "administrative", "reference": f"PV-{uuid.uuid4().hex[:6]}"},
+    )
+    assert empty.status_code == 201, empty.text
+    listed = await scene.vault.get(
+        f"{scene.kit.path}/procedures", headers=scene.kit.headers("habilite")
+    )
+    assert listed.status_code == 200, listed.text
+    held = {p["id"]: sorted(p["recording_ids"]) for p in listed.json()["items"]}
+    assert held == {
+        one: [scene.recording_id],
+        both: sorted([scene.recording_id, second]),
+        empty.json()["id"]: [],
+    }

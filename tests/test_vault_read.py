@@ -203,6 +203,39 @@ async def test_media_is_served_as_a_clip_never_as_a_page(
     assert served.headers["x-content-type-options"] == "nosniff"
 
 
+async def test_search_pages_are_newest_first_each_recording_once(world: World) -> None:
+    """Page after page (the page's ids found first, then their rows: shared/db.py `page`), the
+    whole selection in its order, newest first and the id breaking ties, none twice."""
+    own = world.own
+    now = datetime.now(UTC).replace(microsecond=0)
+    starts = [now - timedelta(hours=h) for h in (5, 1, 3, 3, 2, 4, 3)]  # three at the same time
+    for n, started in enumerate(starts):
+        address = "Rue Jean Jaurès" if n % 2 else "Place de l'Hôtel de Ville"
+        await _upload(
+            world, own, started_at=started, ended_at=started + timedelta(minutes=1),
+            place={"latitude": 48.7798, "longitude": 2.3376, "address": address},
+        )  # fmt: skip
+    for params in ({}, {"place": "jaurès"}):
+        paged: list[dict[str, object]] = []
+        total = None
+        for offset in range(0, 10, 2):
+            found = await world.vault.get(
+                f"{own.path}/recordings",
+                headers=own.headers("responsable"),
+                params={**params, "limit": 2, "offset": offset},
+            )
+            assert found.status_code == 200, found.text
+            paged += found.json()["items"]
+            total = found.json()["total"]
+        expected = sorted(
+            paged, key=lambda r: (-datetime.fromisoformat(str(r["started_at"])).timestamp(),
+                                  str(r["id"]))
+        )  # fmt: skip
+        assert total == len(paged) == (7 if not params else 3), params
+        assert [r["id"] for r in paged] == [r["id"] for r in expected], params
+        assert len({r["id"] for r in paged}) == len(paged)
+
+
 async def _ids(world: World, kit: OrgKit, role: str = "responsable", **params: str) -> set[str]:
     found = await world.vault.get(
         f"{kit.path}/recordings", headers=kit.headers(role), params=params

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -150,13 +153,26 @@ async def recording(
     request: Request, recording_id: uuid.UUID, person: PersonDep, vault: VaultDep
 ) -> Response:
     org = _org(person)
-    item = await vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement")
+    # The recording, the procedures and the history do not depend on one another: asked
+    # together, the page waits for the slowest of them, not for their sum.
+    item, found, entries = await _together(
+        vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement"),
+        _refusable(vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})),
+        _refusable(
+            vault.get(
+                f"{org}/audit/entries",
+                "l'historique de cet enregistrement",
+                params={"recording_id": str(recording_id), "limit": 200},
+            )
+        ),
+    )
     procedures: list[dict[str, Any]] | None = None
     attachable: list[dict[str, Any]] = []
     history: list[dict[str, Any]] | None = None
     refused: dict[str, str] = {}
-    try:
-        found = await vault.get(f"{org}/procedures", "les procédures", params={"limit": 500})
+    if isinstance(found, _Refused):
+        refused["procedures"] = found.problem.detail or found.problem.message
+    else:
         procedures = [p for p in found["items"] if str(recording_id) in p["recording_ids"]]
         # Those it could still be attached to (« Rattacher à une procédure »).
         attachable = [
@@ -164,23 +180,14 @@ async def recording(
             for p in found["items"]
             if p["closed_at"] is None and str(recording_id) not in p["recording_ids"]
         ]
-    except ApiProblem as problem:
-        if problem.status not in (403,):
-            raise
-        refused["procedures"] = problem.detail or problem.message
-    try:
-        entries = await vault.get(
-            f"{org}/audit/entries",
-            "l'historique de cet enregistrement",
-            params={"recording_id": str(recording_id), "limit": 200},
-        )
+    if isinstance(entries, _Refused):
+        refused["history"] = entries.problem.detail or entries.problem.message
+    else:
         history = entries["items"]
-    except ApiProblem as problem:
-        if problem.status not in (403,):
-            raise
-        refused["history"] = problem.detail or problem.message
-    agent = await _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent")
-    camera = await _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra")
+    agent, camera = await _together(
+        _optional(vault, f"{org}/agents/{item['agent_id']}", "cet agent"),
+        _optional(vault, f"{org}/cameras/{item['camera_id']}", "cette caméra"),
+    )
     return pages_of(request).render(
         request,
         "recordings/fiche.html",
@@ -196,6 +203,35 @@ async def recording(
         procedure_types=PROCEDURE_TYPES,
         may_view=person.has("maire", "responsable", "habilite", "agent"),
     )
+
+
+async def _together(*calls: Awaitable[Any]) -> list[Any]:
+    """The calls' answers, made at once. Every call is over before the page goes on, and the
+    first failure in the order given is the page's (the recording's own before its parts')."""
+    answers = await asyncio.gather(*calls, return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            raise answer
+    return answers
+
+
+@dataclass
+class _Refused:
+    """A part of the page the person's role may not see: the vault's refusal, shown in its
+    place."""
+
+    problem: ApiProblem
+
+
+async def _refusable(call: Awaitable[Any]) -> Any:
+    """The call's answer, or ``_Refused`` when the vault answers 403; any other failure is
+    the page's."""
+    try:
+        return await call
+    except ApiProblem as problem:
+        if problem.status != 403:
+            raise
+        return _Refused(problem)
 
 
 async def _optional(vault: ApiClient, path: str, what: str) -> dict[str, Any] | None:

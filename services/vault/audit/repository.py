@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, and_, any_, func, select, text, tuple_
+from sqlalchemy import ColumnElement, RowMapping, Select, and_, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.tables import cosignatures, leaves, nodes, tree_heads
-from shared.audit import entries
+from shared.audit import entries, naming
 from shared.merkle import Node
 
 SEQUENCER_LOCK = 0x7E301  # pg_advisory_xact_lock key: one sequencer at a time
@@ -53,7 +53,7 @@ class EntrySelection:
     def where(self) -> ColumnElement[bool]:
         conditions = [entries.c.organisation_id == self.organisation_id]
         if self.recording_id is not None:
-            conditions.append(any_(entries.c.recording_ids) == self.recording_id)
+            conditions.append(naming(self.recording_id))
         if self.actor is not None:
             conditions.append(entries.c.actor_subject == self.actor)
         if self.action is not None:

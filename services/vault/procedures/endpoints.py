@@ -70,9 +70,14 @@ async def list_procedures(
 ) -> Page[schemas.ProcedureOut]:
     service = ProcedureService(session, store, access, settings)
     items, total = await service.search(open_only=open_only, limit=limit, offset=offset)
-    return Page(
-        items=[await _out(service, p) for p in items], total=total, limit=limit, offset=offset
-    )
+    # One query for the whole page's recordings, not one per procedure.
+    held = await service.recording_ids_of([p.id for p in items])
+    out = []
+    for procedure in items:
+        one = schemas.ProcedureOut.model_validate(procedure)
+        one.recording_ids = held[procedure.id]
+        out.append(one)
+    return Page(items=out, total=total, limit=limit, offset=offset)
 
 
 @router.get(f"{PROCEDURES}/{{procedure_id}}", response_model=schemas.ProcedureOut)

@@ -20,7 +20,7 @@ import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 from nacl.signing import SigningKey
-from sqlalchemy import Uuid, any_, literal, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.registry import histories, recording_differences
@@ -38,7 +38,7 @@ from services.vault.recordings.schemas import RecordingOut
 from services.vault.settings import VaultSettings
 from shared import audit
 from shared.access import OrgAccess
-from shared.audit import AuditAction, AuditEntry, entries
+from shared.audit import AuditAction, AuditEntry, entries, naming
 from shared.db import utc_now
 from shared.errors import Conflict, Gone, NotFound, UnprocessableEntity
 from shared.package import write_package
@@ -181,9 +181,7 @@ class ExtractionService:
         await log.sequence_all()
         head = await log.sign_head()
         ids = await self.session.scalars(
-            select(entries.c.entry_id)
-            .where(literal(recording.id, type_=Uuid) == any_(entries.c.recording_ids))
-            .order_by(entries.c.occurred_at)
+            select(entries.c.entry_id).where(naming(recording.id)).order_by(entries.c.occurred_at)
         )
         proofs = []
         for entry_id in ids:

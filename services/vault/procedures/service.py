@@ -58,6 +58,21 @@ class ProcedureService:
         )
         return list(rows)
 
+    async def recording_ids_of(
+        self, procedure_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """The recordings each procedure holds, for a whole page of procedures in one query."""
+        found: dict[uuid.UUID, list[uuid.UUID]] = {p: [] for p in procedure_ids}
+        if procedure_ids:
+            rows = await self.session.execute(
+                select(ProcedureRecording.procedure_id, ProcedureRecording.recording_id).where(
+                    ProcedureRecording.procedure_id.in_(procedure_ids)
+                )
+            )
+            for procedure_id, recording_id in rows:
+                found[procedure_id].append(recording_id)
+        return found
+
     async def holds(self, procedure_id: uuid.UUID, recording_id: uuid.UUID) -> bool:
         return (
             await self.session.get(ProcedureRecording, (procedure_id, recording_id))

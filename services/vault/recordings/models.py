@@ -77,6 +77,17 @@ class Recording(IdMixin, Base):
     __table_args__ = (
         # The same clip from the same camera is one recording, however often it is uploaded.
         UniqueConstraint("camera_id", "sha256"),
+        # The search's order (newest first, the id to break ties): a page is read from the
+        # index, never by sorting the organisation's every recording; and a period's count is
+        # an index-only scan (migration 0014, `make bench-dashboard`).
+        Index("ix_vault_recordings_search", "organisation_id", text("started_at DESC"), "id"),
+        # The search by place (`address ILIKE '%…%'`), by trigrams (pg_trgm).
+        Index(
+            "ix_vault_recordings_address_trgm",
+            "address",
+            postgresql_using="gin",
+            postgresql_ops={"address": "gin_trgm_ops"},
+        ),
         # Accueil (issue 17): what came in since a time, a station's last upload (a max read
         # from the end of the index), what is erased soon, what the scrub found damaged.
         Index("ix_vault_recordings_org_received", "organisation_id", "received_at"),
