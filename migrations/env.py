@@ -16,6 +16,7 @@ from services.ingest.uploads import models as _uploads  # noqa: F401  (registers
 from services.reporting.models import Base as ReportingBase
 from services.reporting.statistics import models as _statistics  # noqa: F401  (registers tables)
 from services.vault.audit import tables as _audit_tables  # noqa: F401  (registers tables)
+from services.vault.derivatives import models as _derivatives  # noqa: F401  (registers tables)
 from services.vault.directory import models as _directory  # noqa: F401  (registers tables)
 from services.vault.models import Base as VaultBase
 from services.vault.procedures import models as _procedures  # noqa: F401  (registers tables)

@@ -64,6 +64,11 @@ class AuditAction(StrEnum):
     registry_divergence = "registry_divergence"  # a row found to differ from the log
     protection_mismatch = "protection_mismatch"  # the store's lock or hold not as the log says
     report_finalised = "report_finalised"
+    # Anonymised copies for training (R241-12; services/vault/derivatives/): each names the
+    # original recording, never the wearer.
+    derivation_requested = "derivation_requested"  # the demande
+    derivation_finished = "derivation_finished"  # the job's end: made, failed or cancelled
+    derivation_reviewed = "derivation_reviewed"  # approved or rejected, with its reason
     audit_purge = "audit_purge"
 
 

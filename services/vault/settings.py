@@ -127,6 +127,20 @@ class VaultSettings(ServiceSettings):
         description="how often unfinished uploads are expired, interrupted completions rolled "
         "forward and the store's stray multipart uploads aborted",
     )
+    derivative_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="how often the anonymisation runner looks for a waiting job (issue 18)",
+    )
+    derivative_heartbeat_s: float = Field(
+        5.0, gt=0, description="how often a running anonymisation job says it is alive"
+    )
+    derivative_stale_s: float = Field(
+        60.0,
+        gt=0,
+        description="an anonymisation job silent this long is taken as dead (its worker died or "
+        "the vault restarted) and started again from zero",
+    )
     stray_multipart_after_s: int = Field(
         3600,
         ge=1,

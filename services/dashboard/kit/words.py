@@ -36,6 +36,9 @@ ACTION_LABELS: Mapping[str, str] = {
     "registry_divergence": "Écart entre le registre et le journal",
     "protection_mismatch": "Protection du stockage non conforme",
     "report_finalised": "Rapport annuel finalisé",
+    "derivation_requested": "Demande de copie anonymisée pour formation",
+    "derivation_finished": "Fin de la fabrication d'une copie anonymisée",
+    "derivation_reviewed": "Vérification d'une copie anonymisée",
     "audit_purge": "Purge du journal",
 }
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.vault.derivatives import models as _derivatives  # noqa: F401  (consultations name it)
 from services.vault.models import Base
 from shared.db import IdMixin, TimestampMixin
 
@@ -174,3 +175,8 @@ class Consultation(IdMixin, TimestampMixin, Base):
     procedure_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("procedures.id"))
     expires_at: Mapped[datetime]
     closed_at: Mapped[datetime | None] = mapped_column(default=None)  # its media URL ends
+    # The consultation of an anonymised copy of the recording rather than of the recording
+    # (services/vault/derivatives/): its media URL serves that copy.
+    derivative_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("derivatives.id"), default=None
+    )

@@ -87,6 +87,16 @@ class PartWriter:
                 if self._filled == self._plain_size(self._number):
                     await self._send()
 
+    def settle_length(self, length: int) -> None:
+        """For a stream whose length is known only at its end (an anonymised copy as it is
+        encoded, services/vault/derivatives/jobs.py): the writer was made with a length beyond
+        any it will reach, and fed whole parts only while more bytes were known to follow; the
+        true length is set before the last part's first byte, so that part's size and its
+        final chunk follow from it."""
+        if length < self.offset or self._part is not None:
+            raise ValueError("the length is settled before the last part, at or past the offset")
+        self.length = length
+
     async def drain(self) -> list[str]:
         """Wait for the parts in flight; the etags of every part sent, in order."""
         while self._in_flight:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator
+import uuid
+from collections.abc import AsyncGenerator, Iterator
+from typing import Protocol
 
 import anyio.to_thread
 
-from services.vault.recordings.models import Recording
 from shared import sealing
 from shared.errors import Conflict
 from shared.storage import Body, ObjectMissing, ObjectStore
@@ -53,8 +54,24 @@ def _read_exactly(response: Body, size: int) -> bytes | bytearray:
     return data
 
 
+class SealedObject(Protocol):
+    """What reading needs of a sealed object's row: a recording, or its anonymised copy
+    (services/vault/derivatives/), each sealed under its own id and data key."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def chunk_size(self) -> int: ...
+    @property
+    def object_key(self) -> str | None: ...
+    @property
+    def object_version(self) -> str | None: ...
+
+
 class SealedReader:
-    def __init__(self, store: ObjectStore, recording: Recording, data_key: bytes) -> None:
+    def __init__(self, store: ObjectStore, recording: SealedObject, data_key: bytes) -> None:
         self.store = store
         self.recording = recording
         self.key = data_key
@@ -79,6 +96,8 @@ class SealedReader:
         """Blocking: the S3 answer carrying sealed chunks [first, last]."""
         offset = sealing.sealed_offset(first, self.chunk_size)
         length = self._sealed_length(first, last)
+        if self.recording.object_key is None:
+            raise Damaged("no sealed object is registered for it")
         try:
             return self.store.get_range(
                 self.recording.object_key, self.recording.object_version, offset, length
@@ -127,6 +146,20 @@ class SealedReader:
                 response.close()
 
         return await anyio.to_thread.run_sync(fetch)
+
+    def pieces(self, start: int, stop: int) -> Iterator[memoryview]:
+        """Blocking: the clip's bytes [start, stop) in pieces of about BATCH bytes, from one
+        ranged GET, for a caller that is itself a worker thread (the anonymisation job's
+        loopback server, services/vault/derivatives/jobs.py)."""
+        first, last = self._span(start, stop)
+        per_batch = max(1, BATCH // self.chunk_size)
+        response = self._get(first, last)
+        try:
+            for batch in range(first, last + 1, per_batch):
+                end = min(batch + per_batch - 1, last)
+                yield self._read_and_open(response, batch, end, start, stop)
+        finally:
+            response.close()
 
     async def chunks(self, start: int, stop: int) -> AsyncGenerator[memoryview, None]:
         """The clip's bytes [start, stop), in pieces of about BATCH bytes."""
