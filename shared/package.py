@@ -40,6 +40,30 @@ SIGNATURE_CONTEXT = b"temoin-package-v1\n"
 BAGIT_TXT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 
 
+DERIVATION_CONTEXT = b"temoin-derivation-v1\n"
+
+
+def _canonical(record: Mapping[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_derivation(record: Mapping[str, Any], signer: SigningKey) -> dict[str, Any]:
+    """A training package's derivation record (data/derivation.json) with the vault's
+    signature over "temoin-derivation-v1\n" + the record's canonical JSON (sorted keys, no
+    spaces, UTF-8)."""
+    public_key = public_key_of(signer)
+    return {
+        "record": dict(record),
+        "signature": {
+            "algorithm": "Ed25519",
+            "key_id": key_id(public_key),
+            "public_key": public_key,
+            "signed": "temoin-derivation-v1\\n + the record's canonical JSON",
+            "signature": b64encode(signer.sign(DERIVATION_CONTEXT + _canonical(record)).signature),
+        },
+    }
+
+
 class ClipMismatch(Exception):
     """The clip read back does not hash to the registry's SHA-256: the package is void."""
 

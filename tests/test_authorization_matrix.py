@@ -158,6 +158,25 @@ async def prepare_recordings(
     assert consulted.status_code == 201, consulted.text
     kit.media_token = consulted.json()["url"].rsplit("/", 1)[1]
     kit.consultation_id = uuid.UUID(consulted.json()["id"])
+    training = await vault.post(
+        f"{kit.path}/procedures",
+        headers=kit.headers("responsable"),
+        json={"type": "formation", "reference": f"FORM-{kit.id.hex[:6]}"},
+    )
+    kit.training_procedure_id = uuid.UUID(training.json()["id"])
+    attached = await vault.post(
+        f"{kit.path}/procedures/{kit.training_procedure_id}/recordings",
+        headers=kit.headers("responsable"),
+        json={"recording_id": str(kit.recording_id), "qualification": "formation"},
+    )
+    assert attached.status_code == 201, attached.text
+    asked = await vault.post(
+        f"{kit.path}/procedures/{kit.training_procedure_id}/derivatives",
+        headers=kit.headers("habilite"),
+        json={"recording_id": str(kit.recording_id), "motif": "formation des agents"},
+    )
+    assert asked.status_code == 202, asked.text
+    kit.derivative_id = uuid.UUID(asked.json()["id"])
 
 
 def _attach(kit: OrgKit) -> dict[str, Any]:
@@ -170,6 +189,10 @@ def _consult(kit: OrgKit) -> dict[str, Any]:
 
 def _extraction(kit: OrgKit) -> dict[str, Any]:
     return {"recording_id": str(kit.recording_id), "motif": "réquisition", "destinataires": ["OPJ"]}
+
+
+def _derivative(kit: OrgKit) -> dict[str, Any]:
+    return {"recording_id": str(kit.recording_id), "motif": "formation des agents"}
 
 
 def _period(kit: OrgKit) -> dict[str, Any]:
@@ -198,6 +221,7 @@ PUBLIC = Rule(public=True)
 MANAGERS = ("maire", "responsable")
 READERS = (*MANAGERS, "dpo")
 FINDERS = (*READERS, "habilite")
+TRAINERS = ("responsable", "habilite")  # who ask for and review training copies
 AUDITORS = ("dpo", "responsable")
 VIEWERS = ("maire", "responsable", "habilite")
 WITNESSES = (*AUDITORS, "maire", "prefecture")
@@ -351,6 +375,26 @@ MATRIX: dict[tuple[str, str, str], Rule] = {
     ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/extractions"): allow(
         *VIEWERS, body=_extraction
     ),
+    # vault: anonymised copies for training (issue 18). The kit's copy is waiting: asking for
+    # a second one is 409, and viewing or reviewing it 409 until it is made
+    # (tests/test_derivatives_live.py makes one).
+    ("vault", "POST", f"{ORG}/procedures/{{procedure_id}}/derivatives"): allow(
+        *TRAINERS,
+        body=_derivative,
+        also_own=frozenset({409}),
+        procedure_id=lambda kit: kit.training_procedure_id,
+    ),
+    ("vault", "GET", f"{ORG}/derivatives"): allow(*TRAINERS, "maire", "dpo"),
+    ("vault", "GET", f"{ORG}/derivatives/{{derivative_id}}"): allow(*TRAINERS, "maire", "dpo"),
+    ("vault", "POST", f"{ORG}/derivatives/{{derivative_id}}/cancel"): allow(*TRAINERS),
+    ("vault", "POST", f"{ORG}/derivatives/{{derivative_id}}/consultations"): allow(
+        *TRAINERS, body=lambda kit: {"motif": "vérification"}, also_own=frozenset({409})
+    ),
+    ("vault", "POST", f"{ORG}/derivatives/{{derivative_id}}/review"): allow(
+        *TRAINERS,
+        body=lambda kit: {"decision": "approuve", "reason": "aucun visage visible"},
+        also_own=frozenset({409}),
+    ),
     # reporting: the report is the service's; the préfecture sees its département's table.
     ("reporting", "GET", f"{ORG}/report"): allow(*MANAGERS),
     ("reporting", "PUT", f"{ORG}/report/evaluation"): allow("responsable", body=_evaluation),
@@ -372,6 +416,7 @@ DEFAULT_IDS: dict[str, Callable[[OrgKit], uuid.UUID | None]] = {
     "procedure_id": lambda kit: kit.procedure_id,
     "token": lambda kit: kit.media_token,
     "consultation_id": lambda kit: kit.consultation_id,
+    "derivative_id": lambda kit: kit.derivative_id,
     "report_id": lambda kit: kit.report_id,
     "departement": lambda kit: kit.departement,
 }
@@ -450,7 +495,7 @@ async def test_decisions(
         variants.append("foreign_id")
 
     # Recordings and what hangs on them are made per test (they need the object store).
-    if set(params) & {"upload_id", "recording_id", "procedure_id", "token"}:
+    if set(params) & {"upload_id", "recording_id", "procedure_id", "token", "derivative_id"}:
         for kit in (world.own, world.other):
             await prepare_recordings(world.vault, world.ingest, kit)
     if "report_id" in params:

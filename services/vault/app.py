@@ -4,6 +4,8 @@ from services.config import service_lifespan
 from services.vault import __doc__ as DESCRIPTION
 from services.vault.audit.endpoints import router as audit_router
 from services.vault.audit.jobs import maintain_log
+from services.vault.derivatives.endpoints import router as derivatives_router
+from services.vault.derivatives.jobs import anonymisation_job
 from services.vault.directory.endpoints import router as directory_router
 from services.vault.procedures.endpoints import router as procedures_router
 from services.vault.recordings.endpoints import media_router
@@ -38,6 +40,9 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     async def scrub(state: ServiceState) -> None:
         await scrub_objects(state["sessionmaker"], state["store"], settings)
 
+    async def anonymisation(state: ServiceState) -> None:
+        await anonymisation_job(state["sessionmaker"], state["store"], settings)
+
     store_check = StoreWriteOnce(
         production=settings.env == "production",
         interval_s=settings.store_check_interval_s,
@@ -53,7 +58,7 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
             settings,
             SERVICE,
             on_startup=[store_check.at_startup],
-            background=[log_maintenance, uploads, erasure, scrub, store_check.job],
+            background=[log_maintenance, uploads, erasure, scrub, store_check.job, anonymisation],
         ),
         readiness={"store_write_once": store_check.readiness},
     )
@@ -62,6 +67,7 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(recordings_router)
     app.include_router(procedures_router)
+    app.include_router(derivatives_router)
     app.include_router(internal_uploads_router)
     app.state.settings = settings
     app.state.store_check = store_check

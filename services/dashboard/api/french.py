@@ -244,6 +244,53 @@ EXACT: dict[str, str] = {
         "L'extraction pour la formation demande des copies anonymisées, que Témoin ne sait pas "
         "encore faire : pas d'extraction pour une procédure de formation."
     ),
+    "a recording is extracted for training only as an approved anonymised copy (R241-12): "
+    "give `derivative_id`": (
+        "Un enregistrement n'est extrait pour la formation que sous la forme d'une copie "
+        "anonymisée approuvée (article R241-12) : choisissez cette copie."
+    ),
+    "an anonymised copy is extracted for a `formation` procedure only": (
+        "Une copie anonymisée ne s'extrait que pour une action de formation."
+    ),
+    "this anonymised copy is not a copy of that recording": (
+        "Cette copie anonymisée n'est pas une copie de cet enregistrement."
+    ),
+    "only an approved anonymised copy can be extracted for training: have it reviewed": (
+        "Seule une copie anonymisée approuvée peut être extraite pour la formation : "
+        "faites-la vérifier d'abord."
+    ),
+    # Vault: anonymised copies for training (issue 18).
+    "no such anonymised copy": "Cette copie anonymisée n'existe pas.",
+    "an anonymised copy is made for training only: within a `formation` procedure": (
+        "Une copie anonymisée ne se demande que pour la formation, dans une procédure de formation."
+    ),
+    "this is an anonymised copy: a copy is made from the original recording only": (
+        "Ceci est déjà une copie anonymisée : une copie se fait à partir de l'enregistrement "
+        "original seulement."
+    ),
+    "attach the recording to the formation procedure before asking for its anonymised copy": (
+        "Rattachez l'enregistrement à la procédure de formation avant d'en demander une copie "
+        "anonymisée."
+    ),
+    "an anonymised copy of this recording is already being made: wait for it, or cancel it": (
+        "Une copie anonymisée de cet enregistrement est déjà en cours de fabrication : "
+        "attendez-la, ou annulez-la."
+    ),
+    "this anonymised copy is no longer being made: nothing to cancel": (
+        "Cette copie anonymisée n'est plus en cours de fabrication : il n'y a rien à annuler."
+    ),
+    "this anonymised copy was erased with its recording": (
+        "Cette copie anonymisée a été effacée avec son enregistrement."
+    ),
+    "this anonymised copy is not made yet: nothing to view": (
+        "Cette copie anonymisée n'est pas encore faite : il n'y a rien à visionner."
+    ),
+    "only an anonymised copy waiting for review can be approved or rejected": (
+        "Seule une copie anonymisée à vérifier peut être approuvée ou rejetée."
+    ),
+    "view the anonymised copy (open a consultation of it) before reviewing it": (
+        "Visionnez la copie anonymisée avant de l'approuver ou de la rejeter."
+    ),
     "this procedure is closed: no more extractions for it": (
         "Cette procédure est close : plus aucune extraction n'est possible pour elle."
     ),
@@ -787,6 +834,7 @@ _PATTERNS: list[tuple[str, Render]] = [
         "L'objet scellé se termine {count} octets trop tôt.",
     ),  # fmt: skip
     ("the sealed object is missing: {key}", "L'objet scellé est introuvable : {key}."),
+    ("no sealed object is registered for it", "Aucun objet scellé n'est enregistré pour lui."),
     (
         "sealed format version {version} is not supported",
         "La version {version} du format scellé n'est pas prise en charge.",

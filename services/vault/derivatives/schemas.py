@@ -17,6 +17,7 @@ class ParametersIn(JsonBody):
     margin: float | None = Field(None, ge=0, le=2, description="added around each face box")
     method: Literal["pixelate", "blur"] | None = None
     smoothing_frames: int | None = Field(None, ge=0, le=60)
+    detect_every: int | None = Field(None, ge=1, le=30, description="detection stride")
 
 
 class DerivativeIn(JsonBody):
@@ -27,9 +28,7 @@ class DerivativeIn(JsonBody):
 
 class ReviewIn(JsonBody):
     decision: Literal["approuve", "rejete"]
-    reason: str = Field(
-        min_length=3, max_length=1000, description="what the reviewer saw (logged)"
-    )
+    reason: str = Field(min_length=3, max_length=1000, description="what the reviewer saw (logged)")
 
 
 class DerivativeConsultationIn(JsonBody):

@@ -6,12 +6,14 @@ approved or rejected by a person before it can be extracted (procedures/extracti
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.derivatives import schemas
+from services.vault.derivatives.engine import DEFAULT_PARAMETERS
 from services.vault.derivatives.models import ACTIVE, SEALED, Derivative, DerivativeStatus
 from services.vault.derivatives.repository import DerivativeRepository
 from services.vault.procedures.models import ProcedureType
@@ -26,24 +28,15 @@ from shared.db import flush_or_conflict, utc_now
 from shared.errors import Conflict, Gone, NotFound, UnprocessableEntity
 from shared.storage import ObjectStore
 
-# The engine's defaults (services/vault/derivatives/engine.py), stated here too so that a
-# demande records the parameters it will run with, whatever a later default becomes.
-DEFAULTS: dict[str, Any] = {
-    "threshold": 0.2,
-    "margin": 0.3,
-    "method": "blur",
-    "smoothing_frames": 3,
-}
-ONE_AT_A_TIME = "an anonymised copy of this recording is already being made: wait for it, or cancel it"
+ONE_AT_A_TIME = (
+    "an anonymised copy of this recording is already being made: wait for it, or cancel it"
+)
 
 
 def default_parameters() -> dict[str, Any]:
-    """The engine's own defaults when it is installed, else the ones stated above."""
-    try:
-        from services.vault.derivatives.engine import DEFAULT_PARAMETERS
-    except ImportError:  # the engine's dependencies are not installed here
-        return dict(DEFAULTS)
-    return {name: getattr(DEFAULT_PARAMETERS, name) for name in DEFAULTS}
+    """The engine's defaults, recorded with the demande: the copy is made with these whatever
+    a later default becomes."""
+    return asdict(DEFAULT_PARAMETERS)
 
 
 class DerivativeService:
@@ -83,9 +76,7 @@ class DerivativeService:
             offset=offset,
         )
 
-    async def request(
-        self, procedure_id: uuid.UUID, data: schemas.DerivativeIn
-    ) -> Derivative:
+    async def request(self, procedure_id: uuid.UUID, data: schemas.DerivativeIn) -> Derivative:
         """The demande: a job waiting for the runner (202)."""
         procedure = await self.procedures.procedure(procedure_id)
         if procedure.type != ProcedureType.formation.value:
@@ -221,7 +212,9 @@ class DerivativeService:
         if derivative.status != DerivativeStatus.a_verifier.value:
             raise Conflict("only an anonymised copy waiting for review can be approved or rejected")
         if not await self.repository.consulted_by(derivative.id, self.access.subject):
-            raise Conflict("view the anonymised copy (open a consultation of it) before reviewing it")
+            raise Conflict(
+                "view the anonymised copy (open a consultation of it) before reviewing it"
+            )
         derivative.status = data.decision
         derivative.reviewed_by = self.access.subject
         derivative.reviewed_at = utc_now()

@@ -2,8 +2,10 @@
 as a signed BagIt package (shared/package.py, docs/extraction.md) streamed to the requester.
 
 Only within an open procedure the recording is attached to, with a motif and its
-destinataires, logged before the first byte leaves. Training needs anonymised copies, which
-Témoin cannot make yet: extraction for a `formation` procedure is refused."""
+destinataires, logged before the first byte leaves. R241-12 allows extraction for training
+only of an anonymised copy: for a `formation` procedure the package holds an approved
+anonymised copy (services/vault/derivatives/) and its signed derivation record, never the
+original; for any other procedure, the original and never a copy."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from services.vault.procedures.service import ProcedureService
 from services.vault.recordings.attested import note_divergence
 from services.vault.recordings.keys import unwrap_data_key
 from services.vault.recordings.models import Recording, RecordingStatus
-from services.vault.recordings.reading import SealedReader
+from services.vault.recordings.reading import SealedObject, SealedReader
 from services.vault.recordings.schemas import RecordingOut
 from services.vault.settings import VaultSettings
 from shared import audit
@@ -53,10 +55,12 @@ class Package:
 
     name: str
     reader: SealedReader
-    recording: Recording
+    recording: SealedObject  # the clip the package holds: a recording, or its training copy
     info: list[tuple[str, str]]
     files: dict[str, bytes]
     signer: SigningKey
+    sha256: str
+    content_type: str
 
 
 class ExtractionService:
@@ -75,11 +79,17 @@ class ExtractionService:
 
     async def prepare(self, procedure_id: uuid.UUID, data: ExtractionIn) -> Package:
         procedure = await self.procedures.procedure(procedure_id)
-        if procedure.type == ProcedureType.formation.value:
+        for_training = procedure.type == ProcedureType.formation.value
+        if for_training and data.derivative_id is None:
             raise UnprocessableEntity(
-                "extraction for training needs anonymised copies, which Témoin cannot make "
-                "yet: no extraction for a `formation` procedure",
-                field="procedure.type",
+                "a recording is extracted for training only as an approved anonymised copy "
+                "(R241-12): give `derivative_id`",
+                field="body.derivative_id",
+            )
+        if not for_training and data.derivative_id is not None:
+            raise UnprocessableEntity(
+                "an anonymised copy is extracted for a `formation` procedure only",
+                field="body.derivative_id",
             )
         if not procedure.is_open:
             raise Conflict("this procedure is closed: no more extractions for it")
@@ -90,6 +100,11 @@ class ExtractionService:
             raise Gone("this recording was erased")
         if recording.status == RecordingStatus.damaged.value:
             raise Conflict("this recording failed its integrity check: no copy can be made")
+        if data.derivative_id is not None:
+            # Imported here: the training package builds on this module's Package.
+            from services.vault.derivatives.package import prepare_training
+
+            return await prepare_training(self, procedure, recording, data, data.derivative_id)
 
         # The package's metadata comes from the row: it must be what the log attests.
         history = (await histories(self.session, [recording.id]))[recording.id]
@@ -173,6 +188,8 @@ class ExtractionService:
             info=info,
             files=files,
             signer=self.settings.audit_key(),
+            sha256=recording.sha256,
+            content_type=recording.content_type,
         )
 
     async def _proofs(self, recording: Recording) -> list[dict[str, Any]]:
@@ -244,7 +261,7 @@ async def stream_package(package: Package) -> AsyncIterator[bytes]:
         while (piece := anyio.from_thread.run(next_piece)) is not None:
             yield piece
 
-    extension = _EXTENSIONS.get(package.recording.content_type, "bin")
+    extension = _EXTENSIONS.get(package.content_type, "bin")
     clip_name = f"{package.recording.id}.{extension}"
 
     def build() -> None:
@@ -256,7 +273,7 @@ async def stream_package(package: Package) -> AsyncIterator[bytes]:
             clip_name=clip_name,
             clip=clip(),
             clip_size=package.recording.size,
-            clip_sha256=package.recording.sha256,
+            clip_sha256=package.sha256,
             files=package.files,
             signer=package.signer,
         )

@@ -50,3 +50,8 @@ class ExtractionIn(JsonBody):
     destinataires: list[str] = Field(
         min_length=1, description="who receives the copy (R241-14), e.g. 'OPJ X, commissariat Y'"
     )
+    derivative_id: uuid.UUID | None = Field(
+        None,
+        description="for a `formation` procedure, and only there: the approved anonymised copy "
+        "of the recording to extract (R241-12: the original never is)",
+    )

@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from services.vault.derivatives.models import SEALED, Derivative
 from services.vault.directory.schemas import Page
 from services.vault.recordings import schemas
 from services.vault.recordings.keys import unwrap_data_key
@@ -19,7 +20,7 @@ from services.vault.recordings.media import (
     served_content_type,
     verify_grant,
 )
-from services.vault.recordings.models import RecordingStatus
+from services.vault.recordings.models import Recording, RecordingStatus
 from services.vault.recordings.reading import SealedReader
 from services.vault.recordings.repository import RecordingRepository
 from services.vault.recordings.viewing import ViewingService, still_allowed
@@ -187,11 +188,18 @@ async def media(
             organisation_id=consulted.consultation.organisation_id,
         )
         await refuse(request, session, viewer, refusal, consulted.consultation.organisation_id)
-    recording = consulted.recording
-    if recording.status == RecordingStatus.erased.value or recording.wrapped_key is None:
+    recording: Recording | Derivative = consulted.recording
+    if consulted.consultation.derivative_id is not None:
+        # The consultation of an anonymised copy (services/vault/derivatives/): that copy.
+        derivative = await session.get(Derivative, consulted.consultation.derivative_id)
+        if derivative is None or derivative.status not in SEALED or derivative.wrapped_key is None:
+            raise Gone("this anonymised copy was erased with its recording")
+        recording = derivative
+    elif recording.status == RecordingStatus.erased.value or recording.wrapped_key is None:
         raise Gone("this recording was erased")
-    if recording.status == RecordingStatus.damaged.value:
+    elif recording.status == RecordingStatus.damaged.value:
         raise Conflict("this recording failed its integrity check: it cannot be served")
+    assert recording.wrapped_key is not None
     try:
         wanted = parse_range(range_header, recording.size)
     except Unsatisfiable as exc:
@@ -213,7 +221,9 @@ async def media(
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{recording.size}"
     if request.method == "HEAD":
         return Response(status_code=code, headers=headers)
-    data_key = unwrap_data_key(settings, recording.wrapped_key, recording.kek_id, recording.id)
+    data_key = unwrap_data_key(
+        settings, recording.wrapped_key, recording.kek_id or "", recording.id
+    )
     reader = SealedReader(store, recording, data_key)
     if stop - start <= SMALL_RANGE:
         # A seek: read it whole, so that any damage (409) or store outage (503) is a clear

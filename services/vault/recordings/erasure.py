@@ -36,6 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.registry import Attestor, Unattested, histories, recording_differences
 from services.vault.audit.service import AuditLog, LogKeys
+from services.vault.derivatives.models import ACTIVE, DERIVATIVES_PREFIX, DerivativeStatus
+from services.vault.derivatives.repository import DerivativeRepository
 from services.vault.directory.models import Organisation
 from services.vault.procedures.models import Procedure, ProcedureRecording
 from services.vault.recordings.attested import note_divergence
@@ -61,6 +63,8 @@ class ErasureReport:
     orphans_locked: list[str] = field(default_factory=list)
     # The row said due (or erased), the log did not: kept, and alerted once.
     refused: list[uuid.UUID] = field(default_factory=list)
+    derivatives_erased: list[uuid.UUID] = field(default_factory=list)  # anonymised copies
+    derivative_objects_deleted: list[uuid.UUID] = field(default_factory=list)
 
 
 def held_by_open_procedure() -> Exists:
@@ -130,6 +134,17 @@ class ErasureService:
             recording.erased_at = now
             await self._log(recording, Outcome.success, {"retain_until": _iso(recording)})
             report.erased.append(recording.id)
+        # Never a copy left behind (R241-12, R241-13): an anonymised copy goes with its
+        # original, its key destroyed in the same transaction (a job still making one stops
+        # and registers nothing: the runner finds the original erased).
+        for derivative in await DerivativeRepository(self.session).of_erased_recordings():
+            derivative.wrapped_key = None
+            derivative.erased_at = now
+            if derivative.status in ACTIVE:
+                derivative.cancel_requested = True
+                continue  # the runner ends it; its erasure is then recorded below next pass
+            derivative.status = DerivativeStatus.efface.value
+            report.derivatives_erased.append(derivative.id)
         for recording in await self.held(now, not_yet_logged=True):
             recording.erasure_refused_at = now
             await self._log(
@@ -202,12 +217,20 @@ class ErasureService:
                 report.objects_deleted.append(recording.id)
             else:
                 report.objects_locked.append(recording.id)
+        for derivative in await DerivativeRepository(self.session).awaiting_object_deletion():
+            assert derivative.object_key is not None
+            if await self.store.delete_version(derivative.object_key, derivative.object_version):
+                derivative.object_deleted_at = now or utc_now()
+                report.derivative_objects_deleted.append(derivative.id)
         await self.session.flush()
         return report
 
     async def orphans(self) -> list[tuple[str, str | None]]:
         """The versions of sealed objects that no recording and no open upload refers to."""
         versions = await self.store.list_versions(RECORDINGS_PREFIX)
+        # An anonymised copy's object, completed by a job that could not register it (it died,
+        # or was cancelled at the last moment), is an orphan too.
+        versions += await self.store.list_versions(DERIVATIVES_PREFIX)
         keys = {key for key, _ in versions}
         if not keys:
             return []
@@ -236,7 +259,8 @@ class ErasureService:
                 )
             )
         )
-        known = registered | uploading | collected
+        derived = await DerivativeRepository(self.session).object_keys(keys)
+        known = registered | uploading | collected | derived
         return [(k, v) for k, v in versions if k not in known]
 
     async def delete_orphans(self) -> ErasureReport:
