@@ -144,6 +144,11 @@ def write_package(
 TAG_FILES = ("bagit.txt", "bag-info.txt", "manifest-sha256.txt")  # the tag manifest lists them
 SIGNATURE_FILES = ("tagmanifest-sha256.txt", "signature.json")  # the signature's own files
 METADATA, AUDIT, RECEIPT = "data/metadata.json", "data/audit.json", "data/receipt.json"
+DERIVATION = "data/derivation.json"  # a training package's signed derivation record
+DOCUMENTS = (METADATA, AUDIT, RECEIPT, DERIVATION)
+# What a training package's metadata.json may state: nothing that names the wearer, the
+# camera or the place (R241-12: training copies are anonymised).
+TRAINING_METADATA = {"derivative_id", "day", "duration_s", "procedure", "content_type"}
 MAX_DOCUMENT = 64 << 20  # the largest tag file or JSON document read into memory
 _DIGEST_LINE = re.compile(r"([0-9a-f]{64})[ \t]+(.+)")
 _CLIP_NAME = re.compile(r"data/([0-9a-f-]{36})\.[A-Za-z0-9]{1,8}")
@@ -235,12 +240,15 @@ class _PackageCheck:
         clip = self._clip(payload)
         if clip is None:
             return
-        documents = {name: self._json(name) for name in (METADATA, AUDIT, RECEIPT)}
+        documents = {name: self._json(name) for name in DOCUMENTS}
         log_key = audit_key or vault_key or carried or ""
         if audit_key is None and vault_key is None:
             self.report.unauthenticated.append(
                 "the audit proofs' tree heads: checked with the key the package carries"
             )
+        if DERIVATION in payload or info.get("Temoin-Procedure-Type") == "formation":
+            _Training(self).check(documents, info, clip, vault_key or carried or "", log_key)
+            return
         receipt = documents[RECEIPT]
         self._receipt(receipt, receipt_key)
         collecte = self._audit(documents[AUDIT], log_key, clip)
@@ -371,7 +379,7 @@ class _PackageCheck:
                 member = self.files.get(name)
                 if member is None or member.is_directory:
                     continue
-                if name in (METADATA, AUDIT, RECEIPT) or not name.startswith("data/"):
+                if name in DOCUMENTS or not name.startswith("data/"):
                     data = self._document(name)
                     if data is None:
                         continue
@@ -472,7 +480,7 @@ class _PackageCheck:
         for name in (METADATA, AUDIT):
             if name not in payload:
                 self.refuse(f"{self.bag}/{name}", "bag-payload", "a required file is missing")
-        clips = [name for name in payload if name not in (METADATA, AUDIT, RECEIPT)]
+        clips = [name for name in payload if name not in DOCUMENTS]
         if len(clips) != 1:
             self.refuse(
                 f"{self.bag}/data/", "bag-payload", f"a package holds exactly one clip: {clips}"
@@ -555,6 +563,134 @@ class _PackageCheck:
         if collecte.get("outcome") != "success":
             self.refuse(subject, "audit-collecte", "the collecte entry is not a success")
         return collecte
+
+
+class _Training:
+    """A package for training (R241-12): an anonymised copy, never the original. Its
+    derivation record must carry the vault's signature and describe this very clip; the
+    proved audit entries must be this copy's (demande, end of the job, review, extraction),
+    about the original the record names, and the demande must name the original's SHA-256 as
+    the record does: that is the link to the original's collecte, which the log holds but the
+    package does not carry (it names the wearer, the camera and the place)."""
+
+    def __init__(self, check: _PackageCheck) -> None:
+        self.check_ = check
+        self.bag = check.bag
+
+    def refuse(self, subject: str, rule: str, detail: str) -> None:
+        self.check_.refuse(subject, rule, detail)
+
+    def check(
+        self,
+        documents: Mapping[str, dict[str, Any] | None],
+        info: Mapping[str, str],
+        clip: _Clip,
+        vault_key: str,
+        log_key: str,
+    ) -> None:
+        subject = f"{self.bag}/{DERIVATION}"
+        document = documents.get(DERIVATION)
+        if document is None:
+            self.refuse(subject, "bag-payload", "a training package carries its derivation record")
+            return
+        if documents.get(RECEIPT) is not None:
+            self.refuse(
+                f"{self.bag}/{RECEIPT}",
+                "derivation-personal",
+                "a training package carries no receipt (it names the wearer and the place)",
+            )
+        record = document.get("record")
+        signature = document.get("signature")
+        if not isinstance(record, dict) or not isinstance(signature, dict):
+            self.refuse(subject, "derivation", "no record and signature")
+            return
+        value = signature.get("signature")
+        if not isinstance(value, str) or not verify(
+            vault_key, DERIVATION_CONTEXT + _canonical(record), value
+        ):
+            self.refuse(subject, "derivation-signature", "the vault's signature does not verify")
+        original = record.get("original") or {}
+        derivative = record.get("derivative") or {}
+        if not isinstance(original, dict) or not isinstance(derivative, dict):
+            self.refuse(subject, "derivation", "no original and derivative in the record")
+            return
+        for field_name, stated, found in (
+            ("derivative.id", derivative.get("id"), clip.recording_id),
+            ("derivative.sha256", derivative.get("sha256"), clip.sha256),
+            ("derivative.size", derivative.get("size"), clip.size),
+            ("Temoin-Derivative-Id", info.get("Temoin-Derivative-Id"), clip.recording_id),
+        ):
+            if _text(stated) != _text(found):
+                self.refuse(
+                    field_name,
+                    "claims-differ",
+                    f"the record or bag-info says {stated!r}, the clip {found!r}",
+                )
+        metadata = documents.get(METADATA) or {}
+        extra = sorted(set(metadata) - TRAINING_METADATA)
+        if extra:
+            self.refuse(
+                f"{self.bag}/{METADATA}",
+                "derivation-personal",
+                f"a training package states nothing identifying: {extra}",
+            )
+        self._audit(documents.get(AUDIT), log_key, record, clip)
+
+    def _audit(
+        self,
+        audit: Mapping[str, Any] | None,
+        log_key: str,
+        record: Mapping[str, Any],
+        clip: _Clip,
+    ) -> None:
+        subject = f"{self.bag}/{AUDIT}"
+        proofs = audit.get("proofs") if audit is not None else None
+        if not isinstance(proofs, list):
+            self.refuse(subject, "audit", "no list of proofs")
+            return
+        original = _text(record["original"].get("recording_id"))
+        seen: dict[str, list[Mapping[str, Any]]] = {}
+        for index, proof in enumerate(proofs):
+            where = f"{subject} proofs[{index}]"
+            try:
+                entry = proof["entry"]
+                problems = inclusion_problems(proof, [proof["head"]], log_key)
+                recordings = [_text(r) for r in entry["recording_ids"]]
+                details = entry.get("details") or {}
+                where = f"{subject} entry {entry.get('entry_id')}"
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                self.refuse(where, "audit-proof", f"a malformed proof ({exc!r})")
+                continue
+            for problem in problems:
+                self.refuse(where, "audit-proof", problem)
+            if original not in recordings or _text(details.get("derivative")) != clip.recording_id:
+                self.refuse(where, "audit-foreign", "an entry about another copy or recording")
+                continue
+            seen.setdefault(str(entry.get("action")), []).append(entry)
+
+        def one(action: str, check: Callable[[Mapping[str, Any]], bool], what: str) -> None:
+            if not any(check(entry) for entry in seen.get(action, [])):
+                self.refuse(subject, "audit-derivation", f"no proved {action} entry {what}")
+
+        sha = _text(record["original"].get("sha256"))
+        one(
+            "derivation_requested",
+            lambda e: _text((e.get("details") or {}).get("original_sha256")) == sha,
+            "naming the original's SHA-256 as the record does",
+        )
+        one(
+            "derivation_finished",
+            lambda e: e.get("outcome") == "success"
+            and _text((e.get("details") or {}).get("sha256")) == clip.sha256,
+            "saying this copy was made",
+        )
+        one(
+            "derivation_reviewed",
+            lambda e: (e.get("details") or {}).get("decision") == "approuve"
+            and e.get("actor_subject") == record.get("approved_by"),
+            "approving it, by the person the record names",
+        )
+        one("extraction", lambda e: True, "for this copy")
 
 
 @dataclass(frozen=True)
