@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import secrets
 import threading
@@ -255,10 +256,11 @@ class JobRunner:
             derivative.kek_id = self.settings.kek_id
             derivative.chunk_size = self.settings.chunk_size
             derivative.content_type = "video/mp4"
-            # Kept as long as its original (R241-13), and never less than any sealed object.
+            # Locked as long as its original's retention (R241-13), and never less than any
+            # sealed object. Not the original's hold: the copy is erased with its original by
+            # its key (crypto-erasure), whenever that is; its object follows once unlocked.
             derivative.locked_until = max(
                 recording.retain_until,
-                recording.locked_until or recording.retain_until,
                 utc_now() + timedelta(seconds=self.settings.minimum_lock_s),
             )
             key = (
@@ -470,7 +472,15 @@ def _result(result: Any) -> dict[str, Any]:
         data: dict[str, Any] = asdict(result)
     except TypeError:
         data = dict(result)
-    return data
+    # Through JSON once, so that a number from numpy is stored as a number.
+    plain: dict[str, Any] = json.loads(json.dumps(data, default=_number))
+    return plain
+
+
+def _number(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 async def anonymisation_job(
