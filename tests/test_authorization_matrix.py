@@ -158,6 +158,11 @@ async def prepare_recordings(
     assert consulted.status_code == 201, consulted.text
     kit.media_token = consulted.json()["url"].rsplit("/", 1)[1]
     kit.consultation_id = uuid.UUID(consulted.json()["id"])
+
+
+async def prepare_training(vault: httpx.AsyncClient, kit: OrgKit) -> None:
+    """What routes on training copies need: a formation procedure holding the kit's recording
+    and a copy of it asked for (waiting: no runner sees a rolled-back transaction)."""
     training = await vault.post(
         f"{kit.path}/procedures",
         headers=kit.headers("responsable"),
@@ -498,6 +503,8 @@ async def test_decisions(
     if set(params) & {"upload_id", "recording_id", "procedure_id", "token", "derivative_id"}:
         for kit in (world.own, world.other):
             await prepare_recordings(world.vault, world.ingest, kit)
+            if "derivatives" in template:
+                await prepare_training(world.vault, kit)
     if "report_id" in params:
         for kit in (world.own, world.other):
             finalised = await world.reporting.post(

@@ -60,6 +60,7 @@ from tests.test_authorization_matrix import (
     ROLES,
     Rule,
     prepare_recordings,
+    prepare_training,
 )
 
 pytestmark = pytest.mark.contract
@@ -136,6 +137,7 @@ class Stack:
         ):
             kit = await build_org(vault, ingest, self.servers, insee=f"94{next(self.insee)}")
             await prepare_recordings(vault, ingest, kit)
+            await prepare_training(vault, kit)  # a training copy asked for
             finalised = await reporting.post(
                 f"{kit.path}/report/finalise",
                 headers=kit.headers("maire"),

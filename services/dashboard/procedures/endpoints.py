@@ -27,8 +27,9 @@ TYPES = {
     "formation": "Formation des agents",
 }
 FORMATION_REFUSED = (
-    "L'extraction pour la formation des agents est refusée : elle exige une copie anonymisée, "
-    "que Témoin ne sait pas encore produire."
+    "L'extraction pour la formation des agents est refusée : elle exige une copie anonymisée "
+    "de l'enregistrement, approuvée après vérification ; l'original n'est jamais extrait pour "
+    "la formation (article R241-12)."
 )
 # Headers of the vault's package answer passed on to the browser.
 PASSED_ON = ("content-type", "content-disposition", "content-length")
@@ -433,7 +434,7 @@ async def extract(
         problem = problem_of(answer, "l'extraction de cet enregistrement")
         if problem.status == 401:
             raise problem
-        if "procedure" in problem.fields:
+        if "procedure" in problem.fields or "derivative_id" in problem.fields:
             problem = ApiProblem(422, FORMATION_REFUSED, problem.detail)
         elif problem.status == 422 and problem.fields:
             fields = _refused_fields(problem, {})
