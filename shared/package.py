@@ -680,14 +680,18 @@ class _Training:
         )
         one(
             "derivation_finished",
-            lambda e: e.get("outcome") == "success"
-            and _text((e.get("details") or {}).get("sha256")) == clip.sha256,
+            lambda e: (
+                e.get("outcome") == "success"
+                and _text((e.get("details") or {}).get("sha256")) == clip.sha256
+            ),
             "saying this copy was made",
         )
         one(
             "derivation_reviewed",
-            lambda e: (e.get("details") or {}).get("decision") == "approuve"
-            and e.get("actor_subject") == record.get("approved_by"),
+            lambda e: (
+                (e.get("details") or {}).get("decision") == "approuve"
+                and e.get("actor_subject") == record.get("approved_by")
+            ),
             "approving it, by the person the record names",
         )
         one("extraction", lambda e: True, "for this copy")
