@@ -304,9 +304,12 @@ async def test_cancel_a_running_job(scene: Scene, servers: Servers) -> None:
     assert not await store.list_versions(prefix)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 async def test_vault_killed_mid_job_makes_one_copy(
-    scene: Scene, live: Live, servers: Servers
+    scene: Scene, live: Live, servers: Servers, sig: signal.Signals
 ) -> None:
+    """Killed (no shutdown at all) or stopped (its lifespan ends, the engine told to stop at
+    once rather than finish the clip): started again, it makes one copy, from zero."""
     recording = await scene.upload(_mp4(scene.tmp / "long.mp4", seconds=30, size="640x360"))
     procedure = await scene.formation(recording)
     path = await scene.ask(procedure, recording)
@@ -315,7 +318,9 @@ async def test_vault_killed_mid_job_makes_one_copy(
         assert time.monotonic() < deadline, row
         await asyncio.sleep(0.2)
     first_key = row.object_key
-    live.vault.stop(signal.SIGKILL)  # no shutdown at all
+    stopping = time.monotonic()
+    live.vault.stop(sig)
+    assert time.monotonic() - stopping < 8  # not waiting for the job (stop() kills at 10 s)
     live.vault.start()
     made = await scene.until(path, "a_verifier", "echec")
     assert made["status"] == "a_verifier", made

@@ -26,7 +26,6 @@ import logging
 import secrets
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -312,10 +311,14 @@ class JobRunner:
         result: Any = None
         try:
             with PlaintextServer(reader, prepared.recording.content_type) as source:
+                # Abandoned on cancellation (the vault shutting down): ``cancel`` is set below,
+                # the engine stops its ffmpegs at its next frame, and the job, still claimed,
+                # starts again from zero once its heartbeat is stale.
                 result = await anyio.to_thread.run_sync(
                     lambda: engine.anonymise(
                         source.url, to_sink, parameters, on_progress, cancel.is_set
-                    )
+                    ),
+                    abandon_on_cancel=True,
                 )
             length, etags = await sink.finish()
         except engine.Undecodable as exc:
@@ -484,11 +487,7 @@ def _number(value: Any) -> Any:
 
 
 async def anonymisation_job(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    store: ObjectStore,
-    settings: VaultSettings,
-    *,
-    idle: Callable[[], None] | None = None,
+    sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, settings: VaultSettings
 ) -> None:
     """The vault's background task: one job after another, then a pause."""
     runner = JobRunner(sessionmaker, store, settings)
@@ -506,6 +505,4 @@ async def anonymisation_job(
         except Exception as exc:
             job_failed(_logger, "anonymisation", exc)
         if ran is None:
-            if idle is not None:
-                idle()
             await asyncio.sleep(settings.derivative_interval_s)
