@@ -13,6 +13,7 @@ directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import math
 import random
@@ -77,6 +78,8 @@ class Face:
     vx: float  # pixels per frame
     vy: float
     occluded: bool  # a grey band hides the lower third of the face (a scarf, a hand)
+    light: float = 1.0  # brightness gain: below 1, a face in the shade
+    tilt: float = 0.0  # degrees the head is tilted (the patch turns about the face's centre)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,15 @@ class Clip:
         patch: Image = np.asarray(
             cv2.resize(crop, (patch_w, patch_h), interpolation=interpolation), np.uint8
         )
+        if face.tilt:
+            centre = ((fx1 + fx2) / 2 - cx1) * scale, ((fy1 + fy2) / 2 - cy1) * scale
+            turn = cv2.getRotationMatrix2D(centre, face.tilt, 1.0)
+            patch = np.asarray(
+                cv2.warpAffine(patch, turn, (patch_w, patch_h), borderMode=cv2.BORDER_REPLICATE),
+                np.uint8,
+            )
+        if face.light != 1.0:
+            patch = np.clip(patch.astype(np.float32) * face.light, 0, 255).astype(np.uint8)
         # The patch moves inside its cell, bouncing off the cell's edges, so that faces never
         # overlap one another (each true box holds one face).
         face_w = round((fx2 - fx1) * scale)
@@ -198,7 +210,8 @@ class Clip:
             process.stdin.write(self.frame(index).tobytes())
         process.stdin.close()
         assert process.stderr is not None
-        error = process.stderr.read()
+        with process.stderr:
+            error = process.stderr.read()
         if process.wait() != 0:
             raise RuntimeError(f"ffmpeg: {error.decode(errors='replace')}")
         return path
@@ -255,7 +268,8 @@ def scene(
     """One face per size in `sizes`: the astronaut for the first, the cameraman's profile for the
     second, faces of the LFW subset for the others; each moving inside a cell of its
     own (cells packed in rows, largest first); every `occluded_every`-th face partly hidden (0:
-    none). Raises ValueError when the faces do not fit the frame."""
+    none); each in its own light (45 to 100% brightness) and tilted up to 12 degrees. Raises
+    ValueError when the faces do not fit the frame."""
     rng = random.Random(seed)
     pool = sources()
     faces: list[Face] = []
@@ -283,11 +297,29 @@ def scene(
                 vx=speed * math.cos(angle),
                 vy=speed * math.sin(angle),
                 occluded=bool(occluded_every) and n % occluded_every == occluded_every - 1,
+                light=rng.uniform(0.45, 1.0),
+                tilt=rng.uniform(-12, 12),
             )
         )
         row_x += cell_w
         row_h = max(row_h, cell_h)
+    # The rows start at a random height in the room they leave, not always at the top.
+    shift = rng.randrange(max(1, height - (row_y + row_h) + 1))
+    faces = [
+        dataclasses.replace(face, cell=(face.cell[0], face.cell[1] + shift, *face.cell[2:]))
+        for face in faces
+    ]
     return Clip(width, height, frames, faces)
+
+
+def quality_set(frames: int = 50) -> list[Clip]:
+    """The quality test set (tests/test_anonymise_quality.py, make bench-anonymise -- --sweep):
+    faces from 24 pixels to half the frame's height, moving, a third of them partly hidden."""
+    return [
+        scene(640, 360, frames, [24, 24, 32, 32, 40, 40, 48, 56, 64, 80], occluded_every=3, seed=1),
+        scene(640, 360, frames, [40, 96, 180], occluded_every=2, seed=2),
+        scene(640, 360, frames, [160, 40, 64, 48, 32], occluded_every=4, seed=3),
+    ]
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
