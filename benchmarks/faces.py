@@ -98,6 +98,7 @@ class Clip:
         frames: int,
         faces: list[Face],
         fps: int = 25,
+        noise: int = 0,
     ) -> None:
         self.width, self.height, self.frames, self.faces, self.fps = (
             width,
@@ -106,6 +107,9 @@ class Clip:
             faces,
             fps,
         )
+        # Sensor noise, different on every frame (± this many levels): a camera's footage is
+        # never clean, and noise is what makes an encoder work as hard as on real footage.
+        self.noise = noise
         background = np.ascontiguousarray(skimage.data.rocket())  # type: ignore[no-untyped-call]
         self._background: Image = np.asarray(
             cv2.resize(background, (width, height), interpolation=cv2.INTER_AREA), np.uint8
@@ -160,6 +164,11 @@ class Clip:
             if face.occluded:
                 x1, y1, x2, y2 = box
                 frame[y1 + (y2 - y1) * 2 // 3 : y2, x1:x2] = (90, 90, 90)
+        if self.noise:
+            grain = np.random.default_rng(index).integers(
+                -self.noise, self.noise + 1, frame.shape[:2], dtype=np.int16
+            )
+            frame = np.clip(frame + grain[..., None], 0, 255).astype(np.uint8)
         return np.ascontiguousarray(frame)
 
     def encode(self, path: Path, *, audio: bool = True, crf: int = 16) -> Path:
@@ -264,6 +273,7 @@ def scene(
     *,
     occluded_every: int = 0,
     seed: int = 7,
+    noise: int = 0,
 ) -> Clip:
     """One face per size in `sizes`: the astronaut for the first, the cameraman's profile for the
     second, faces of the LFW subset for the others; each moving inside a cell of its
@@ -309,7 +319,7 @@ def scene(
         dataclasses.replace(face, cell=(face.cell[0], face.cell[1] + shift, *face.cell[2:]))
         for face in faces
     ]
-    return Clip(width, height, frames, faces)
+    return Clip(width, height, frames, faces, noise=noise)
 
 
 def quality_set(frames: int = 50) -> list[Clip]:
