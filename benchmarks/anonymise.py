@@ -30,7 +30,7 @@ import imageio_ffmpeg
 import psutil
 from rich.console import Console
 
-from benchmarks.faces import Clip, SizeStats, evaluate, quality_set, scene, serve
+from benchmarks.faces import Clip, SizeStats, evaluate, hd_set, quality_set, scene, serve
 from services.vault.derivatives.engine import (
     DEFAULT_PARAMETERS,
     ENCODER_ARGS,
@@ -41,7 +41,7 @@ from services.vault.derivatives.engine import (
 TARGET_RATIO = 0.3
 TARGET_RSS_MB = 500
 RESOLUTIONS = ((1920, 1080), (1280, 720))
-SWEEP_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+SWEEP_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def bench_clip(width: int, height: int, seconds: int) -> Clip:
@@ -214,45 +214,60 @@ def _merge(total: dict[int, SizeStats], stats: dict[int, SizeStats]) -> None:
         into.covered += entry.covered
 
 
-def sweep(console: Console, frames: int) -> None:
-    """Recall per face size and false detections against the threshold."""
-    clips = quality_set(frames)
-    empty = scene(640, 360, frames * 2, [])
+def sweep(console: Console, frames: int, detect_sizes: list[int]) -> None:
+    """Recall per face size and false detections against the threshold, on the quality set
+    (640x360) and on the 1080p set for each detection size."""
+    runs: list[tuple[str, list[Clip], Clip, list[int]]] = [
+        ("640x360", quality_set(frames), scene(640, 360, frames * 2, []), [1280])
+    ]
+    runs += [
+        (f"1080p@{size}", hd_set(frames // 2), scene(1920, 1080, frames, []), [size])
+        for size in detect_sizes
+    ]
     with tempfile.TemporaryDirectory(prefix="temoin-sweep-") as tmp:
-        sources = [c.encode(Path(tmp) / f"q{i}.mp4") for i, c in enumerate(clips)]
-        empty_source = empty.encode(Path(tmp) / "empty.mp4")
-        sizes: list[int] = sorted({f.size for c in clips for f in c.faces})
-        console.print(
-            f"threshold sweep, {frames} frames a clip, {DEFAULT_PARAMETERS} otherwise\n"
-            f"{'threshold':>9} "
-            + " ".join(f"{str(s) + ' px':>7}" for s in sizes)
-            + f" {'>=40 px':>8} {'false boxes on ' + str(empty.frames) + ' frames':>26}"
-        )
-        for threshold in SWEEP_THRESHOLDS:
-            parameters = dataclasses.replace(DEFAULT_PARAMETERS, threshold=threshold)
-            total: dict[int, SizeStats] = {}
-            for clip, source in zip(clips, sources, strict=True):
-                output = Path(tmp) / "out.mp4"
-                with serve(source.read_bytes()) as url, output.open("wb") as sink:
-                    anonymise(url, sink.write, parameters)
-                stats, _ = evaluate(clip, output)
-                _merge(total, stats)
-            with serve(empty_source.read_bytes()) as url:
-                result = anonymise(url, lambda chunk: None, parameters)
-            big = [s for size, s in total.items() if size >= 40]
-            pooled = sum(s.covered for s in big) / sum(s.boxes for s in big)
+        for name, clips, empty, (detect_size,) in runs:
+            sources = [c.encode(Path(tmp) / f"q{i}.mp4", audio=False) for i, c in enumerate(clips)]
+            empty_source = empty.encode(Path(tmp) / "empty.mp4", audio=False)
+            sizes: list[int] = sorted({f.size for c in clips for f in c.faces})
             console.print(
-                f"{threshold:>9.2f} "
-                + " ".join(f"{total[s].recall:>7.1%}" for s in sizes)
-                + f" {pooled:>8.1%} {sum(result.faces_per_frame):>26}"
+                f"\n{name}: {sum(c.frames for c in clips)} frames with faces, {empty.frames} "
+                f"without, detection at {detect_size} px, otherwise {DEFAULT_PARAMETERS}\n"
+                f"{'threshold':>9} "
+                + " ".join(f"{str(s) + ' px':>7}" for s in sizes)
+                + f" {'>=40 px':>8} {'false boxes':>12} {'fps':>5}"
             )
+            for threshold in SWEEP_THRESHOLDS:
+                parameters = dataclasses.replace(
+                    DEFAULT_PARAMETERS, threshold=threshold, detect_size=detect_size
+                )
+                total: dict[int, SizeStats] = {}
+                seconds = 0.0
+                done = 0
+                for clip, source in zip(clips, sources, strict=True):
+                    output = Path(tmp) / "out.mp4"
+                    with serve(source.read_bytes()) as url, output.open("wb") as sink:
+                        started = time.perf_counter()
+                        done += anonymise(url, sink.write, parameters).frames
+                        seconds += time.perf_counter() - started
+                    stats, _ = evaluate(clip, output)
+                    _merge(total, stats)
+                with serve(empty_source.read_bytes()) as url:
+                    result = anonymise(url, lambda chunk: None, parameters)
+                big = [s for size, s in total.items() if size >= 40]
+                pooled = sum(s.covered for s in big) / sum(s.boxes for s in big)
+                console.print(
+                    f"{threshold:>9.2f} "
+                    + " ".join(f"{total[s].recall:>7.1%}" for s in sizes)
+                    + f" {pooled:>8.1%} {sum(result.faces_per_frame):>12} {done / seconds:>5.1f}"
+                )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--sweep", action="store_true", help="the threshold's measurements")
-    parser.add_argument("--sweep-frames", type=int, default=50)
+    parser.add_argument("--sweep-frames", type=int, default=40)
+    parser.add_argument("--sweep-sizes", default="640,960,1280", help="detection sizes at 1080p")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--parameters", help="JSON of engine.Parameters fields to change")
     arguments = parser.parse_args()
@@ -262,7 +277,8 @@ if __name__ == "__main__":
     if arguments.job:
         run_job(arguments.job, chosen)
     elif arguments.sweep:
-        sweep(Console(soft_wrap=True), arguments.sweep_frames)
+        sizes = [int(size) for size in arguments.sweep_sizes.split(",")]
+        sweep(Console(soft_wrap=True), arguments.sweep_frames, sizes)
     else:
         # The default, and detection at 640 pixels: the speed one can have on two cores, and
         # what it costs in small faces (docs/anonymisation.md).

@@ -332,6 +332,16 @@ def quality_set(frames: int = 50) -> list[Clip]:
     ]
 
 
+def hd_set(frames: int = 20) -> list[Clip]:
+    """The same faces on 1080p frames, where the detector sees a scaled-down frame
+    (`Parameters.detect_size`): the set the threshold and the detection size were chosen on."""
+    return [
+        scene(1920, 1080, frames, [40, 24, 32, 40, 40, 48, 48, 56, 64, 80, 96, 120, 160],
+              occluded_every=4, seed=5),
+        scene(1920, 1080, frames, [540, 40, 270, 48, 40], occluded_every=3, seed=6),
+    ]  # fmt: skip
+
+
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
     """GET and HEAD of one path, with single byte ranges (RFC 9110 14), as ffmpeg asks them."""
 
