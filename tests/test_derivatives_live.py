@@ -279,6 +279,7 @@ async def test_undecodable_clip_fails_with_its_reason(scene: Scene, servers: Ser
     path = await scene.ask(procedure, recording)
     failed = await scene.until(path, "echec", "a_verifier")
     assert failed["status"] == "echec" and failed["reason"], failed
+    assert "127.0.0.1" not in failed["reason"]  # the loopback URL is the job's secret
     assert failed["sha256"] is None and failed["size"] == 0
     row = await scene.row(_id(path))
     assert (row.object_key, row.wrapped_key, row.multipart_id) == (None, None, None)
@@ -298,6 +299,7 @@ async def test_cancel_a_running_job(scene: Scene, servers: Servers) -> None:
     assert cancel.status_code == 200, cancel.text
     ended = await scene.until(path, "annule", "a_verifier", "echec", timeout=60)
     assert ended["status"] == "annule", ended
+    assert ended["reason"] == "Fabrication annulée."
     store = ObjectStore(servers.storage)
     prefix = f"derivatives/{scene.kit.id}/{_id(path)}"
     assert not await store.list_multipart_uploads(prefix)

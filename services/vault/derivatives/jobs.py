@@ -52,6 +52,10 @@ from shared.web import job_failed
 _logger = logging.getLogger("temoin.vault.derivatives")
 ACTOR = "temoin-vault:derivatives"
 UNKNOWN_LENGTH = 1 << 62  # the part writer's length until the copy's end is known
+# A job's reasons are read by people (the dashboard shows them): in French, like the engine's.
+CANCELLED = "Fabrication annulée."
+ERASED = "L'enregistrement original a été effacé."
+DAMAGED = "L'enregistrement original a échoué au contrôle d'intégrité."
 
 
 # --- the original, on loopback -------------------------------------------------------------
@@ -222,7 +226,7 @@ class JobRunner:
             derivative.frames_done = 0
             derivative.frames_total = None
             if derivative.cancel_requested:
-                await self._end(session, derivative, DerivativeStatus.annule, "cancelled")
+                await self._end(session, derivative, DerivativeStatus.annule, CANCELLED)
                 return None
             derivative.attempt += 1
             derivative.status = DerivativeStatus.en_cours.value
@@ -240,11 +244,7 @@ class JobRunner:
             recording = await session.get(Recording, derivative.recording_id)
             assert recording is not None
             if recording.status != RecordingStatus.sealed.value or recording.wrapped_key is None:
-                reason = (
-                    "the original failed its integrity check"
-                    if recording.status == RecordingStatus.damaged.value
-                    else "the original was erased"
-                )
+                reason = DAMAGED if recording.status == RecordingStatus.damaged.value else ERASED
                 await self._end(session, derivative, DerivativeStatus.echec, reason)
                 return None
             original_key = unwrap_data_key(
@@ -322,11 +322,11 @@ class JobRunner:
                 )
             length, etags = await sink.finish()
         except engine.Undecodable as exc:
-            outcome = (DerivativeStatus.echec, f"the recording cannot be decoded: {exc}")
+            outcome = (DerivativeStatus.echec, str(exc))  # the engine's reason, in French
         except engine.Cancelled:
-            outcome = (DerivativeStatus.annule, "cancelled")
-        except Damaged as exc:
-            outcome = (DerivativeStatus.echec, str(exc))
+            outcome = (DerivativeStatus.annule, CANCELLED)
+        except Damaged:
+            outcome = (DerivativeStatus.echec, DAMAGED)
         except StorageError:
             # The store away: the job stays claimed, its heartbeat stops, and it starts again
             # from zero once stale (its parts aborted then).
@@ -334,7 +334,10 @@ class JobRunner:
             raise
         except Exception as exc:
             _logger.error("derivative %s failed", derivative.id, exc_info=exc)
-            outcome = (DerivativeStatus.echec, f"the anonymisation failed: {type(exc).__name__}")
+            outcome = (
+                DerivativeStatus.echec,
+                f"L'anonymisation a échoué ({type(exc).__name__}) ; l'erreur est consignée.",
+            )
         finally:
             cancel.set()  # whatever happened, the engine's thread is done or told to stop
             heart.cancel()
@@ -390,7 +393,7 @@ class JobRunner:
             assert recording is not None
             await session.refresh(recording, with_for_update=True)
             if derivative.cancel_requested or recording.status == RecordingStatus.erased.value:
-                reason = "cancelled" if derivative.cancel_requested else "the original was erased"
+                reason = CANCELLED if derivative.cancel_requested else ERASED
                 status = (
                     DerivativeStatus.annule
                     if derivative.cancel_requested
