@@ -363,6 +363,17 @@ async def test_erasing_the_original_erases_its_copy(scene: Scene, servers: Serve
     assert gone["status"] == "efface"
     row = await scene.row(_id(path))
     assert row.wrapped_key is None and row.erased_at is not None
+    async with scene.engine.connect() as connection:
+        logged = (
+            await connection.execute(
+                text(
+                    "SELECT details->'derivatives' FROM audit.entries WHERE action = "
+                    "'effacement' AND outcome = 'success' AND :r = ANY(recording_ids)"
+                ),
+                {"r": uuid.UUID(recording)},
+            )
+        ).scalar_one()
+    assert logged == [_id(path)]  # the original's effacement names its copy
     viewed = await scene.vault.post(
         f"{path}/consultations", headers=scene.kit.headers("habilite"), json={"motif": "voir"}
     )

@@ -386,12 +386,15 @@ class JobRunner:
         """The copy and its `derivation_finished` entry in one transaction, only if the job
         is still this attempt's and its original still there."""
         async with session_scope(self.sessionmaker) as session:
+            # The recording locked before its copy, in the order the erasure job (and a
+            # demande) take them: the two never wait on each other in a cycle.
+            recording_id = await DerivativeRepository(session).recording_of(claimed.derivative_id)
+            recording = await session.get(Recording, recording_id)
+            assert recording is not None
+            await session.refresh(recording, with_for_update=True)
             derivative = await self._own(session, claimed)
             if derivative is None:
                 return  # another attempt owns it: this object is an orphan (swept)
-            recording = await session.get(Recording, derivative.recording_id)
-            assert recording is not None
-            await session.refresh(recording, with_for_update=True)
             if derivative.cancel_requested or recording.status == RecordingStatus.erased.value:
                 reason = CANCELLED if derivative.cancel_requested else ERASED
                 status = (
