@@ -101,7 +101,7 @@ class Result:
     tools: dict[str, str] = field(default_factory=dict)
 
 
-DEFAULT_PARAMETERS = Parameters(threshold=0.3, margin=0.2, method="blur", smoothing_frames=3)
+DEFAULT_PARAMETERS = Parameters(threshold=0.2, margin=0.2, method="blur", smoothing_frames=3)
 
 
 # The encoder's settings, shared with the benchmark's floor (benchmarks/anonymise.py) so that both
