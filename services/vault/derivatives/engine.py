@@ -55,7 +55,7 @@ class Undecodable(Exception):
     """ffmpeg cannot decode the input (not a video, truncated, no video stream, unreachable URL).
 
     str(exc) is a readable reason in French, with ffmpeg's own last words, fit for the job's
-    status."""
+    status; it never contains the source URL (the loopback server's credential)."""
 
 
 class Cancelled(Exception):
@@ -67,8 +67,8 @@ class Cancelled(Exception):
 class Parameters:
     """How a derivative is made; recorded as is in the signed derivation record."""
 
-    # CenterFace's score above which a detection is a face (chosen from the quality test set's
-    # measurements: docs/anonymisation.md).
+    # CenterFace's score above which a detection is a face (0.2 by default, chosen from the
+    # sweeps of `python -m benchmarks.anonymise --sweep`: docs/anonymisation.md).
     threshold: float
     # Each detected box is enlarged by this fraction of its width (height) on each side.
     margin: float
