@@ -55,7 +55,7 @@ class Undecodable(Exception):
     """ffmpeg cannot decode the input (not a video, truncated, no video stream, unreachable URL).
 
     str(exc) is a readable reason in French, with ffmpeg's own last words, fit for the job's
-    status."""
+    status; it never contains the source URL (the loopback server's credential)."""
 
 
 class Cancelled(Exception):
@@ -67,8 +67,8 @@ class Cancelled(Exception):
 class Parameters:
     """How a derivative is made; recorded as is in the signed derivation record."""
 
-    # CenterFace's score above which a detection is a face (chosen from the quality test set's
-    # measurements: docs/anonymisation.md).
+    # CenterFace's score above which a detection is a face (0.2 by default, chosen from the
+    # sweeps of `python -m benchmarks.anonymise --sweep`: docs/anonymisation.md).
     threshold: float
     # Each detected box is enlarged by this fraction of its width (height) on each side.
     margin: float
@@ -101,7 +101,7 @@ class Result:
     tools: dict[str, str] = field(default_factory=dict)
 
 
-DEFAULT_PARAMETERS = Parameters(threshold=0.3, margin=0.2, method="blur", smoothing_frames=3)
+DEFAULT_PARAMETERS = Parameters(threshold=0.2, margin=0.2, method="blur", smoothing_frames=3)
 
 
 # The encoder's settings, shared with the benchmark's floor (benchmarks/anonymise.py) so that both
