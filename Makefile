@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report bench-dashboard
+.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report bench-dashboard bench-anonymise
 
 # Browser tests only (tests/fixtures/browser.py, docs/testing.md): Debian's Chromium, and axe-core
 # from npm in a test-only directory. `make test` installs them when missing; `make run` never.
@@ -63,6 +63,9 @@ bench-report: $(STAMP)
 
 bench-dashboard: $(STAMP)
 	$(BIN)/python -m benchmarks.dashboard
+
+bench-anonymise: $(STAMP)
+	$(BIN)/python -m benchmarks.anonymise
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -13,6 +13,7 @@ directory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.server
 import math
 import random
@@ -77,6 +78,8 @@ class Face:
     vx: float  # pixels per frame
     vy: float
     occluded: bool  # a grey band hides the lower third of the face (a scarf, a hand)
+    light: float = 1.0  # brightness gain: below 1, a face in the shade
+    tilt: float = 0.0  # degrees the head is tilted (the patch turns about the face's centre)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class Clip:
         frames: int,
         faces: list[Face],
         fps: int = 25,
+        noise: int = 0,
     ) -> None:
         self.width, self.height, self.frames, self.faces, self.fps = (
             width,
@@ -103,6 +107,9 @@ class Clip:
             faces,
             fps,
         )
+        # Sensor noise, different on every frame (± this many levels): a camera's footage is
+        # never clean, and noise is what makes an encoder work as hard as on real footage.
+        self.noise = noise
         background = np.ascontiguousarray(skimage.data.rocket())  # type: ignore[no-untyped-call]
         self._background: Image = np.asarray(
             cv2.resize(background, (width, height), interpolation=cv2.INTER_AREA), np.uint8
@@ -120,6 +127,15 @@ class Clip:
         patch: Image = np.asarray(
             cv2.resize(crop, (patch_w, patch_h), interpolation=interpolation), np.uint8
         )
+        if face.tilt:
+            centre = ((fx1 + fx2) / 2 - cx1) * scale, ((fy1 + fy2) / 2 - cy1) * scale
+            turn = cv2.getRotationMatrix2D(centre, face.tilt, 1.0)
+            patch = np.asarray(
+                cv2.warpAffine(patch, turn, (patch_w, patch_h), borderMode=cv2.BORDER_REPLICATE),
+                np.uint8,
+            )
+        if face.light != 1.0:
+            patch = np.clip(patch.astype(np.float32) * face.light, 0, 255).astype(np.uint8)
         # The patch moves inside its cell, bouncing off the cell's edges, so that faces never
         # overlap one another (each true box holds one face).
         face_w = round((fx2 - fx1) * scale)
@@ -148,6 +164,11 @@ class Clip:
             if face.occluded:
                 x1, y1, x2, y2 = box
                 frame[y1 + (y2 - y1) * 2 // 3 : y2, x1:x2] = (90, 90, 90)
+        if self.noise:
+            grain = np.random.default_rng(index).integers(
+                -self.noise, self.noise + 1, frame.shape[:2], dtype=np.int16
+            )
+            frame = np.clip(frame + grain[..., None], 0, 255).astype(np.uint8)
         return np.ascontiguousarray(frame)
 
     def encode(self, path: Path, *, audio: bool = True, crf: int = 16) -> Path:
@@ -198,7 +219,8 @@ class Clip:
             process.stdin.write(self.frame(index).tobytes())
         process.stdin.close()
         assert process.stderr is not None
-        error = process.stderr.read()
+        with process.stderr:
+            error = process.stderr.read()
         if process.wait() != 0:
             raise RuntimeError(f"ffmpeg: {error.decode(errors='replace')}")
         return path
@@ -251,11 +273,13 @@ def scene(
     *,
     occluded_every: int = 0,
     seed: int = 7,
+    noise: int = 0,
 ) -> Clip:
     """One face per size in `sizes`: the astronaut for the first, the cameraman's profile for the
     second, faces of the LFW subset for the others; each moving inside a cell of its
     own (cells packed in rows, largest first); every `occluded_every`-th face partly hidden (0:
-    none). Raises ValueError when the faces do not fit the frame."""
+    none); each in its own light (45 to 100% brightness) and tilted up to 12 degrees. Raises
+    ValueError when the faces do not fit the frame."""
     rng = random.Random(seed)
     pool = sources()
     faces: list[Face] = []
@@ -283,11 +307,39 @@ def scene(
                 vx=speed * math.cos(angle),
                 vy=speed * math.sin(angle),
                 occluded=bool(occluded_every) and n % occluded_every == occluded_every - 1,
+                light=rng.uniform(0.45, 1.0),
+                tilt=rng.uniform(-12, 12),
             )
         )
         row_x += cell_w
         row_h = max(row_h, cell_h)
-    return Clip(width, height, frames, faces)
+    # The rows start at a random height in the room they leave, not always at the top.
+    shift = rng.randrange(max(1, height - (row_y + row_h) + 1))
+    faces = [
+        dataclasses.replace(face, cell=(face.cell[0], face.cell[1] + shift, *face.cell[2:]))
+        for face in faces
+    ]
+    return Clip(width, height, frames, faces, noise=noise)
+
+
+def quality_set(frames: int = 50) -> list[Clip]:
+    """The quality test set (tests/test_anonymise_quality.py, make bench-anonymise -- --sweep):
+    faces from 24 pixels to half the frame's height, moving, a third of them partly hidden."""
+    return [
+        scene(640, 360, frames, [24, 24, 32, 32, 40, 40, 48, 56, 64, 80], occluded_every=3, seed=1),
+        scene(640, 360, frames, [40, 96, 180], occluded_every=2, seed=2),
+        scene(640, 360, frames, [160, 40, 64, 48, 32], occluded_every=4, seed=3),
+    ]
+
+
+def hd_set(frames: int = 20) -> list[Clip]:
+    """The same faces on 1080p frames, where the detector sees a scaled-down frame
+    (`Parameters.detect_size`): the set the threshold and the detection size were chosen on."""
+    return [
+        scene(1920, 1080, frames, [40, 24, 32, 40, 40, 48, 48, 56, 64, 80, 96, 120, 160],
+              occluded_every=4, seed=5),
+        scene(1920, 1080, frames, [540, 40, 270, 48, 40], occluded_every=3, seed=6),
+    ]  # fmt: skip
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):

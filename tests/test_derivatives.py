@@ -137,6 +137,7 @@ async def test_bad_requests_are_clear_4xx(world: World, connection: AsyncConnect
     cancelled = await world.vault.post(f"{path}/cancel", headers=kit.headers("responsable"))
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "annule"
+    assert cancelled.json()["reason"].startswith("Fabrication annulée par ")
     _problem(await world.vault.post(f"{path}/cancel", headers=habilite), 409, "nothing to cancel")
     # One at a time, not one ever: a new demande is taken.
     again = await world.vault.post(f"{formation}/derivatives", headers=habilite, json=ask)

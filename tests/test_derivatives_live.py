@@ -279,6 +279,7 @@ async def test_undecodable_clip_fails_with_its_reason(scene: Scene, servers: Ser
     path = await scene.ask(procedure, recording)
     failed = await scene.until(path, "echec", "a_verifier")
     assert failed["status"] == "echec" and failed["reason"], failed
+    assert "127.0.0.1" not in failed["reason"]  # the loopback URL is the job's secret
     assert failed["sha256"] is None and failed["size"] == 0
     row = await scene.row(_id(path))
     assert (row.object_key, row.wrapped_key, row.multipart_id) == (None, None, None)
@@ -298,15 +299,19 @@ async def test_cancel_a_running_job(scene: Scene, servers: Servers) -> None:
     assert cancel.status_code == 200, cancel.text
     ended = await scene.until(path, "annule", "a_verifier", "echec", timeout=60)
     assert ended["status"] == "annule", ended
+    assert ended["reason"] == "Fabrication annulée."
     store = ObjectStore(servers.storage)
     prefix = f"derivatives/{scene.kit.id}/{_id(path)}"
     assert not await store.list_multipart_uploads(prefix)
     assert not await store.list_versions(prefix)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
 async def test_vault_killed_mid_job_makes_one_copy(
-    scene: Scene, live: Live, servers: Servers
+    scene: Scene, live: Live, servers: Servers, sig: signal.Signals
 ) -> None:
+    """Killed (no shutdown at all) or stopped (its lifespan ends, the engine told to stop at
+    once rather than finish the clip): started again, it makes one copy, from zero."""
     recording = await scene.upload(_mp4(scene.tmp / "long.mp4", seconds=30, size="640x360"))
     procedure = await scene.formation(recording)
     path = await scene.ask(procedure, recording)
@@ -315,7 +320,9 @@ async def test_vault_killed_mid_job_makes_one_copy(
         assert time.monotonic() < deadline, row
         await asyncio.sleep(0.2)
     first_key = row.object_key
-    live.vault.stop(signal.SIGKILL)  # no shutdown at all
+    stopping = time.monotonic()
+    live.vault.stop(sig)
+    assert time.monotonic() - stopping < 8  # not waiting for the job (stop() kills at 10 s)
     live.vault.start()
     made = await scene.until(path, "a_verifier", "echec")
     assert made["status"] == "a_verifier", made
@@ -356,6 +363,17 @@ async def test_erasing_the_original_erases_its_copy(scene: Scene, servers: Serve
     assert gone["status"] == "efface"
     row = await scene.row(_id(path))
     assert row.wrapped_key is None and row.erased_at is not None
+    async with scene.engine.connect() as connection:
+        logged = (
+            await connection.execute(
+                text(
+                    "SELECT details->'derivatives' FROM audit.entries WHERE action = "
+                    "'effacement' AND outcome = 'success' AND :r = ANY(recording_ids)"
+                ),
+                {"r": uuid.UUID(recording)},
+            )
+        ).scalar_one()
+    assert logged == [_id(path)]  # the original's effacement names its copy
     viewed = await scene.vault.post(
         f"{path}/consultations", headers=scene.kit.headers("habilite"), json={"motif": "voir"}
     )

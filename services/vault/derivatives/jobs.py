@@ -26,7 +26,6 @@ import logging
 import secrets
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +52,10 @@ from shared.web import job_failed
 _logger = logging.getLogger("temoin.vault.derivatives")
 ACTOR = "temoin-vault:derivatives"
 UNKNOWN_LENGTH = 1 << 62  # the part writer's length until the copy's end is known
+# A job's reasons are read by people (the dashboard shows them): in French, like the engine's.
+CANCELLED = "Fabrication annulée."
+ERASED = "L'enregistrement original a été effacé."
+DAMAGED = "L'enregistrement original a échoué au contrôle d'intégrité."
 
 
 # --- the original, on loopback -------------------------------------------------------------
@@ -223,7 +226,7 @@ class JobRunner:
             derivative.frames_done = 0
             derivative.frames_total = None
             if derivative.cancel_requested:
-                await self._end(session, derivative, DerivativeStatus.annule, "cancelled")
+                await self._end(session, derivative, DerivativeStatus.annule, CANCELLED)
                 return None
             derivative.attempt += 1
             derivative.status = DerivativeStatus.en_cours.value
@@ -241,11 +244,7 @@ class JobRunner:
             recording = await session.get(Recording, derivative.recording_id)
             assert recording is not None
             if recording.status != RecordingStatus.sealed.value or recording.wrapped_key is None:
-                reason = (
-                    "the original failed its integrity check"
-                    if recording.status == RecordingStatus.damaged.value
-                    else "the original was erased"
-                )
+                reason = DAMAGED if recording.status == RecordingStatus.damaged.value else ERASED
                 await self._end(session, derivative, DerivativeStatus.echec, reason)
                 return None
             original_key = unwrap_data_key(
@@ -312,18 +311,22 @@ class JobRunner:
         result: Any = None
         try:
             with PlaintextServer(reader, prepared.recording.content_type) as source:
+                # Abandoned on cancellation (the vault shutting down): ``cancel`` is set below,
+                # the engine stops its ffmpegs at its next frame, and the job, still claimed,
+                # starts again from zero once its heartbeat is stale.
                 result = await anyio.to_thread.run_sync(
                     lambda: engine.anonymise(
                         source.url, to_sink, parameters, on_progress, cancel.is_set
-                    )
+                    ),
+                    abandon_on_cancel=True,
                 )
             length, etags = await sink.finish()
         except engine.Undecodable as exc:
-            outcome = (DerivativeStatus.echec, f"the recording cannot be decoded: {exc}")
+            outcome = (DerivativeStatus.echec, str(exc))  # the engine's reason, in French
         except engine.Cancelled:
-            outcome = (DerivativeStatus.annule, "cancelled")
-        except Damaged as exc:
-            outcome = (DerivativeStatus.echec, str(exc))
+            outcome = (DerivativeStatus.annule, CANCELLED)
+        except Damaged:
+            outcome = (DerivativeStatus.echec, DAMAGED)
         except StorageError:
             # The store away: the job stays claimed, its heartbeat stops, and it starts again
             # from zero once stale (its parts aborted then).
@@ -331,7 +334,10 @@ class JobRunner:
             raise
         except Exception as exc:
             _logger.error("derivative %s failed", derivative.id, exc_info=exc)
-            outcome = (DerivativeStatus.echec, f"the anonymisation failed: {type(exc).__name__}")
+            outcome = (
+                DerivativeStatus.echec,
+                f"L'anonymisation a échoué ({type(exc).__name__}) ; l'erreur est consignée.",
+            )
         finally:
             cancel.set()  # whatever happened, the engine's thread is done or told to stop
             heart.cancel()
@@ -380,14 +386,17 @@ class JobRunner:
         """The copy and its `derivation_finished` entry in one transaction, only if the job
         is still this attempt's and its original still there."""
         async with session_scope(self.sessionmaker) as session:
+            # The recording locked before its copy, in the order the erasure job (and a
+            # demande) take them: the two never wait on each other in a cycle.
+            recording_id = await DerivativeRepository(session).recording_of(claimed.derivative_id)
+            recording = await session.get(Recording, recording_id)
+            assert recording is not None
+            await session.refresh(recording, with_for_update=True)
             derivative = await self._own(session, claimed)
             if derivative is None:
                 return  # another attempt owns it: this object is an orphan (swept)
-            recording = await session.get(Recording, derivative.recording_id)
-            assert recording is not None
-            await session.refresh(recording, with_for_update=True)
             if derivative.cancel_requested or recording.status == RecordingStatus.erased.value:
-                reason = "cancelled" if derivative.cancel_requested else "the original was erased"
+                reason = CANCELLED if derivative.cancel_requested else ERASED
                 status = (
                     DerivativeStatus.annule
                     if derivative.cancel_requested
@@ -484,11 +493,7 @@ def _number(value: Any) -> Any:
 
 
 async def anonymisation_job(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    store: ObjectStore,
-    settings: VaultSettings,
-    *,
-    idle: Callable[[], None] | None = None,
+    sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, settings: VaultSettings
 ) -> None:
     """The vault's background task: one job after another, then a pause."""
     runner = JobRunner(sessionmaker, store, settings)
@@ -506,6 +511,4 @@ async def anonymisation_job(
         except Exception as exc:
             job_failed(_logger, "anonymisation", exc)
         if ran is None:
-            if idle is not None:
-                idle()
             await asyncio.sleep(settings.derivative_interval_s)

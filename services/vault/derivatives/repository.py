@@ -31,6 +31,11 @@ class DerivativeRepository:
             .execution_options(populate_existing=True)
         )
 
+    async def recording_of(self, derivative_id: uuid.UUID) -> uuid.UUID | None:
+        return await self.session.scalar(
+            select(Derivative.recording_id).where(Derivative.id == derivative_id)
+        )
+
     async def active_for(self, recording_id: uuid.UUID) -> Derivative | None:
         return await self.session.scalar(
             select(Derivative).where(
@@ -109,6 +114,15 @@ class DerivativeRepository:
             )
         ).one_or_none()
         return None if row is None else bool(row[0])
+
+    async def of_recording(self, recording_id: uuid.UUID) -> list[Derivative]:
+        """A recording's copies that still hold a key or a job, locked (its erasure)."""
+        rows = await self.session.scalars(
+            select(Derivative)
+            .where(Derivative.recording_id == recording_id, Derivative.erased_at.is_(None))
+            .with_for_update()
+        )
+        return list(rows)
 
     async def of_erased_recordings(self, limit: int = 500) -> list[Derivative]:
         """Derivatives whose original was erased but which still hold a key or a job."""

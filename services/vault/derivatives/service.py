@@ -152,7 +152,7 @@ class DerivativeService:
         if derivative.status == DerivativeStatus.en_attente.value:
             derivative.status = DerivativeStatus.annule.value
             derivative.finished_at = utc_now()
-            derivative.reason = f"cancelled by {self.access.subject}"
+            derivative.reason = f"Fabrication annulée par {self.access.subject}."
             recording = await self.session.get(Recording, derivative.recording_id)
             assert recording is not None
             await log_finished(self.session, derivative, recording)

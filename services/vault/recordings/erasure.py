@@ -36,7 +36,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.registry import Attestor, Unattested, histories, recording_differences
 from services.vault.audit.service import AuditLog, LogKeys
-from services.vault.derivatives.models import ACTIVE, DERIVATIVES_PREFIX, DerivativeStatus
+from services.vault.derivatives.models import (
+    ACTIVE,
+    DERIVATIVES_PREFIX,
+    Derivative,
+    DerivativeStatus,
+)
 from services.vault.derivatives.repository import DerivativeRepository
 from services.vault.directory.models import Organisation
 from services.vault.procedures.models import Procedure, ProcedureRecording
@@ -128,23 +133,20 @@ class ErasureService:
         (the caller commits: all of it or none)."""
         now = now or utc_now()
         report = ErasureReport()
+        copies = DerivativeRepository(self.session)
         for recording in await self.attested(await self.due(now), now, report):
             recording.wrapped_key = None
             recording.status = RecordingStatus.erased.value
             recording.erased_at = now
-            await self._log(recording, Outcome.success, {"retain_until": _iso(recording)})
+            details: dict[str, Any] = {"retain_until": _iso(recording)}
+            erased_copies = self._erase_copies(await copies.of_recording(recording.id), now, report)
+            if erased_copies:
+                details["derivatives"] = erased_copies
+            await self._log(recording, Outcome.success, details)
             report.erased.append(recording.id)
-        # Never a copy left behind (R241-12, R241-13): an anonymised copy goes with its
-        # original, its key destroyed in the same transaction (a job still making one stops
-        # and registers nothing: the runner finds the original erased).
-        for derivative in await DerivativeRepository(self.session).of_erased_recordings():
-            derivative.wrapped_key = None
-            derivative.erased_at = now
-            if derivative.status in ACTIVE:
-                derivative.cancel_requested = True
-                continue  # the runner ends it; its erasure is then recorded below next pass
-            derivative.status = DerivativeStatus.efface.value
-            report.derivatives_erased.append(derivative.id)
+        # Any copy of a recording erased earlier that still holds its key (a crash between
+        # the two is impossible, they share the transaction: this is a backstop).
+        self._erase_copies(await copies.of_erased_recordings(), now, report)
         for recording in await self.held(now, not_yet_logged=True):
             recording.erasure_refused_at = now
             await self._log(
@@ -275,6 +277,24 @@ class ErasureService:
             else:
                 report.orphans_locked.append(key)
         return report
+
+    def _erase_copies(
+        self, derivatives: list[Derivative], now: datetime, report: ErasureReport
+    ) -> list[str]:
+        """Never a copy left behind (R241-12, R241-13): an anonymised copy goes with its
+        original, its key destroyed in the original's transaction (a job still making one is
+        told to stop, and registers nothing: the runner finds the original erased)."""
+        erased = []
+        for derivative in derivatives:
+            derivative.wrapped_key = None
+            derivative.erased_at = now
+            erased.append(str(derivative.id))
+            if derivative.status in ACTIVE:
+                derivative.cancel_requested = True
+                continue
+            derivative.status = DerivativeStatus.efface.value
+            report.derivatives_erased.append(derivative.id)
+        return erased
 
     async def _log(self, recording: Recording, outcome: Outcome, details: dict[str, Any]) -> None:
         await audit.append(

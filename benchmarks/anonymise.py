@@ -1,0 +1,286 @@
+"""`make bench-anonymise`: the anonymisation engine's speed and memory (issue 18).
+
+For a 1080p and a 720p synthetic clip (10 s at 25 fps, a few packaged faces pasted and moving,
+sensor noise, benchmarks/faces.py), served on a loopback URL with Range as the vault serves an
+original: (a) the floor, ffmpeg alone decoding the clip and re-encoding it with the engine's
+encoder settings (engine.ENCODER_ARGS), no detection; (b) the whole job, `anonymise` with the
+default parameters, and again with detection at 640 pixels ("fast"), each in a process of its
+own whose peak RSS (Python plus both ffmpeg children, summed, sampled every 20 ms) is measured.
+Printed: frames per second of each, the ratio b/a, the peak RSS and each process's own.
+Targets on these 2-core machines: b/a >= 0.3, peak RSS < 500 MB whatever the clip's length.
+
+`--sweep` measures instead what docs/anonymisation.md chose the threshold from: recall per face
+size on the quality test set (tests/test_anonymise_quality.py) and false detections on a clip
+without faces, for several thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import psutil
+from rich.console import Console
+
+from benchmarks.faces import Clip, SizeStats, evaluate, hd_set, quality_set, scene, serve
+from services.vault.derivatives.engine import (
+    DEFAULT_PARAMETERS,
+    ENCODER_ARGS,
+    Parameters,
+    anonymise,
+)
+
+TARGET_RATIO = 0.3
+TARGET_RSS_MB = 500
+RESOLUTIONS = ((1920, 1080), (1280, 720))
+SWEEP_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def bench_clip(width: int, height: int, seconds: int) -> Clip:
+    """A few faces of sizes proportionate to the frame, as a body camera sees people at a few
+    metres: from a twentieth to a fifth of the frame's height; sensor noise on every frame, or
+    the floor would encode a still photograph far faster than any camera's footage."""
+    sizes = [height // 5, height // 8, height // 12, height // 16, height // 20]
+    return scene(width, height, seconds * 25, sizes, occluded_every=4, seed=11, noise=6)
+
+
+def floor(url: str, fps: float) -> float:
+    """Seconds ffmpeg alone takes to decode the clip and re-encode it as the engine does."""
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-threads",
+        "2",
+        "-i",
+        url,
+        "-map",
+        "0:v:0",
+        "-g",
+        str(round(fps * 2)),
+        *ENCODER_ARGS,
+        "pipe:1",
+    ]
+    started = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started
+
+
+class PeakRss:
+    """Samples the summed RSS of a process and its descendants until it ends; also each one's
+    own peak (python, decoder, encoder)."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.each: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                everyone = [self.process, *self.process.children(recursive=True)]
+                total = 0
+                for p in everyone:
+                    try:
+                        rss = p.memory_info().rss
+                        name = _role(p)
+                    except psutil.NoSuchProcess:
+                        continue  # a child that just ended
+                    total += rss
+                    self.each[name] = max(self.each.get(name, 0), rss)
+                self.peak = max(self.peak, total)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.02)
+
+    def join(self) -> int:
+        """The peak of the sum, in bytes."""
+        self._thread.join()
+        return self.peak
+
+
+def _role(process: psutil.Process) -> str:
+    command = process.cmdline()
+    if "ffmpeg" not in process.name():
+        return "python"
+    return "encoder" if "pipe:0" in command else "decoder"
+
+
+def job(url: str, parameters: Parameters) -> tuple[dict[str, float], PeakRss]:
+    """The whole job in a process of its own: what it reports, and its peak RSS in bytes."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.anonymise",
+            "--job",
+            url,
+            "--parameters",
+            json.dumps(dataclasses.asdict(parameters)),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    rss = PeakRss(process.pid)
+    out, _ = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError("the job failed")
+    rss.join()
+    return json.loads(out), rss
+
+
+def run_job(url: str, parameters: Parameters) -> None:
+    """--job: in the measured process. Prints the job's frames, seconds and output size."""
+    written = 0
+
+    def sink(chunk: bytes) -> None:
+        nonlocal written
+        written += len(chunk)
+
+    started = time.perf_counter()
+    result = anonymise(url, sink, parameters)
+    seconds = time.perf_counter() - started
+    faces = sum(result.faces_per_frame)
+    print(json.dumps({"frames": result.frames, "seconds": seconds, "bytes": written,
+                      "faces": faces}))  # fmt: skip
+
+
+def bench(console: Console, seconds: int, variants: dict[str, Parameters]) -> bool:
+    """The table; True when every variant meets both targets."""
+    console.print(f"make bench-anonymise: {seconds} s clips")
+    for name, parameters in variants.items():
+        console.print(f"  {name}: {parameters}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="temoin-bench-anonymise-") as tmp:
+        for width, height in RESOLUTIONS:
+            clip = bench_clip(width, height, seconds)
+            started = time.perf_counter()
+            path = clip.encode(Path(tmp) / f"{height}p.mp4")
+            console.print(
+                f"  {height}p clip: {clip.frames} frames, {path.stat().st_size / 1e6:.1f} MB, "
+                f"made in {time.perf_counter() - started:.0f} s"
+            )
+            with serve(path.read_bytes()) as url:
+                floor_s = floor(url, clip.fps)
+                for name, parameters in variants.items():
+                    reported, rss = job(url, parameters)
+                    rows.append((height, name, clip.frames, floor_s, reported, rss))
+            path.unlink()
+
+    ok = True
+    console.print(
+        f"\n{'clip':>6} {'parameters':<10} {'frames':>7} {'floor fps':>10} {'job fps':>8} "
+        f"{'ratio':>6} {'target':>7} {'peak RSS':>9} {'target':>8}  result"
+    )
+    for height, name, frames, floor_s, reported, rss in rows:
+        floor_fps = frames / floor_s
+        job_fps = reported["frames"] / reported["seconds"]
+        ratio = job_fps / floor_fps
+        mb = rss.peak / 1e6
+        passed = ratio >= TARGET_RATIO and mb < TARGET_RSS_MB and reported["frames"] == frames
+        ok &= passed
+        console.print(
+            f"{height:>5}p {name:<10} {frames:>7} {floor_fps:>10.1f} {job_fps:>8.1f} "
+            f"{ratio:>5.2f}x {'>=' + str(TARGET_RATIO):>7} {mb:>6.0f} MB "
+            f"{'<' + str(TARGET_RSS_MB):>8}  {'PASS' if passed else 'FAIL'}"
+        )
+        console.print(
+            f"{'':>7}peak RSS of each: "
+            + ", ".join(f"{n} {peak / 1e6:.0f} MB" for n, peak in sorted(rss.each.items()))
+        )
+        if height == 1080:
+            console.print(
+                f"{'':>7}an hour of 1080p at 25 fps: {3600 * 25 / job_fps / 3600:.1f} h here "
+                f"(the floor: {3600 * 25 / floor_fps / 3600:.2f} h)"
+            )
+    return ok
+
+
+def _merge(total: dict[int, SizeStats], stats: dict[int, SizeStats]) -> None:
+    for size, entry in stats.items():
+        into = total.setdefault(size, SizeStats())
+        into.boxes += entry.boxes
+        into.covered += entry.covered
+
+
+def sweep(console: Console, frames: int, detect_sizes: list[int]) -> None:
+    """Recall per face size and false detections against the threshold, on the quality set
+    (640x360) and on the 1080p set for each detection size."""
+    runs: list[tuple[str, list[Clip], Clip, list[int]]] = [
+        ("640x360", quality_set(frames), scene(640, 360, frames * 2, []), [1280])
+    ]
+    runs += [
+        (f"1080p@{size}", hd_set(frames // 2), scene(1920, 1080, frames, []), [size])
+        for size in detect_sizes
+    ]
+    with tempfile.TemporaryDirectory(prefix="temoin-sweep-") as tmp:
+        for name, clips, empty, (detect_size,) in runs:
+            sources = [c.encode(Path(tmp) / f"q{i}.mp4", audio=False) for i, c in enumerate(clips)]
+            empty_source = empty.encode(Path(tmp) / "empty.mp4", audio=False)
+            sizes: list[int] = sorted({f.size for c in clips for f in c.faces})
+            console.print(
+                f"\n{name}: {sum(c.frames for c in clips)} frames with faces, {empty.frames} "
+                f"without, detection at {detect_size} px, otherwise {DEFAULT_PARAMETERS}\n"
+                f"{'threshold':>9} "
+                + " ".join(f"{str(s) + ' px':>7}" for s in sizes)
+                + f" {'>=40 px':>8} {'false boxes':>12} {'fps':>5}"
+            )
+            for threshold in SWEEP_THRESHOLDS:
+                parameters = dataclasses.replace(
+                    DEFAULT_PARAMETERS, threshold=threshold, detect_size=detect_size
+                )
+                total: dict[int, SizeStats] = {}
+                seconds = 0.0
+                done = 0
+                for clip, source in zip(clips, sources, strict=True):
+                    output = Path(tmp) / "out.mp4"
+                    with serve(source.read_bytes()) as url, output.open("wb") as sink:
+                        started = time.perf_counter()
+                        done += anonymise(url, sink.write, parameters).frames
+                        seconds += time.perf_counter() - started
+                    stats, _ = evaluate(clip, output)
+                    _merge(total, stats)
+                with serve(empty_source.read_bytes()) as url:
+                    result = anonymise(url, lambda chunk: None, parameters)
+                big = [s for size, s in total.items() if size >= 40]
+                pooled = sum(s.covered for s in big) / sum(s.boxes for s in big)
+                console.print(
+                    f"{threshold:>9.2f} "
+                    + " ".join(f"{total[s].recall:>7.1%}" for s in sizes)
+                    + f" {pooled:>8.1%} {sum(result.faces_per_frame):>12} {done / seconds:>5.1f}"
+                )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--sweep", action="store_true", help="the threshold's measurements")
+    parser.add_argument("--sweep-frames", type=int, default=40)
+    parser.add_argument("--sweep-sizes", default="640,960,1280", help="detection sizes at 1080p")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument("--parameters", help="JSON of engine.Parameters fields to change")
+    arguments = parser.parse_args()
+    chosen = DEFAULT_PARAMETERS
+    if arguments.parameters:
+        chosen = dataclasses.replace(chosen, **json.loads(arguments.parameters))
+    if arguments.job:
+        run_job(arguments.job, chosen)
+    elif arguments.sweep:
+        sizes = [int(size) for size in arguments.sweep_sizes.split(",")]
+        sweep(Console(soft_wrap=True), arguments.sweep_frames, sizes)
+    else:
+        # The default, and detection at 640 pixels: the speed one can have on two cores, and
+        # what it costs in small faces (docs/anonymisation.md).
+        variants = {"default": chosen, "fast": dataclasses.replace(chosen, detect_size=640)}
+        sys.exit(0 if bench(Console(soft_wrap=True), arguments.seconds, variants) else 1)
