@@ -175,8 +175,11 @@ async def test_demande_review_and_extraction(
     assert cancelled.status_code == 303, cancelled.text
     assert cancelled.headers["location"].startswith(path)
     text = _checked(await http.get(path))
-    assert "annulée : à la demande de" in text
+    assert '— <span class="copy-state">annulée</span>' in text
     assert f'href="{demande}"' in text
+    page = _checked(await http.get(first))
+    assert _state(page) == "annulée"
+    assert re.search(r'<dd id="raison-fin">Fabrication annulée par [^<]+</dd>', page), page
 
     # Asked again; its worker seen mid-way (a row as a running job leaves it, long stale).
     asked = await _ask(stage, path, "Séance de formation aux interpellations")
@@ -338,21 +341,22 @@ def test_states_in_french() -> None:
     assert words.status({**base, "status": "approuve"}) == "approuvée"
     rejected = {**base, "status": "rejete", "review_reason": "plaque lisible à 0:04"}
     assert words.status(rejected) == "rejetée : plaque lisible à 0:04"
-    failed = {
+    failed = {**base, "status": "echec", "reason": "ffmpeg ne peut pas décoder la vidéo : x."}
+    assert words.status(failed) == "échec : ffmpeg ne peut pas décoder la vidéo : x"
+    erased = {**base, "status": "echec", "reason": "L'enregistrement original a été effacé."}
+    assert words.status(erased) == "échec : l'enregistrement original a été effacé"
+    # A damaged original's reason is the vault's English detail: said in French.
+    damaged = {
         **base,
         "status": "echec",
-        "reason": "the recording cannot be decoded: ffmpeg ne peut pas décoder la vidéo : "
-        "aucune image décodée",
+        "reason": "this recording failed its integrity check: the sealed object ends 9 bytes early",
     }
-    assert words.status(failed) == (
-        "échec : la vidéo ne peut pas être décodée (ffmpeg ne peut pas décoder la vidéo : "
-        "aucune image décodée)"
+    assert words.status(damaged) == (
+        "échec : l'enregistrement a échoué au contrôle d'intégrité : l'objet scellé se termine "
+        "9 octets trop tôt"
     )
-    crashed = {**base, "status": "echec", "reason": "the anonymisation failed: MemoryError"}
-    assert "l'anonymisation a échoué" in words.status(crashed)
-    assert words.status({**base, "status": "annule", "reason": "cancelled"}).startswith(
-        "annulée : à la demande"
-    )
-    # Never English: a reason this dashboard does not know is not shown as the vault wrote it.
-    unknown = words.status({**base, "status": "echec", "reason": "something new broke"})
-    assert "something" not in unknown
+    # Reasons of copies made before the vault wrote them in French.
+    old = {**base, "status": "echec", "reason": "the anonymisation failed: MemoryError"}
+    assert "l'anonymisation a échoué" in words.status(old)
+    assert words.status({**base, "status": "annule", "reason": "cancelled"}) == "annulée"
+    assert words.reason("cancelled by agent-7") == "à la demande de agent-7"

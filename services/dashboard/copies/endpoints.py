@@ -162,6 +162,7 @@ async def _copy_page(
         procedure=procedure,
         recording=recording,
         state=words.status(derivative),
+        reason=words.reason(str(derivative.get("reason") or "")),
         active=derivative["status"] in words.ACTIVE,
         viewable=derivative["status"] in words.VIEWABLE,
         frames_with_faces=sum(1 for n in faces if n),

@@ -23,7 +23,8 @@ VIEWABLE = ("a_verifier", "approuve", "rejete")
 
 
 def status(derivative: dict[str, Any]) -> str:
-    """« en cours (12 / 250 images) », « rejetée : floutage incomplet »…"""
+    """« en cours (12 / 250 images) », « rejetée : plaque lisible »…; a cancellation's
+    reason is on the copy's own page (« Raison »), not repeated here."""
     code = str(derivative.get("status", ""))
     said = STATUSES.get(code, code)
     if code == "en_cours":
@@ -31,11 +32,20 @@ def status(derivative: dict[str, Any]) -> str:
         said += f" ({done} / {total} images)" if total else f" ({done} images)"
     elif code == "rejete" and derivative.get("review_reason"):
         said += f" : {derivative['review_reason']}"
-    elif code in ("echec", "annule") and derivative.get("reason"):
-        said += f" : {reason(str(derivative['reason']))}"
+    elif code == "echec" and derivative.get("reason"):
+        said += f" : {_clause(reason(str(derivative['reason'])))}"
     return said
 
 
 def reason(text: str) -> str:
-    """The job's reason (the vault's words, English or already French) said in French."""
-    return french.said(text)
+    """The job's reason in French. The vault writes them in French (its jobs.py); the English
+    ones of earlier copies, and a damaged original's, are translated (api/french.py)."""
+    return french.in_french(text) or text
+
+
+def _clause(text: str) -> str:
+    """A sentence as the clause after « : » (no capital, no full stop); an acronym stays."""
+    text = text.strip().removesuffix(".")
+    if len(text) > 1 and text[1].isupper():
+        return text
+    return text[:1].lower() + text[1:]
