@@ -360,3 +360,73 @@ def test_states_in_french() -> None:
     assert "l'anonymisation a échoué" in words.status(old)
     assert words.status({**base, "status": "annule", "reason": "cancelled"}) == "annulée"
     assert words.reason("cancelled by agent-7") == "à la demande de agent-7"
+
+
+async def test_rejected_and_failed_copies(
+    stage: Stage, client_for: ClientFactory, servers: Servers
+) -> None:
+    """A copy rejected with its reason is never extracted (the vault's refusal, in French); a
+    clip ffmpeg cannot decode ends « échec » with the engine's reason."""
+    http = stage.scene.browser.http
+    await stage.scene.as_role("habilite")
+    path = await _formation(stage, "FORM-2026-04")
+    asked = await _ask(stage, path, "Séance de formation")
+    copy = str(asked.headers["location"])
+    copy_id = copy.rsplit("/", 1)[1]
+    assert str(await asyncio.wait_for(stage.runner.run_once(), MADE_S)) == copy_id
+    form = await http.get(f"{copy}/visionner")
+    await http.post(f"{copy}/visionner", data={"csrf_token": _csrf(form), "motif": "Vérifier"})
+    page = _checked(await http.get(copy))
+    rejected = await http.post(
+        f"{copy}/verification",
+        data={
+            "csrf_token": _csrf_of(page),
+            "decision": "rejete",
+            "raison": "Plaque d'immatriculation lisible à 0:01",
+        },
+        follow_redirects=False,
+    )
+    assert rejected.status_code == 303, rejected.text
+    page = _checked(await http.get(copy))
+    assert _state(page) == "rejetée : Plaque d'immatriculation lisible à 0:01"
+    assert "Extraire pour la formation" not in page and 'id="verification"' not in page
+    assert "rejetée : Plaque d'immatriculation" in _checked(await http.get(path))
+    # Asked for anyway (an old link): the vault refuses, said in French on the form.
+    extraction = f"{path}/enregistrements/{stage.recording}/extraire"
+    form = await http.get(f"{extraction}?copie={copy_id}")
+    refused = await http.post(
+        extraction,
+        data={
+            "csrf_token": _csrf(form),
+            "copie": copy_id,
+            "motif": "Séance",
+            "destinataires": "Formateur",
+        },
+    )
+    assert refused.status_code == 409
+    assert "Seule une copie anonymisée approuvée peut être extraite" in _checked(refused)
+
+    # Not a video at all: the job fails with a readable reason.
+    async with client_for("ingest", vault_transport=stage.vault._transport) as ingest:  # noqa: SLF001
+        data, metadata = make_clip(stage.scene.kit)
+        answer = await ingest.post(
+            "/v1/recordings", content=data, headers=upload_headers(stage.scene.kit, metadata)
+        )
+        assert answer.status_code == 201, answer.text
+    stage.recording = str(answer.json()["recording_id"])
+    page = await http.get(path)
+    await http.post(
+        f"{path}/rattacher",
+        data={
+            "csrf_token": _csrf(page),
+            "enregistrement": stage.recording,
+            "qualification": "Exemple",
+        },
+    )
+    asked = await _ask(stage, path, "Séance de formation")
+    assert asked.status_code == 303, asked.text
+    broken = str(asked.headers["location"])
+    assert str(await asyncio.wait_for(stage.runner.run_once(), MADE_S)) == broken.rsplit("/")[-1]
+    page = _checked(await http.get(broken))
+    assert _state(page).startswith("échec : ffmpeg ne peut pas décoder la vidéo"), page
+    assert "Visionner la copie" not in page and "Annuler la fabrication" not in page
