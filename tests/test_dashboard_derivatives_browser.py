@@ -74,6 +74,7 @@ async def test_training_copy_from_demande_to_extraction(
     assert media and media.startswith(running.vault), media
     await expect(page.locator("#commandes")).to_be_visible()  # lecteur.js ran
     found += await _violations(page, "lecture de la copie")
+    await screenshot(page, "copie-anonymisee-lecture", tmp_path)
 
     await page.get_by_role("link", name="Approuver ou rejeter la copie").click()
     await page.get_by_label("Approuver la copie").check()
