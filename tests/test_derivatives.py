@@ -145,13 +145,18 @@ async def test_bad_requests_are_clear_4xx(world: World, connection: AsyncConnect
 
     logged = (
         await connection.execute(
-            select(entries.c.action, entries.c.outcome, entries.c.details["derivative"].astext)
+            select(
+                entries.c.action,
+                entries.c.outcome,
+                entries.c.actor_role,
+                entries.c.details["derivative"].astext,
+            )
             .where(entries.c.organisation_id == kit.id, entries.c.action.like("derivation_%"))
             .order_by(entries.c.id)
         )
     ).all()
     assert [tuple(row) for row in logged] == [
-        ("derivation_requested", "success", derivative),
-        ("derivation_finished", "failed", derivative),
-        ("derivation_requested", "success", again.json()["id"]),
+        ("derivation_requested", "success", "habilite", derivative),
+        ("derivation_finished", "failed", "responsable", derivative),  # who cancelled it
+        ("derivation_requested", "success", "habilite", again.json()["id"]),
     ]

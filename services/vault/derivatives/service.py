@@ -155,7 +155,9 @@ class DerivativeService:
             derivative.reason = f"Fabrication annulée par {self.access.subject}."
             recording = await self.session.get(Recording, derivative.recording_id)
             assert recording is not None
-            await log_finished(self.session, derivative, recording)
+            await log_finished(
+                self.session, derivative, recording, self.access.subject, self.access.role.value
+            )
         else:
             derivative.cancel_requested = True
         await self.session.flush()
@@ -258,7 +260,11 @@ class DerivativeService:
 
 
 async def log_finished(
-    session: AsyncSession, derivative: Derivative, recording: Recording, actor: str = ""
+    session: AsyncSession,
+    derivative: Derivative,
+    recording: Recording,
+    actor: str = "temoin-vault:derivatives",
+    role: str = "system",
 ) -> None:
     """The job's end, made or not (R241-14: the copy's making is traced like its use)."""
     made = derivative.status == DerivativeStatus.a_verifier.value
@@ -278,8 +284,8 @@ async def log_finished(
         AuditEntry(
             action=AuditAction.derivation_finished,
             service="vault",
-            actor_subject=actor or "temoin-vault:derivatives",
-            actor_role="system",
+            actor_subject=actor,
+            actor_role=role,
             organisation_id=derivative.organisation_id,
             recording_ids=[recording.id],
             outcome=Outcome.success if made else Outcome.failed,
