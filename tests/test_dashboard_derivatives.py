@@ -414,11 +414,11 @@ async def test_rejected_and_failed_copies(
         )
         assert answer.status_code == 201, answer.text
     stage.recording = str(answer.json()["recording_id"])
-    page = await http.get(path)
+    procedure_page = await http.get(path)
     await http.post(
         f"{path}/rattacher",
         data={
-            "csrf_token": _csrf(page),
+            "csrf_token": _csrf(procedure_page),
             "enregistrement": stage.recording,
             "qualification": "Exemple",
         },
