@@ -430,3 +430,15 @@ async def test_rejected_and_failed_copies(
     page = _checked(await http.get(broken))
     assert _state(page).startswith("échec : ffmpeg ne peut pas décoder la vidéo"), page
     assert "Visionner la copie" not in page and "Annuler la fabrication" not in page
+
+    # The maire follows the copies but neither views nor reviews them (the vault's rule); an
+    # agent not habilité is refused, in French.
+    await stage.scene.as_role("maire")
+    page = _checked(await http.get(copy))
+    assert _state(page).startswith("rejetée")
+    assert "Visionner la copie" not in page and "Annuler la fabrication" not in page
+    assert "rejetée : Plaque d'immatriculation" in _checked(await http.get(path))
+    await stage.scene.as_role("agent")
+    refused_page = await http.get(copy)
+    assert refused_page.status_code == 403
+    assert "Vous n'avez pas accès à cette copie anonymisée" in _checked(refused_page)
