@@ -20,6 +20,7 @@ from services.dashboard.auth.sessions import (
     SignInRequired,
     login_url,
 )
+from services.dashboard.copies.endpoints import router as copies_router
 from services.dashboard.directory.endpoints import router as directory_router
 from services.dashboard.home.endpoints import router as home_router
 from services.dashboard.journal.endpoints import router as journal_router
@@ -190,6 +191,7 @@ def create_app(
     app.include_router(procedures_router)
     app.include_router(reports_router)
     app.include_router(journal_router)
+    app.include_router(copies_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
     app.state.sessions = SessionStore(

@@ -4,7 +4,7 @@ from services.config import service_lifespan
 from services.vault import __doc__ as DESCRIPTION
 from services.vault.audit.endpoints import router as audit_router
 from services.vault.audit.jobs import maintain_log
-from services.vault.derivatives.endpoints import router as derivatives_router
+from services.vault.derivatives.endpoints import router as copies_router
 from services.vault.derivatives.jobs import anonymisation_job
 from services.vault.directory.endpoints import router as directory_router
 from services.vault.procedures.endpoints import router as procedures_router
@@ -67,7 +67,7 @@ def create_app(settings: VaultSettings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(recordings_router)
     app.include_router(procedures_router)
-    app.include_router(derivatives_router)
+    app.include_router(copies_router)
     app.include_router(internal_uploads_router)
     app.state.settings = settings
     app.state.store_check = store_check

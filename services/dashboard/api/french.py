@@ -885,6 +885,27 @@ _PATTERNS: list[tuple[str, Render]] = [
         "invalid key name {name}: no space, no plus sign",
         "Nom de clé invalide {name} : ni espace, ni signe plus.",
     ),  # fmt: skip
+    # Vault: why an anonymised copy's job ended (services/vault/derivatives/jobs.py and
+    # service.py), shown on the dashboard's copy page (services/dashboard/derivatives/).
+    ("cancelled", "à la demande d'une personne habilitée"),
+    ("cancelled by {subject}", "à la demande de {subject}"),
+    ("the original was erased", "l'enregistrement original a été effacé"),
+    (
+        "the original failed its integrity check",
+        "l'enregistrement original a échoué au contrôle d'intégrité",
+    ),  # fmt: skip
+    (
+        "the recording cannot be decoded: {reason}",
+        lambda v: f"la vidéo ne peut pas être décodée ({_then(v['reason'])})",
+    ),  # fmt: skip
+    (
+        "the anonymisation failed: {error}",
+        "l'anonymisation a échoué (erreur {error}, consignée pour l'équipe technique)",
+    ),  # fmt: skip
+    (
+        "this recording failed its integrity check: {problem}",
+        lambda v: f"l'enregistrement a échoué au contrôle d'intégrité : {_then(v['problem'])}",
+    ),
 ]
 
 

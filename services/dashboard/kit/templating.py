@@ -18,7 +18,7 @@ from services.dashboard.kit import words
 
 PARIS = ZoneInfo("Europe/Paris")
 ROOT = Path(__file__).resolve().parent.parent
-DOMAINS = ("auth", "home", "recordings", "directory", "procedures", "reports", "journal")
+DOMAINS = ("auth", "home", "recordings", "directory", "procedures", "reports", "journal", "copies")
 MONTHS = (
     "janvier", "février", "mars", "avril", "mai", "juin",
     "juillet", "août", "septembre", "octobre", "novembre", "décembre",

@@ -17,6 +17,7 @@ from starlette.background import BackgroundTask
 from services.dashboard.api.client import ApiClient, ApiProblem, problem_of
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
+from services.dashboard.copies import words as derivative_words
 from services.dashboard.kit.templating import pages_of, parse_instant
 
 router = APIRouter(include_in_schema=False)
@@ -129,6 +130,29 @@ async def _recording(vault: ApiClient, org: str, recording_id: str) -> dict[str,
     return found
 
 
+async def _copies(
+    vault: ApiClient, org: str, procedure_id: uuid.UUID
+) -> dict[str, list[dict[str, Any]]] | None:
+    """A formation procedure's anonymised copies by recording, newest first, each with its
+    state in French; None when the vault will not show them to this person."""
+    try:
+        found = await vault.get(
+            f"{org}/derivatives",
+            "les copies anonymisées",
+            params={"procedure_id": str(procedure_id), "limit": 500},
+        )
+    except ApiProblem as problem:
+        if problem.status != 403:
+            raise
+        return None
+    copies: dict[str, list[dict[str, Any]]] = {}
+    for item in found["items"]:
+        said = {**item, "state": derivative_words.status(item)}
+        said["active"] = item["status"] in derivative_words.ACTIVE
+        copies.setdefault(str(item["recording_id"]), []).append(said)
+    return copies
+
+
 async def _procedure_page(
     request: Request,
     person: Person,
@@ -145,6 +169,7 @@ async def _procedure_page(
     recordings = list(
         await asyncio.gather(*(_recording(vault, org, str(r)) for r in procedure["recording_ids"]))
     )
+    copies = await _copies(vault, org, procedure_id) if procedure["type"] == "formation" else None
     return pages_of(request).render(
         request,
         "procedures/fiche.html",
@@ -152,6 +177,8 @@ async def _procedure_page(
         title=("Erreur : " if errors or message else "") + f"Procédure {procedure['reference']}",
         procedure=procedure,
         recordings=recordings,
+        copies=copies,
+        may_ask_copy=person.has("responsable", "habilite"),
         types=TYPES,
         form=form or {},
         errors=errors or {},
@@ -359,12 +386,14 @@ async def _extraction_page(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
     message: str | None = None,
+    copy: uuid.UUID | None = None,
 ) -> Response:
     org = _org(person)
     procedure = await vault.get(f"{org}/procedures/{procedure_id}", "cette procédure")
     return pages_of(request).render(
         request,
         "procedures/extraire.html",
+        copy=copy,
         status_code=status_code,
         title=("Erreur : " if errors or message else "") + "Extraire un enregistrement",
         procedure=procedure,
@@ -386,8 +415,10 @@ async def extraction_form(
     recording_id: uuid.UUID,
     person: PersonDep,
     vault: VaultDep,
+    copie: uuid.UUID | None = None,
 ) -> Response:
-    return await _extraction_page(request, person, vault, procedure_id, recording_id)
+    """``copie``: the approved anonymised copy to extract for a formation procedure."""
+    return await _extraction_page(request, person, vault, procedure_id, recording_id, copy=copie)
 
 
 @router.post(EXTRACTION, dependencies=[CsrfChecked])
@@ -399,9 +430,15 @@ async def extract(
     vault: VaultDep,
     motif: Annotated[str, Form()] = "",
     destinataires: Annotated[str, Form()] = "",
+    copie: Annotated[str, Form()] = "",
 ) -> Response:
-    """The vault's package, passed on chunk by chunk as it comes."""
+    """The vault's package, passed on chunk by chunk as it comes; ``copie``: the approved
+    anonymised copy extracted instead of the recording (formation)."""
     form = {"motif": motif, "destinataires": destinataires}
+    try:
+        copy = uuid.UUID(copie) if copie else None
+    except ValueError:
+        raise ApiProblem(422, "Cette copie anonymisée n'existe pas.") from None
     recipients = [line.strip() for line in destinataires.splitlines() if line.strip()]
     errors: dict[str, str] = {}
     if len(motif.strip()) < 3:
@@ -410,17 +447,20 @@ async def extract(
         errors["destinataires"] = "Indiquez au moins un destinataire de la copie (un par ligne)."
     if errors:
         return await _extraction_page(
-            request, person, vault, procedure_id, recording_id, form, errors, 422
+            request, person, vault, procedure_id, recording_id, form, errors, 422, copy=copy
         )
+    body: dict[str, Any] = {
+        "recording_id": str(recording_id),
+        "motif": motif.strip(),
+        "destinataires": recipients,
+    }
+    if copy is not None:
+        body["derivative_id"] = str(copy)
     outgoing = vault.http.build_request(
         "POST",
         f"{_org(person)}/procedures/{procedure_id}/extractions",
         headers={"Authorization": f"Bearer {vault.token}"},
-        json={
-            "recording_id": str(recording_id),
-            "motif": motif.strip(),
-            "destinataires": recipients,
-        },
+        json=body,
     )
     try:
         answer = await vault.http.send(outgoing, stream=True)
@@ -434,9 +474,15 @@ async def extract(
         problem = problem_of(answer, "l'extraction de cet enregistrement")
         if problem.status == 401:
             raise problem
-        if "procedure" in problem.fields or "derivative_id" in problem.fields:
+        # The original asked for a formation procedure: said whole; a copy's refusal is the
+        # vault's own detail (not approved, another recording's, not a formation procedure).
+        if copy is None and ("procedure" in problem.fields or "derivative_id" in problem.fields):
             problem = ApiProblem(422, FORMATION_REFUSED, problem.detail)
-        elif problem.status == 422 and problem.fields:
+        elif (
+            problem.status == 422
+            and problem.fields
+            and (copy is None or set(problem.fields) <= {"motif", "destinataires"})
+        ):
             fields = _refused_fields(problem, {})
             return await _extraction_page(
                 request, person, vault, procedure_id, recording_id, form, fields, 422
@@ -445,7 +491,7 @@ async def extract(
             raise problem
         return await _extraction_page(
             request, person, vault, procedure_id, recording_id, form, None,
-            problem.status, _said(problem),
+            problem.status, _said(problem), copy=copy,
         )  # fmt: skip
     headers = {k: v for k, v in answer.headers.items() if k.lower() in PASSED_ON}
     return StreamingResponse(
