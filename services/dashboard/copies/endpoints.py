@@ -6,7 +6,6 @@ copy is extracted with the procedure's own extraction form (procedures/endpoints
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -16,12 +15,12 @@ from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
 from services.dashboard.copies import words
-from services.dashboard.kit.templating import pages_of, parse_instant
+from services.dashboard.kit.consultations import recall, remember
+from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
 # The session's open consultations of copies, by id (apart from the recordings' own).
 CONSULTATIONS = "consultations_copies"
-KEPT_CONSULTATIONS = 10
 FRAMES_PER_SECOND = 25  # when the copy's result does not say
 DEMANDE = "/procedures/{procedure_id}/enregistrements/{recording_id}/copie-anonymisee"
 COPY = "/copies-anonymisees/{derivative_id}"
@@ -310,15 +309,7 @@ async def view(
         )
     # As for a recording (recordings/endpoints.py): the player's page is a GET, reloading it
     # opens no second consultation, and an expired link is said so.
-    kept = dict(request.session.get(CONSULTATIONS) or {})
-    kept[str(consultation["id"])] = {
-        "derivative_id": str(derivative_id),
-        "media_url": consultation["media_url"],
-        "expires_at": consultation["expires_at"],
-        "motif": motif.strip(),
-    }
-    recent = sorted(kept.items(), key=lambda kv: str(kv[1]["expires_at"]))[-KEPT_CONSULTATIONS:]
-    request.session[CONSULTATIONS] = dict(recent)
+    remember(request, CONSULTATIONS, consultation, motif, derivative_id=str(derivative_id))
     return RedirectResponse(
         f"/copies-anonymisees/{derivative_id}/lecture/{consultation['id']}", status_code=303
     )
@@ -335,11 +326,9 @@ async def player(
     derivative = await vault.get(
         f"{_org(person)}/derivatives/{derivative_id}", "cette copie anonymisée"
     )
-    consultation = (request.session.get(CONSULTATIONS) or {}).get(str(consultation_id))
-    if consultation is not None and consultation["derivative_id"] != str(derivative_id):
-        consultation = None
-    expires_at = parse_instant(consultation["expires_at"]) if consultation else None
-    expired = expires_at is None or expires_at <= datetime.now(UTC)
+    consultation, expired = recall(
+        request, CONSULTATIONS, consultation_id, derivative_id=str(derivative_id)
+    )
     fps = float((derivative.get("result") or {}).get("fps") or FRAMES_PER_SECOND)
     return pages_of(request).render(
         request,

@@ -4,7 +4,6 @@ import asyncio
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -14,12 +13,12 @@ from fastapi.responses import RedirectResponse, Response
 from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
-from services.dashboard.kit.templating import pages_of, parse_instant, typed_day
+from services.dashboard.kit.consultations import recall, remember
+from services.dashboard.kit.templating import pages_of, typed_day
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
 CONSULTATIONS = "consultations"  # the session's open consultations, by id
-KEPT_CONSULTATIONS = 10  # the latest ones; older ones have expired long since
 # Frame stepping: the recording's rate when the vault knows it, else the cameras' usual one.
 FRAMES_PER_SECOND = 25
 
@@ -322,15 +321,7 @@ async def view(
         raise
     # Kept in the server-side session, the player's page is a GET: reloading it does not open
     # a second consultation, and once the link has expired the page says so instead.
-    kept = dict(request.session.get(CONSULTATIONS) or {})
-    kept[str(consultation["id"])] = {
-        "recording_id": str(recording_id),
-        "media_url": consultation["media_url"],
-        "expires_at": consultation["expires_at"],
-        "motif": motif.strip(),
-    }
-    recent = sorted(kept.items(), key=lambda kv: str(kv[1]["expires_at"]))[-KEPT_CONSULTATIONS:]
-    request.session[CONSULTATIONS] = dict(recent)
+    remember(request, CONSULTATIONS, consultation, motif, recording_id=str(recording_id))
     return RedirectResponse(
         f"/enregistrements/{recording_id}/lecture/{consultation['id']}", status_code=303
     )
@@ -347,11 +338,9 @@ async def player(
     """The player on the consultation's media URL; once it has expired (or is not this
     session's), the page says so and offers a new consultation, with a new motif."""
     item = await vault.get(f"{_org(person)}/recordings/{recording_id}", "cet enregistrement")
-    consultation = (request.session.get(CONSULTATIONS) or {}).get(str(consultation_id))
-    if consultation is not None and consultation["recording_id"] != str(recording_id):
-        consultation = None
-    expires_at = parse_instant(consultation["expires_at"]) if consultation else None
-    expired = expires_at is None or expires_at <= datetime.now(UTC)
+    consultation, expired = recall(
+        request, CONSULTATIONS, consultation_id, recording_id=str(recording_id)
+    )
     return pages_of(request).render(
         request,
         "recordings/lecture.html",
