@@ -7,7 +7,6 @@ the procedure; it drops the wearer, the camera and the place."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,7 @@ async def prepare_training(
     data: ExtractionIn,
     derivative_id: uuid.UUID,
 ) -> Package:
-    from services.vault.procedures.extraction import Package
+    from services.vault.procedures.extraction import Package, bag_info, reference_slug
 
     session = service.session
     derivative = await DerivativeRepository(session).get(recording.organisation_id, derivative_id)
@@ -104,24 +103,13 @@ async def prepare_training(
     }
     organisation = await session.get(Organisation, recording.organisation_id)
     assert organisation is not None
-    info = [
-        ("Source-Organization", organisation.name),
-        ("External-Identifier", procedure.reference),
-        ("External-Description", f"Procédure {procedure.type} {procedure.reference}"),
-        ("Bagging-Date", now.date().isoformat()),
-        ("Contact-Name", service.access.subject),
-        ("Temoin-Extraction-Id", str(extraction_id)),
-        ("Temoin-Procedure-Type", procedure.type),
+    info = bag_info(
+        organisation.name, procedure, service.access, extraction_id, data, now,
         ("Temoin-Derivative-Id", str(derivative.id)),
-        ("Temoin-Requester-Role", service.access.role.value),
-        ("Temoin-Motif", data.motif),
-        ("Temoin-Destinataires", "; ".join(data.destinataires)),
-        ("Temoin-Extracted-At", now.isoformat()),
-    ]
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", procedure.reference).strip("-")[:40] or "proc"
+    )  # fmt: skip
     assert derivative.sha256 is not None
     return Package(
-        name=f"temoin-formation-{slug}-{str(derivative.id)[:8]}",
+        name=f"temoin-formation-{reference_slug(procedure.reference)}-{str(derivative.id)[:8]}",
         reader=reader,
         recording=derivative,
         info=info,

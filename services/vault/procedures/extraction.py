@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -166,23 +167,12 @@ class ExtractionService:
         organisation = await self.session.get(Organisation, recording.organisation_id)
         assert organisation is not None
         now = utc_now()
-        info = [
-            ("Source-Organization", organisation.name),
-            ("External-Identifier", procedure.reference),
-            ("External-Description", f"Procédure {procedure.type} {procedure.reference}"),
-            ("Bagging-Date", now.date().isoformat()),
-            ("Contact-Name", self.access.subject),
-            ("Temoin-Extraction-Id", str(extraction_id)),
-            ("Temoin-Procedure-Type", procedure.type),
+        info = bag_info(
+            organisation.name, procedure, self.access, extraction_id, data, now,
             ("Temoin-Recording-Id", str(recording.id)),
-            ("Temoin-Requester-Role", self.access.role.value),
-            ("Temoin-Motif", data.motif),
-            ("Temoin-Destinataires", "; ".join(data.destinataires)),
-            ("Temoin-Extracted-At", now.isoformat()),
-        ]
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", procedure.reference).strip("-")[:40] or "proc"
+        )  # fmt: skip
         return Package(
-            name=f"temoin-{slug}-{str(recording.id)[:8]}",
+            name=f"temoin-{reference_slug(procedure.reference)}-{str(recording.id)[:8]}",
             reader=reader,
             recording=recording,
             info=info,
@@ -293,3 +283,35 @@ async def stream_package(package: Package) -> AsyncIterator[bytes]:
         receive.close()  # a client gone: the builder's next send fails and it stops
         await asyncio.gather(task, return_exceptions=True)
         await pieces.aclose()
+
+
+def bag_info(
+    organisation_name: str,
+    procedure: Procedure,
+    access: OrgAccess,
+    extraction_id: uuid.UUID,
+    data: ExtractionIn,
+    now: datetime,
+    what: tuple[str, str],
+) -> list[tuple[str, str]]:
+    """The package's bag-info.txt (BagIt 2.2.2): the standard fields, then Témoin's; ``what``
+    names what was extracted (the recording, or the training copy)."""
+    return [
+        ("Source-Organization", organisation_name),
+        ("External-Identifier", procedure.reference),
+        ("External-Description", f"Procédure {procedure.type} {procedure.reference}"),
+        ("Bagging-Date", now.date().isoformat()),
+        ("Contact-Name", access.subject),
+        ("Temoin-Extraction-Id", str(extraction_id)),
+        ("Temoin-Procedure-Type", procedure.type),
+        what,
+        ("Temoin-Requester-Role", access.role.value),
+        ("Temoin-Motif", data.motif),
+        ("Temoin-Destinataires", "; ".join(data.destinataires)),
+        ("Temoin-Extracted-At", now.isoformat()),
+    ]
+
+
+def reference_slug(reference: str) -> str:
+    """The procedure's reference as it may stand in a file name."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", reference).strip("-")[:40] or "proc"
