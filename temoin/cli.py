@@ -116,13 +116,27 @@ def migrate_command(
         str | None,
         typer.Option(envvar="DATABASE_URL", help="default: the database `make run` started"),
     ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="apply nothing: exit 0 if the database is at the code's revision, else 3",
+        ),
+    ] = False,
 ) -> None:
     """Apply the database migrations (idempotent)."""
     from temoin import migrate
 
     if database_url is None:
         _use_running_stack()
-    migrate.upgrade(database_url or os.environ["DATABASE_URL"])
+    url = database_url or os.environ["DATABASE_URL"]
+    if check:
+        # Kubernetes runs this before each service starts (deploy/kubernetes/): new code waits
+        # for the migration Job instead of meeting the schema it replaces.
+        current, head = migrate.revisions(url)
+        typer.echo(f"database at {current or 'no revision'}, code at {head}")
+        raise typer.Exit(0 if current == head else 3)
+    migrate.upgrade(url)
     typer.echo("migrations applied")
 
 

@@ -16,3 +16,30 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+def revisions(database_url: str) -> tuple[str | None, str]:
+    """The database's revision (None before the first migration) and the code's head: a new
+    version's pods wait until they agree (`temoin migrate --check`, deploy/kubernetes/)."""
+    import asyncio
+
+    import asyncpg
+    from alembic.script import ScriptDirectory
+
+    from shared.db import asyncpg_url
+
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    assert head is not None, "migrations/ has no revision"
+
+    async def current() -> str | None:
+        url = asyncpg_url(database_url).replace("postgresql+asyncpg://", "postgresql://", 1)
+        connection = await asyncpg.connect(url)
+        try:
+            if await connection.fetchval("SELECT to_regclass('alembic_version')") is None:
+                return None
+            value: str | None = await connection.fetchval("SELECT version_num FROM alembic_version")
+            return value
+        finally:
+            await connection.close()
+
+    return asyncio.run(current()), head

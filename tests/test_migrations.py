@@ -66,3 +66,26 @@ def test_models_and_migrations_agree(fresh_database: str) -> None:
 
     migrate.upgrade(fresh_database)
     command.check(migrate.alembic_config(fresh_database))
+
+
+def test_check_says_whether_the_database_is_at_the_codes_revision(fresh_database: str) -> None:
+    """`temoin migrate --check`, which each Kubernetes pod waits on (deploy/kubernetes/)."""
+    from alembic import command
+    from typer.testing import CliRunner
+
+    from temoin.cli import app
+
+    def check() -> tuple[int, str]:
+        result = CliRunner().invoke(app, ["migrate", "--check", "--database-url", fresh_database])
+        return result.exit_code, result.output
+
+    current, head = migrate.revisions(fresh_database)
+    assert current is None
+    assert check() == (3, f"database at no revision, code at {head}\n")
+    migrate.upgrade(fresh_database)
+    assert migrate.revisions(fresh_database) == (head, head)
+    assert check() == (0, f"database at {head}, code at {head}\n")
+    command.downgrade(migrate.alembic_config(fresh_database), "-1")
+    behind, _ = migrate.revisions(fresh_database)
+    assert behind not in (None, head)
+    assert check()[0] == 3
