@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report bench-dashboard bench-anonymise
+.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report bench-dashboard bench-anonymise bench-footprint
 
 # Browser tests only (tests/fixtures/browser.py, docs/testing.md): Debian's Chromium, and axe-core
 # from npm in a test-only directory. `make test` installs them when missing; `make run` never.
@@ -66,6 +66,9 @@ bench-dashboard: $(STAMP)
 
 bench-anonymise: $(STAMP)
 	$(BIN)/python -m benchmarks.anonymise
+
+bench-footprint: $(STAMP)
+	$(BIN)/python -m benchmarks.footprint
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:

@@ -10,12 +10,14 @@ the last test can break a copy of the manifests and see each check fail."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,6 @@ from services.dashboard.settings import DashboardSettings
 from services.ingest.settings import IngestSettings
 from services.reporting.settings import ReportingSettings
 from services.vault.settings import VaultSettings
-from tests.test_configuration import PRODUCTION_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -189,18 +190,41 @@ def probe_problems(objs: list[Obj], apps: dict[str, FastAPI]) -> list[str]:
     return problems
 
 
-# Values standing for the Secrets' (none is committed): keyed by the secret's key.
-SECRET_VALUES = {
-    **PRODUCTION_ENV,
-    "password": "0123456789abcdef0123456789abcdef",
-    "uri": "postgresql://temoin:owner@temoin-db-rw:5432/temoin",
-    "temoin-vault": "vault-s3-secret-of-the-operator",
-    "temoin-readiness": "readiness-s3-secret-of-the-operator",
-    "MINIO_ROOT_USER": "minio-admin",
-    "MINIO_ROOT_PASSWORD": "minio-secret-password",
-    "DASHBOARD_OIDC_CLIENT_SECRET": "client-secret-from-the-identity-provider",
-    "DASHBOARD_SESSION_SECRET": "a-session-secret-of-more-than-32-characters",
-}
+Secrets = dict[tuple[str, str], str]  # (Secret, key): value
+
+
+def created_secrets() -> Secrets:
+    """What deploy/kubernetes/create-secrets.sh creates (DRY_RUN: printed, not created), with
+    the Secret CloudNativePG makes for the database's owner."""
+    done = subprocess.run(
+        ["sh", str(DEPLOY / "create-secrets.sh")],
+        env={
+            **os.environ,
+            "DRY_RUN": "1",
+            "TEMOIN": f"{sys.executable} -m temoin.cli",
+            "DASHBOARD_OIDC_CLIENT_SECRET": "client-secret-from-the-identity-provider",
+            "BACKUP_ACCESS_KEY_ID": "backup-access",
+            "BACKUP_SECRET_ACCESS_KEY": "backup-secret",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    secrets: Secrets = {
+        ("temoin-db-app", "uri"): "postgresql://temoin:owner@temoin-db-rw.temoin:5432/temoin"
+    }
+    for secret in yaml.safe_load_all(done.stdout):
+        if secret:
+            assert secret["kind"] == "Secret" and secret["metadata"]["namespace"] == "temoin"
+            for key, value in secret["data"].items():
+                secrets[secret["metadata"]["name"], key] = base64.b64decode(value).decode()
+    return secrets
+
+
+@pytest.fixture(scope="module")
+def secrets() -> Secrets:
+    return created_secrets()
 
 
 def env_sources(objs: list[Obj], container: Obj) -> dict[str, tuple[str, Any]]:
@@ -226,17 +250,21 @@ def env_sources(objs: list[Obj], container: Obj) -> dict[str, tuple[str, Any]]:
     return sources
 
 
-def resolved(sources: dict[str, tuple[str, Any]]) -> dict[str, str]:
-    """The environment the process sees, secrets standing for themselves, $(VAR) expanded."""
+def resolved(sources: dict[str, tuple[str, Any]], secrets: Secrets | None) -> dict[str, str]:
+    """The environment the process sees, $(VAR) expanded; without ``secrets``, each secret's
+    value stands as its name."""
     env: dict[str, str] = {}
     for name, (kind, value) in sources.items():
-        text = SECRET_VALUES[value[1]] if kind == "secret" else str(value)
+        if kind == "secret":
+            text = secrets[value] if secrets is not None else "/".join(value)
+        else:
+            text = str(value)
         env[name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), text)
     return env
 
 
-def env_of(objs: list[Obj], service: str) -> dict[str, str]:
-    return resolved(env_sources(objs, main_container(objs, service)))
+def env_of(objs: list[Obj], service: str, secrets: Secrets | None = None) -> dict[str, str]:
+    return resolved(env_sources(objs, main_container(objs, service)), secrets)
 
 
 def setting_names(settings_cls: type[BaseSettings]) -> set[str]:
@@ -457,20 +485,24 @@ def test_probes_are_on_routes_the_apps_have(production: list[Obj]) -> None:
 
 
 def test_every_setting_is_provided_and_accepted_in_production(
-    production: list[Obj], monkeypatch: pytest.MonkeyPatch
+    production: list[Obj], secrets: Secrets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With the values create-secrets.sh generates, each settings class, in production mode,
+    takes what its Deployment gives it: a key of the wrong length, a URL not over https, a
+    development default left in place, and the service would refuse to start."""
     assert settings_problems(production) == []
     for service, settings_cls in SETTINGS.items():
         with monkeypatch.context() as patch:
             for name in list(os.environ):
                 if name.startswith(OUR_PREFIXES):
                     patch.delenv(name)
-            for name, value in env_of(production, service).items():
+            for name, value in env_of(production, service, secrets).items():
                 patch.setenv(name, value)
             settings = settings_cls()
             assert settings.env == "production", service  # type: ignore[attr-defined]
-    vault = env_of(production, "vault")
-    assert vault["DATABASE_URL"].startswith("postgresql://temoin_app:0123456789abcdef")
+    vault = env_of(production, "vault", secrets)
+    password = secrets["temoin-db-services", "password"]
+    assert vault["DATABASE_URL"] == f"postgresql://temoin_app:{password}@temoin-db-rw:5432/temoin"
     assert vault["S3_ACCESS_KEY"] == "temoin-vault"
     assert env_of(production, "ingest")["S3_ACCESS_KEY"] == "temoin-readiness"
 
@@ -478,6 +510,44 @@ def test_every_setting_is_provided_and_accepted_in_production(
 def test_no_secret_is_in_the_manifests(production: list[Obj], operators: list[Obj]) -> None:
     assert secret_problems(production) == []
     assert not of_secrets(operators)
+
+
+def secret_references(objs: list[Obj]) -> set[tuple[str, str]]:
+    """Every (Secret, key) the manifests read: the pods' variables, and the operators'
+    resources (CloudNativePG's role passwords and backup credentials, MinIO's root)."""
+    found: set[tuple[str, str]] = set()
+    for _, pod in workloads(objs):
+        for container in containers(pod):
+            for kind, value in env_sources(objs, container).values():
+                if kind == "secret":
+                    found.add(value)
+    for obj in objs:
+        spec = obj.get("spec", {})
+        for role in spec.get("managed", {}).get("roles", []):
+            if "passwordSecret" in role:
+                found |= {(role["passwordSecret"]["name"], k) for k in ("username", "password")}
+        for ref in spec.get("configuration", {}).get("s3Credentials", {}).values():
+            found.add((ref["name"], ref["key"]))
+        if obj["kind"] == "Tenant":
+            found.add((spec["configuration"]["name"], "config.env"))
+    return found
+
+
+def test_create_secrets_makes_every_secret_the_manifests_read(
+    production: list[Obj], operators: list[Obj], secrets: Secrets
+) -> None:
+    assert secret_references(production + operators) == set(secrets)
+    # The store's administrator is the same for the operator and for the setup jobs.
+    root = secrets["temoin-store-env", "config.env"]
+    assert f"export MINIO_ROOT_USER={secrets['temoin-store-root', 'MINIO_ROOT_USER']}" in root
+    assert (
+        f"export MINIO_ROOT_PASSWORD={secrets['temoin-store-root', 'MINIO_ROOT_PASSWORD']}" in root
+    )
+    assert secrets["temoin-db-services", "username"] == "temoin_app"
+    # Random keys, each its own: none is a development default, no two alike.
+    keys = [v for (name, _), v in secrets.items() if name.endswith("-keys")]
+    assert len(set(keys)) == len(keys)
+    assert not set(keys) & {str(f.default) for f in VaultSettings.model_fields.values()}
 
 
 def test_images_are_pinned(production: list[Obj], operators: list[Obj]) -> None:
