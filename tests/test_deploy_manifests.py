@@ -293,7 +293,10 @@ def settings_problems(objs: list[Obj]) -> list[str]:
         for name in production_required(settings_cls):  # type: ignore[arg-type]
             if not env.get(name):
                 problems.append(f"{service}: {name}, required in production, is empty")
-    for name in sorted(readme_settings() - provided):
+    readme = readme_settings()
+    if not setting_names(VaultSettings) <= readme:
+        problems.append("README's configuration table not found, or incomplete")
+    for name in sorted(readme - provided):
         problems.append(f"README's {name} reaches no service")
     return problems
 
