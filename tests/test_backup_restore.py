@@ -1,0 +1,230 @@
+"""The restore drill (issue 19, docs/backup.md): a PostgreSQL of its own with WAL archiving,
+real vault and ingest processes, clips uploaded before and after a base backup; a point in time
+T; more clips; the database lost (its server killed, its data directory deleted); `temoin
+restore` to T into a fresh directory; the vault started on it. Every recording registered
+before T opens and matches its SHA-256; those after T are absent and their sealed objects are
+orphans; one whose retention ended after T (erased by the lost vault) is erased again by the
+restore before anything could read it; `temoin audit verify --registry` passes. It prints the
+recovery point (commits lost) and the recovery time it measured."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from services.vault.recordings.erasure import ErasureService
+from services.vault.settings import VaultSettings
+from shared.db import create_engine, create_sessionmaker, session_scope
+from shared.storage import ObjectStore, StorageConfig
+from temoin import migrate
+from temoin.backup import Repository, Server, _psql, load_key
+from temoin.embedded import free_port
+from tests.fixtures.clips import make_clip, upload_headers
+from tests.fixtures.directory import OrgKit, build_org, fresh_insee
+from tests.fixtures.live import LiveService, run_temoin
+from tests.fixtures.servers import Servers
+
+pytestmark = pytest.mark.scale
+
+LOG_KEYS = VaultSettings().log_keys()  # the development keys the vault runs with here
+ARCHIVE_TIMEOUT_S = 2  # the drill's bound on unarchived work (production: 60 s)
+
+
+@dataclass
+class Clip:
+    id: str
+    sha256: str
+
+
+async def _upload(ingest: httpx.AsyncClient, kit: OrgKit, **changes: object) -> Clip:
+    data, metadata = make_clip(kit, size=96 * 1024 + 7, **changes)
+    response = await ingest.post(
+        "/v1/recordings", content=data, headers=upload_headers(kit, metadata)
+    )
+    assert response.status_code == 201, response.text
+    return Clip(response.json()["recording_id"], hashlib.sha256(data).hexdigest())
+
+
+def _services(env: dict[str, str], logs: Path) -> tuple[LiveService, LiveService]:
+    vault_port, ingest_port = free_port(), free_port()
+    vault = LiveService(
+        "vault",
+        f"http://127.0.0.1:{vault_port}",
+        {**env, "VAULT_PORT": str(vault_port), "VAULT_ERASURE_INTERVAL_S": "1"},
+        logs / "vault.log",
+    )
+    ingest = LiveService(
+        "ingest",
+        f"http://127.0.0.1:{ingest_port}",
+        {**env, "INGEST_PORT": str(ingest_port), "INGEST_VAULT_URL": vault.url},
+        logs / "ingest.log",
+    )
+    return vault, ingest
+
+
+def _wait(condition: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {condition}"
+        time.sleep(0.2)
+
+
+def _kill(server: Server) -> None:
+    """The machine is lost: the postmaster and every backend die at once (no shutdown)."""
+    pid = server.pid()
+    assert pid is not None
+    postmaster = psutil.Process(pid)
+    for process in [postmaster, *postmaster.children(recursive=True)]:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs([postmaster], timeout=10)
+
+
+async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> None:
+    # Its own bucket: the restored vault sweeps orphans, and the session's other objects are
+    # orphans to this database.
+    storage = StorageConfig(
+        servers.storage.endpoint,
+        servers.storage.access_key,
+        servers.storage.secret_key,
+        f"temoin-drill-{uuid.uuid4().hex[:8]}",
+    )
+    ObjectStore(storage).ensure_bucket()
+    primary = Server(tmp_path / "primary")
+    primary.initdb()
+    primary.start()
+    restored = Server(tmp_path / "restored")
+    env = {
+        **servers.env(),
+        "S3_BUCKET": storage.bucket,
+        "DATABASE_URL": primary.url,
+        "BACKUP_REPOSITORY": str(tmp_path / "repository"),
+        "BACKUP_KEY_FILE": str(tmp_path / "backup.key"),
+    }
+    vault, ingest = _services(env, tmp_path)
+    try:
+        await asyncio.to_thread(migrate.upgrade, primary.url)
+        init = run_temoin("backup", "init", "--archive-timeout", str(ARCHIVE_TIMEOUT_S), env=env)
+        assert init.returncode == 0, init.stderr
+        assert "restart PostgreSQL" in init.stdout
+        primary.stop()
+        primary.start()
+        vault.start()
+        ingest.start()
+        async with (
+            httpx.AsyncClient(base_url=vault.url, timeout=60) as vault_client,
+            httpx.AsyncClient(base_url=ingest.url, timeout=60) as ingest_client,
+        ):
+            kit = await build_org(vault_client, ingest_client, servers, insee=fresh_insee())
+            before_backup = [await _upload(ingest_client, kit) for _ in range(3)]
+            backup = run_temoin("backup", env=env)
+            assert backup.returncode == 0, backup.stderr
+            after_backup = [await _upload(ingest_client, kit) for _ in range(3)]
+            # Its retention (30 days after it ended) ends seconds after T: the lost vault
+            # erases it, the database restored to T still holds its key.
+            ended = datetime.now(UTC) - timedelta(days=30) + timedelta(seconds=4)
+            expiring = await _upload(
+                ingest_client, kit, started_at=ended - timedelta(minutes=2), ended_at=ended
+            )
+            time.sleep(0.3)
+            target = datetime.now(UTC)
+            time.sleep(0.3)
+            after_target = [await _upload(ingest_client, kit) for _ in range(3)]
+        status = f"SELECT status FROM vault.recordings WHERE id = '{expiring.id}'"
+        _wait("the lost vault erases it", lambda: _psql(primary.url, status) == "erased", 20)
+        keys = dict(
+            line.split("|")
+            for line in _psql(primary.url, "SELECT id, object_key FROM vault.recordings").split()
+        )
+        # Enough WAL archived that the archive holds commits after T (else no restore to T).
+        last_upload = datetime.now(UTC)
+        archived = "SELECT coalesce(last_archived_time > now() - interval '1 hour', false) AND "
+        archived += f"last_archived_time > '{last_upload.isoformat()}' FROM pg_stat_archiver"
+        _wait("WAL archived past the last upload", lambda: _psql(primary.url, archived) == "t", 30)
+
+        ingest.stop(signal.SIGKILL)
+        vault.stop(signal.SIGKILL)
+        _kill(primary)
+        lost_at = datetime.now(UTC)
+        shutil.rmtree(primary.data_dir)
+
+        repository = Repository(tmp_path / "repository", load_key(tmp_path / "backup.key"))
+        last_commit = repository.latest_commit()
+        assert last_commit is not None
+        recovery_point = (lost_at - last_commit).total_seconds()
+
+        started = time.monotonic()
+        restore = run_temoin(
+            "restore", "--data-dir", str(restored.data_dir), "--target-time",
+            target.isoformat(), env=env,
+        )  # fmt: skip
+        restore_s = time.monotonic() - started
+        assert restore.returncode == 0, restore.stdout + restore.stderr
+        assert f"erased {expiring.id}" in restore.stdout
+        restored.start()
+        # Erased again before any service ran: its key is gone from the restored registry.
+        row = f"SELECT status, wrapped_key IS NULL FROM vault.recordings WHERE id = '{expiring.id}'"
+        assert _psql(restored.url, row) == "erased|t"
+        restored_env = {**env, "DATABASE_URL": restored.url}
+        vault, _ = _services(restored_env, tmp_path)
+        vault.start()
+        recovery_time = time.monotonic() - started
+
+        async with httpx.AsyncClient(base_url=vault.url, timeout=60) as client:
+            for clip in before_backup + after_backup:
+                consulted = await client.post(
+                    f"{kit.path}/recordings/{clip.id}/consultations",
+                    headers=kit.headers("habilite"),
+                    json={"motif": "exercice de restauration"},
+                )
+                assert consulted.status_code == 201, consulted.text
+                media = await client.get(consulted.json()["url"])
+                assert media.status_code == 200
+                assert hashlib.sha256(media.content).hexdigest() == clip.sha256
+            refused = await client.post(
+                f"{kit.path}/recordings/{expiring.id}/consultations",
+                headers=kit.headers("habilite"),
+                json={"motif": "exercice de restauration"},
+            )
+            assert refused.status_code == 410, refused.text
+            for clip in after_target:
+                missing = await client.get(
+                    f"{kit.path}/recordings/{clip.id}", headers=kit.headers("habilite")
+                )
+                assert missing.status_code == 404, missing.text
+
+        # The orphan sweep's view (what `temoin erase` deletes once their locks run out).
+        engine = create_engine(restored.url, application_name="drill")
+        try:
+            async with session_scope(create_sessionmaker(engine)) as session:
+                found = await ErasureService(session, ObjectStore(storage), LOG_KEYS).orphans()
+        finally:
+            await engine.dispose()
+        assert {key for key, _ in found} == {keys[clip.id] for clip in after_target}
+        verify = run_temoin("audit", "verify", "--registry", env=restored_env)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert "OK: the log is intact" in verify.stdout
+        print(
+            f"\nrestore drill: recovery point {recovery_point:.1f} s of commits lost "
+            f"(archive_timeout {ARCHIVE_TIMEOUT_S} s; last archived commit "
+            f"{last_commit.isoformat()}, database lost {lost_at.isoformat()}); recovery time "
+            f"{restore_s:.1f} s for `temoin restore`, {recovery_time:.1f} s until the vault "
+            f"on the restored database is ready"
+        )
+    finally:
+        vault.stop()
+        ingest.stop()
+        for server in (primary, restored):
+            if server.running():
+                server.stop()
