@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import signal
 import time
@@ -27,9 +28,18 @@ import pytest
 from services.vault.recordings.erasure import ErasureService
 from services.vault.settings import VaultSettings
 from shared.db import create_engine, create_sessionmaker, session_scope
+from shared.sealing import SealError
 from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
-from temoin.backup import Repository, Server, _psql, load_key
+from temoin.backup import (
+    BackupError,
+    BaseBackup,
+    Repository,
+    Server,
+    _psql,
+    load_key,
+    write_sealed,
+)
 from temoin.embedded import free_port
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, build_org, fresh_insee
@@ -228,3 +238,62 @@ async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> N
         for server in (primary, restored):
             if server.running():
                 server.stop()
+
+
+def _base(repository: Repository, label: str, ended: datetime, start_wal: str) -> None:
+    base = BaseBackup(label, ended - timedelta(minutes=1), ended, start_wal)
+    directory = repository.base_dir / label
+    write_sealed(directory / "base.tar", f"base/{label}/base.tar", repository.key, [b"tar"])
+    write_sealed(directory / "backup.json", f"base/{label}/backup.json", repository.key,
+                 [base.to_json()])  # fmt: skip
+
+
+def test_backups_expire_with_the_retention(tmp_path: Path) -> None:
+    """No base backup outlives the retention, nor any WAL file only it could use; the newest
+    goes too when it is that old (the law's limit wins over having a backup)."""
+    repository = Repository(tmp_path, os.urandom(32))
+    now = datetime(2026, 6, 30, 12, tzinfo=UTC)
+    _base(repository, "old", now - timedelta(days=30, seconds=1), "000000010000000000000003")
+    _base(repository, "recent", now - timedelta(days=29), "000000010000000000000007")
+    wal = tmp_path / "segment"
+    wal.write_bytes(os.urandom(1000))
+    names = [f"00000001000000000000000{n}" for n in (3, 6, 7, 8)]
+    for name in [*names, "000000020000000000000006", "00000002.history"]:
+        repository.archive_wal(wal, name)
+    expired = repository.expire(now, timedelta(days=30))
+    assert expired.bases == ["old"]
+    assert sorted(expired.wal_files) == [*names[:2], "000000020000000000000006"]
+    assert [b.label for b in repository.bases()] == ["recent"]
+    assert repository.wal_names() == [*names[2:], "00000002.history"]
+    later = repository.expire(now + timedelta(days=2), timedelta(days=30))
+    assert (later.bases, repository.bases(), repository.wal_names()) == (
+        ["recent"], [], ["00000002.history"]
+    )  # fmt: skip
+
+
+def test_a_sealed_file_opens_only_as_itself(tmp_path: Path) -> None:
+    key = os.urandom(32)
+    data = os.urandom(3 << 20)  # several chunks, even compressed
+    repository = Repository(tmp_path, key)
+    source = tmp_path / "source"
+    source.write_bytes(data)
+    repository.archive_wal(source, "000000010000000000000001")
+    repository.archive_wal(source, "000000010000000000000001")  # again: harmless
+    source.write_bytes(data[:-1] + b"x")
+    with pytest.raises(BackupError):  # other content under an archived name
+        repository.archive_wal(source, "000000010000000000000001")
+    sealed = tmp_path / "wal" / "000000010000000000000001"
+    assert repository.fetch_wal("000000010000000000000001", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+    shutil.copy(sealed, tmp_path / "wal" / "000000010000000000000002")
+    with pytest.raises(SealError):  # renamed: sealed under its own name
+        repository.fetch_wal("000000010000000000000002", tmp_path / "out")
+    content = sealed.read_bytes()
+    for damaged in (content[:-100], content[:200] + bytes([content[200] ^ 1]) + content[201:]):
+        sealed.write_bytes(damaged)
+        with pytest.raises(SealError):
+            repository.fetch_wal("000000010000000000000001", tmp_path / "out")
+    source.write_bytes(data)
+    repository.archive_wal(source, "000000010000000000000003")
+    with pytest.raises(SealError):  # another key
+        Repository(tmp_path, os.urandom(32)).fetch_wal("000000010000000000000003", tmp_path / "o")
