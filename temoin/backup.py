@@ -264,7 +264,7 @@ class Repository:
         with the WAL that follows it."""
         started_at = _now()
         label = started_at.strftime("%Y%m%dT%H%M%S%fZ")
-        start_wal = _psql(database_url, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        start_wal = psql(database_url, "SELECT pg_walfile_name(pg_current_wal_lsn())")
         partial = self.base_dir / f".{label}.partial"
         partial.mkdir(parents=True)
         try:
@@ -353,7 +353,7 @@ def libpq_url(database_url: str) -> str:
     return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-def _psql(database_url: str, sql: str) -> str:
+def psql(database_url: str, sql: str) -> str:
     done = subprocess.run(
         [_bin("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", libpq_url(database_url)]
         + ["-c", sql],
@@ -463,7 +463,7 @@ class Server:
             if not self.running():
                 raise BackupError(f"PostgreSQL stopped during recovery:\n{self.log_tail()}")
             with contextlib.suppress(BackupError):
-                if _psql(self.url, "SELECT pg_is_in_recovery()") == "f":
+                if psql(self.url, "SELECT pg_is_in_recovery()") == "f":
                     return
             time.sleep(0.1)
         raise BackupError(f"recovery not finished after {timeout:.0f} s:\n{self.log_tail()}")
@@ -511,7 +511,7 @@ def configure_archiving(
 ) -> bool:
     """Turn WAL archiving on (ALTER SYSTEM, as a superuser). Returns whether PostgreSQL must be
     restarted for it to start (archive_mode takes effect only at a start)."""
-    data_dir = Path(_psql(database_url, "SHOW data_directory"))
+    data_dir = Path(psql(database_url, "SHOW data_directory"))
     owner = data_dir.owner() if data_dir.exists() else None
     for directory in (repository / "wal", repository / "base"):
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -526,9 +526,9 @@ def configure_archiving(
         "archive_command": command,
         "archive_timeout": f"{archive_timeout_s}s",
     }.items():
-        _psql(database_url, f"ALTER SYSTEM SET {name} = '{_sql_string(value)}'")
-    _psql(database_url, "SELECT pg_reload_conf()")
-    return _psql(database_url, "SHOW archive_mode") != "on"
+        psql(database_url, f"ALTER SYSTEM SET {name} = '{_sql_string(value)}'")
+    psql(database_url, "SELECT pg_reload_conf()")
+    return psql(database_url, "SHOW archive_mode") != "on"
 
 
 def _sql_string(value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -539,6 +540,17 @@ def audit_check(
     typer.echo(f"OK: {len(proofs)} entries in the log under witnessed, signed tree heads")
 
 
+def _instant(option: str, value: str) -> datetime:
+    """An option's ISO 8601 instant, with its time zone (else exit 2, saying why)."""
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        _unusable(f"{option} {value!r} is not an ISO 8601 instant")
+    if instant.tzinfo is None:
+        _unusable(f"{option} {value!r} needs its time zone (+01:00, Z)")
+    return instant
+
+
 def _unusable(message: str) -> NoReturn:
     """A file or option the command cannot use: one line saying why, exit 2."""
     typer.echo(f"error: {message}", err=True)
@@ -690,19 +702,11 @@ def dock_simulate(
 ) -> None:
     """Make test clips with their sidecar metadata, as a camera would hand them to a dock:
     playable MP4s (test pattern and tone), or random bytes of a given size."""
-    from datetime import datetime
 
     from temoin.dock import simulate
     from temoin.stackfile import clips_dir
 
-    start = None
-    if started_at is not None:
-        try:
-            start = datetime.fromisoformat(started_at)
-        except ValueError:
-            _unusable(f"--started-at {started_at!r} is not an ISO 8601 instant")
-        if start.tzinfo is None:
-            _unusable(f"--started-at {started_at!r} needs its time zone (+01:00, Z)")
+    start = None if started_at is None else _instant("--started-at", started_at)
     clips = simulate(
         directory or clips_dir(),
         camera_serial=camera,
@@ -990,6 +994,23 @@ BackupRetention = Annotated[
 ]
 
 
+SuperuserDatabaseUrl = Annotated[
+    str | None,
+    typer.Option(envvar="DATABASE_URL", help="a superuser's (default: `make run`'s)"),
+]
+
+
+def _expire(repository: Any, retention_days: int) -> None:
+    from datetime import timedelta
+
+    from shared.db import utc_now
+
+    expired = repository.expire(utc_now(), timedelta(days=retention_days))
+    for label in expired.bases:
+        typer.echo(f"expired base backup {label}")
+    typer.echo(f"expired {len(expired.bases)} base backup(s), {len(expired.wal_files)} WAL file(s)")
+
+
 def _backup_repository(repository: Path | None, key_file: Path | None) -> Any:
     """The repository and its key file; the development defaults under var/ are refused in
     production (a key beside its backups protects nothing)."""
@@ -1018,16 +1039,10 @@ def backup(
     repository: BackupRepository = None,
     key_file: BackupKeyFile = None,
     retention_days: BackupRetention = 30,
-    database_url: Annotated[
-        str | None,
-        typer.Option(envvar="DATABASE_URL", help="a superuser's (default: `make run`'s)"),
-    ] = None,
+    database_url: SuperuserDatabaseUrl = None,
 ) -> None:
     """Take a base backup (pg_basebackup, sealed), then expire what is older than the
     retention. Run it daily; `temoin backup init` first, once."""
-    from datetime import timedelta
-
-    from shared.db import utc_now
     from temoin.backup import BackupError
 
     if context.invoked_subcommand is not None:
@@ -1039,8 +1054,7 @@ def backup(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"base backup {base.label}: {base.size} bytes sealed, ended {base.stopped_at}")
-    expired = repo.expire(utc_now(), timedelta(days=retention_days))
-    typer.echo(f"expired {len(expired.bases)} base backup(s), {len(expired.wal_files)} WAL file(s)")
+    _expire(repo, retention_days)
 
 
 @backup_app.command("init")
@@ -1051,10 +1065,7 @@ def backup_init(
         int,
         typer.Option(min=1, help="seconds: at most this much committed work is not yet archived"),
     ] = 60,
-    database_url: Annotated[
-        str | None,
-        typer.Option(envvar="DATABASE_URL", help="a superuser's (default: `make run`'s)"),
-    ] = None,
+    database_url: SuperuserDatabaseUrl = None,
 ) -> None:
     """Turn on WAL archiving into the repository (creating the backup key if missing). The
     first time, PostgreSQL must then be restarted."""
@@ -1098,15 +1109,8 @@ def backup_expire(
 ) -> None:
     """Delete the base backups older than the retention and the WAL only they needed (run it
     as often as the erasure job: hourly)."""
-    from datetime import timedelta
-
-    from shared.db import utc_now
-
     repo, _ = _backup_repository(repository, key_file)
-    expired = repo.expire(utc_now(), timedelta(days=retention_days))
-    for label in expired.bases:
-        typer.echo(f"expired base backup {label}")
-    typer.echo(f"expired {len(expired.bases)} base backup(s), {len(expired.wal_files)} WAL file(s)")
+    _expire(repo, retention_days)
 
 
 @app.command("restore")
@@ -1127,18 +1131,10 @@ def restore_command(
     its retention (with the vault's settings: VAULT_* keys) before anything can connect. Start
     PostgreSQL on DATA_DIR afterwards, then the services."""
     import asyncio
-    from datetime import datetime
 
     from temoin.backup import BackupError, default_os_user, erase_past_retention, restore
 
-    target = None
-    if target_time is not None:
-        try:
-            target = datetime.fromisoformat(target_time)
-        except ValueError:
-            _unusable(f"--target-time {target_time!r} is not an ISO 8601 instant")
-        if target.tzinfo is None:
-            _unusable(f"--target-time {target_time!r} needs its time zone (+01:00, Z)")
+    target = None if target_time is None else _instant("--target-time", target_time)
     repo, key_path = _backup_repository(repository, key_file)
     try:
         restored = restore(

@@ -36,8 +36,8 @@ from temoin.backup import (
     BaseBackup,
     Repository,
     Server,
-    _psql,
     load_key,
+    psql,
     write_sealed,
 )
 from temoin.embedded import free_port
@@ -152,16 +152,16 @@ async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> N
             time.sleep(0.3)
             after_target = [await _upload(ingest_client, kit) for _ in range(3)]
         status = f"SELECT status FROM vault.recordings WHERE id = '{expiring.id}'"
-        _wait("the lost vault erases it", lambda: _psql(primary.url, status) == "erased", 20)
+        _wait("the lost vault erases it", lambda: psql(primary.url, status) == "erased", 20)
         keys = dict(
             line.split("|")
-            for line in _psql(primary.url, "SELECT id, object_key FROM vault.recordings").split()
+            for line in psql(primary.url, "SELECT id, object_key FROM vault.recordings").split()
         )
         # Enough WAL archived that the archive holds commits after T (else no restore to T).
         last_upload = datetime.now(UTC)
         archived = "SELECT coalesce(last_archived_time > now() - interval '1 hour', false) AND "
         archived += f"last_archived_time > '{last_upload.isoformat()}' FROM pg_stat_archiver"
-        _wait("WAL archived past the last upload", lambda: _psql(primary.url, archived) == "t", 30)
+        _wait("WAL archived past the last upload", lambda: psql(primary.url, archived) == "t", 30)
 
         ingest.stop(signal.SIGKILL)
         vault.stop(signal.SIGKILL)
@@ -185,7 +185,7 @@ async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> N
         restored.start()
         # Erased again before any service ran: its key is gone from the restored registry.
         row = f"SELECT status, wrapped_key IS NULL FROM vault.recordings WHERE id = '{expiring.id}'"
-        assert _psql(restored.url, row) == "erased|t"
+        assert psql(restored.url, row) == "erased|t"
         restored_env = {**env, "DATABASE_URL": restored.url}
         vault, _ = _services(restored_env, tmp_path)
         vault.start()
@@ -230,7 +230,7 @@ async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> N
             f"(archive_timeout {ARCHIVE_TIMEOUT_S} s; last archived commit "
             f"{last_commit.isoformat()}, database lost {lost_at.isoformat()}); recovery time "
             f"{restore_s:.1f} s for `temoin restore`, {recovery_time:.1f} s until the vault "
-            f"on the restored database is ready"
+            f"on the restored database is ready ({restore.stdout.splitlines()[-1]})"
         )
     finally:
         vault.stop()
