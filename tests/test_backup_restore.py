@@ -143,7 +143,7 @@ async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> N
             after_backup = [await _upload(ingest_client, kit) for _ in range(3)]
             # Its retention (30 days after it ended) ends seconds after T: the lost vault
             # erases it, the database restored to T still holds its key.
-            ended = datetime.now(UTC) - timedelta(days=30) + timedelta(seconds=4)
+            ended = datetime.now(UTC) - timedelta(days=30) + timedelta(seconds=6)
             expiring = await _upload(
                 ingest_client, kit, started_at=ended - timedelta(minutes=2), ended_at=ended
             )
