@@ -53,6 +53,7 @@ CHUNK_SIZE = 1 << 20
 _NAMESPACE = uuid.UUID("6f1c1f0e-5b0a-4d5e-9a43-7e0a1b2c3d4e")
 _WAL_NAME = re.compile(r"^[0-9A-F]{24}")
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+DAMAGED = 126  # fetch-wal's exit status for a file that fails authentication: recovery stops
 RECOVERY_BEGIN = "# temoin restore: recovery settings (removed once recovered)"
 RECOVERY_END = "# temoin restore: end of recovery settings"
 
@@ -662,7 +663,7 @@ def _now() -> dt.datetime:
 def main(argv: list[str] | None = None) -> int:
     """`archive-wal PATH NAME` (archive_command %p %f), `fetch-wal NAME PATH` (restore_command
     %f %p). Exit 0 when done; 1 when the file is not in the archive (fetch) or archiving failed
-    (PostgreSQL keeps the file and tries again)."""
+    (PostgreSQL keeps the file and tries again); DAMAGED when an archived file fails to open."""
     parser = argparse.ArgumentParser(prog="python -m temoin.backup")
     parser.add_argument("verb", choices=["archive-wal", "fetch-wal"])
     parser.add_argument("--repository", type=Path, required=True)
@@ -678,7 +679,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if repository.fetch_wal(args.first, Path(args.second)) else 1
     except (BackupError, sealing.SealError, OSError) as exc:
         print(f"temoin.backup {args.verb}: {exc}", file=sys.stderr)
-        return 1
+        # A restore_command exiting 1 says "not in the archive": recovery would end there and,
+        # without a target, promote a database short of what the archive holds. Above 125,
+        # PostgreSQL stops the recovery instead (as for a shell error).
+        return DAMAGED if args.verb == "fetch-wal" else 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ recovery point (commits lost) and the recovery time it measured."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import shutil
@@ -32,11 +33,13 @@ from shared.sealing import SealError
 from shared.storage import ObjectStore, StorageConfig
 from temoin import migrate
 from temoin.backup import (
+    DAMAGED,
     BackupError,
     BaseBackup,
     Repository,
     Server,
     load_key,
+    main,
     psql,
     write_sealed,
 )
@@ -273,6 +276,8 @@ def test_backups_expire_with_the_retention(tmp_path: Path) -> None:
 
 def test_a_sealed_file_opens_only_as_itself(tmp_path: Path) -> None:
     key = os.urandom(32)
+    key_file = tmp_path / "backup.key"
+    key_file.write_text(base64.b64encode(key).decode())
     data = os.urandom(3 << 20)  # several chunks, even compressed
     repository = Repository(tmp_path, key)
     source = tmp_path / "source"
@@ -293,6 +298,10 @@ def test_a_sealed_file_opens_only_as_itself(tmp_path: Path) -> None:
         sealed.write_bytes(damaged)
         with pytest.raises(SealError):
             repository.fetch_wal("000000010000000000000001", tmp_path / "out")
+        # As restore_command: recovery stops, rather than taking it for the archive's end.
+        arguments = ["fetch-wal", "--repository", str(tmp_path), "--key-file", str(key_file)]
+        assert main([*arguments, "000000010000000000000001", str(tmp_path / "out")]) == DAMAGED
+        assert main([*arguments, "000000010000000000000009", str(tmp_path / "out")]) == 1
     source.write_bytes(data)
     repository.archive_wal(source, "000000010000000000000003")
     with pytest.raises(SealError):  # another key
