@@ -374,7 +374,7 @@ def audit_verify(
 ) -> None:
     """Recompute the whole log from the database and check every entry's authenticator, every
     signed tree head, their chain, and every head a witness cosigned; with --registry, every
-    row that matters (recordings, habilitations, consultations) too."""
+    row that matters (recordings, habilitations, consultations, training copies) too."""
     import asyncio
 
     import services.vault.app  # noqa: F401  (every vault model: the ORM resolves foreign keys)
