@@ -148,6 +148,13 @@ def _id(path: str) -> str:
     return path.rsplit("/", 1)[1]
 
 
+def _registry_says(env: dict[str, str], path: str) -> list[str]:
+    """What `temoin audit verify --registry` reports of this copy's row."""
+    checked = run_temoin("audit", "verify", "--registry", env=env)
+    assert "Traceback" not in checked.stderr, checked.stderr
+    return [line for line in checked.stdout.splitlines() if f"derivative {_id(path)}" in line]
+
+
 async def _view(scene: Scene, path: str, role: str = "habilite") -> bytes:
     consulted = await scene.vault.post(
         f"{path}/consultations", headers=scene.kit.headers(role), json={"motif": "vérification"}
@@ -242,6 +249,8 @@ async def test_demande_to_verified_training_package(
     assert refused.returncode == 1, refused.stdout
     assert "[derivation-signature]" in refused.stdout
     await _receipt_link(scene, live, package, vault_key, receipt, record)
+    # Made, viewed, approved and extracted: its row agrees with its entries.
+    assert _registry_says(servers.env(), path) == []
 
     # R241-17: the report counts the recording « pour formation ».
     deadline = time.monotonic() + 60
@@ -442,6 +451,7 @@ async def test_erasing_the_original_erases_its_copy(scene: Scene, servers: Serve
             )
         ).scalar_one()
     assert logged == [_id(path)]  # the original's effacement names its copy
+    assert _registry_says(env, path) == []  # and the row, erased, agrees with it
     viewed = await scene.vault.post(
         f"{path}/consultations", headers=scene.kit.headers("habilite"), json={"motif": "voir"}
     )
