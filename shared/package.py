@@ -32,7 +32,7 @@ from typing import IO, Any
 from nacl.signing import SigningKey
 
 from shared import strictzip
-from shared.receipts import receipt_is_valid
+from shared.receipts import receipt_digest, receipt_is_valid
 from shared.signatures import b64encode, key_id, public_key_of, verify
 from shared.witness import inclusion_problems
 
@@ -195,13 +195,17 @@ def verify_package(
     vault_key: str | None = None,
     receipt_key: str | None = None,
     audit_key: str | None = None,
+    original_receipt: Mapping[str, Any] | None = None,
 ) -> Report:
     """Check a package offline (docs/extraction.md): the zip, the bag, the vault's signature,
     the receipt, each audit entry's inclusion proof, and that metadata, collecte entry and
     receipt agree. ``vault_key``, ``receipt_key`` and ``audit_key`` (base64 Ed25519) are the
     keys the checker trusts; ``audit_key`` defaults to ``vault_key`` (the vault signs its
     packages and its log's tree heads with one key). A key not given is taken from the
-    package, which proves integrity, not origin: ``Report.unauthenticated`` says what."""
+    package, which proves integrity, not origin: ``Report.unauthenticated`` says what.
+    ``original_receipt``, for a training package: the receipt of the original recording (from
+    its own package), checked against the digest the derivation record names
+    (docs/training-copies.md)."""
     report = Report()
     archive, refusals = strictzip.open_zip(path)
     if archive is None:
@@ -210,7 +214,7 @@ def verify_package(
             report.refuse(refusal.member, refusal.rule, refusal.detail)
         return report
     with archive:
-        _PackageCheck(archive, report).run(vault_key, receipt_key, audit_key)
+        _PackageCheck(archive, report).run(vault_key, receipt_key, audit_key, original_receipt)
     return report
 
 
@@ -226,7 +230,13 @@ class _PackageCheck:
     def refuse(self, subject: str, rule: str, detail: str) -> None:
         self.report.refuse(subject, rule, detail)
 
-    def run(self, vault_key: str | None, receipt_key: str | None, audit_key: str | None) -> None:
+    def run(
+        self,
+        vault_key: str | None,
+        receipt_key: str | None,
+        audit_key: str | None,
+        original_receipt: Mapping[str, Any] | None = None,
+    ) -> None:
         if not self._layout():
             return
         manifests = self._manifests()
@@ -248,7 +258,13 @@ class _PackageCheck:
             )
         if DERIVATION in payload or info.get("Temoin-Procedure-Type") == "formation":
             _Training(self).check(documents, info, clip, vault_key or carried or "", log_key)
+            _Training(self).receipt_link(documents, original_receipt, receipt_key)
             return
+        if original_receipt is not None:
+            self.report.notes.append(
+                "the receipt given (--receipt) was not used: it is for a training package; "
+                "this package carries its original's receipt itself"
+            )
         receipt = documents[RECEIPT]
         self._receipt(receipt, receipt_key)
         collecte = self._audit(documents[AUDIT], log_key, clip)
@@ -635,6 +651,74 @@ class _Training:
                 f"a training package states nothing identifying: {extra}",
             )
         self._audit(documents.get(AUDIT), log_key, record, clip)
+
+    def receipt_link(
+        self,
+        documents: Mapping[str, dict[str, Any] | None],
+        receipt: Mapping[str, Any] | None,
+        receipt_key: str | None,
+    ) -> None:
+        """The link to the receipt ingest signed for the original: the record names it by a
+        digest (shared/receipts.py receipt_digest) that states nothing of it; the checker who
+        holds the receipt (from the original's own package) gives it, and it must be ingest's,
+        of the original the record names, and the very one the digest names."""
+        report = self.check_.report
+        record = (documents.get(DERIVATION) or {}).get("record")
+        original = record.get("original") if isinstance(record, dict) else None
+        if not isinstance(original, dict):
+            return  # refused by check()
+        named = original.get("receipt_sha256")
+        if named is None:
+            report.notes.append(
+                "the derivation record names no receipt of the original (none was on file): "
+                "the link to the original rests on the audit entries only"
+            )
+            if receipt is not None:
+                self.refuse(
+                    "the original's receipt (--receipt)",
+                    "receipt-link",
+                    "the derivation record names no receipt to compare it with",
+                )
+            return
+        if receipt is None:
+            report.notes.append(
+                "the link to the original's receipt was NOT checked: the derivation record "
+                f"names it by its digest {named}; pass --receipt with the receipt from the "
+                "original's own package (data/receipt.json) to check it"
+            )
+            return
+        subject = "the original's receipt (--receipt)"
+        refused = len(report.problems)
+        if receipt_key is None:
+            report.unauthenticated.append(
+                "the original's receipt: its signature was not checked (no receipt key given)"
+            )
+        elif not receipt_is_valid(dict(receipt), receipt_key):
+            self.refuse(subject, "receipt-signature", "ingest's signature does not verify")
+        for name in ("recording_id", "sha256"):
+            if receipt.get(name) != original.get(name):
+                self.refuse(
+                    subject,
+                    "receipt-link",
+                    f"it is another recording's: its {name} is {receipt.get(name)!r}, the "
+                    f"record's original's {original.get(name)!r}",
+                )
+        try:
+            digest = receipt_digest(receipt)
+        except ValueError as exc:
+            self.refuse(subject, "receipt-link", str(exc))
+            return
+        if digest != named:
+            self.refuse(
+                subject,
+                "receipt-link",
+                f"not the receipt the record names (its digest is {digest}, the record's "
+                f"{named}): another receipt, or one altered",
+            )
+        if len(report.problems) == refused:
+            report.notes.append(
+                f"the original's receipt given is the one the derivation record names ({named})"
+            )
 
     def _audit(
         self,

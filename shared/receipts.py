@@ -4,7 +4,9 @@ check one (`temoin receipt verify`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,9 +14,10 @@ from nacl.signing import SigningKey
 from pydantic import BaseModel, Field
 
 from shared.clips import StoredClip, erasure_notice
-from shared.signatures import b64encode, key_id, public_key_of, verify
+from shared.signatures import b64decode, b64encode, key_id, public_key_of, verify
 
 RECEIPT_CONTEXT = "temoin-receipt-v1"
+RECEIPT_DIGEST_CONTEXT = b"temoin-receipt-digest-v1\n"
 SIGNED_FIELDS = (
     "recording_id",
     "organisation_id",
@@ -52,7 +55,7 @@ class Receipt(BaseModel):
     )
 
 
-def receipt_message(fields: dict[str, Any]) -> bytes:
+def receipt_message(fields: Mapping[str, Any]) -> bytes:
     body = json.dumps(
         {name: fields[name] for name in SIGNED_FIELDS}, sort_keys=True, separators=(",", ":")
     )
@@ -91,3 +94,22 @@ def receipt_is_valid(receipt: dict[str, Any], public_key: str) -> bool:
     except KeyError:
         return False
     return verify(public_key, message, str(receipt.get("signature", "")))
+
+
+def receipt_digest(receipt: Mapping[str, Any]) -> str:
+    """The SHA-256 that names one signed receipt without stating what it says: over
+    "temoin-receipt-digest-v1\\n", the message ingest signed and the signature's 64 bytes. A
+    training copy's derivation record carries it (docs/training-copies.md). The signature is in
+    it because the signed fields alone could be guessed: knowing the original's id and SHA-256,
+    one could try each camera, station and arrival time of an organisation until the digest
+    matched, and so learn the camera that names the wearer; nobody can guess a signature.
+    Fields ingest does not sign (retain_until, notice) do not count. Raises ValueError for a
+    receipt that lacks a signed field or whose signature is not 64 bytes of base64."""
+    try:
+        message = receipt_message(receipt)
+    except KeyError as exc:
+        raise ValueError(f"not a receipt: no {exc.args[0]}") from exc
+    signature = b64decode(str(receipt.get("signature", "")))
+    if len(signature) != 64:
+        raise ValueError("not a receipt: its signature is not 64 bytes")
+    return hashlib.sha256(RECEIPT_DIGEST_CONTEXT + message + signature).hexdigest()

@@ -389,7 +389,7 @@ def audit_verify(
 ) -> None:
     """Recompute the whole log from the database and check every entry's authenticator, every
     signed tree head, their chain, and every head a witness cosigned; with --registry, every
-    row that matters (recordings, habilitations, consultations) too."""
+    row that matters (recordings, habilitations, consultations, training copies) too."""
     import asyncio
 
     import services.vault.app  # noqa: F401  (every vault model: the ORM resolves foreign keys)
@@ -776,6 +776,13 @@ def verify_package_command(
         str | None,
         typer.Option(help="the audit log's key (base64), if not the vault's key (the default)"),
     ] = None,
+    receipt: Annotated[
+        Path | None,
+        typer.Option(
+            help="a training package: the original's receipt (data/receipt.json of its own "
+            "package), checked against the digest the derivation record names",
+        ),
+    ] = None,
     integrity_only: Annotated[
         bool,
         typer.Option(
@@ -789,10 +796,24 @@ def verify_package_command(
     entry and receipt agree (docs/extraction.md). Exits 0 if everything holds, 1 if anything
     is refused, 2 if it holds but the keys were not all given (authenticity NOT checked)
     unless --integrity-only."""
+    import json
+
     from shared.package import verify_package
 
+    original_receipt = None
+    if receipt is not None:
+        try:
+            original_receipt = json.loads(receipt.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"{receipt}: not a JSON receipt ({exc})") from exc
+        if not isinstance(original_receipt, dict):
+            raise typer.BadParameter(f"{receipt}: not a JSON object")
     report = verify_package(
-        package, vault_key=vault_key, receipt_key=receipt_key, audit_key=audit_key
+        package,
+        vault_key=vault_key,
+        receipt_key=receipt_key,
+        audit_key=audit_key,
+        original_receipt=original_receipt,
     )
     for note in report.notes:
         typer.echo(f"note: {note}")

@@ -58,19 +58,12 @@ async def _upload_real_clip(
     return str(answer.json()["recording_id"])
 
 
-@pytest.fixture
-async def stage(
-    client_for: ClientFactory,
-    servers: Servers,
-    oidc_provider: OidcProvider,
-    connection: AsyncConnection,
-    tmp_path: Path,
-) -> AsyncIterator[Stage]:
+def job_runner(connection: AsyncConnection, servers: Servers) -> JobRunner:
+    """The vault's job runner, on the test's connection: the demande it claims was made in the
+    test's transaction, which a runner of its own could not see."""
     settings = settings_for("vault", servers)
     assert isinstance(settings, VaultSettings)
-    # The vault's job runner, on the test's connection: the demande it claims was made in the
-    # test's transaction, which a runner of its own could not see.
-    runner = JobRunner(
+    return JobRunner(
         async_sessionmaker(
             bind=connection,
             expire_on_commit=False,
@@ -80,6 +73,17 @@ async def stage(
         ObjectStore(servers.storage),
         settings,
     )
+
+
+@pytest.fixture
+async def stage(
+    client_for: ClientFactory,
+    servers: Servers,
+    oidc_provider: OidcProvider,
+    connection: AsyncConnection,
+    tmp_path: Path,
+) -> AsyncIterator[Stage]:
+    runner = job_runner(connection, servers)
     async with client_for("vault") as vault:
         async with client_for("ingest", vault_transport=vault._transport) as ingest:  # noqa: SLF001
             kit = await build_org(vault, ingest, servers)

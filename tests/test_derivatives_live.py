@@ -7,6 +7,7 @@ erasure of the original, and the report's « enregistrement pour formation ».""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import json
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.db import asyncpg_url
 from shared.package import verify_package
+from shared.receipts import receipt_digest
 from shared.storage import ObjectStore
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, build_org, fresh_insee
@@ -66,6 +68,10 @@ class Scene:
     tmp: Path
 
     async def upload(self, data: bytes, **changes: Any) -> str:
+        return str((await self.received(data, **changes))["recording_id"])
+
+    async def received(self, data: bytes, **changes: Any) -> dict[str, Any]:
+        """Uploads a clip; the receipt ingest signed for it."""
         _, metadata = make_clip(
             self.kit, size=len(data), sha256=hashlib.sha256(data).hexdigest(), **changes
         )
@@ -73,7 +79,8 @@ class Scene:
             "/v1/recordings", content=data, headers=upload_headers(self.kit, metadata)
         )
         assert response.status_code == 201, response.text
-        return str(response.json()["recording_id"])
+        receipt: dict[str, Any] = response.json()
+        return receipt
 
     async def formation(self, *recordings: str) -> str:
         opened = await self.vault.post(
@@ -141,6 +148,13 @@ def _id(path: str) -> str:
     return path.rsplit("/", 1)[1]
 
 
+def _registry_says(env: dict[str, str], path: str) -> list[str]:
+    """What `temoin audit verify --registry` reports of this copy's row."""
+    checked = run_temoin("audit", "verify", "--registry", env=env)
+    assert "Traceback" not in checked.stderr, checked.stderr
+    return [line for line in checked.stdout.splitlines() if f"derivative {_id(path)}" in line]
+
+
 async def _view(scene: Scene, path: str, role: str = "habilite") -> bytes:
     consulted = await scene.vault.post(
         f"{path}/consultations", headers=scene.kit.headers(role), json={"motif": "vérification"}
@@ -156,7 +170,8 @@ async def test_demande_to_verified_training_package(
     scene: Scene, live: Live, servers: Servers
 ) -> None:
     original = _mp4(scene.tmp / "original.mp4", seconds=3)
-    recording = await scene.upload(original)
+    receipt = await scene.received(original)
+    recording = receipt["recording_id"]
     procedure = await scene.formation(recording)
     path = await scene.ask(procedure, recording)
     made = await scene.until(path, "a_verifier", "echec")
@@ -206,7 +221,9 @@ async def test_demande_to_verified_training_package(
         record = json.loads(archive.read(f"{bag}/data/derivation.json"))["record"]
         audit = json.loads(archive.read(f"{bag}/data/audit.json"))
     assert record["original"] == {"recording_id": recording,
-                                  "sha256": hashlib.sha256(original).hexdigest()}  # fmt: skip
+                                  "sha256": hashlib.sha256(original).hexdigest(),
+                                  "receipt_sha256": receipt_digest(receipt)}  # fmt: skip
+    assert receipt["camera_serial"] not in json.dumps(record)  # the digest states nothing
     assert record["derivative"]["sha256"] == made["sha256"]
     assert record["approved_by"] == approved.json()["reviewed_by"]
     assert len(record["faces_per_frame"]) == 75 and record["model_sha256"]
@@ -231,6 +248,9 @@ async def test_demande_to_verified_training_package(
     refused = run_temoin("verify", str(forged), "--vault-key", vault_key, env=live.env)
     assert refused.returncode == 1, refused.stdout
     assert "[derivation-signature]" in refused.stdout
+    await _receipt_link(scene, live, package, vault_key, receipt, record)
+    # Made, viewed, approved and extracted: its row agrees with its entries.
+    assert _registry_says(servers.env(), path) == []
 
     # R241-17: the report counts the recording « pour formation ».
     deadline = time.monotonic() + 60
@@ -247,6 +267,57 @@ async def test_demande_to_verified_training_package(
         assert time.monotonic() < deadline, now
         await asyncio.sleep(0.5)
     assert now["extractions"] == 1
+
+
+async def _receipt_link(
+    scene: Scene,
+    live: Live,
+    package: Path,
+    vault_key: str,
+    receipt: dict[str, Any],
+    record: dict[str, Any],
+) -> None:
+    """`temoin verify --receipt`: the original's receipt (which the training package does not
+    carry) is the one the derivation record names by its digest."""
+    receipt_key = (await scene.ingest.get("/v1/receipts/public-key")).json()["public_key"]
+
+    def verify(given: dict[str, Any] | None, *keys: str) -> tuple[int, str]:
+        args = ["verify", str(package), "--vault-key", vault_key, *keys]
+        if given is not None:
+            path = scene.tmp / f"receipt-{uuid.uuid4()}.json"
+            path.write_text(json.dumps(given))
+            args += ["--receipt", str(path)]
+        done = run_temoin(*args, env=live.env)
+        return done.returncode, done.stdout + done.stderr
+
+    # Without it, the output says the link was not checked, and names the digest.
+    code, out = verify(None)
+    assert code == 0, out
+    assert "link to the original's receipt was NOT checked" in out
+    assert record["original"]["receipt_sha256"] in out
+    # The original's own receipt, as its judicial package carries it, with ingest's key.
+    code, out = verify(receipt, "--receipt-key", receipt_key)
+    assert code == 0, out
+    assert "OK: package valid and authentic" in out and "is the one the derivation record" in out
+    # Without ingest's key, its signature is not checked: not authenticated (exit 2).
+    code, out = verify(receipt)
+    assert code == 2, out
+    # Another recording's receipt, genuinely signed by ingest.
+    other = await scene.received(_mp4(scene.tmp / "other.mp4", seconds=1))
+    code, out = verify(other, "--receipt-key", receipt_key)
+    assert code == 1 and "[receipt-link]" in out and "another recording's" in out, out
+    # The receipt altered: a field ingest signed (the camera), then the signature itself.
+    altered = {**receipt, "camera_serial": f"{receipt['camera_serial']}-X"}
+    code, out = verify(altered, "--receipt-key", receipt_key)
+    assert code == 1 and "[receipt-signature]" in out and "[receipt-link]" in out, out
+    signature = bytearray(base64.b64decode(receipt["signature"]))
+    signature[0] ^= 1
+    resigned = {**receipt, "signature": base64.b64encode(bytes(signature)).decode()}
+    code, out = verify(resigned, "--receipt-key", receipt_key)
+    assert code == 1 and "[receipt-link]" in out, out
+    # A field ingest does not sign (the dock's information) changes nothing.
+    noted = {**receipt, "notice": "autre chose"}
+    assert verify(noted, "--receipt-key", receipt_key)[0] == 0
 
 
 async def test_rejected_copy_is_never_extracted(scene: Scene) -> None:
@@ -311,8 +382,14 @@ async def test_vault_killed_mid_job_makes_one_copy(
     scene: Scene, live: Live, servers: Servers, sig: signal.Signals
 ) -> None:
     """Killed (no shutdown at all) or stopped (its lifespan ends, the engine told to stop at
-    once rather than finish the clip): started again, it makes one copy, from zero."""
-    recording = await scene.upload(_mp4(scene.tmp / "long.mp4", seconds=30, size="640x360"))
+    once rather than finish the clip): started again, it makes one copy, from zero. The clip
+    is short (100 frames; it was 750, 30 s, and the test took about 38 s) yet long enough that
+    the first attempt still runs when its progress is first seen (the first heartbeat comes at
+    0.5 s): the test's time is mostly the second attempt's whole run. The stale delay (3 s,
+    tests/fixtures/live.py) is not on its path: the vault's restart takes as long, and the job
+    is claimed as soon as the vault is up. Had the first attempt finished before the kill, the
+    attempt number below would say so."""
+    recording = await scene.upload(_mp4(scene.tmp / "long.mp4", seconds=4, size="640x360"))
     procedure = await scene.formation(recording)
     path = await scene.ask(procedure, recording)
     deadline = time.monotonic() + 60
@@ -374,6 +451,7 @@ async def test_erasing_the_original_erases_its_copy(scene: Scene, servers: Serve
             )
         ).scalar_one()
     assert logged == [_id(path)]  # the original's effacement names its copy
+    assert _registry_says(env, path) == []  # and the row, erased, agrees with it
     viewed = await scene.vault.post(
         f"{path}/consultations", headers=scene.kit.headers("habilite"), json={"motif": "voir"}
     )

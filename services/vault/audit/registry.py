@@ -280,12 +280,16 @@ def cast_rows(rows: Sequence[Any]) -> list[Recording]:
     return list(rows)
 
 
-def _far(row: datetime | None, logged: datetime | None) -> bool:
+def far(row: datetime | None, logged: datetime | None) -> bool:
+    """Whether a row's date is not the one its entry logged (within CLOCK_SLACK)."""
     return row is None or logged is None or abs(row - logged) > CLOCK_SLACK
 
 
 async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> list[Finding]:
     """Every row that matters, compared with the log."""
+    # Imported here: the training copies' comparison builds on this module.
+    from services.vault.derivatives.registry import derivative_findings
+
     findings: list[Finding] = []
     after = uuid.UUID(int=0)
     table = Recording.__table__
@@ -329,10 +333,10 @@ async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> lis
         entry = f"(entry {row['granted_entry']})"
         if row["granted_agent"] != str(row["agent_id"]):
             findings.append(Finding("registry", where, f"agent differs from the log {entry}"))
-        if _far(row["granted_at"], row["granted_logged"]):
+        if far(row["granted_at"], row["granted_logged"]):
             findings.append(Finding("registry", where, f"granted_at differs from the log {entry}"))
         if row["withdrawn_entry"] is not None and (
-            _far(row["withdrawn_at"], row["withdrawn_logged"])
+            far(row["withdrawn_at"], row["withdrawn_logged"])
         ):
             findings.append(
                 Finding(
@@ -369,7 +373,7 @@ async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> lis
                 f"logged (entry {row['entry_id']}), its row is gone",
             )  # fmt: skip
         )
-    return findings
+    return findings + await derivative_findings(connection)
 
 
 __all__ = [
@@ -377,6 +381,7 @@ __all__ = [
     "History",
     "Unattested",
     "histories",
+    "far",
     "recording_differences",
     "verify_registry",
 ]

@@ -22,11 +22,13 @@ from services.vault.procedures.schemas import ExtractionIn
 from services.vault.recordings.keys import unwrap_data_key
 from services.vault.recordings.models import Recording
 from services.vault.recordings.reading import SealedReader
+from services.vault.recordings.repository import RecordingRepository
 from shared import audit
 from shared.audit import AuditAction, AuditEntry, entries, naming
 from shared.db import utc_now
 from shared.errors import Conflict, Gone, NotFound, UnprocessableEntity
 from shared.package import sign_derivation
+from shared.receipts import receipt_digest
 
 if TYPE_CHECKING:
     from services.vault.procedures.extraction import ExtractionService, Package
@@ -63,6 +65,7 @@ async def prepare_training(
     reader = SealedReader(service.store, derivative, key)
     # Its first chunk authenticated before the extraction is logged (as for an original).
     await reader.read(0, min(derivative.size, derivative.chunk_size))
+    receipt = await _receipt_digest(service, recording)  # a refusal comes before the logging
     extraction_id = uuid.uuid4()
     now = utc_now()
     await audit.append(
@@ -90,7 +93,7 @@ async def prepare_training(
     # extraction is logged before its first byte leaves, as any.
     await session.commit()
     proofs = await _proofs(service, recording, derivative)
-    record = _record(derivative, recording, procedure)
+    record = _record(derivative, recording, procedure, receipt)
     files = {
         "metadata.json": _json(_metadata(derivative, recording, procedure)),
         "derivation.json": _json(sign_derivation(record, service.settings.audit_key())),
@@ -120,13 +123,36 @@ async def prepare_training(
     )
 
 
-def _record(derivative: Derivative, recording: Recording, procedure: Procedure) -> dict[str, Any]:
+async def _receipt_digest(service: ExtractionService, recording: Recording) -> str | None:
+    """The digest naming the receipt ingest signed for the original (shared/receipts.py), the
+    link `temoin verify --receipt` checks; the receipt itself stays out of the package (it
+    names the camera, the station and the arrival time). None when none is on file."""
+    receipt = await RecordingRepository(service.session).issued_receipt(recording.id)
+    if receipt is None:
+        return None
+    try:
+        if (receipt["recording_id"], receipt["sha256"]) != (str(recording.id), recording.sha256):
+            raise ValueError("it names another clip")
+        return receipt_digest(receipt)
+    except (KeyError, ValueError) as exc:
+        # Ingest signed what it registered: a receipt on file that is not this clip's means the
+        # store was altered; no record is signed that would bind the copy to it.
+        raise Conflict(f"the receipt on file for this recording is not its own ({exc})") from exc
+
+
+def _record(
+    derivative: Derivative, recording: Recording, procedure: Procedure, receipt: str | None
+) -> dict[str, Any]:
     """What the copy was made from and how (docs/training-copies.md)."""
     result = derivative.result or {}
     tools = dict(result.get("tools") or {})
     return {
         "format": "temoin-derivation-v1",
-        "original": {"recording_id": str(recording.id), "sha256": recording.sha256},
+        "original": {
+            "recording_id": str(recording.id),
+            "sha256": recording.sha256,
+            "receipt_sha256": receipt,
+        },
         "derivative": {
             "id": str(derivative.id),
             "sha256": derivative.sha256,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,8 +17,8 @@ from services.vault.derivatives.models import ACTIVE, SEALED, Derivative, Deriva
 from services.vault.derivatives.repository import DerivativeRepository
 from services.vault.procedures.models import ProcedureType
 from services.vault.procedures.service import ProcedureService
-from services.vault.recordings.media import MediaGrant, sign_grant
 from services.vault.recordings.models import Consultation, Recording, RecordingStatus
+from services.vault.recordings.viewing import media_url, open_consultation
 from services.vault.settings import VaultSettings
 from shared import audit
 from shared.access import OrgAccess
@@ -172,40 +171,21 @@ class DerivativeService:
             raise Gone("this anonymised copy was erased with its recording")
         if derivative.status not in SEALED or derivative.wrapped_key is None:
             raise Conflict("this anonymised copy is not made yet: nothing to view")
-        now = utc_now()
-        consultation = Consultation(
-            id=uuid.uuid4(),
-            organisation_id=self.org_id,
-            recording_id=derivative.recording_id,
-            derivative_id=derivative.id,
-            subject=self.access.subject,
-            role=self.access.role.value,
-            motif=data.motif,
-            procedure_id=derivative.procedure_id,
-            expires_at=now + timedelta(seconds=self.settings.media_url_ttl_s),
+        consultation, details = await open_consultation(
+            self.session,
+            self.settings,
+            self.access,
+            derivative.recording_id,
+            data.motif,
+            derivative.procedure_id,
+            derivative.id,
         )
-        self.session.add(consultation)
-        await self.session.flush()
         recording = await self.session.get(Recording, derivative.recording_id)
         assert recording is not None
         await self._log(
-            AuditAction.consultation,
-            derivative,
-            recording,
-            motif=data.motif,
-            details={
-                "consultation": str(consultation.id),
-                "expires_at": consultation.expires_at.isoformat(),
-                "procedure": str(derivative.procedure_id),
-            },
+            AuditAction.consultation, derivative, recording, motif=data.motif, details=details
         )
-        grant = MediaGrant(
-            consultation_id=consultation.id,
-            recording_id=derivative.recording_id,
-            subject=self.access.subject,
-            expires_at=consultation.expires_at,
-        )
-        return f"/v1/media/{sign_grant(grant, self.settings.media_signing_key())}", consultation
+        return media_url(consultation, self.settings), consultation
 
     async def review(self, derivative_id: uuid.UUID, data: schemas.ReviewIn) -> Derivative:
         """Approve or reject a copy « à vérifier », having viewed it."""

@@ -23,7 +23,7 @@ import anyio.from_thread
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 from nacl.signing import SigningKey
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.audit.registry import histories, recording_differences
@@ -37,6 +37,7 @@ from services.vault.recordings.attested import note_divergence
 from services.vault.recordings.keys import unwrap_data_key
 from services.vault.recordings.models import Recording, RecordingStatus
 from services.vault.recordings.reading import SealedObject, SealedReader
+from services.vault.recordings.repository import RecordingRepository
 from services.vault.recordings.schemas import RecordingOut
 from services.vault.settings import VaultSettings
 from shared import audit
@@ -130,10 +131,7 @@ class ExtractionService:
         await reader.read(0, min(recording.size, recording.chunk_size))
         extraction_id = uuid.uuid4()
         proofs = await self._proofs(recording)
-        receipt = await self.session.scalar(
-            text("SELECT receipt FROM ingest.issued_receipts WHERE recording_id = :id"),
-            {"id": recording.id},
-        )
+        receipt = await RecordingRepository(self.session).issued_receipt(recording.id)
         files = {
             "metadata.json": _json(await self._metadata(recording, procedure)),
             "audit.json": _json(

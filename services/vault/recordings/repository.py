@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.directory.models import Agent, CameraAssignment, Organisation, Station
@@ -89,6 +90,15 @@ class RecordingRepository:
         if agent_id is not None:
             person = PersonRecord(agent_id, bool(active), frozenset(roles), bool(habilitation))
         return Consulted(recording, consultation, person, bool(wearer_access))
+
+    async def issued_receipt(self, recording_id: uuid.UUID) -> dict[str, Any] | None:
+        """The receipt ingest signed for the recording, as ingest keeps it (the view of
+        migration 0006 lets the vault read it); None when none is on file."""
+        receipt: dict[str, Any] | None = await self.session.scalar(
+            text("SELECT receipt FROM ingest.issued_receipts WHERE recording_id = :id"),
+            {"id": recording_id},
+        )
+        return receipt
 
     async def by_content(self, camera_id: uuid.UUID, sha256: str) -> Recording | None:
         statement = select(Recording).where(

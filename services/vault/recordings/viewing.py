@@ -128,33 +128,13 @@ class ViewingService:
             procedure = await self.session.get(Procedure, data.procedure_id)
             if procedure is None or procedure.organisation_id != self.org_id:
                 raise NotFound("no such procedure")
-        now = utc_now()
-        consultation = Consultation(
-            id=uuid.uuid4(),
-            organisation_id=self.org_id,
-            recording_id=recording.id,
-            subject=self.access.subject,
-            role=self.access.role.value,
-            motif=data.motif,
-            procedure_id=data.procedure_id,
-            expires_at=now + timedelta(seconds=self.settings.media_url_ttl_s),
+        consultation, details = await open_consultation(
+            self.session, self.settings, self.access, recording.id, data.motif, data.procedure_id
         )
-        self.session.add(consultation)
-        await self.session.flush()
-        details: dict[str, Any] = {
-            "consultation": str(consultation.id),
-            "expires_at": consultation.expires_at.isoformat(),
-        }
-        if data.procedure_id is not None:
-            details["procedure"] = str(data.procedure_id)
         if data.purpose is not None:
             details["purpose"] = data.purpose.value
         await self._log(AuditAction.consultation, recording, details, motif=data.motif)
-        token = sign_grant(
-            MediaGrant(consultation.id, recording.id, self.access.subject, consultation.expires_at),
-            self.settings.media_signing_key(),
-        )
-        return f"/v1/media/{token}", consultation
+        return media_url(consultation, self.settings), consultation
 
     async def close(self, recording_id: uuid.UUID, consultation_id: uuid.UUID) -> None:
         """End one's own consultation: its media URL stops working at once."""
@@ -207,6 +187,48 @@ class ViewingService:
                 details=details,
             ),
         )
+
+
+async def open_consultation(
+    session: AsyncSession,
+    settings: VaultSettings,
+    access: OrgAccess,
+    recording_id: uuid.UUID,
+    motif: str,
+    procedure_id: uuid.UUID | None,
+    derivative_id: uuid.UUID | None = None,
+) -> tuple[Consultation, dict[str, Any]]:
+    """A consultation of a recording (or of its anonymised copy, ``derivative_id``) by the
+    person acting, flushed, and the details its `consultation` entry states (the caller logs
+    it, R241-14, with what it adds); its media URL lives ``media_url_ttl_s``."""
+    consultation = Consultation(
+        id=uuid.uuid4(),
+        organisation_id=access.organisation_id,
+        recording_id=recording_id,
+        derivative_id=derivative_id,
+        subject=access.subject,
+        role=access.role.value,
+        motif=motif,
+        procedure_id=procedure_id,
+        expires_at=utc_now() + timedelta(seconds=settings.media_url_ttl_s),
+    )
+    session.add(consultation)
+    await session.flush()
+    details: dict[str, Any] = {
+        "consultation": str(consultation.id),
+        "expires_at": consultation.expires_at.isoformat(),
+    }
+    if procedure_id is not None:
+        details["procedure"] = str(procedure_id)
+    return consultation, details
+
+
+def media_url(consultation: Consultation, settings: VaultSettings) -> str:
+    """The consultation's signed media URL (recordings/media.py)."""
+    grant = MediaGrant(
+        consultation.id, consultation.recording_id, consultation.subject, consultation.expires_at
+    )
+    return f"/v1/media/{sign_grant(grant, settings.media_signing_key())}"
 
 
 def still_allowed(consulted: Consulted) -> Forbidden | None:
