@@ -223,6 +223,26 @@ def _volumes_of(cluster: EmbeddedS3Cluster, objects: list[tuple[str, str | None]
     return {int(volume) for volume in found}
 
 
+async def _lengths_agree(
+    cluster: EmbeddedS3Cluster, by_address: dict[str, str], servers_of: dict[int, set[str]]
+) -> dict[int, int]:
+    """Each volume's length, once its file is as long on every server that holds it (a
+    write the vault's own store check may be making settles within the wait)."""
+    deadline = time.monotonic() + 5
+    while True:
+        found = {
+            volume: {
+                (cluster.data_dir / by_address[address] / f"{BUCKET}_{volume}.dat").stat().st_size
+                for address in held
+            }
+            for volume, held in servers_of.items()
+        }
+        if all(len(sizes) == 1 for sizes in found.values()):
+            return {volume: sizes.pop() for volume, sizes in found.items()}
+        assert time.monotonic() < deadline, f"copies differ: {found}"
+        await asyncio.sleep(0.1)
+
+
 async def test_a_volume_server_killed_mid_upload_loses_no_clip(
     stack: ClusterStack, servers: Servers, tmp_path: Path
 ) -> None:
@@ -255,8 +275,13 @@ async def test_a_volume_server_killed_mid_upload_loses_no_clip(
     # Replication is on: every volume of the bucket is on two volume servers, not one.
     assert all(len(held) == COPIES for held in servers_of.values()), servers_of
     holding = await asyncio.to_thread(_volumes_of, cluster, list(objects.values()))
-    # Kill the volume server that holds the most of what has been acknowledged so far.
+    assert holding <= set(servers_of), (holding, servers_of)
     by_address = {cluster.volume_address(name): name for name in cluster.volume_names}
+    # And on disk: each volume's file the same length on both servers (no dock is sending),
+    # and holding more than its header where the first clips are.
+    lengths = await _lengths_agree(cluster, by_address, servers_of)
+    assert all(lengths[volume] > 8 for volume in holding), lengths
+    # Kill the volume server that holds the most of what has been acknowledged so far.
     held_by = {
         address: len([v for v in holding if address in servers_of[v]]) for address in by_address
     }
