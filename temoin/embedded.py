@@ -545,9 +545,13 @@ class EmbeddedS3Cluster(_SeaweedStore):
 
     def kill(self, name: str) -> None:
         """SIGKILL one process (a volume server lost with its machine)."""
-        process = self._processes[name]
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        self.signal(name, signal.SIGKILL)
+        self._processes[name].wait(10)
+
+    def signal(self, name: str, number: int) -> None:
+        """Send one process a signal: SIGSTOP freezes it with its connections open, as a
+        machine that lost power or network (stop() still ends it: SIGKILL works on it)."""
+        os.killpg(self._processes[name].pid, number)
 
     def restart(self, name: str) -> None:
         """Start a killed process again, on the same ports and data directory."""

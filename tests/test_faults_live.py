@@ -35,11 +35,11 @@ from shared.db import create_sessionmaker, session_scope
 from shared.receipts import receipt_is_valid
 from shared.storage import ObjectStore
 from temoin import migrate
-from temoin.embedded import EmbeddedPostgres, free_port
+from temoin.embedded import EmbeddedPostgres
 from tests.fixtures.apps import VAULT_WRITER, ClientFactory
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, build_org
-from tests.fixtures.live import Live, LiveService, run_temoin
+from tests.fixtures.live import Live, run_temoin, vault_and_ingest
 from tests.fixtures.proxy import Proxy
 from tests.fixtures.servers import Servers
 from tests.test_tus import creation_headers, patch_headers, tus_headers
@@ -418,17 +418,7 @@ async def test_the_database_stopped_is_a_503_then_recovery(
     postgres = EmbeddedPostgres(tmp_path / "postgres")
     database_url = postgres.start()
     await asyncio.to_thread(migrate.upgrade, database_url)
-    env = {**servers.env(), "DATABASE_URL": database_url}
-    vault_port, ingest_port = free_port(), free_port()
-    vault = LiveService(
-        "vault", f"http://127.0.0.1:{vault_port}",
-        {**env, "VAULT_PORT": str(vault_port)}, tmp_path / "vault.log",
-    )  # fmt: skip
-    ingest = LiveService(
-        "ingest", f"http://127.0.0.1:{ingest_port}",
-        {**env, "INGEST_PORT": str(ingest_port), "INGEST_VAULT_URL": vault.url},
-        tmp_path / "ingest.log",
-    )  # fmt: skip
+    vault, ingest = vault_and_ingest({**servers.env(), "DATABASE_URL": database_url}, tmp_path)
     try:
         vault.start()
         ingest.start()

@@ -32,12 +32,12 @@ from services.vault.recordings.models import Recording
 from shared.db import create_engine
 from shared.storage import ObjectStore, StorageConfig
 from temoin.dock import Dock, DockError
-from temoin.embedded import ClusterPorts, EmbeddedS3Cluster, free_port
+from temoin.embedded import ClusterPorts, EmbeddedS3Cluster
 from temoin.station import StationKeyFile
 from tests.fixtures.clips import make_clip
 from tests.fixtures.databases import clone_template, database_url, drop_database
 from tests.fixtures.directory import OrgKit, build_org, fresh_insee
-from tests.fixtures.live import LiveService
+from tests.fixtures.live import LiveService, vault_and_ingest
 from tests.fixtures.servers import ACCESS_KEY, SECRET_KEY, Servers
 
 pytestmark = pytest.mark.scale
@@ -92,16 +92,7 @@ async def stack(
             "S3_ENDPOINT": cluster.endpoint,
             "S3_BUCKET": BUCKET,
         }
-        vault_port, ingest_port = free_port(), free_port()
-        vault = LiveService(
-            "vault", f"http://127.0.0.1:{vault_port}",
-            {**env, "VAULT_PORT": str(vault_port)}, tmp_path / "vault.log",
-        )  # fmt: skip
-        ingest = LiveService(
-            "ingest", f"http://127.0.0.1:{ingest_port}",
-            {**env, "INGEST_PORT": str(ingest_port), "INGEST_VAULT_URL": vault.url},
-            tmp_path / "ingest.log",
-        )  # fmt: skip
+        vault, ingest = vault_and_ingest(env, tmp_path)
         services += [vault, ingest]
         await asyncio.gather(*(asyncio.to_thread(service.start) for service in services))
         timings["services started"] = time.monotonic() - started
