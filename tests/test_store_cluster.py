@@ -214,6 +214,18 @@ def _volumes_of(cluster: EmbeddedS3Cluster, objects: list[tuple[str, str | None]
     return {int(volume) for volume in found}
 
 
+async def _bucket_volumes(cluster: EmbeddedS3Cluster) -> dict[int, set[str]]:
+    """The master's view of the bucket's volumes: each with the servers holding a copy."""
+    placement = await asyncio.to_thread(cluster.placement_by_server)
+    servers_of: dict[int, set[str]] = {}
+    for address, volumes in placement.items():
+        for volume, copy in volumes.items():
+            if copy.collection == BUCKET:
+                assert copy.replica_placement == REPLICATION, copy
+                servers_of.setdefault(volume, set()).add(address)
+    return servers_of
+
+
 async def _lengths_agree(
     cluster: EmbeddedS3Cluster, by_address: dict[str, str], servers_of: dict[int, set[str]]
 ) -> dict[int, int]:
@@ -255,14 +267,8 @@ async def test_a_volume_server_killed_mid_upload_loses_no_clip(
     first = docks.acknowledged()
     objects = await _objects(stack, kit)
     assert len(objects) == DOCKS
-    placement = await asyncio.to_thread(cluster.placement_by_server)
-    servers_of: dict[int, set[str]] = {}
-    for address, volumes in placement.items():
-        for volume, copy in volumes.items():
-            if copy.collection == BUCKET:
-                assert copy.replica_placement == REPLICATION, copy
-                servers_of.setdefault(volume, set()).add(address)
-    assert servers_of, placement
+    servers_of = await _bucket_volumes(cluster)
+    assert servers_of
     # Replication is on: every volume of the bucket is on two volume servers, not one.
     assert all(len(held) == COPIES for held in servers_of.values()), servers_of
     holding = await asyncio.to_thread(_volumes_of, cluster, list(objects.values()))
@@ -302,6 +308,19 @@ async def test_a_volume_server_killed_mid_upload_loses_no_clip(
     stack.timings["reads after, slowest"] = max(after)
     objects = await _objects(stack, kit)
     assert sorted(objects) == sorted(r["recording_id"] for r in receipts.values())
+
+    # The server back on its disk: its copies rejoin (nothing was written to the volumes it
+    # held meanwhile: they were unwritable), and every volume has two copies again.
+    back = time.monotonic()
+    await asyncio.to_thread(cluster.restart, docks.victim)
+    servers_of = await _bucket_volumes(cluster)
+    while not all(len(held) == COPIES for held in servers_of.values()):
+        assert time.monotonic() - back < 20, f"not two copies again: {servers_of}"
+        await asyncio.sleep(0.2)
+        servers_of = await _bucket_volumes(cluster)
+    assert victim_address in set().union(*servers_of.values())
+    await _lengths_agree(cluster, by_address, servers_of)
+    stack.timings["volume server back, two copies again"] = time.monotonic() - back
     print(
         f"\n{DOCKS} docks x {CLIPS_PER_DOCK} clips of {CLIP_SIZE // MiB} MiB; killed "
         f"{docks.victim} ({victim_address}, holding {held_by[victim_address]} of "
