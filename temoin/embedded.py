@@ -397,14 +397,14 @@ def _kind(name: str) -> str:
 
 # What each process is given, whatever the store's shape.
 _LOOPBACK = ["-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
-_MASTER_HARDENING = [
+_MASTER_FLAGS = [
     # No usage report to seaweedfs.com from a police evidence store.
     "-telemetry=false",
     # A single master: its election on restart need not wait out the 10 s default.
     "-electionTimeout=1s",
     "-volumeSizeLimitMB=1024",
 ]
-_S3_HARDENING = [
+_S3_FLAGS = [
     # DeleteBucket never removes what a bucket holds (the services never delete one).
     "-allowDeleteBucketNotEmpty=false",
     "-port.iceberg=0",
@@ -434,7 +434,7 @@ class EmbeddedS3(_SeaweedStore):
             "-disableHttp",
             f"-master.port={p.master}",
             f"-master.port.grpc={p.grpc['master']}",
-            *(f"-master.{flag[1:]}" for flag in _MASTER_HARDENING),
+            *(f"-master.{flag[1:]}" for flag in _MASTER_FLAGS),
             f"-volume.port={p.volume}",
             f"-volume.port.grpc={p.grpc['volume']}",
             "-volume.max=0",
@@ -444,7 +444,7 @@ class EmbeddedS3(_SeaweedStore):
             "-s3",
             f"-s3.port={p.s3}",
             f"-s3.port.grpc={p.grpc['s3']}",
-            *(f"-s3.{flag[1:]}" for flag in _S3_HARDENING),
+            *(f"-s3.{flag[1:]}" for flag in _S3_FLAGS),
             "-metricsPort=0",
         ]
 
@@ -484,7 +484,7 @@ class EmbeddedS3Cluster(_SeaweedStore):
                 "-disableHttp",
                 "-peers=none",
                 f"-defaultReplication={self.replication}",
-                *_MASTER_HARDENING,
+                *_MASTER_FLAGS,
             ]
         }
         for name in self.volume_names:
@@ -507,7 +507,7 @@ class EmbeddedS3Cluster(_SeaweedStore):
             *_LOOPBACK,
             f"-port={p.s3}",
             f"-port.grpc={p.grpc['s3']}",
-            *_S3_HARDENING,
+            *_S3_FLAGS,
             "-metricsPort=0",
         ]
         for name in ("master", "filer"):
