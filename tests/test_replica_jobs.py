@@ -27,7 +27,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.app import create_app as create_ingest
-from services.reporting.statistics.consumer import consume_all
+from services.reporting.statistics.consumer import CHECKPOINT, consume_all
 from services.vault.app import create_app as create_vault
 from services.vault.audit.jobs import maintain_log
 from services.vault.audit.service import AuditLog
@@ -39,7 +39,7 @@ from services.vault.recordings.models import Recording, UploadSession
 from services.vault.settings import VaultSettings
 from shared import audit
 from shared.audit import AuditAction, AuditEntry, entries
-from shared.db import create_engine, session_scope
+from shared.db import create_engine, ping, session_scope
 from shared.signatures import public_key_of
 from shared.storage import ObjectStore, StorageConfig
 from shared.web import ServiceState, open_resources
@@ -155,6 +155,7 @@ async def replicas(
                     audit_writer=settings.audit_writer(service),
                 )
             )
+            await ping(state["engine"])  # connected before the race, as a running process is
             opened.append((state, settings))
         yield opened
 
@@ -442,6 +443,11 @@ async def test_reporting_by_three_replicas_counts_once(scene: Scene) -> None:
         async with session_scope(state["sessionmaker"]) as session:
             await AuditLog(session, settings.log_keys()).sequence_all()
 
+    async with scene.admin.begin() as connection:  # as in a running deployment: it exists
+        await connection.execute(
+            text("INSERT INTO reporting.checkpoints (name, last_seq) VALUES (:name, -1)"),
+            {"name": CHECKPOINT},
+        )
     async with replicas(scene, "reporting") as opened:
         consumed = await at_once(
             *(lambda state=state: consume_all(state["sessionmaker"]) for state, _ in opened)
