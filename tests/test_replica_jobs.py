@@ -41,7 +41,7 @@ from shared import audit
 from shared.audit import AuditAction, AuditEntry, entries
 from shared.db import create_engine, ping, session_scope
 from shared.signatures import public_key_of
-from shared.storage import ObjectStore, StorageConfig
+from shared.storage import ObjectStore, StorageConfig, StorageUnavailable
 from shared.web import ServiceState, open_resources
 from tests.fixtures.apps import serve_in_process, settings_for
 from tests.fixtures.clips import make_clip, upload_headers
@@ -511,3 +511,60 @@ async def test_erasure_waits_for_the_log_beside_another_replicas_transaction(
     assert sorted(second.deleted.objects_deleted) == sorted(due)
     assert await log_entries(scene, AuditAction.registry_divergence, kit) == []
     assert await verified(scene, settings) == []
+
+
+async def test_roll_forward_by_three_replicas_registers_each_clip_once(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def store_away(*args: object, **kwargs: object) -> str:
+        raise StorageUnavailable("the store went away as the clip was being assembled")
+
+    async with made_through_the_apps(scene) as (kit, ingest, _):
+        clips = [make_clip(kit, size=64 * KiB + i) for i in range(3)]
+        # Every byte in, the session `completing`, then the store fails: what a vault that
+        # died between its commit and the registration leaves (the dock has no receipt).
+        with monkeypatch.context() as patched:
+            patched.setattr(ObjectStore, "complete_multipart", store_away)
+            for data, metadata in clips:
+                created = await ingest.post("/v1/uploads", headers=creation_headers(kit, metadata))
+                location = created.headers["Location"]
+                answer = await ingest.patch(location, content=data, headers=patch_headers(kit, 0))
+                assert answer.status_code == 503, answer.text
+    async with scene.admin.connect() as connection:
+        waiting = (
+            await connection.scalars(
+                select(UploadSession.status).where(UploadSession.station_id == kit.station_id)
+            )
+        ).all()
+    assert waiting == ["completing"] * len(clips)
+
+    async with replicas(scene) as opened:
+        await at_once(
+            *(
+                lambda state=state, settings=settings: maintain_uploads(
+                    state["sessionmaker"], state["store"], settings
+                )
+                for state, settings in opened
+            )
+        )
+
+    async with scene.admin.connect() as connection:
+        statuses = (
+            await connection.scalars(
+                select(UploadSession.status).where(UploadSession.station_id == kit.station_id)
+            )
+        ).all()
+        registered = (
+            await connection.scalars(
+                select(Recording.sha256).where(Recording.organisation_id == kit.id)
+            )
+        ).all()
+    assert statuses == ["complete"] * len(clips)
+    assert sorted(registered) == sorted(metadata.sha256 for _, metadata in clips)
+    collected = Counter(
+        r for _, ids in await log_entries(scene, AuditAction.collecte, kit) for r in ids
+    )
+    assert len(collected) == len(clips) and set(collected.values()) == {1}
+    store = scene.store()
+    objects = list(store.client.list_objects(scene.bucket, prefix=f"recordings/{kit.id}/"))
+    assert len(objects) == len(clips)
