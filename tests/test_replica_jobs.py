@@ -26,6 +26,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.config import service_resources
 from services.ingest.app import create_app as create_ingest
 from services.reporting.statistics.consumer import CHECKPOINT, consume_all
 from services.vault.app import create_app as create_vault
@@ -42,7 +43,7 @@ from shared.audit import AuditAction, AuditEntry, entries
 from shared.db import create_engine, ping, session_scope
 from shared.signatures import public_key_of
 from shared.storage import ObjectStore, StorageConfig, StorageUnavailable
-from shared.web import ServiceState, open_resources
+from shared.web import ServiceState
 from tests.fixtures.apps import serve_in_process, settings_for
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, build_org, fresh_insee
@@ -146,14 +147,7 @@ async def replicas(
             else:
                 settings = settings_for(service, scene.servers, database_url=scene.database_url)
             state = await stack.enter_async_context(
-                open_resources(
-                    database_url=settings.database_url,
-                    storage=settings.storage(),
-                    application_name=f"temoin-{service}-replica-{i}",
-                    database_role=settings.database_role,
-                    verifier=settings.token_verifier(),
-                    audit_writer=settings.audit_writer(service),
-                )
+                service_resources(settings, service, f"temoin-{service}-replica-{i}")
             )
             await ping(state["engine"])  # connected before the race, as a running process is
             opened.append((state, settings))
