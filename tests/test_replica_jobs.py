@@ -13,6 +13,7 @@ strangers. The data is made through the real apps, in process, and committed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -349,7 +350,11 @@ async def test_upload_passes_by_three_replicas_act_once(scene: Scene) -> None:
     assert await store.list_multipart_uploads(f"recordings/{kit.id}/") == []
 
 
-async def test_log_maintenance_by_three_replicas_makes_one_chain(scene: Scene) -> None:
+async def test_log_maintenance_by_three_replicas_makes_one_chain(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="temoin.vault.audit")
+
     async def writer(settings: VaultSettings, sessionmaker: Any, w: int) -> None:
         for i in range(25):
             async with session_scope(sessionmaker) as session:
@@ -402,6 +407,9 @@ async def test_log_maintenance_by_three_replicas_makes_one_chain(scene: Scene) -
             text("SELECT count(DISTINCT entry_id) FROM audit.leaves")
         )
         heads = (await connection.scalars(text("SELECT tree_size FROM audit.tree_heads"))).all()
+    # The jobs never met: no sequencing nor signing refused by a constraint (which the
+    # database would answer to two sequencers at once), no failure.
+    assert [r.getMessage() for r in caplog.records if r.name == "temoin.vault.audit"] == []
     assert seqs == list(range(entry_count)), "every entry sequenced, once, without a gap"
     assert distinct == entry_count
     assert len(heads) == len(set(heads)) and len(heads) >= 3, heads
