@@ -34,6 +34,8 @@ from services.vault.app import create_app as create_vault
 from services.vault.audit.jobs import maintain_log
 from services.vault.audit.service import AuditLog
 from services.vault.audit.verify import VerifyKeys, verify_log
+from services.vault.derivatives.jobs import JobRunner
+from services.vault.derivatives.models import Derivative
 from services.vault.recordings import fixity
 from services.vault.recordings.erasure import ErasureService
 from services.vault.recordings.jobs import erasure_pass, maintain_uploads
@@ -78,6 +80,7 @@ class Scene:
             erasure_interval_s=3600,
             upload_sweep_interval_s=3600,
             scrub_interval_s=3600,
+            derivative_interval_s=3600,
             **overrides,
         )
         assert isinstance(settings, VaultSettings)
@@ -570,3 +573,55 @@ async def test_roll_forward_by_three_replicas_registers_each_clip_once(
     store = scene.store()
     objects = list(store.client.list_objects(scene.bucket, prefix=f"recordings/{kit.id}/"))
     assert len(objects) == len(clips)
+
+
+async def test_anonymisation_jobs_claimed_by_three_replicas_once_each(scene: Scene) -> None:
+    """The claim only: running a job needs the anonymisation engine, whose takeover of a dead
+    worker's job is tested in tests/test_derivatives_live.py."""
+    async with made_through_the_apps(scene) as (kit, ingest, vault):
+        recordings = [await upload(ingest, kit, ended_days_ago=1) for _ in range(4)]
+        training = await vault.post(
+            f"{kit.path}/procedures",
+            headers=kit.headers("responsable"),
+            json={"type": "formation", "reference": "FORM-19"},
+        )
+        path = f"{kit.path}/procedures/{training.json()['id']}"
+        asked = []
+        for recording in recordings:
+            attached = await vault.post(
+                f"{path}/recordings",
+                headers=kit.headers("responsable"),
+                json={"recording_id": str(recording), "qualification": "formation"},
+            )
+            assert attached.status_code == 201, attached.text
+            answer = await vault.post(
+                f"{path}/derivatives",
+                headers=kit.headers("habilite"),
+                json={"recording_id": str(recording), "motif": "formation des agents"},
+            )
+            assert answer.status_code == 202, answer.text
+            asked.append(uuid.UUID(answer.json()["id"]))
+
+    async def claim_all(runner: JobRunner) -> list[uuid.UUID]:
+        claimed = []
+        while (job := await runner._claim()) is not None:  # noqa: SLF001
+            claimed.append(job.derivative_id)
+        return claimed
+
+    async with replicas(scene) as opened:
+        claims = await at_once(
+            *(
+                lambda state=state, settings=settings: claim_all(
+                    JobRunner(state["sessionmaker"], state["store"], settings)
+                )
+                for state, settings in opened
+            )
+        )
+    assert Counter(job for claimed in claims for job in claimed) == Counter(asked)
+    async with scene.admin.connect() as connection:
+        attempts = (
+            await connection.execute(
+                select(Derivative.status, Derivative.attempt).where(Derivative.id.in_(asked))
+            )
+        ).all()
+    assert sorted(attempts) == [("en_cours", 1)] * len(asked)
