@@ -503,7 +503,7 @@ async def purge_expired(session: AsyncSession, keys: LogKeys, *, actor: str) -> 
     went; the verifier takes that watermark only from such entries, and checks them.
 
     One process at a time: vault replicas started together purge at the same moment, and two
-    purges would split the work between two `audit_purge` entries (or deadlock on its rows)."""
+    purges would wait on each other's rows and could split one purge between two entries."""
     if not await try_job_lock(session, "vault:audit-purge"):
         return 0
     now, cutoff = (await session.execute(text("SELECT now(), now() - interval '3 years'"))).one()
