@@ -32,7 +32,7 @@ from services.ingest.app import create_app as create_ingest
 from services.reporting.statistics.consumer import CHECKPOINT, consume_all
 from services.vault.app import create_app as create_vault
 from services.vault.audit.jobs import maintain_log
-from services.vault.audit.service import AuditLog
+from services.vault.audit.service import AuditLog, purge_expired
 from services.vault.audit.verify import VerifyKeys, verify_log
 from services.vault.derivatives.jobs import JobRunner
 from services.vault.derivatives.models import Derivative
@@ -625,3 +625,56 @@ async def test_anonymisation_jobs_claimed_by_three_replicas_once_each(scene: Sce
             )
         ).all()
     assert sorted(attempts) == [("en_cours", 1)] * len(asked)
+
+
+async def test_audit_purge_by_three_replicas_purges_once(scene: Scene) -> None:
+    old = datetime.now(UTC) - timedelta(days=3 * 366 + 2)
+
+    def entry(i: int, **changes: Any) -> AuditEntry:
+        return AuditEntry(
+            action=AuditAction.consultation,
+            service="vault",
+            actor_subject="agent",
+            actor_role="habilite",
+            organisation_id=uuid.UUID(int=1),
+            motif=f"contrôle {i}",
+            recording_ids=[uuid.UUID(int=i)],
+            **changes,
+        )
+
+    async with replicas(scene) as opened:
+        state, settings = opened[0]
+        sessionmaker = state["sessionmaker"]
+        async with session_scope(sessionmaker) as session:
+            for i in range(6):
+                await audit.append(session, entry(i, occurred_at=old + timedelta(seconds=i)))
+        async with session_scope(sessionmaker) as session:  # the head that covered them then
+            log = AuditLog(session, settings.log_keys())
+            await log.sequence_all()
+            await log.sign_head(now=old + timedelta(hours=1))
+        async with session_scope(sessionmaker) as session:
+            for i in range(6, 9):
+                await audit.append(session, entry(i))
+
+        async def purge(state: ServiceState, settings: VaultSettings) -> int:
+            async with session_scope(state["sessionmaker"]) as session:
+                return await purge_expired(session, settings.log_keys(), actor="temoin-vault")
+
+        purged = await at_once(
+            *(
+                lambda state=state, settings=settings: purge(state, settings)
+                for state, settings in opened
+            )
+        )
+        async with session_scope(sessionmaker) as session:
+            log = AuditLog(session, settings.log_keys())
+            await log.sequence_all()
+            await log.sign_head()
+
+    assert sorted(purged) == [0] * (REPLICAS - 1) + [6]
+    async with scene.admin.connect() as connection:
+        entries_of_purges = await connection.scalar(
+            select(func.count()).where(entries.c.action == AuditAction.audit_purge.value)
+        )
+    assert entries_of_purges == 1
+    assert await verified(scene, settings) == []

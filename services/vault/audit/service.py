@@ -502,8 +502,9 @@ async def purge_expired(session: AsyncSession, keys: LogKeys, *, actor: str) -> 
     other, recording the position below which entries may be missing, the cut-off and how many
     went; the verifier takes that watermark only from such entries, and checks them.
 
-    One process at a time: vault replicas started together purge at the same moment, and two
-    purges would wait on each other's rows and could split one purge between two entries."""
+    One process at a time: vault replicas started together purge at the same moment; the
+    others skip it rather than wait on the first one's rows (which would leave them nothing
+    to purge: tests/test_replica_jobs.py)."""
     if not await try_job_lock(session, "vault:audit-purge"):
         return 0
     now, cutoff = (await session.execute(text("SELECT now(), now() - interval '3 years'"))).one()
