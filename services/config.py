@@ -232,6 +232,20 @@ BackgroundTask = Callable[[ServiceState], Coroutine[Any, Any, None]]
 StartupHook = Callable[[ServiceState], Coroutine[Any, Any, None]]
 
 
+def service_resources(
+    settings: ServiceSettings, service: str, application_name: str | None = None
+) -> AbstractAsyncContextManager[ServiceState]:
+    """What a process of ``service`` holds: its engine, sessionmaker and store client."""
+    return open_resources(
+        database_url=settings.database_url,
+        storage=settings.storage(),
+        application_name=application_name or f"temoin-{service}",
+        database_role=settings.database_role,
+        verifier=settings.token_verifier(),
+        audit_writer=settings.audit_writer(service),
+    )
+
+
 def service_lifespan(
     settings: ServiceSettings,
     service: str,
@@ -246,14 +260,7 @@ def service_lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ServiceState]:
         bound_allocator()
-        async with open_resources(
-            database_url=settings.database_url,
-            storage=settings.storage(),
-            application_name=f"temoin-{service}",
-            database_role=settings.database_role,
-            verifier=settings.token_verifier(),
-            audit_writer=settings.audit_writer(service),
-        ) as state:
+        async with service_resources(settings, service) as state:
             for hook in on_startup:
                 await hook(state)
             tasks = [asyncio.create_task(job(state)) for job in background]

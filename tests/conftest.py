@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.browser",
     "tests.fixtures.oidc",
+    "tests.fixtures.replicas",
 ]

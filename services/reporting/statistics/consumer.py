@@ -227,15 +227,24 @@ class Consumer:
             )
 
 
+async def consume_all(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Apply batches until the feed is exhausted: how many events. Several reporting replicas
+    may run it at once: each batch is applied under the checkpoint's row lock, so replicas take
+    turns and each starts where the one before stopped."""
+    total = 0
+    while True:
+        async with session_scope(sessionmaker) as session:
+            applied = await Consumer(session).consume()
+        if applied == 0:
+            return total
+        total += applied
+
+
 async def follow_feed(sessionmaker: async_sessionmaker[AsyncSession], every_s: float = 2.0) -> None:
     """The reporting service's background task."""
     while True:
         try:
-            while True:
-                async with session_scope(sessionmaker) as session:
-                    applied = await Consumer(session).consume()
-                if applied == 0:
-                    break
+            await consume_all(sessionmaker)
         except Exception as exc:  # the loop must survive a database outage
             job_failed(_logger, "consuming the audit feed", exc)
         await asyncio.sleep(every_s)

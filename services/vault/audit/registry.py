@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, RowMapping, Uuid, bindparam, cast, select, text
+from sqlalchemy import ARRAY, ColumnElement, RowMapping, Uuid, bindparam, cast, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.vault.audit.service import AuditLog, TreeHead
+from services.vault.audit.tables import leaves, refusals
 from services.vault.audit.verify import Finding
 from services.vault.recordings import attested
 from services.vault.recordings.models import Recording, RecordingStatus
@@ -195,6 +196,56 @@ async def histories(
             if times > detached[recording_id][procedure] and procedure not in closed
         }
     return found
+
+
+def _not_in_the_log_yet() -> list[ColumnElement[bool]]:
+    return [
+        ~select(leaves.c.seq).where(leaves.c.entry_id == entries.c.entry_id).exists(),
+        ~select(refusals.c.entry_pk).where(refusals.c.entry_pk == entries.c.id).exists(),
+    ]
+
+
+async def awaiting_the_log(
+    session: AsyncSession, recording_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Those of ``recording_ids`` whose history has an entry committed but neither in the log
+    nor set aside yet (its own, or the closing of a procedure it was attached to). The
+    sequencer takes only transactions older than every one still running, so another
+    process's open transaction (a replica's, say) holds such entries back for a moment: the
+    row is ahead of the log, which is no divergence. Decide about these at a later pass."""
+    wanted = set(recording_ids)
+    if not wanted:
+        return set()
+    named = entries.c.recording_ids.overlap(cast(list(wanted), ARRAY(Uuid)))
+    waiting = {
+        r
+        for ids in await session.scalars(
+            select(entries.c.recording_ids).where(
+                named, entries.c.action.in_(_ACTIONS), *_not_in_the_log_yet()
+            )
+        )
+        for r in ids
+    }
+    attached: dict[str, set[uuid.UUID]] = defaultdict(set)
+    for ids, procedure in await session.execute(
+        select(entries.c.recording_ids, entries.c.details["procedure"].astext).where(
+            named,
+            entries.c.action == AuditAction.modification.value,
+            entries.c.details["event"].astext == "attached",
+        )
+    ):
+        attached[procedure] |= set(ids)
+    if attached:
+        for procedure in await session.scalars(
+            select(entries.c.details["procedure"].astext).where(
+                entries.c.action == AuditAction.modification.value,
+                entries.c.details["event"].astext == "closed",
+                entries.c.details["procedure"].astext.in_(sorted(attached)),
+                *_not_in_the_log_yet(),
+            )
+        ):
+            waiting |= attached[procedure]
+    return waiting & wanted
 
 
 def recording_differences(

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.vault.audit.repository import AuditRepository
 from shared import audit, merkle
 from shared.audit import AuditAction, AuditEntry, Refusal, WriterKeys, canonical_bytes
-from shared.db import utc_now
+from shared.db import try_job_lock, utc_now
 from shared.errors import Conflict, NotFound, UnprocessableEntity
 from shared.notes import (
     ED25519,
@@ -500,7 +500,13 @@ async def purge_expired(session: AsyncSession, keys: LogKeys, *, actor: str) -> 
     positions that a head signed before the cut-off covers are purged (they were written
     before it, whatever date they claim). The purge is itself an entry, authenticated like any
     other, recording the position below which entries may be missing, the cut-off and how many
-    went; the verifier takes that watermark only from such entries, and checks them."""
+    went; the verifier takes that watermark only from such entries, and checks them.
+
+    One process at a time: vault replicas started together purge at the same moment; the
+    others skip it rather than wait on the first one's rows (which would leave them nothing
+    to purge: tests/test_replica_jobs.py)."""
+    if not await try_job_lock(session, "vault:audit-purge"):
+        return 0
     now, cutoff = (await session.execute(text("SELECT now(), now() - interval '3 years'"))).one()
     log = AuditLog(session, keys)
     below_seq = 0

@@ -249,6 +249,7 @@ async def scrub(
     *,
     checked_before: datetime | None,
     recording_ids: Sequence[uuid.UUID] | None = None,
+    batch_size: int = BATCH,
 ) -> FixityReport:
     """One pass: claim a batch, read it with no transaction open, record what was found; until
     nothing is due, or the store fails (the rest waits for a later pass)."""
@@ -257,7 +258,7 @@ async def scrub(
     while True:
         async with session_scope(sessionmaker) as session:
             batch = await FixityService(session).claim(
-                checked_before=checked_before, recording_ids=recording_ids
+                checked_before=checked_before, recording_ids=recording_ids, limit=batch_size
             )
         if not batch:
             return report

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.vault.recordings import fixity
-from services.vault.recordings.erasure import ErasureService
+from services.vault.recordings.erasure import ErasureReport, ErasureService
 from services.vault.recordings.holds import HoldService
 from services.vault.recordings.resumable import ResumableService
 from services.vault.settings import VaultSettings
@@ -23,30 +25,42 @@ from shared.web import job_failed
 _logger = logging.getLogger("temoin.vault.uploads")
 
 
+@dataclass
+class UploadsReport:
+    """What one upload pass did (tests/test_replica_jobs.py adds those of several replicas)."""
+
+    expired: int = 0
+    rolled_forward: list[uuid.UUID] = field(default_factory=list)
+    aborted: list[str] = field(default_factory=list)  # keys of stray multipart uploads
+
+
 async def maintain_uploads(
     sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, settings: VaultSettings
-) -> None:
+) -> UploadsReport:
     """One pass; several vault processes may run it at once (rows are claimed SKIP LOCKED,
     each completion under its upload's lock, the store's sweep by one process at a time)."""
+    report = UploadsReport()
     async with session_scope(sessionmaker) as session:
-        expired = await ResumableService(session, store, settings).expire()
-    if expired:
-        _logger.info("discarded %d expired uploads", expired)
+        report.expired = await ResumableService(session, store, settings).expire()
+    if report.expired:
+        _logger.info("discarded %d expired uploads", report.expired)
     async with session_scope(sessionmaker) as session:
         waiting = await ResumableService(session, store, settings).completing()
     for upload_id in waiting:
         async with session_scope(sessionmaker) as session:
             if await ResumableService(session, store, settings).roll_forward_if_free(upload_id):
+                report.rolled_forward.append(upload_id)
                 _logger.warning(
                     "upload %s: a completion interrupted by a crash finished", upload_id
                 )
     async with session_scope(sessionmaker) as session:
         if await try_job_lock(session, "vault:stray-multipart-sweep"):
-            aborted = await ResumableService(session, store, settings).sweep_store(
+            report.aborted = await ResumableService(session, store, settings).sweep_store(
                 timedelta(seconds=settings.stray_multipart_after_s)
             )
-            for key in aborted:
+            for key in report.aborted:
                 _logger.warning("aborted a multipart upload no upload session owns: %s", key)
+    return report
 
 
 async def uploads_job(
@@ -60,6 +74,30 @@ async def uploads_job(
         await asyncio.sleep(settings.upload_sweep_interval_s)
 
 
+@dataclass
+class ErasurePass:
+    erased: ErasureReport  # keys destroyed, refusals logged
+    deleted: ErasureReport  # objects deleted
+    orphans: ErasureReport
+
+
+async def erasure_pass(
+    sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, settings: VaultSettings
+) -> ErasurePass:
+    """One pass of the erasure job; several vault processes (and `temoin erase`) may run it
+    at once (erasure.py says how)."""
+    keys = settings.log_keys()
+    async with session_scope(sessionmaker) as session:
+        erased = await ErasureService(session, store, keys).erase_due()
+    async with session_scope(sessionmaker) as session:
+        deleted = await ErasureService(session, store, keys).delete_objects()
+    async with session_scope(sessionmaker) as session:
+        await HoldService(session, store, settings).renew()
+    async with session_scope(sessionmaker) as session:
+        orphans = await ErasureService(session, store, keys).delete_orphans()
+    return ErasurePass(erased, deleted, orphans)
+
+
 async def erase_expired(
     sessionmaker: async_sessionmaker[AsyncSession], store: ObjectStore, settings: VaultSettings
 ) -> None:
@@ -67,22 +105,15 @@ async def erase_expired(
     after, when their lock allows."""
     while True:
         try:
-            async with session_scope(sessionmaker) as session:
-                report = await ErasureService(session, store, settings.log_keys()).erase_due()
-            async with session_scope(sessionmaker) as session:
-                deleted = await ErasureService(session, store, settings.log_keys()).delete_objects()
-            async with session_scope(sessionmaker) as session:
-                await HoldService(session, store, settings).renew()
-            async with session_scope(sessionmaker) as session:
-                orphans = await ErasureService(session, store, settings.log_keys()).delete_orphans()
-            for key in orphans.orphans_deleted:
+            done = await erasure_pass(sessionmaker, store, settings)
+            for key in done.orphans.orphans_deleted:
                 _logger.warning("erasure: deleted %s, a sealed object no recording refers to", key)
-            if report.erased or report.held or deleted.objects_deleted:
+            if done.erased.erased or done.erased.held or done.deleted.objects_deleted:
                 _logger.info(
                     "erasure: %d erased, %d held by a procedure, %d objects deleted",
-                    len(report.erased),
-                    len(report.held),
-                    len(deleted.objects_deleted),
+                    len(done.erased.erased),
+                    len(done.erased.held),
+                    len(done.deleted.objects_deleted),
                 )
         except Exception as exc:
             job_failed(_logger, "erasure", exc)
