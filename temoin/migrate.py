@@ -26,14 +26,13 @@ def revisions(database_url: str) -> tuple[str | None, str]:
     import asyncpg
     from alembic.script import ScriptDirectory
 
-    from shared.db import asyncpg_url
+    from shared.database_url import libpq_url
 
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
     assert head is not None, "migrations/ has no revision"
 
     async def current() -> str | None:
-        url = asyncpg_url(database_url).replace("postgresql+asyncpg://", "postgresql://", 1)
-        connection = await asyncpg.connect(url)
+        connection = await asyncpg.connect(libpq_url(database_url))
         try:
             if await connection.fetchval("SELECT to_regclass('alembic_version')") is None:
                 return None
