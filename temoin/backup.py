@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from shared import sealing
+from shared.database_url import libpq_url  # the services' URL as libpq's programs take it
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK_SIZE = 1 << 20
@@ -349,11 +350,6 @@ def _bin(name: str) -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin" / name)
 
 
-def libpq_url(database_url: str) -> str:
-    """The services' URL as libpq's programs take it."""
-    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 def psql(database_url: str, sql: str) -> str:
     done = subprocess.run(
         [_bin("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", libpq_url(database_url)]
@@ -395,15 +391,19 @@ def give_to(path: Path, os_user: str | None) -> None:
 
 @dataclass
 class Server:
-    """A PostgreSQL server on a data directory, reached only through a Unix socket inside that
-    directory (mode 700: nobody but its OS user, and root, can connect), never TCP."""
+    """A PostgreSQL server on a data directory, reached through a Unix socket inside that
+    directory (mode 700: nobody but its OS user, and root, can connect); over TCP too, on
+    127.0.0.1 only, when given a ``port`` (a replication pair: tests/fixtures/replication.py),
+    never for a restore."""
 
     data_dir: Path
     os_user: str | None = field(default_factory=default_os_user)
+    port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres:@/postgres?host={self.data_dir}"
+        port = f"&port={self.port}" if self.port else ""
+        return f"postgresql://postgres:@/postgres?host={self.data_dir}{port}"
 
     def _run(self, *args: str, timeout: float = 120) -> None:
         done = subprocess.run(
@@ -430,7 +430,8 @@ class Server:
 
     def start(self, timeout: float = 120) -> None:
         """Returns once it accepts connections (in recovery: once consistent)."""
-        options = f"-c listen_addresses='' -k {self.data_dir}"
+        listen = f"127.0.0.1 -p {self.port}" if self.port else "''"
+        options = f"-c listen_addresses={listen} -k {self.data_dir}"
         self._run("-l", str(self.data_dir / "log"), "-o", options, "-w", "-t", str(int(timeout)),
                   "start", timeout=timeout + 10)  # fmt: skip
 

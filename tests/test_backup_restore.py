@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from services.vault.recordings.erasure import ErasureService
@@ -43,10 +42,10 @@ from temoin.backup import (
     psql,
     write_sealed,
 )
-from temoin.embedded import free_port
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, build_org, fresh_insee
-from tests.fixtures.live import LiveService, run_temoin
+from tests.fixtures.live import LiveService, run_temoin, vault_and_ingest
+from tests.fixtures.replication import kill_server
 from tests.fixtures.servers import Servers
 
 pytestmark = pytest.mark.scale
@@ -71,20 +70,7 @@ async def _upload(ingest: httpx.AsyncClient, kit: OrgKit, **changes: object) -> 
 
 
 def _services(env: dict[str, str], logs: Path) -> tuple[LiveService, LiveService]:
-    vault_port, ingest_port = free_port(), free_port()
-    vault = LiveService(
-        "vault",
-        f"http://127.0.0.1:{vault_port}",
-        {**env, "VAULT_PORT": str(vault_port), "VAULT_ERASURE_INTERVAL_S": "1"},
-        logs / "vault.log",
-    )
-    ingest = LiveService(
-        "ingest",
-        f"http://127.0.0.1:{ingest_port}",
-        {**env, "INGEST_PORT": str(ingest_port), "INGEST_VAULT_URL": vault.url},
-        logs / "ingest.log",
-    )
-    return vault, ingest
+    return vault_and_ingest({**env, "VAULT_ERASURE_INTERVAL_S": "1"}, logs)
 
 
 def _wait(condition: str, check: Callable[[], bool], timeout: float) -> None:
@@ -92,16 +78,6 @@ def _wait(condition: str, check: Callable[[], bool], timeout: float) -> None:
     while not check():
         assert time.monotonic() < deadline, f"not within {timeout} s: {condition}"
         time.sleep(0.2)
-
-
-def _kill(server: Server) -> None:
-    """The machine is lost: the postmaster and every backend die at once (no shutdown)."""
-    pid = server.pid()
-    assert pid is not None
-    postmaster = psutil.Process(pid)
-    for process in [postmaster, *postmaster.children(recursive=True)]:
-        process.send_signal(signal.SIGKILL)
-    psutil.wait_procs([postmaster], timeout=10)
 
 
 async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> None:
@@ -168,7 +144,7 @@ async def test_restore_to_a_point_in_time(servers: Servers, tmp_path: Path) -> N
 
         ingest.stop(signal.SIGKILL)
         vault.stop(signal.SIGKILL)
-        _kill(primary)
+        kill_server(primary)
         lost_at = datetime.now(UTC)
         shutil.rmtree(primary.data_dir)
 
