@@ -116,31 +116,49 @@ def create_engine(
     pool_size: int = 10,
     role: str | None = None,
     ping_after_idle_s: float = 5.0,
+    connect_timeout_s: float = 10.0,
 ) -> AsyncEngine:
     """``role``: act as this role on every connection (its privileges, not the login's).
 
     A connection that sat in the pool longer than ``ping_after_idle_s`` is pinged before use
     and replaced if dead (a database restart). SQLAlchemy's ``pool_pre_ping`` would ping on
-    every checkout: two more round trips per transaction, 40% of an audit append's cost."""
+    every checkout: two more round trips per transaction, 40% of an audit append's cost.
+
+    A new connection gives up after ``connect_timeout_s`` (an outage to report, 503, within
+    seconds, not after asyncpg's minute). When ``url`` names several servers, each is tried
+    in turn with its share of that time, the one that accepted last first: asyncpg would spend
+    the whole of it on a first server that does not answer at all (its machine off, cut off)
+    and never try the next ones, however promoted."""
     server_settings = {"application_name": application_name}
     if role:
         server_settings["role"] = role
     engine = create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
-        # A database that does not answer is an outage to report (503) within seconds, not
-        # after asyncpg's minute.
-        connect_args={"server_settings": server_settings, "timeout": 10},
+        connect_args={"server_settings": server_settings, "timeout": connect_timeout_s},
     )
+    accepted_last: list[tuple[str, int]] = []
 
     @event.listens_for(engine.sync_engine, "do_connect")
     def _connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
-        # A new connection that fails is an outage (asyncpg raises OSError and its own
-        # errors here, which SQLAlchemy passes on unwrapped).
-        try:
-            return dialect.connect(*cargs, **cparams)
-        except _OUTAGES as exc:
-            raise DatabaseUnavailable(f"the database cannot be reached: {exc}") from exc
+        hosts, ports = cparams.get("host"), cparams.get("port")
+        if not isinstance(hosts, list) or len(hosts) < 2:
+            return _connect_to(dialect, cargs, cparams)
+        servers = sorted(zip(hosts, ports, strict=True), key=lambda s: s not in accepted_last)
+        share = connect_timeout_s / len(servers)
+        failure: DatabaseUnavailable | None = None
+        for host, port in servers:
+            try:
+                connection = _connect_to(
+                    dialect, cargs, {**cparams, "host": host, "port": port, "timeout": share}
+                )
+            except DatabaseUnavailable as exc:  # down, silent, or not the primary
+                failure = exc
+                continue
+            accepted_last[:] = [(host, port)]
+            return connection
+        assert failure is not None
+        raise failure
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _read_only(context: Any) -> None:
@@ -165,6 +183,18 @@ def create_engine(
                 raise DisconnectionError("stale connection") from exc  # the pool retries
 
     return engine
+
+
+def _connect_to(dialect: Any, cargs: Any, cparams: Any) -> Any:
+    # A new connection that fails is an outage: asyncpg raises OSError and TimeoutError here,
+    # which SQLAlchemy passes on unwrapped, and its own errors (a server starting, a standby
+    # where the primary is wanted), which it wraps.
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as exc:
+        if not _caused_by(exc, _OUTAGES):
+            raise
+        raise DatabaseUnavailable(f"the database cannot be reached: {exc}") from exc
 
 
 def create_sessionmaker(
