@@ -213,7 +213,8 @@ async def test_uploads_survive_the_primary_lost_and_the_standby_promoted(
             f"after the promotion ({serving_at - lost_at:.2f} s after the loss), a dock's "
             f"{min(after) - lost_at:.2f} s after the loss; all {DOCKS} docks done "
             f"{finished_at - lost_at:.1f} s after the loss; 503s answered: vault "
-            f"{outages[0]}, ingest {outages[1]}"
+            f"{outages[0]}, ingest {outages[1]}; objects no recording names (lost attempts): "
+            f"{len(objects - {key for _, _, key in registered.values()})}"
         )
     finally:
         for dock in docks:
