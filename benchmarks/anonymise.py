@@ -30,7 +30,16 @@ import imageio_ffmpeg
 import psutil
 from rich.console import Console
 
-from benchmarks.faces import Clip, SizeStats, evaluate, hd_set, quality_set, scene, serve
+from benchmarks.faces import (
+    Clip,
+    SizeStats,
+    evaluate,
+    fast_set,
+    hd_set,
+    quality_set,
+    scene,
+    serve,
+)
 from services.vault.derivatives.engine import (
     DEFAULT_PARAMETERS,
     ENCODER_ARGS,
@@ -69,6 +78,10 @@ def floor(url: str, fps: float) -> float:
         "-g",
         str(round(fps * 2)),
         *ENCODER_ARGS,
+        # The fastest x264 gets on two cores (the job's encoder runs on one thread, for memory:
+        # the floor is not slowed down to match it).
+        "-threads",
+        "2",
         "pipe:1",
     ]
     started = time.perf_counter()
@@ -77,12 +90,14 @@ def floor(url: str, fps: float) -> float:
 
 
 class PeakRss:
-    """Samples the summed RSS of a process and its descendants until it ends; also each one's
-    own peak (python, decoder, encoder)."""
+    """Samples the summed RSS of a process and its descendants until it ends, each one's own peak
+    (python, decoder, encoder), and the summed PSS (each shared page counted once across the
+    processes: the two ffmpeg processes run the same binary)."""
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
         self.peak = 0
+        self.peak_pss = 0
         self.each: dict[str, int] = {}
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -91,16 +106,18 @@ class PeakRss:
         while True:
             try:
                 everyone = [self.process, *self.process.children(recursive=True)]
-                total = 0
+                total = pss = 0
                 for p in everyone:
                     try:
                         rss = p.memory_info().rss
                         name = _role(p)
-                    except psutil.NoSuchProcess:
+                        pss += _pss(p.pid)
+                    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
                         continue  # a child that just ended
                     total += rss
                     self.each[name] = max(self.each.get(name, 0), rss)
                 self.peak = max(self.peak, total)
+                self.peak_pss = max(self.peak_pss, pss)
             except psutil.NoSuchProcess:
                 return
             time.sleep(0.02)
@@ -109,6 +126,14 @@ class PeakRss:
         """The peak of the sum, in bytes."""
         self._thread.join()
         return self.peak
+
+
+def _pss(pid: int) -> int:
+    """The process's proportional set size, in bytes (/proc/PID/smaps_rollup, cheap to read)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _role(process: psutil.Process) -> str:
@@ -198,6 +223,7 @@ def bench(console: Console, seconds: int, variants: dict[str, Parameters]) -> bo
         console.print(
             f"{'':>7}peak RSS of each: "
             + ", ".join(f"{n} {peak / 1e6:.0f} MB" for n, peak in sorted(rss.each.items()))
+            + f"; peak PSS summed {rss.peak_pss / 1e6:.0f} MB"
         )
         if height == 1080:
             console.print(
@@ -214,32 +240,32 @@ def _merge(total: dict[int, SizeStats], stats: dict[int, SizeStats]) -> None:
         into.covered += entry.covered
 
 
-def sweep(console: Console, frames: int, detect_sizes: list[int]) -> None:
-    """Recall per face size and false detections against the threshold, on the quality set
-    (640x360) and on the 1080p set for each detection size."""
-    runs: list[tuple[str, list[Clip], Clip, list[int]]] = [
-        ("640x360", quality_set(frames), scene(640, 360, frames * 2, []), [1280])
-    ]
-    runs += [
-        (f"1080p@{size}", hd_set(frames // 2), scene(1920, 1080, frames, []), [size])
-        for size in detect_sizes
-    ]
+def sweep(console: Console, frames: int, scales: list[float], strides: list[int]) -> None:
+    """Recall per face size, and boxes blurred on a clip without faces: against the threshold
+    on the quality test set (640x360), against the detection scale on the 1080p set, and against
+    the detection stride on 1080p faces moving fast (benchmarks/faces.py)."""
+    d = DEFAULT_PARAMETERS
+    runs: list[tuple[str, list[Clip], Clip | None, str, list[Parameters]]] = [
+        ("640x360 quality set", quality_set(frames), scene(640, 360, frames * 2, []),
+         "threshold", [dataclasses.replace(d, threshold=t) for t in SWEEP_THRESHOLDS]),
+        ("1080p set", hd_set(frames // 2), scene(1920, 1080, frames, []),
+         "detect_scale", [dataclasses.replace(d, detect_scale=s) for s in scales]),
+        ("1080p, faces moving 8 to 24 px a frame", fast_set(frames), None,
+         "detect_every", [dataclasses.replace(d, detect_every=k) for k in strides]),
+    ]  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="temoin-sweep-") as tmp:
-        for name, clips, empty, (detect_size,) in runs:
+        for name, clips, empty, varied, variants in runs:
             sources = [c.encode(Path(tmp) / f"q{i}.mp4", audio=False) for i, c in enumerate(clips)]
-            empty_source = empty.encode(Path(tmp) / "empty.mp4", audio=False)
+            empty_source = empty.encode(Path(tmp) / "empty.mp4", audio=False) if empty else None
             sizes: list[int] = sorted({f.size for c in clips for f in c.faces})
             console.print(
-                f"\n{name}: {sum(c.frames for c in clips)} frames with faces, {empty.frames} "
-                f"without, detection at {detect_size} px, otherwise {DEFAULT_PARAMETERS}\n"
-                f"{'threshold':>9} "
+                f"\n{name}: {sum(c.frames for c in clips)} frames with faces"
+                + (f", {empty.frames} without" if empty else "")
+                + f"; otherwise {d}\n{varied:>12} "
                 + " ".join(f"{str(s) + ' px':>7}" for s in sizes)
                 + f" {'>=40 px':>8} {'false boxes':>12} {'fps':>5}"
             )
-            for threshold in SWEEP_THRESHOLDS:
-                parameters = dataclasses.replace(
-                    DEFAULT_PARAMETERS, threshold=threshold, detect_size=detect_size
-                )
+            for parameters in variants:
                 total: dict[int, SizeStats] = {}
                 seconds = 0.0
                 done = 0
@@ -251,14 +277,17 @@ def sweep(console: Console, frames: int, detect_sizes: list[int]) -> None:
                         seconds += time.perf_counter() - started
                     stats, _ = evaluate(clip, output)
                     _merge(total, stats)
-                with serve(empty_source.read_bytes()) as url:
-                    result = anonymise(url, lambda chunk: None, parameters)
+                false_boxes = "-"
+                if empty_source is not None:
+                    with serve(empty_source.read_bytes()) as url:
+                        result = anonymise(url, lambda chunk: None, parameters)
+                    false_boxes = str(sum(result.faces_per_frame))
                 big = [s for size, s in total.items() if size >= 40]
                 pooled = sum(s.covered for s in big) / sum(s.boxes for s in big)
                 console.print(
-                    f"{threshold:>9.2f} "
+                    f"{getattr(parameters, varied):>12} "
                     + " ".join(f"{total[s].recall:>7.1%}" for s in sizes)
-                    + f" {pooled:>8.1%} {sum(result.faces_per_frame):>12} {done / seconds:>5.1f}"
+                    + f" {pooled:>8.1%} {false_boxes:>12} {done / seconds:>5.1f}"
                 )
 
 
@@ -267,7 +296,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--sweep", action="store_true", help="the threshold's measurements")
     parser.add_argument("--sweep-frames", type=int, default=40)
-    parser.add_argument("--sweep-sizes", default="640,960,1280", help="detection sizes at 1080p")
+    parser.add_argument("--sweep-scales", default="0.5,0.667,0.75", help="detection scales")
+    parser.add_argument("--sweep-strides", default="1,2,3,4", help="detection strides")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--parameters", help="JSON of engine.Parameters fields to change")
     arguments = parser.parse_args()
@@ -277,10 +307,10 @@ if __name__ == "__main__":
     if arguments.job:
         run_job(arguments.job, chosen)
     elif arguments.sweep:
-        sizes = [int(size) for size in arguments.sweep_sizes.split(",")]
-        sweep(Console(soft_wrap=True), arguments.sweep_frames, sizes)
+        scales = [float(scale) for scale in arguments.sweep_scales.split(",")]
+        strides = [int(stride) for stride in arguments.sweep_strides.split(",")]
+        sweep(Console(soft_wrap=True), arguments.sweep_frames, scales, strides)
     else:
-        # The default, and detection at 640 pixels: the speed one can have on two cores, and
-        # what it costs in small faces (docs/anonymisation.md).
-        variants = {"default": chosen, "fast": dataclasses.replace(chosen, detect_size=640)}
+        # The default, and detection on every frame: what the stride saves.
+        variants = {"default": chosen, "every": dataclasses.replace(chosen, detect_every=1)}
         sys.exit(0 if bench(Console(soft_wrap=True), arguments.seconds, variants) else 1)

@@ -274,12 +274,15 @@ def scene(
     occluded_every: int = 0,
     seed: int = 7,
     noise: int = 0,
+    speed: tuple[float, float] = (0.5, 4.0),
+    room: int = 0,
 ) -> Clip:
     """One face per size in `sizes`: the astronaut for the first, the cameraman's profile for the
     second, faces of the LFW subset for the others; each moving inside a cell of its
     own (cells packed in rows, largest first); every `occluded_every`-th face partly hidden (0:
-    none); each in its own light (45 to 100% brightness) and tilted up to 12 degrees. Raises
-    ValueError when the faces do not fit the frame."""
+    none); each in its own light (45 to 100% brightness) and tilted up to 12 degrees; each at a
+    pace drawn from `speed` (pixels a frame), with at least `room` pixels to move across its
+    cell. Raises ValueError when the faces do not fit the frame."""
     rng = random.Random(seed)
     pool = sources()
     faces: list[Face] = []
@@ -290,13 +293,13 @@ def scene(
         source = pool[n] if n < 2 else pool[2 + rng.randrange(len(pool) - 2)]
         # The cell leaves the patch room to move.
         patch_w, patch_h = patch_size(source, size)
-        room = max(8, size // 3)
-        cell_w, cell_h = min(width, patch_w + room), min(height, patch_h + room)
+        space = max(8, size // 3, room)
+        cell_w, cell_h = min(width, patch_w + space), min(height, patch_h + space)
         if row_x + cell_w > width:
             row_x, row_y, row_h = 0, row_y + row_h, 0
         if row_y + cell_h > height:
             raise ValueError(f"faces of {sizes} px do not fit in {width}x{height}")
-        speed = rng.uniform(0.5, 4.0)
+        pace = rng.uniform(*speed)
         angle = rng.uniform(0, 2 * math.pi)
         faces.append(
             Face(
@@ -304,8 +307,8 @@ def scene(
                 size=size,
                 cell=(row_x, row_y, cell_w, cell_h),
                 phase=rng.uniform(0, size),
-                vx=speed * math.cos(angle),
-                vy=speed * math.sin(angle),
+                vx=pace * math.cos(angle),
+                vy=pace * math.sin(angle),
                 occluded=bool(occluded_every) and n % occluded_every == occluded_every - 1,
                 light=rng.uniform(0.45, 1.0),
                 tilt=rng.uniform(-12, 12),
@@ -324,12 +327,29 @@ def scene(
 
 def quality_set(frames: int = 50) -> list[Clip]:
     """The quality test set (tests/test_anonymise_quality.py, make bench-anonymise -- --sweep):
-    faces from 24 pixels to half the frame's height, moving, a third of them partly hidden."""
+    faces from 24 pixels to half the frame's height, moving (one clip fast), a third of them
+    partly hidden."""
     return [
         scene(640, 360, frames, [24, 24, 32, 32, 40, 40, 48, 56, 64, 80], occluded_every=3, seed=1),
         scene(640, 360, frames, [40, 96, 180], occluded_every=2, seed=2),
         scene(640, 360, frames, [160, 40, 64, 48, 32], occluded_every=4, seed=3),
-    ]
+        # Fast: 8 to 16 px a frame (200 to 400 px a second here), bouncing off their cells'
+        # edges, so that a detection stride is tested on faces that turn between detections.
+        scene(640, 360, frames, [40, 56, 80], occluded_every=3, seed=5, speed=(8.0, 16.0),
+              room=120),
+    ]  # fmt: skip
+
+
+def fast_set(frames: int = 40) -> list[Clip]:
+    """1080p faces moving fast, 8 to 24 pixels a frame (200 to 600 pixels a second: a person
+    walking past close by, or the camera turning), bouncing off their cells' edges: what a
+    detection stride must not miss."""
+    return [
+        scene(1920, 1080, frames, [40, 48, 64, 96, 160], occluded_every=3, seed=8,
+              speed=(8.0, 24.0), room=300),
+        scene(1920, 1080, frames, [40, 56, 80, 120], occluded_every=4, seed=9,
+              speed=(8.0, 24.0), room=300),
+    ]  # fmt: skip
 
 
 def hd_set(frames: int = 20) -> list[Clip]:

@@ -197,7 +197,7 @@ class _Blinking:
         self.onnxruntime_version = "test"
         self.provider = "test"
 
-    def __call__(self, frame: object, threshold: float, detect_size: int) -> np.ndarray:
+    def __call__(self, frame: object, threshold: float, scale: float) -> np.ndarray:
         index = self.calls
         self.calls += 1
         return np.empty((0, 4), np.float32) if index in self.missed else self.box.copy()
@@ -264,3 +264,120 @@ def test_smoothing_reaches_exactly_its_window_both_ways(
     parameters = Parameters(threshold=0.5, margin=0.0, method="blur", smoothing_frames=0)
     covered = _covered_frames(clip, source, tmp_path, parameters)
     assert [i for i, c in enumerate(covered) if c] == [10]
+
+
+class _Scripted:
+    """A detector that finds given boxes on given frames (by detection call, in frame order for
+    a stride) and, when asked to search around faces on the frames between, finds `searched`."""
+
+    def __init__(
+        self,
+        found: dict[int, tuple[int, int, int, int]],
+        searched: tuple[int, int, int, int] | None,
+    ) -> None:
+        self.found = found
+        self.searched = searched
+        self.detections: list[int] = []
+        self.searches = 0
+        self.onnxruntime_version = "test"
+        self.provider = "test"
+
+    def __call__(self, frame: object, threshold: float, scale: float) -> np.ndarray:
+        index = len(self.detections) * 4  # a stride of 4: the n-th detection is frame 4n
+        self.detections.append(index)
+        box = self.found.get(index)
+        return np.array([box], np.float32) if box else np.empty((0, 4), np.float32)
+
+    def around(
+        self, frame: object, faces: np.ndarray, threshold: float, scale: float
+    ) -> np.ndarray:
+        self.searches += 1
+        return np.array([self.searched], np.float32) if self.searched else np.empty((0, 4))
+
+
+def _covered_at(
+    clip: Clip, source: Path, tmp_path: Path, parameters: Parameters, box: tuple[int, ...]
+) -> list[bool]:
+    output = tmp_path / "out.mp4"
+    with serve(source.read_bytes()) as url, output.open("wb") as sink:
+        anonymise(url, sink.write, parameters)
+    x1, y1, x2, y2 = box
+    return [
+        detail_correlation(
+            clip.frame(i)[y1:y2, x1:x2].mean(axis=2), frame[y1:y2, x1:x2].mean(axis=2), x2 - x1
+        )
+        < 0.5
+        for i, frame in enumerate(decoded_frames(output, clip.width, clip.height))
+    ]
+
+
+def test_a_face_that_jumps_between_two_detections_is_searched_for_on_the_frames_between(
+    still_clip: tuple[Clip, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found at one place on frame 0 and far away on frame 4 (not the same face by position):
+    frames 1-3 are covered where the search finds it, which neither detection's box nor a span
+    covers; with a search that finds nothing, that place is left as it was."""
+    clip, source = still_clip
+    parameters = Parameters(
+        threshold=0.5, margin=0.0, method="blur", smoothing_frames=0, detect_every=4
+    )
+    middle = (130, 90, 190, 150)
+    found = {0: (10, 10, 70, 70), 4: (250, 170, 310, 230)}
+    detector = _Scripted(found, searched=middle)
+    monkeypatch.setattr(engine, "_get_detector", lambda: detector)
+    covered = _covered_at(clip, source, tmp_path, parameters, middle)
+    assert covered[1:4] == [True, True, True]
+    # Frames 1-3, and 5-7 (found on frame 4, not on frame 8): each searched once.
+    assert detector.searches == 6
+    assert not any(covered[11:])
+
+    detector = _Scripted(found, searched=None)
+    monkeypatch.setattr(engine, "_get_detector", lambda: detector)
+    covered = _covered_at(clip, source, tmp_path, parameters, middle)
+    assert not any(covered)
+
+
+def test_a_still_face_is_spanned_without_searching(
+    still_clip: tuple[Clip, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip, source = still_clip
+    parameters = Parameters(
+        threshold=0.5, margin=0.0, method="blur", smoothing_frames=0, detect_every=4
+    )
+    box = _STILL_BOX
+    detector = _Scripted(dict.fromkeys(range(0, 40, 4), box), searched=None)
+    monkeypatch.setattr(engine, "_get_detector", lambda: detector)
+    assert all(_covered_at(clip, source, tmp_path, parameters, box))
+    assert detector.searches == 0
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1440, 810), (960, 540), (2560, 1440), (500, 300)])
+def test_tiles_cover_the_frame_overlapping_within_the_budget(size: tuple[int, int]) -> None:
+    width, height = size
+    tiles = engine._tiles(width, height)
+    seen = np.zeros((height, width), np.uint8)
+    for x, y, w, h in tiles:
+        assert engine._round32(w) * engine._round32(h) <= engine._TILE_PIXELS
+        seen[y : y + h, x : x + w] += 1
+    assert seen.min() >= 1
+    # Neighbours overlap by at least _OVERLAP: a face that size lies whole in one tile.
+    xs = sorted({x for x, *_ in tiles})
+    ys = sorted({y for _, y, *_ in tiles})
+    w, h = tiles[0][2], tiles[0][3]
+    assert all(b - a <= w - engine._OVERLAP for a, b in zip(xs, xs[1:], strict=False))
+    assert all(b - a <= h - engine._OVERLAP for a, b in zip(ys, ys[1:], strict=False))
+
+
+def test_spans_pair_faces_and_name_the_ones_to_search_for() -> None:
+    still = np.array([[100, 100, 160, 160]], np.float32)
+    nudged = still + 5  # 5 px: less than a quarter of its width
+    moved = still + 40  # 40 px: more
+    far = still + 400
+    spans, search = engine._spans(still, nudged)
+    assert spans.tolist() == [[100, 100, 165, 165]] and len(search) == 0
+    spans, search = engine._spans(still, moved)
+    assert spans.tolist() == [[100, 100, 200, 200]] and search.tolist() == still.tolist()
+    spans, search = engine._spans(still, far)
+    assert len(spans) == 0 and sorted(search.tolist()) == sorted([*still.tolist(), *far.tolist()])
+    spans, search = engine._spans(still, np.empty((0, 4), np.float32))
+    assert len(spans) == 0 and search.tolist() == still.tolist()

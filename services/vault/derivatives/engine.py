@@ -1,7 +1,7 @@
 """The anonymisation engine: faces blurred, audio and metadata removed, re-encoded to H.264 MP4.
 
-    decoding ffmpeg (http URL, seekable) --rgb24 frames--> Python: CenterFace (onnxruntime),
-    boxes kept alive over time, pixelate/blur --rgb24 frames--> encoding ffmpeg --fragmented
+    decoding ffmpeg (http URL, seekable) --yuv420p frames--> Python: CenterFace (onnxruntime),
+    boxes kept alive over time, pixelate/blur --yuv420p frames--> encoding ffmpeg --fragmented
     MP4--> sink(bytes)
 
 No plaintext touches the disk: the source is read over a URL (the vault serves the sealed
@@ -78,12 +78,15 @@ class Parameters:
     # A box found on frame t also covers frames t-N..t+N (N = smoothing_frames): a face the
     # detector misses on a few frames between two detections stays covered.
     smoothing_frames: int
-    # Detection stride: 1 detects on every frame; k detects every k-th frame and widens the
-    # smoothing window by k-1 frames so that the frames in between stay covered.
+    # Detection stride: 1 detects on every frame; k detects every k-th frame. The frames in
+    # between are covered by the boxes of the detections on both sides (the smoothing window
+    # grows by k-1) and by boxes interpolated between the two (a face moving steadily).
     detect_every: int = 1
-    # Frames larger than this (longest side, pixels) are scaled down for detection only: the
-    # output keeps the source's size. Smaller frames are detected at their own size.
-    detect_size: int = 1280
+    # The scale at which the detector sees the frame: 0.5 turns a 40-pixel face into 20 pixels,
+    # which CenterFace still finds (docs/anonymisation.md). A frame that fits one detection tile
+    # at a larger scale (up to its own size) is detected at that larger scale: small frames are
+    # detected at their own size.
+    detect_scale: float = 0.75
 
 
 @dataclass
@@ -101,7 +104,9 @@ class Result:
     tools: dict[str, str] = field(default_factory=dict)
 
 
-DEFAULT_PARAMETERS = Parameters(threshold=0.2, margin=0.2, method="blur", smoothing_frames=3)
+DEFAULT_PARAMETERS = Parameters(
+    threshold=0.2, margin=0.2, method="blur", smoothing_frames=3, detect_every=4, detect_scale=0.75
+)
 
 
 # The encoder's settings, shared with the benchmark's floor (benchmarks/anonymise.py) so that both
@@ -126,9 +131,11 @@ ENCODER_ARGS: tuple[str, ...] = (
     "23",
     "-pix_fmt",
     "yuv420p",
-    # Two threads for two cores: as fast, 25 MB less at 1080p than x264's default of three.
-    "-threads",
-    "2",
+    # No B-frames and a lookahead of 5 frames (veryfast: 3 and 10): x264 holds fewer 1080p
+    # frames, 168 MB instead of 273 MB at 1080p, for a stream of about the same size
+    # (docs/anonymisation.md).
+    "-x264-params",
+    "bframes=0:rc-lookahead=5",
     "-fflags",
     "+bitexact",
     "-flags:v",
@@ -143,6 +150,24 @@ ENCODER_ARGS: tuple[str, ...] = (
 # still found some faces in the quality test set (its features are coarse rectangles, which a
 # mosaic keeps); at 4 it found none (docs/anonymisation.md).
 _PIXEL_CELLS = 4
+# The largest input the detector is given at once (pixels, sides rounded up to multiples of 32).
+# onnxruntime's working memory grows with its input's area: the whole Python process holds about
+# 210 MB at 640x384, 400 MB at 1280x736 (docs/anonymisation.md). A frame larger than this at the
+# detection scale is detected in overlapping tiles.
+_TILE_PIXELS = 640 * 416
+# Neighbouring tiles overlap by this many pixels (at the detection scale): a face up to this size
+# lies whole inside one tile; larger ones are found by a pass over the whole frame at the scale
+# that makes them 32 pixels or more.
+_OVERLAP = 96
+# A face found on one detection and not paired with one on the next is searched for, on the
+# frames between, this many of its widths around where it was.
+_SEARCH = 2
+# A face whose centre moved less than this fraction of its width between two detections is
+# covered by its span alone; one that moved more is also searched for on the frames between.
+_STILL = 0.25
+# The searched region is scaled so that the face's box (its margin included) is this many pixels
+# wide: a face of about 40 pixels, which CenterFace finds reliably.
+_SEARCH_SIDE = 56
 _CHUNK = 1 << 16
 _PROGRESS_EVERY_S = 0.5
 # The lines of ffmpeg's stderr kept for a readable reason when it fails.
@@ -239,14 +264,60 @@ class _Detector:
         self.provider = str(self.session.get_providers()[0])
         self.onnxruntime_version = str(onnxruntime.__version__)
 
-    def __call__(self, frame: Frame, threshold: float, detect_size: int) -> Box:
+    def __call__(self, frame: Frame, threshold: float, scale: float) -> Box:
+        """The faces on an rgb24 frame, as boxes in the frame's pixels, the frame seen at `scale`
+        of its size (never more than its own size).
+
+        A frame larger than `_TILE_PIXELS` at that scale is detected in overlapping tiles, and
+        once whole at a smaller scale for the faces too large to lie inside a tile's overlap."""
         height, width = frame.shape[:2]
-        scale = min(1.0, detect_size / max(width, height))
-        # CenterFace's feature maps are 1/32 of the input: sides rounded up to multiples of 32
-        # (a slight stretch, undone when the boxes are mapped back).
+        scale = min(1.0, scale)
+        scaled_w, scaled_h = round(width * scale), round(height * scale)
+        if _round32(scaled_w) * _round32(scaled_h) <= _TILE_PIXELS:
+            return self._detect(frame, threshold, scale)
+        # A face wider than the overlap is seen whole at 32 pixels or more.
+        found = [self._detect(frame, threshold, scale * 32 / _OVERLAP)]
+        for x, y, tile_w, tile_h in _tiles(scaled_w, scaled_h):
+            # The tile's part of the frame at full size, scaled once by the model's input.
+            x1, y1 = math.floor(x / scale), math.floor(y / scale)
+            x2, y2 = (
+                min(width, math.ceil((x + tile_w) / scale)),
+                min(height, math.ceil((y + tile_h) / scale)),
+            )
+            boxes = self._detect(frame[y1:y2, x1:x2], threshold, scale)
+            boxes[:, 0::2] += x1
+            boxes[:, 1::2] += y1
+            found.append(boxes)
+        return np.concatenate(found).astype(np.float32)
+
+    def around(self, frame: Frame, faces: Box, threshold: float, scale: float) -> Box:
+        """The faces within `_SEARCH` face widths of each of `faces` (boxes in the frame's
+        pixels), each region seen at `scale`, or smaller so that the face's box there is
+        `_SEARCH_SIDE` pixels wide: far cheaper than the whole frame."""
+        height, width = frame.shape[:2]
+        found = [np.empty((0, 4), np.float32)]
+        for box in faces:
+            side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+            x1 = max(0, math.floor(box[0] - _SEARCH * side))
+            y1 = max(0, math.floor(box[1] - _SEARCH * side))
+            x2 = min(width, math.ceil(box[2] + _SEARCH * side))
+            y2 = min(height, math.ceil(box[3] + _SEARCH * side))
+            if x2 - x1 < 2 or y2 - y1 < 2:
+                continue
+            boxes = self(frame[y1:y2, x1:x2], threshold, min(scale, _SEARCH_SIDE / side))
+            boxes[:, 0::2] += x1
+            boxes[:, 1::2] += y1
+            found.append(boxes)
+        return np.concatenate(found).astype(np.float32)
+
+    def _detect(self, image: Frame, threshold: float, scale: float) -> Box:
+        """One pass of the model on `image` scaled by `scale` (sides rounded up to multiples of
+        32: CenterFace's feature maps are 1/32 of its input; the slight stretch is undone when
+        the boxes are mapped back)."""
+        height, width = image.shape[:2]
         w_in = max(32, math.ceil(width * scale / 32) * 32)
         h_in = max(32, math.ceil(height * scale / 32) * 32)
-        blob = cv2.dnn.blobFromImage(frame, 1.0, (w_in, h_in), (0, 0, 0), False, False)
+        blob = cv2.dnn.blobFromImage(image, 1.0, (w_in, h_in), (0, 0, 0), False, False)
         heatmap, scales, offsets, _landmarks = self.session.run(
             ["537", "538", "539", "540"], {"input.1": blob}
         )
@@ -255,6 +326,40 @@ class _Detector:
             boxes[:, 0::2] *= width / w_in
             boxes[:, 1::2] *= height / h_in
         return boxes
+
+
+def _round32(side: int) -> int:
+    return max(32, math.ceil(side / 32) * 32)
+
+
+def _tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Tiles (x, y, width, height) covering a width x height image, neighbours overlapping by
+    `_OVERLAP` pixels, each within `_TILE_PIXELS` once its sides are rounded up to multiples of
+    32: of the grids that fit, the one with the least area to detect."""
+
+    def side(size: int, count: int) -> int:
+        return math.ceil((size + (count - 1) * _OVERLAP) / count)
+
+    grids = [
+        (columns, rows)
+        for columns in range(1, 9)
+        for rows in range(1, 9)
+        if _round32(side(width, columns)) * _round32(side(height, rows)) <= _TILE_PIXELS
+    ]
+    columns, rows = min(
+        grids,
+        key=lambda g: g[0] * g[1] * _round32(side(width, g[0])) * _round32(side(height, g[1])),
+    )
+    tile_w, tile_h = side(width, columns), side(height, rows)
+
+    def starts(size: int, tile: int, count: int) -> list[int]:
+        return [round(i * (size - tile) / max(1, count - 1)) for i in range(count)]
+
+    return [
+        (x, y, tile_w, tile_h)
+        for y in starts(height, tile_h, rows)
+        for x in starts(width, tile_w, columns)
+    ]
 
 
 def _decode(
@@ -314,14 +419,43 @@ def _enlarge(boxes: Box, margin: float, width: int, height: int) -> Box:
     return out
 
 
-def _obscure(frame: Frame, box: npt.NDArray[np.float32], method: str) -> None:
-    # Outwards to whole pixels: a partly covered pixel is covered.
+class _Planes:
+    """A yuv420p frame as it travels on the pipes (I420: the luma plane, then the two chroma
+    planes at half width and half height), with views on each plane. Twice fewer bytes than
+    rgb24, and neither ffmpeg converts colours."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        luma = width * height
+        chroma = (width // 2) * (height // 2)
+        self.buffer: npt.NDArray[np.uint8] = np.empty(luma + 2 * chroma, np.uint8)
+        self.y = self.buffer[:luma].reshape(height, width)
+        self.u = self.buffer[luma : luma + chroma].reshape(height // 2, width // 2)
+        self.v = self.buffer[luma + chroma :].reshape(height // 2, width // 2)
+
+    def rgb(self) -> Frame:
+        """The frame in rgb24, for the detector."""
+        i420 = self.buffer.reshape(self.height * 3 // 2, self.width)
+        return np.asarray(cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), np.uint8)
+
+
+def _obscure(planes: _Planes, box: npt.NDArray[np.float32], method: str) -> None:
+    # Outwards to whole pixels: a partly covered pixel is covered; on the chroma planes, outwards
+    # to whole chroma samples (each covers 2x2 pixels).
     x1, y1 = int(math.floor(box[0])), int(math.floor(box[1]))
     x2, y2 = int(math.ceil(box[2])), int(math.ceil(box[3]))
     if x2 - x1 < 2 or y2 - y1 < 2:
         return
-    region = frame[y1:y2, x1:x2]
-    w, h = x2 - x1, y2 - y1
+    _obscure_region(planes.y[y1:y2, x1:x2], method)
+    cx1, cy1, cx2, cy2 = x1 // 2, y1 // 2, (x2 + 1) // 2, (y2 + 1) // 2
+    _obscure_region(planes.u[cy1:cy2, cx1:cx2], method)
+    _obscure_region(planes.v[cy1:cy2, cx1:cx2], method)
+
+
+def _obscure_region(region: npt.NDArray[np.uint8], method: str) -> None:
+    h, w = region.shape[:2]
+    if w < 2 or h < 2:
+        return
     if method == "pixelate":
         cell = max(1.0, max(w, h) / _PIXEL_CELLS)
         small = cv2.resize(
@@ -333,6 +467,58 @@ def _obscure(frame: Frame, box: npt.NDArray[np.float32], method: str) -> None:
     else:
         kernel = (max(3, w // 2) | 1, max(3, h // 2) | 1)
         region[:] = cv2.blur(cv2.blur(region, kernel), kernel)
+
+
+def _spans(before: Box, after: Box) -> tuple[Box, Box]:
+    """For the frames between two detections: each face found on `before` paired with the
+    nearest face found on `after` of a similar size (centres less than two widths apart, widths
+    within a factor of two), and the box spanning both its positions, which covers the face
+    wherever it went in between on a straight path; and the faces to search for on the frames
+    between: those of either side left unpaired (a face appeared, vanished, or moved further),
+    and those that moved more than a quarter of their width (a face that turns back between two
+    detections leaves the span)."""
+    if not len(before) or not len(after):
+        return np.empty((0, 4), np.float32), np.concatenate([before, after]).reshape(-1, 4)
+    centre_b = (before[:, :2] + before[:, 2:]) / 2
+    centre_a = (after[:, :2] + after[:, 2:]) / 2
+    width_b = before[:, 2] - before[:, 0]
+    width_a = after[:, 2] - after[:, 0]
+    distance = np.linalg.norm(centre_b[:, None, :] - centre_a[None, :, :], axis=2)
+    ratio = width_b[:, None] / np.maximum(width_a[None, :], 1e-3)
+    plausible = (distance < 2 * np.maximum(width_b[:, None], width_a[None, :])) & (
+        (ratio > 0.5) & (ratio < 2)
+    )
+    distance = np.where(plausible, distance, np.inf)
+    spans = []
+    taken: set[int] = set()
+    paired: set[int] = set()
+    for i in np.argsort(distance.min(axis=1)):
+        free = [
+            int(j)
+            for j in np.argsort(distance[i])
+            if np.isfinite(distance[i, j]) and j not in taken
+        ]
+        if not free:
+            continue
+        taken.add(free[0])
+        pair = after[free[0]]
+        if distance[i, free[0]] <= _STILL * max(width_b[i], width_a[free[0]]):
+            paired.add(int(i))
+        spans.append(
+            [
+                min(before[i, 0], pair[0]),
+                min(before[i, 1], pair[1]),
+                max(before[i, 2], pair[2]),
+                max(before[i, 3], pair[3]),
+            ]
+        )
+    # `paired`: the faces of `before` paired and still; the others are searched for.
+    unpaired = [before[i] for i in range(len(before)) if i not in paired]
+    unpaired += [after[j] for j in range(len(after)) if j not in taken]
+    return (
+        np.asarray(spans, np.float32).reshape(-1, 4),
+        np.asarray(unpaired, np.float32).reshape(-1, 4),
+    )
 
 
 def _count_faces(boxes: list[npt.NDArray[np.float32]]) -> int:
@@ -469,9 +655,10 @@ def _decoder_command(source_url: str) -> list[str]:
         "-nostdin",
         "-loglevel",
         "info",
-        # As fast as the default on two cores, 20 MB less at 1080p.
+        # One thread: decoding is not what the job waits for, and each more thread holds
+        # frames of its own (1080p: 74 MB with one, 109 MB with two).
         "-threads",
-        "2",
+        "1",
         "-i",
         source_url,
         "-map",
@@ -482,13 +669,17 @@ def _decoder_command(source_url: str) -> list[str]:
         # One output frame per decoded frame: the derivative has the original's frame count.
         "-fps_mode",
         "passthrough",
+        # ffmpeg queues frames between its threads (decoder, filters, output) while the job is
+        # busy detecting: one filter thread queues fewer 1080p frames (measured about 25 MB).
+        "-filter_threads",
+        "1",
         # yuv420p needs even sides: at most one column and one row dropped.
         "-vf",
         "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0",
         "-f",
         "rawvideo",
         "-pix_fmt",
-        "rgb24",
+        "yuv420p",
         "pipe:1",
     ]
 
@@ -503,7 +694,7 @@ def _encoder_command(width: int, height: int, fps: float) -> list[str]:
         "-f",
         "rawvideo",
         "-pix_fmt",
-        "rgb24",
+        "yuv420p",
         "-s",
         f"{width}x{height}",
         "-framerate",
@@ -513,6 +704,10 @@ def _encoder_command(width: int, height: int, fps: float) -> list[str]:
         # A keyframe, hence a fragment, every two seconds.
         "-g",
         str(max(1, round(fps * 2))),
+        # One thread: the job waits on detection, not on x264 (about 35 frames a second at
+        # 1080p on one core), and each more thread holds frames of its own.
+        "-threads",
+        "1",
         *ENCODER_ARGS,
         "pipe:1",
     ]
@@ -652,53 +847,82 @@ def anonymise(
                     raise item
                 sink(item)
 
-        frame_bytes = width * height * 3
-        # Frames held back so that a box found on frame t also covers t-window..t-1.
-        pending: deque[tuple[Frame, list[npt.NDArray[np.float32]]]] = deque()
-        recent: deque[tuple[int, Box]] = deque()
+        # Frames held back so that a box found on frame t also covers t-window..t-1, and so that
+        # the frames between two detections can be given boxes interpolated between them.
+        pending: deque[tuple[int, _Planes, list[Box]]] = deque()
+        recent: deque[tuple[int, Box]] = deque()  # detections with faces within the window
+        last_detection: tuple[int, Box] | None = None
         faces_per_frame: list[int] = []
         last_progress = 0.0
 
-        def emit(frame: Frame, boxes: list[npt.NDArray[np.float32]]) -> None:
+        def emit(planes: _Planes, covering: list[Box]) -> None:
+            boxes = [box for group in covering for box in group]
             for box in boxes:
-                _obscure(frame, box, parameters.method)
+                _obscure(planes, box, parameters.method)
             faces_per_frame.append(_count_faces(boxes))
             try:
-                stdin.write(frame.data.cast("B"))
+                stdin.write(planes.buffer.data)
             except BrokenPipeError:
                 raise RuntimeError(
                     f"l'encodeur ffmpeg s'est arrêté : {encoder_log.reason()}"
                 ) from None
 
+        def detect(planes: _Planes) -> Box:
+            boxes = detector(planes.rgb(), parameters.threshold, parameters.detect_scale)
+            return _enlarge(boxes, parameters.margin, width, height)
+
+        def spread(t: int, boxes: Box) -> None:
+            # A box found on frame t covers the frames held back within the window (backwards,
+            # and forwards for a frame detected late, below) and, through `recent`, those still
+            # to come.
+            for j, _, held in pending:
+                if j != t and abs(j - t) <= window:
+                    held.append(boxes)
+            if len(boxes):
+                recent.append((t, boxes))
+
+        def detected(t: int, found: Box) -> None:
+            """Frame t was detected. The frames since the previous detection are covered by the
+            span of each face's two positions; a face found on one side only (it appeared,
+            vanished or moved further than two widths) is searched for on each of them around
+            where it was seen."""
+            nonlocal last_detection
+            if last_detection is not None:
+                before_index, before = last_detection
+                spans, unpaired = _spans(before, found)
+                for j, held_planes, held in pending:
+                    if not before_index < j < t:
+                        continue
+                    held.append(spans)
+                    if len(unpaired):
+                        boxes = detector.around(
+                            held_planes.rgb(),
+                            unpaired,
+                            parameters.threshold,
+                            parameters.detect_scale,
+                        )
+                        boxes = _enlarge(boxes, parameters.margin, width, height)
+                        held.append(boxes)
+                        spread(j, boxes)
+            spread(t, found)
+            last_detection = (t, found)
+
         index = 0
         while True:
             if cancelled is not None and cancelled():
                 raise Cancelled()
-            frame: Frame = np.empty((height, width, 3), np.uint8)
-            got = _read_exactly(decoder.stdout, frame.data.cast("B"))
-            if got < frame_bytes:
+            planes = _Planes(width, height)
+            if _read_exactly(decoder.stdout, planes.buffer.data) < planes.buffer.size:
                 break
             if index % parameters.detect_every == 0:
-                found = _enlarge(
-                    detector(frame, parameters.threshold, parameters.detect_size),
-                    parameters.margin,
-                    width,
-                    height,
-                )
-            else:
-                found = np.empty((0, 4), np.float32)
+                found = detect(planes)
+                detected(index, found)
             while recent and recent[0][0] < index - window:
                 recent.popleft()
-            # Forwards: boxes of the last `window` frames cover this one.
-            covering = [box for _, boxes in recent for box in boxes] + list(found)
-            # Backwards: this frame's boxes cover the frames held back.
-            for _, held in pending:
-                held.extend(found)
-            if len(found):
-                recent.append((index, found))
-            pending.append((frame, covering))
+            # Forwards: the boxes found on the last `window` frames (this one's too) cover it.
+            pending.append((index, planes, [boxes for _, boxes in recent]))
             if len(pending) > window:
-                emit(*pending.popleft())
+                emit(*pending.popleft()[1:])
             flush_encoded(until_end=False)
             index += 1
             now = time.monotonic()
@@ -706,8 +930,15 @@ def anonymise(
                 progress(index, total)
                 last_progress = now
 
+        # The last frames, after the last detection: the last one is detected too, so that they
+        # lie between two detections like every other frame.
+        if pending and last_detection is not None and pending[-1][0] > last_detection[0]:
+            last_index, last_planes, last_held = pending[-1]
+            found = detect(last_planes)
+            last_held.append(found)
+            detected(last_index, found)
         while pending:
-            emit(*pending.popleft())
+            emit(*pending.popleft()[1:])
         decoder_rc = decoder.wait(timeout=60)
         decoder_log.join(5)
         if decoder_rc != 0 and index == 0:

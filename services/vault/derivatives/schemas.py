@@ -18,6 +18,9 @@ class ParametersIn(JsonBody):
     method: Literal["pixelate", "blur"] | None = None
     smoothing_frames: int | None = Field(None, ge=0, le=60)
     detect_every: int | None = Field(None, ge=1, le=30, description="detection stride")
+    detect_scale: float | None = Field(
+        None, gt=0, le=1, description="scale at which the detector sees the frame"
+    )
 
 
 class DerivativeIn(JsonBody):
