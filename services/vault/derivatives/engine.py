@@ -250,11 +250,14 @@ class _Detector:
         options.intra_op_num_threads = max(1, min(2, os.cpu_count() or 1))
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # onnxruntime's defaults (its arena, its memory patterns) hold the least for one input
-        # size, which a clip keeps: resident after ten 640x384 frames, 199 MB with both, 234 MB
-        # without either, 404 MB with the patterns alone. Pinning glibc's mmap threshold brings it
-        # to 150 MB but makes each frame three times slower (page faults): not done.
+        # The arena stays (without it every frame is slower, the working memory allocated anew);
+        # the memory patterns go: onnxruntime plans and keeps one per input shape, and the
+        # searches between detections (`around`) give it a new shape on nearly every call. On the
+        # 1080p benchmark clip the Python process peaks at 236 MB without them, 279 MB with, at
+        # the same speed (make bench-anonymise, docs/anonymisation.md). Pinning glibc's mmap
+        # threshold would save more but makes each frame three times slower (page faults).
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_mem_pattern = False
         available = onnxruntime.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider",) if p in available]
         providers.append("CPUExecutionProvider")
@@ -673,6 +676,10 @@ def _decoder_command(source_url: str) -> list[str]:
         # busy detecting: one filter thread queues fewer 1080p frames (measured about 25 MB).
         "-filter_threads",
         "1",
+        # The raw frames waiting for the pipe: ffmpeg queues 8 packets before its muxer by
+        # default, 3 MB each at 1080p; 2 keep the pipe fed.
+        "-thread_queue_size",
+        "2",
         # yuv420p needs even sides: at most one column and one row dropped.
         "-vf",
         "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0",
@@ -699,6 +706,9 @@ def _encoder_command(width: int, height: int, fps: float) -> list[str]:
         f"{width}x{height}",
         "-framerate",
         f"{fps:.6g}",
+        # As on the decoder's side: 2 raw frames queued after the pipe, not 8.
+        "-thread_queue_size",
+        "2",
         "-i",
         "pipe:0",
         # A keyframe, hence a fragment, every two seconds.
