@@ -40,6 +40,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -66,7 +67,7 @@ from temoin import migrate
 from temoin.dev_issuer import DevIssuer
 from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports
 from temoin.station import StationKeyFile, upload_token
-from tests.fixtures.replicas import ReplicaStack
+from tests.fixtures.replicas import PRODUCTION_CHECK, TEST_CHECK, ReplicaStack
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -144,6 +145,7 @@ class Measure:
     cpu_s: dict[str, float]
     load: tuple[float, float]  # 1-minute load average before and after
     lost: list[str] = field(default_factory=list)
+    peak_rss: dict[str, int] = field(default_factory=dict)  # one replica's, by service
 
     @property
     def ok(self) -> list[Outcome]:
@@ -211,6 +213,35 @@ class CpuMeter:
             start = before.get(pid, (kind, 0.0))[1]
             spent[kind] = spent.get(kind, 0.0) + max(0.0, seconds - start)
         return spent
+
+
+class PeakRss:
+    """The largest resident memory of any one process of each service (a replica, children
+    included), polled every 250 ms while a measurement runs."""
+
+    def __init__(self, roots: dict[int, str], kinds: tuple[str, ...] = ("vault", "ingest")):
+        self.watched = {pid: kind for pid, kind in roots.items() if kind in kinds}
+        self.peak = dict.fromkeys(kinds, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.25):
+            for pid, kind in self.watched.items():
+                try:
+                    process = psutil.Process(pid)
+                    rss = sum(p.memory_info().rss for p in [process, *process.children(True)])
+                except psutil.Error:
+                    continue
+                self.peak[kind] = max(self.peak[kind], rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # --- the docks: register them, then upload -----------------------------------------------------
@@ -448,11 +479,13 @@ class Run:
     stations: list[int]
     per_station: dict[int, int]
     sizes: tuple[int, int]
-    rng: random.Random
+    check: str  # HAProxy's health check of the replicas
     measures: list[Measure] = field(default_factory=list)
 
     def clips(self, label: str, k: int) -> list[list[Clip]]:
-        planned = plan(label, k, self.per_station[k], self.sizes, self.rng)
+        # The same sizes for every side of one K (a generator seeded by K), other bytes.
+        rng = random.Random(SEED * 1000 + k)
+        planned = plan(label, k, self.per_station[k], self.sizes, rng)
         flat = [clip for station in planned for clip in station]
         with ThreadPoolExecutor(2) as pool:  # hashlib lets go of the GIL: both cores
             hashed = iter(list(pool.map(self.data.hashed, flat)))
@@ -481,11 +514,13 @@ class Run:
         os.sync()  # the previous measurement's writes are not this one's
         load_before = os.getloadavg()[0]
         before = meter.sample()
-        outcomes, seconds = concurrently(
-            [functools.partial(work, s, c) for s, c in enumerate(clips)]
-        )
+        with PeakRss(meter.roots) as memory:
+            outcomes, seconds = concurrently(
+                [functools.partial(work, s, c) for s, c in enumerate(clips)]
+            )
         spent = CpuMeter.delta(before, meter.sample())
         measure = Measure(label, k, outcomes, seconds, spent, (load_before, os.getloadavg()[0]))
+        measure.peak_rss = memory.peak
         measure.lost = check(outcomes)
         for outcome in measure.errors[:3]:
             self.console.print(f"    error: {outcome.clip.name}: {outcome.error}")
@@ -502,7 +537,9 @@ class Run:
         label = f"{replicas} replica" + ("s" if replicas > 1 else "")
         self.console.print(f"[bold]{label}[/] of each service behind HAProxy: starting…")
         directory = self.servers.root / f"replicas-{replicas}"
-        with ReplicaStack.started(self.servers.env(), directory, count=replicas) as stack:
+        with ReplicaStack.started(
+            self.servers.env(), directory, count=replicas, check=self.check
+        ) as stack:
             roots = {p.process.pid: p.name for p in stack.processes() if p.process is not None}
             if stack.haproxy is not None:
                 roots[stack.haproxy.pid] = "haproxy"
@@ -524,10 +561,18 @@ class Run:
                 )
 
             for k in self.stations:
+                seen = len(stack.served())
                 self.measure(
                     label, k, meter,
                     lambda s, clips: upload(ingest, docks[s], clips, self.data), check,
                 )  # fmt: skip
+                failed = [s for s in stack.served()[seen:] if s.status >= 500]
+                if failed:
+                    nobody = sum(s.server == "<NOSRV>" for s in failed)
+                    self.console.print(
+                        f"    HAProxy answered {len(failed)} requests >= 500, {nobody} of them"
+                        " with no replica up (its checks had taken them out)"
+                    )
 
     def ceiling(self) -> None:
         self.console.print("[bold]raw PUT[/], the store's ceiling…")
@@ -622,22 +667,33 @@ def table(measures: list[Measure]) -> tuple[Table, bool]:
 
 def cpu_table(measures: list[Measure]) -> Table:
     """CPU seconds per GiB moved, per kind of process: what the capacity model divides by."""
-    out = Table(title="CPU seconds per GiB received (all processes of a kind together)")
+    out = Table(
+        title="CPU seconds per GiB received (all processes of a kind together);"
+        " peak RSS of one replica"
+    )
     out.add_column("K")
     out.add_column("side")
     for kind in KINDS:
         out.add_column(kind, justify="right")
+    out.add_column("vault MiB", justify="right")
+    out.add_column("ingest MiB", justify="right")
     for m in sorted(measures, key=_order):
         gib = m.moved / GIB or 1
         out.add_row(
             str(m.stations), m.label,
             *(f"{m.cpu_s[k] / gib:.2f}" if k in m.cpu_s else "-" for k in KINDS),
+            *(f"{m.peak_rss[k] / MIB:.0f}" if m.peak_rss.get(k) else "-"
+              for k in ("vault", "ingest")),
         )  # fmt: skip
     return out
 
 
 def main(
-    stations: list[int], per_station: int | None, sizes_mib: tuple[int, int], budget_gib: float
+    stations: list[int],
+    per_station: int | None,
+    sizes_mib: tuple[int, int],
+    budget_gib: float,
+    check: str,
 ) -> bool:
     # Long lines stay whole in a log, and the table keeps its columns when piped.
     console = Console(soft_wrap=True, width=180)
@@ -654,6 +710,7 @@ def main(
         f" about {planned / GIB:.1f} GiB written in all (the store keeps it until the end),"
         f" {free / GIB:.0f} GiB free under {root.parent}."
         f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start."
+        f" HAProxy checks each replica's /readyz with: {check}."
     )
     if planned * 1.3 > free:
         shutil.rmtree(root, ignore_errors=True)
@@ -661,7 +718,7 @@ def main(
     started = time.monotonic()
     try:
         with servers(root, console) as running:
-            run = Run(running, Bytes(SEED), console, stations, counts, sizes, random.Random(SEED))
+            run = Run(running, Bytes(SEED), console, stations, counts, sizes, check)
             run.services(1)
             run.ceiling()
             run.services(2)
@@ -692,6 +749,11 @@ if __name__ == "__main__":
         help="about this much per measurement (at least one clip per station)",
     )  # fmt: skip
     parser.add_argument(
+        "--haproxy-check", choices=("production", "test"), default="production",
+        help="HAProxy's check of the replicas: as deploy/'s readiness probes (5 s to answer,"
+        " 3 failures), or the tests' (300 ms, 1 failure), which load takes for a dead replica",
+    )  # fmt: skip
+    parser.add_argument(
         "--quick", action="store_true", help="a smoke run: K = 2 and 4, clips of 2-8 MiB"
     )
     arguments = parser.parse_args()
@@ -703,5 +765,6 @@ if __name__ == "__main__":
         arguments.clips_per_station,
         (arguments.min_mib, arguments.max_mib),
         arguments.budget_gib,
+        PRODUCTION_CHECK if arguments.haproxy_check == "production" else TEST_CHECK,
     )
     raise SystemExit(0 if passed else 1)
