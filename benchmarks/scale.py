@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import functools
 import hashlib
 import json
@@ -59,22 +58,26 @@ from nacl.signing import SigningKey
 from rich.console import Console
 from rich.table import Table
 
+from services.config import ServiceSettings, env_name
+from services.ingest.settings import IngestSettings
+from services.reporting.settings import ReportingSettings
+from services.vault.recordings.models import RecordingStatus
+from services.vault.settings import VaultSettings
 from shared.clips import ClipMetadata
 from shared.receipts import receipt_is_valid
 from shared.signatures import public_key_of
-from shared.storage import ObjectStore, StorageConfig, part_checksum
-from temoin import migrate
+from shared.storage import ObjectStore, part_checksum
 from temoin.dev_issuer import DevIssuer
-from temoin.embedded import EmbeddedPostgres, EmbeddedS3, S3Ports
 from temoin.station import StationKeyFile, upload_token
+from tests.fixtures.live import service_env
 from tests.fixtures.replicas import PRODUCTION_CHECK, TEST_CHECK, ReplicaStack
+from tests.fixtures.servers import Servers, started_servers
 
 MIB = 1 << 20
 GIB = 1 << 30
 PIECE = MIB  # what one read of a dock's file gives, and what is sent at a time
 BLOCK = 64 * MIB
 RAW_PART = 16 * MIB
-ACCESS_KEY, SECRET_KEY, BUCKET = "bench-scale", "bench-scale-secret", "temoin-bench-scale"
 RATIO_TARGET = 0.8
 SEED = 19
 
@@ -404,8 +407,8 @@ async def lost_clips(
     database_url: str, store: ObjectStore, public_key: str, outcomes: list[Outcome]
 ) -> list[str]:
     """The clips given a receipt that is not true: a signature that does not verify, or no
-    recording of that size and SHA-256 in the registry, or its sealed object absent or of
-    another size in the store."""
+    sealed recording of that size and SHA-256 in the registry, or its sealed object (that
+    version) absent or of another size in the store."""
     lost = []
     connection = await asyncpg.connect(database_url)
     try:
@@ -422,8 +425,12 @@ async def lost_clips(
                 " FROM vault.recordings WHERE id = $1",
                 uuid.UUID(receipt["recording_id"]),
             )
-            if row is None or row["sha256"] != clip.sha256 or row["size"] != clip.size:
-                lost.append(f"{clip.name}: not in the registry as received")
+            if row is None or (row["sha256"], row["size"], row["status"]) != (
+                clip.sha256,
+                clip.size,
+                RecordingStatus.sealed.value,
+            ):
+                lost.append(f"{clip.name}: not in the registry as received and sealed")
                 continue
             try:
                 found = store.client.stat_object(
@@ -442,25 +449,26 @@ async def lost_clips(
 # --- the run -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Servers:
-    root: Path
-    database_url: str
-    storage: StorageConfig
-    issuer: DevIssuer
-    postgres_dir: Path
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "vault": VaultSettings, "ingest": IngestSettings, "reporting": ReportingSettings,
+}  # fmt: skip
+WHERE = ("_PORT", "_HOST", "_VAULT_URL")  # where each process listens and finds the vault
 
-    def env(self) -> dict[str, str]:
-        return {
-            "TEMOIN_ENV": "development",
-            "AUTH_ISSUER": self.issuer.issuer,
-            "AUTH_JWKS_URL": self.issuer.jwks_url,
-            "DATABASE_URL": self.database_url,
-            "S3_ENDPOINT": self.storage.endpoint,
-            "S3_ACCESS_KEY": self.storage.access_key,
-            "S3_SECRET_KEY": self.storage.secret_key,
-            "S3_BUCKET": self.storage.bucket,
-        }
+
+def as_deployed() -> dict[str, dict[str, str]]:
+    """The settings the test processes shorten (tests/fixtures/live.py: service_env: the
+    upload pass every second, the reporting feed every 300 ms...), back at their defaults, so
+    that the background work measured is what a deployment does."""
+    found: dict[str, dict[str, str]] = {}
+    for service, settings in SETTINGS.items():
+        fields = {env_name(settings, name): info for name, info in settings.model_fields.items()}
+        found[service] = {
+            variable: str(fields[variable].default)
+            for variable in service_env(service, {}, 0)
+            if variable in fields and not variable.endswith(WHERE)
+            and isinstance(fields[variable].default, int | float | str)
+        }  # fmt: skip
+    return found
 
 
 def _postmaster(data_dir: Path) -> int:
@@ -473,6 +481,7 @@ def _postmaster(data_dir: Path) -> int:
 
 @dataclass
 class Run:
+    root: Path
     servers: Servers
     data: Bytes
     console: Console
@@ -495,7 +504,7 @@ class Run:
         weed = [p for p in psutil.Process().children() if p.name() == "weed"]
         return CpuMeter(
             {**roots, **{p.pid: "s3" for p in weed},
-             _postmaster(self.servers.postgres_dir): "postgres", os.getpid(): "client"}
+             _postmaster(self.root / "postgres"): "postgres", os.getpid(): "client"}
         )  # fmt: skip
 
     def measure(
@@ -536,9 +545,9 @@ class Run:
     def services(self, replicas: int) -> None:
         label = f"{replicas} replica" + ("s" if replicas > 1 else "")
         self.console.print(f"[bold]{label}[/] of each service behind HAProxy: starting…")
-        directory = self.servers.root / f"replicas-{replicas}"
+        directory = self.root / f"replicas-{replicas}"
         with ReplicaStack.started(
-            self.servers.env(), directory, count=replicas, check=self.check
+            self.servers.env(), directory, replicas, check=self.check, overrides=as_deployed()
         ) as stack:
             roots = {p.process.pid: p.name for p in stack.processes() if p.process is not None}
             if stack.haproxy is not None:
@@ -598,27 +607,6 @@ class Run:
                 return raw_put(stores[station], clips, self.data)
 
             self.measure("raw PUT", k, meter, put, check)
-
-
-@contextlib.contextmanager
-def servers(root: Path, console: Console) -> Iterator[Servers]:
-    postgres = EmbeddedPostgres(root / "postgres")
-    s3 = EmbeddedS3(
-        data_dir=root / "s3", ports=S3Ports.free(), access_key=ACCESS_KEY, secret_key=SECRET_KEY,
-        log_path=root / "s3.log",
-    )  # fmt: skip
-    try:
-        console.print("PostgreSQL and SeaweedFS starting…")
-        database_url = postgres.start()
-        s3.start()
-        storage = StorageConfig(s3.endpoint, ACCESS_KEY, SECRET_KEY, BUCKET)
-        ObjectStore(storage).ensure_bucket()
-        migrate.upgrade(database_url)
-        issuer = DevIssuer(root / "dev-issuer").ensure_keys()
-        yield Servers(root, database_url, storage, issuer, root / "postgres")
-    finally:
-        s3.stop()
-        postgres.stop()
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -717,8 +705,9 @@ def main(
         raise SystemExit("not enough free disk for this run: fewer stations, clips or bytes")
     started = time.monotonic()
     try:
-        with servers(root, console) as running:
-            run = Run(running, Bytes(SEED), console, stations, counts, sizes, check)
+        console.print("PostgreSQL and SeaweedFS starting…")
+        with started_servers(root) as running:
+            run = Run(root, running, Bytes(SEED), console, stations, counts, sizes, check)
             run.services(1)
             run.ceiling()
             run.services(2)
