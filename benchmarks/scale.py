@@ -247,6 +247,42 @@ class PeakRss:
         self._thread.join()
 
 
+class OpenTransactions:
+    """The most connections each service (by its application_name) had inside a transaction
+    at once, from pg_stat_activity every 250 ms: what a request that holds its session for
+    the whole upload costs PostgreSQL."""
+
+    QUERY = (
+        "SELECT application_name, count(*) FROM pg_stat_activity WHERE application_name"
+        " LIKE 'temoin-%' AND state IN ('active', 'idle in transaction') GROUP BY 1"
+    )
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._poll()), daemon=True)
+
+    async def _poll(self) -> None:
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            while not self._stop.is_set():
+                for name, count in await connection.fetch(self.QUERY):
+                    name = name.removeprefix("temoin-")
+                    self.peak[name] = max(self.peak.get(name, 0), count)
+                await asyncio.sleep(0.25)
+        finally:
+            await connection.close()
+
+    def __enter__(self) -> OpenTransactions:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 # --- the docks: register them, then upload -----------------------------------------------------
 
 
@@ -523,7 +559,10 @@ class Run:
         os.sync()  # the previous measurement's writes are not this one's
         load_before = os.getloadavg()[0]
         before = meter.sample()
-        with PeakRss(meter.roots) as memory:
+        with (
+            PeakRss(meter.roots) as memory,
+            OpenTransactions(self.servers.database_url) as transactions,
+        ):
             outcomes, seconds = concurrently(
                 [functools.partial(work, s, c) for s, c in enumerate(clips)]
             )
@@ -533,6 +572,11 @@ class Run:
         measure.lost = check(outcomes)
         for outcome in measure.errors[:3]:
             self.console.print(f"    error: {outcome.clip.name}: {outcome.error}")
+        if transactions.peak:
+            held = ", ".join(f"{name} {n}" for name, n in sorted(transactions.peak.items()))
+            self.console.print(
+                f"    PostgreSQL connections in a transaction at most (all replicas): {held}"
+            )
         for line in measure.lost[:3]:
             self.console.print(f"    lost: {line}")
         self.console.print(
