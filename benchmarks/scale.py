@@ -20,7 +20,8 @@ and its offset so that every clip is unique), never a whole clip in memory nor o
 SHA-256 is computed beforehand, outside the measurement, as a dock reads its file first.
 
 Per row: aggregate MB/s (bytes of clips with a receipt / time from the first byte to the last
-receipt), p50 and p99 seconds from the last byte of a PATCH sent to its receipt, errors (an
+receipt), p50 and p99 seconds from the last byte of a PATCH sent to its receipt (for the raw
+PUT: from its last part stored to the object assembled), errors (an
 upload with no receipt), lost clips (a receipt whose signature, recording in the registry or
 sealed object in the store does not check, all checked at the end), and the CPU seconds per
 GiB of each kind of process. Targets: 0 errors and 0 lost (at K = 32, and here at every K);
