@@ -727,6 +727,7 @@ def main(
     sizes_mib: tuple[int, int],
     budget_gib: float,
     check: str,
+    quick: bool = False,
 ) -> bool:
     # Long lines stay whole in a log, and the table keeps its columns when piped.
     console = Console(soft_wrap=True, width=180)
@@ -766,6 +767,9 @@ def main(
         f" load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         " (other work on the machine shares them)."
     )
+    if quick:  # a smoke run: its clips are too small for throughput to mean anything
+        passed = not any(m.errors or m.lost for m in run.measures)
+        console.print("--quick: only errors and lost clips count, not the ratio to the ceiling")
     console.print("PASS" if passed else "[red]FAIL[/]: see the rows above")
     return passed
 
@@ -800,5 +804,6 @@ if __name__ == "__main__":
         (arguments.min_mib, arguments.max_mib),
         arguments.budget_gib,
         PRODUCTION_CHECK if arguments.haproxy_check == "production" else TEST_CHECK,
+        arguments.quick,
     )
     raise SystemExit(0 if passed else 1)
