@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import asyncpg
 import httpx
@@ -219,17 +219,39 @@ class CpuMeter:
         return spent
 
 
-class PeakRss:
+class Sampler:
+    """Polls something every 250 ms in a thread of its own while a measurement runs (``with``),
+    keeping the largest value of each key in ``peak``."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _keep(self, key: str, value: int) -> None:
+        self.peak[key] = max(self.peak.get(key, 0), value)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class PeakRss(Sampler):
     """The largest resident memory of any one process of each service (a replica, children
-    included), polled every 250 ms while a measurement runs."""
+    included)."""
 
     def __init__(self, roots: dict[int, str], kinds: tuple[str, ...] = ("vault", "ingest")):
+        super().__init__()
         self.watched = {pid: kind for pid, kind in roots.items() if kind in kinds}
-        self.peak = dict.fromkeys(kinds, 0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(0.25):
             for pid, kind in self.watched.items():
                 try:
@@ -237,21 +259,13 @@ class PeakRss:
                     rss = sum(p.memory_info().rss for p in [process, *process.children(True)])
                 except psutil.Error:
                     continue
-                self.peak[kind] = max(self.peak[kind], rss)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+                self._keep(kind, rss)
 
 
-class OpenTransactions:
-    """The most connections each service (by its application_name) had inside a transaction
-    at once, from pg_stat_activity every 250 ms: what a request that holds its session for
-    the whole upload costs PostgreSQL."""
+class OpenTransactions(Sampler):
+    """The most connections each service (by its application_name, all replicas together) had
+    inside a transaction at once, from pg_stat_activity: what a request that holds its
+    session for the whole upload costs PostgreSQL."""
 
     QUERY = (
         "SELECT application_name, count(*) FROM pg_stat_activity WHERE application_name"
@@ -259,29 +273,21 @@ class OpenTransactions:
     )
 
     def __init__(self, database_url: str) -> None:
+        super().__init__()
         self.database_url = database_url
-        self.peak: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._poll()), daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self._poll())
 
     async def _poll(self) -> None:
         connection = await asyncpg.connect(self.database_url)
         try:
             while not self._stop.is_set():
                 for name, count in await connection.fetch(self.QUERY):
-                    name = name.removeprefix("temoin-")
-                    self.peak[name] = max(self.peak.get(name, 0), count)
+                    self._keep(name.removeprefix("temoin-"), count)
                 await asyncio.sleep(0.25)
         finally:
             await connection.close()
-
-    def __enter__(self) -> OpenTransactions:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # --- the docks: register them, then upload -----------------------------------------------------
