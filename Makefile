@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report bench-dashboard bench-anonymise bench-footprint
+.PHONY: run test lint format lock clean bench-audit bench-ingest bench-vault bench-report bench-dashboard bench-anonymise bench-footprint bench-scale
 
 # Browser tests only (tests/fixtures/browser.py, docs/testing.md): Debian's Chromium, and axe-core
 # from npm in a test-only directory. `make test` installs them when missing; `make run` never.
@@ -69,6 +69,9 @@ bench-anonymise: $(STAMP)
 
 bench-footprint: $(STAMP)
 	$(BIN)/python -m benchmarks.footprint
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:
