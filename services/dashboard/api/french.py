@@ -744,6 +744,11 @@ _PATTERNS: list[tuple[str, Render]] = [
     ),  # fmt: skip
     ("a PATCH body must be {type}", "Le contenu d'un PATCH doit être {type}."),
     (
+        "the receipt on file for this recording is not its own ({reason})",
+        "Le récépissé enregistré pour cet enregistrement n'est pas le sien ({reason}) : "
+        "le stockage a été modifié, aucune copie n'y est liée.",
+    ),  # fmt: skip
+    (
         "the upload is at {offset} of {length} bytes: no receipt yet",
         "Le versement en est à {offset} octets sur {length} : pas encore de récépissé.",
     ),  # fmt: skip
