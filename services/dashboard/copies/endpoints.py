@@ -16,6 +16,7 @@ from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
 from services.dashboard.copies import words
 from services.dashboard.kit.consultations import recall, remember
+from services.dashboard.kit.forms import too_short
 from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
@@ -100,7 +101,7 @@ async def demande(
 ) -> Response:
     """The demande (logged by the vault with its motif); the copy is made in the background."""
     form = {"motif": motif}
-    if len(motif.strip()) < 3:
+    if too_short(motif):
         errors = {"motif": "Indiquez le motif de la demande (au moins 3 caractères)."}
         return await _demande_page(
             request, person, vault, procedure_id, recording_id, form, errors, 422
@@ -222,7 +223,7 @@ async def review(
     errors: dict[str, str] = {}
     if decision not in DECISIONS:
         errors["decision"] = "Choisissez : approuver ou rejeter la copie."
-    if len(raison.strip()) < 3:
+    if too_short(raison):
         errors["raison"] = (
             "Indiquez ce que vous avez vérifié ou pourquoi vous rejetez la copie "
             "(au moins 3 caractères)."
@@ -289,7 +290,7 @@ async def view(
 ) -> Response:
     """A consultation of the copy with its motif (logged like any), then the player."""
     form = {"motif": motif}
-    if len(motif.strip()) < 3:
+    if too_short(motif):
         errors = {"motif": "Indiquez le motif du visionnage (au moins 3 caractères)."}
         return await _view_page(request, person, vault, derivative_id, form, errors, 422)
     try:

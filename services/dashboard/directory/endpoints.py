@@ -29,6 +29,7 @@ from services.dashboard.directory.forms import (
     said,
     said_in_french,
 )
+from services.dashboard.kit.forms import too_short
 from services.dashboard.kit.templating import pages_of
 
 router = APIRouter(include_in_schema=False)
@@ -158,7 +159,7 @@ async def withdraw(
     vault: VaultDep,
     motif: Text = "",
 ) -> Response:
-    if len(motif.strip()) < 3:
+    if too_short(motif):
         errors = {
             f"retrait-{habilitation_id}": "Indiquez le motif du retrait (au moins 3 caractères)."
         }

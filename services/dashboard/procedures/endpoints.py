@@ -18,6 +18,7 @@ from services.dashboard.api.client import ApiClient, ApiProblem, problem_of
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
 from services.dashboard.copies import words as derivative_words
+from services.dashboard.kit.forms import too_short
 from services.dashboard.kit.templating import pages_of, parse_instant
 
 router = APIRouter(include_in_schema=False)
@@ -232,7 +233,7 @@ async def attach(
         errors["enregistrement"] = (
             "Indiquez l'identifiant de l'enregistrement (tel qu'affiché sur sa page)."
         )
-    if len(qualification.strip()) < 3:
+    if too_short(qualification):
         errors["qualification"] = (
             "Indiquez en quoi l'enregistrement intéresse la procédure (au moins 3 caractères)."
         )
@@ -348,7 +349,7 @@ async def detach(
 ) -> Response:
     """Detach with a motif (logged by the vault); back to the procedure once done."""
     form = {"motif": motif}
-    if len(motif.strip()) < 3:
+    if too_short(motif):
         errors = {"motif": "Indiquez le motif du détachement (au moins 3 caractères)."}
         return await _detach_page(
             request, person, vault, procedure_id, recording_id, form, errors, 422
@@ -441,7 +442,7 @@ async def extract(
         raise ApiProblem(422, "Cette copie anonymisée n'existe pas.") from None
     recipients = [line.strip() for line in destinataires.splitlines() if line.strip()]
     errors: dict[str, str] = {}
-    if len(motif.strip()) < 3:
+    if too_short(motif):
         errors["motif"] = "Indiquez le motif de l'extraction (au moins 3 caractères)."
     if not recipients:
         errors["destinataires"] = "Indiquez au moins un destinataire de la copie (un par ligne)."

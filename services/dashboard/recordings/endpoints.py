@@ -14,6 +14,7 @@ from services.dashboard.api.client import ApiClient, ApiProblem
 from services.dashboard.api.deps import VaultDep, organisation_path
 from services.dashboard.auth.sessions import CsrfChecked, Person, PersonDep
 from services.dashboard.kit.consultations import recall, remember
+from services.dashboard.kit.forms import too_short
 from services.dashboard.kit.templating import pages_of, typed_day
 
 router = APIRouter(include_in_schema=False)
@@ -293,7 +294,7 @@ async def view(
     item = await vault.get(f"{org}/recordings/{recording_id}", "cet enregistrement")
     form = {"motif": motif, "finalite": finalite}
     errors: dict[str, str] = {}
-    if len(motif.strip()) < 3:
+    if too_short(motif):
         errors["motif"] = "Indiquez le motif du visionnage (au moins 3 caractères)."
     if _is_wearer_only(person) and finalite not in WEARER_PURPOSES:
         errors["finalite"] = "Choisissez la finalité du visionnage."
