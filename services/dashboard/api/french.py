@@ -809,6 +809,12 @@ _PATTERNS: list[tuple[str, Render]] = [
         "peut être fait tant que ce n'est pas résolu ({problem}).",
     ),
     (
+        "this anonymised copy's registry row differs from what the log attests: no package "
+        "can be made until it is resolved ({problem})",
+        "La fiche de cette copie anonymisée diffère de ce qu'atteste le journal : aucun paquet "
+        "ne peut être fait tant que ce n'est pas résolu ({problem}).",
+    ),
+    (
         "the clip has {size} bytes: no byte of that range is in it",
         "La vidéo fait {size} octets : aucun octet de cette plage n'y figure.",
     ),  # fmt: skip

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from services.vault.audit.schemas import proof_out
 from services.vault.audit.service import AuditLog
+from services.vault.derivatives import attested
 from services.vault.derivatives.models import Derivative, DerivativeStatus
 from services.vault.derivatives.repository import DerivativeRepository
 from services.vault.directory.models import Organisation
@@ -58,6 +59,21 @@ async def prepare_training(
     if derivative.status != DerivativeStatus.approuve.value or derivative.wrapped_key is None:
         raise Conflict(
             "only an approved anonymised copy can be extracted for training: have it reviewed"
+        )
+    # Approved, made from this original, this object and SHA-256: as the log has it, not
+    # only as the row says (derivatives/attested.py).
+    problems = await attested.differences(
+        session, derivative, recording, service.settings.log_keys().writers
+    )
+    if problems:
+        problem = "; ".join(problems)
+        await attested.note_divergence(
+            session, derivative, problem, by=service.access.subject, decision="not extracted"
+        )
+        await session.commit()  # the alert outlives the refusal, as an original's does
+        raise Conflict(
+            "this anonymised copy's registry row differs from what the log attests: no package "
+            f"can be made until it is resolved ({problem})"
         )
     key = unwrap_data_key(
         service.settings, derivative.wrapped_key, derivative.kek_id or "", derivative.id

@@ -48,7 +48,7 @@ _ERASURES = text(
 
 
 @dataclass
-class _Logged:
+class Logged:
     """A copy's entries, by action."""
 
     requested: list[RowMapping] = field(default_factory=list)
@@ -60,7 +60,7 @@ class _Logged:
 async def derivative_findings(connection: AsyncConnection) -> list[Finding]:
     """Every training copy's row compared with its entries; every copy logged whose row is
     gone."""
-    logged: dict[str, _Logged] = defaultdict(_Logged)
+    logged: dict[str, Logged] = defaultdict(Logged)
     by_action = {
         AuditAction.derivation_requested.value: "requested",
         AuditAction.derivation_finished.value: "finished",
@@ -74,7 +74,7 @@ async def derivative_findings(connection: AsyncConnection) -> list[Finding]:
     rows = (await connection.execute(select(Derivative.__table__))).mappings()
     for row in rows:
         where = f"derivative {row['id']}"
-        found = row_differences(row, logged.pop(str(row["id"]), _Logged()))
+        found = row_differences(row, logged.pop(str(row["id"]), Logged()))
         findings += [Finding("registry", where, difference) for difference in found]
     for derivative, entries in logged.items():
         if entries.requested:
@@ -89,7 +89,7 @@ async def derivative_findings(connection: AsyncConnection) -> list[Finding]:
     return findings
 
 
-def row_differences(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
+def row_differences(row: Mapping[Any, Any], logged: Logged) -> list[str]:
     """How one copy's row differs from its entries."""
     if len(logged.requested) != 1:
         return [f"{len(logged.requested)} derivation_requested entries in the log, not one"]
@@ -110,7 +110,7 @@ def row_differences(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
     return found + _made(row, logged) + _reviewed(row, logged) + _erased(row, logged)
 
 
-def _made(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
+def _made(row: Mapping[Any, Any], logged: Logged) -> list[str]:
     """The job's end: none while it runs; a success stating this SHA-256 and size for a copy
     made; a failure with this status for one that was not."""
     status = row["status"]
@@ -129,6 +129,12 @@ def _made(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
             return [f"status {status!r} in the row, made in the log {entry}"]
         if (details.get("sha256"), details.get("size")) != (row["sha256"], row["size"]):
             return [f"sha256 or size differs from the copy the log says was made {entry}"]
+        # The object's key and version: in the entries written since they carried them.
+        if any(
+            name in details and details[name] != row[name]
+            for name in ("object_key", "object_version")
+        ):
+            return [f"object differs from the one the log says was made {entry}"]
         return []
     # A job that failed or was cancelled; erased later with its original, the row says so.
     if status != DerivativeStatus.efface.value and details.get("status") != status:
@@ -136,7 +142,7 @@ def _made(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
     return []
 
 
-def _reviewed(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
+def _reviewed(row: Mapping[Any, Any], logged: Logged) -> list[str]:
     """Approved or rejected only as the review entry says, by whom it names, when."""
     status = row["status"]
     reviews = logged.reviewed
@@ -157,10 +163,13 @@ def _reviewed(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
         row["reviewed_at"], review["occurred_at"]
     ):
         found.append(f"reviewer or review date differs from the log {entry}")
+    # The copy the reviewer watched: an object swapped before the review is not the one made.
+    if "sha256" in review["details"] and review["details"]["sha256"] != row["sha256"]:
+        found.append(f"sha256 differs from the copy reviewed in the log {entry}")
     return found
 
 
-def _erased(row: Mapping[Any, Any], logged: _Logged) -> list[str]:
+def _erased(row: Mapping[Any, Any], logged: Logged) -> list[str]:
     """Erased with its original in the row exactly when the original's effacement lists it."""
     erased_row = row["status"] == DerivativeStatus.efface.value or row["erased_at"] is not None
     if erased_row and logged.erased_in is None:

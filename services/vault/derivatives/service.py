@@ -253,6 +253,10 @@ async def log_finished(
         details |= {
             "sha256": derivative.sha256,
             "size": derivative.size,
+            # The sealed object made, so that a row pointed at another object differs
+            # (derivatives/attested.py checks it before packaging).
+            "object_key": derivative.object_key,
+            "object_version": derivative.object_version,
             "original_sha256": recording.sha256,
             "frames": (derivative.result or {}).get("frames"),
             "tools": (derivative.result or {}).get("tools"),

@@ -102,13 +102,8 @@ class ExtractionService:
             raise Gone("this recording was erased")
         if recording.status == RecordingStatus.damaged.value:
             raise Conflict("this recording failed its integrity check: no copy can be made")
-        if data.derivative_id is not None:
-            # Imported here: the training package builds on this module's Package.
-            from services.vault.derivatives.package import prepare_training
-
-            return await prepare_training(self, procedure, recording, data, data.derivative_id)
-
-        # The package's metadata comes from the row: it must be what the log attests.
+        # The package's metadata comes from the row: it must be what the log attests. A
+        # training copy's record names its original's SHA-256 and its day: the same.
         history = (await histories(self.session, [recording.id]))[recording.id]
         differences = recording_differences(recording, history, held_in_registry=True)
         if differences:
@@ -121,6 +116,11 @@ class ExtractionService:
                 "this recording's registry row differs from what the log attests: no package "
                 f"can be made until it is resolved ({problem})"
             )
+        if data.derivative_id is not None:
+            # Imported here: the training package builds on this module's Package.
+            from services.vault.derivatives.package import prepare_training
+
+            return await prepare_training(self, procedure, recording, data, data.derivative_id)
         data_key = unwrap_data_key(
             self.settings, recording.wrapped_key, recording.kek_id, recording.id
         )

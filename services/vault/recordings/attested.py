@@ -20,7 +20,7 @@ from shared.db import utc_now
 
 DIVERGENCES = Counter(
     "temoin_registry_divergences_total",
-    "Recordings whose registry row was found to differ from what the log attests",
+    "Registry rows (recordings, training copies) found to differ from what the log attests",
 )
 _logger = logging.getLogger("temoin.vault.registry")
 

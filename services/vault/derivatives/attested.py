@@ -1,0 +1,152 @@
+"""A training copy's row held to its entries before the copy is packaged (issue 18).
+
+The extraction « pour formation » packages the copy its row names, approved as its row says.
+A row is a copy of the log (services/vault/derivatives/registry.py) that a database superuser
+can change: a copy rejected or never reviewed set to `approuve`, another SHA-256 or object, another
+original. So before anything is read or logged the row is compared with the copy's entries
+(`derivation_requested`, `derivation_finished`, `derivation_reviewed`, and the original's
+`effacement`), by the same comparison `temoin audit verify --registry` makes; a difference
+refuses the extraction and is alerted as a recording's is (services/vault/recordings/attested.py).
+
+Which entries count: those the vault wrote, checked by their authenticator (the vault's Ed25519
+signature over the entry, shared/audit.py), not those under a signed tree head. An approval is
+typically extracted at once, before the sequencer has taken it in (it takes only transactions
+older than every one still running, so another process's open transaction holds it back);
+waiting for the signed head would refuse an honest approval as if it were tampering, and
+trusting entries not in the log yet as they stand would let the superuser insert the approval
+the row lacks. The authenticator is what the sequencer itself checks before logging an entry,
+and the superuser cannot make one (the key is in the vault's configuration, not the database):
+the check does not depend on how far the log has got, so it is neither flaky nor skippable.
+Entries with no authenticator (written before migration 0010) cannot name a copy: the copies
+came with migration 0015."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import and_, inspect, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.vault.derivatives.models import Derivative
+from services.vault.derivatives.registry import Logged, row_differences
+from services.vault.recordings.attested import DIVERGENCES
+from services.vault.recordings.models import Recording
+from shared import audit
+from shared.audit import (
+    AuditAction,
+    AuditEntry,
+    Outcome,
+    WriterKeys,
+    canonical_bytes,
+    entries,
+    naming,
+)
+
+_logger = logging.getLogger("temoin.vault.registry")
+
+_OF_THE_COPY = {
+    AuditAction.derivation_requested.value: "requested",
+    AuditAction.derivation_finished.value: "finished",
+    AuditAction.derivation_reviewed.value: "reviewed",
+}
+
+
+async def differences(
+    session: AsyncSession, derivative: Derivative, recording: Recording, writers: WriterKeys
+) -> list[str]:
+    """How the copy's row differs from the entries the vault wrote of it (none: it may be
+    packaged). ``recording`` is the original its row names."""
+    logged, found = await _logged(session, derivative, writers)
+    row = {attribute.key: getattr(derivative, attribute.key) for attribute in _COLUMNS}
+    found += row_differences(row, logged)
+    # The original the copy was made from, as the demande and the job's end name it: the
+    # derivation record binds the copy to this SHA-256.
+    for entry in logged.requested + logged.finished:
+        said = entry["details"].get("original_sha256")
+        if said is not None and said != recording.sha256:
+            found.append(
+                f"the original's sha256 differs from the one the log names (entry "
+                f"{entry['entry_id']})"
+            )
+    return found
+
+
+_COLUMNS = inspect(Derivative).column_attrs
+
+
+async def _logged(
+    session: AsyncSession, derivative: Derivative, writers: WriterKeys
+) -> tuple[Logged, list[str]]:
+    """The copy's entries the vault wrote, and a finding for each naming it that it did not
+    write (a forged entry is not counted, and is said)."""
+    copy = str(derivative.id)
+    statement = select(entries).where(
+        # Read through the entries naming its original (the GIN index): a row pointed at
+        # another original finds no demande of it there, and differs.
+        naming(derivative.recording_id),
+        or_(
+            and_(
+                entries.c.action.in_(list(_OF_THE_COPY)),
+                entries.c.details["derivative"].astext == copy,
+            ),
+            and_(
+                entries.c.action == AuditAction.effacement.value,
+                entries.c.outcome == Outcome.success.value,
+                entries.c.details["derivatives"].contains([copy]),
+            ),
+        ),
+    )
+    logged, forged = Logged(), []
+    for entry in (await session.execute(statement)).mappings():
+        refusal = writers.refusal(entry, canonical_bytes(entry))
+        if entry["service"] != "vault" or refusal is not None:
+            forged.append(
+                f"entry {entry['entry_id']} ({entry['action']}) was not written by the vault "
+                f"({refusal.value if refusal else entry['service']})"
+            )
+        elif entry["action"] == AuditAction.effacement.value:
+            logged.erased_in = entry["entry_id"]
+        else:
+            getattr(logged, _OF_THE_COPY[entry["action"]]).append(entry)
+    return logged, forged
+
+
+async def note_divergence(
+    session: AsyncSession, derivative: Derivative, problem: str, *, by: str, decision: str
+) -> None:
+    """A copy's row found to differ from the log: a log line each time, and alerted (metric,
+    `registry_divergence` entry) once per problem. Unlike a recording, a copy's row keeps no
+    date of its last alert: the entries say whether this one was already raised."""
+    _logger.error("derivative %s differs from the log (%s): %s", derivative.id, decision, problem)
+    raised = await session.scalar(
+        select(entries.c.entry_id)
+        .where(
+            naming(derivative.recording_id),
+            entries.c.action == AuditAction.registry_divergence.value,
+            entries.c.details["derivative"].astext == str(derivative.id),
+            entries.c.details["problem"].astext == problem,
+        )
+        .limit(1)
+    )
+    if raised is not None:
+        return
+    DIVERGENCES.inc()
+    details: dict[str, Any] = {
+        "derivative": str(derivative.id),
+        "problem": problem,
+        "decision": decision,
+    }
+    await audit.append(
+        session,
+        AuditEntry(
+            action=AuditAction.registry_divergence,
+            service="vault",
+            actor_subject=by,
+            actor_role="system",
+            organisation_id=derivative.organisation_id,
+            recording_ids=[derivative.recording_id],
+            outcome=Outcome.failed,
+            details=details,
+        ),
+    )
