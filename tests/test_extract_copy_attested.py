@@ -3,9 +3,10 @@ services/vault/derivatives/attested.py): a copy made by the vault's own job runn
 through the API and extracted at once, before the log has sequenced its approval, is packaged;
 each alteration an insider with the database superuser's account would make to its row (a
 rejected or unreviewed copy set to `approuve`, with or without a made-up review entry; its
-SHA-256, its object or its original changed) is refused with a 409 problem, alerted once as a
-`registry_divergence` entry, and nothing is packaged or logged as extracted. Each alteration is
-made in a savepoint rolled back after it, as in tests/test_registry_derivatives.py."""
+SHA-256, its object, the tools it states or its original changed) is refused with a 409
+problem, alerted once as a `registry_divergence` entry, and nothing is packaged or logged as
+extracted. Each alteration is made in a savepoint rolled back after it, as in
+tests/test_registry_derivatives.py."""
 
 from __future__ import annotations
 
@@ -64,18 +65,23 @@ async def _as_superuser(made: Copy, statement: str, **values: Any) -> AsyncItera
         await savepoint.rollback()
 
 
+def _conflict(answer: httpx.Response, words: str) -> None:
+    """A 409 problem saying ``words`` (a package is not printed: it is binary)."""
+    assert answer.status_code == 409, f"not refused: {answer.headers['content-type']}"
+    _problem(answer, 409, words)
+
+
 async def _refused(made: Copy, words: str, recording: str | None = None) -> None:
     """The extraction refused with ``words`` among its problems, said in French, alerted once
     (a second attempt adds no alert), and nothing logged as extracted."""
     extractions = await _count(made, "extraction")
     answer = await _extract(made, recording)
-    assert answer.status_code == 409, f"not refused: {answer.headers['content-type']}"
-    _problem(answer, 409, REFUSED)
+    _conflict(answer, REFUSED)
     detail = answer.json()["detail"]
     assert words in detail, detail
     assert (in_french(detail) or "").startswith("La fiche de cette copie anonymisée"), detail
     assert await _count(made, "registry_divergence") == 1
-    _problem(await _extract(made, recording), 409, REFUSED)
+    _conflict(await _extract(made, recording), REFUSED)
     assert await _count(made, "registry_divergence") == 1
     assert await _count(made, "extraction") == extractions
 
@@ -93,7 +99,7 @@ async def test_only_the_copy_the_log_approved_is_packaged(copy: Copy) -> None:  
     savepoint = await copy.connection.begin_nested()
     try:
         await _review(copy, "rejete")
-        _problem(await _extract(copy), 409, "only an approved anonymised copy")
+        _conflict(await _extract(copy), "only an approved anonymised copy")
         async with _as_superuser(
             copy, "UPDATE vault.derivatives SET status = 'approuve' WHERE id = :id"
         ):
@@ -133,6 +139,20 @@ async def test_only_the_copy_the_log_approved_is_packaged(copy: Copy) -> None:  
         copy, "UPDATE vault.derivatives SET object_key = object_key || '-x' WHERE id = :id"
     ):
         await _refused(copy, "object differs from the one the log says was made")
+    async with _as_superuser(
+        copy,
+        "UPDATE vault.derivatives SET result = jsonb_set(result, '{tools,model_sha256}', "
+        "to_jsonb(CAST(:other AS text))) WHERE id = :id",
+        other="0" * 64,
+    ):
+        await _refused(copy, "tools or frames differ from the log's account of the job")
+    # The original's row changed: the record would state its day and SHA-256.
+    async with _as_superuser(
+        copy,
+        "UPDATE vault.recordings SET started_at = started_at - interval '1 day' "
+        "WHERE id = (SELECT recording_id FROM vault.derivatives WHERE id = :id)",
+    ):
+        _conflict(await _extract(copy), "this recording's registry row differs")
     other = await _upload(copy.world, copy.kit)
     attached = await copy.world.vault.post(
         f"{copy.procedure}/recordings",

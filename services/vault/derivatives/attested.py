@@ -29,7 +29,7 @@ from sqlalchemy import and_, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.derivatives.models import Derivative
-from services.vault.derivatives.registry import Logged, row_differences
+from services.vault.derivatives.registry import BY_ACTION, Logged, row_differences
 from services.vault.recordings.attested import DIVERGENCES
 from services.vault.recordings.models import Recording
 from shared import audit
@@ -45,11 +45,7 @@ from shared.audit import (
 
 _logger = logging.getLogger("temoin.vault.registry")
 
-_OF_THE_COPY = {
-    AuditAction.derivation_requested.value: "requested",
-    AuditAction.derivation_finished.value: "finished",
-    AuditAction.derivation_reviewed.value: "reviewed",
-}
+_COLUMNS = inspect(Derivative).column_attrs
 
 
 async def differences(
@@ -72,9 +68,6 @@ async def differences(
     return found
 
 
-_COLUMNS = inspect(Derivative).column_attrs
-
-
 async def _logged(
     session: AsyncSession, derivative: Derivative, writers: WriterKeys
 ) -> tuple[Logged, list[str]]:
@@ -87,7 +80,7 @@ async def _logged(
         naming(derivative.recording_id),
         or_(
             and_(
-                entries.c.action.in_(list(_OF_THE_COPY)),
+                entries.c.action.in_(list(BY_ACTION)),
                 entries.c.details["derivative"].astext == copy,
             ),
             and_(
@@ -108,7 +101,7 @@ async def _logged(
         elif entry["action"] == AuditAction.effacement.value:
             logged.erased_in = entry["entry_id"]
         else:
-            getattr(logged, _OF_THE_COPY[entry["action"]]).append(entry)
+            getattr(logged, BY_ACTION[entry["action"]]).append(entry)
     return logged, forged
 
 

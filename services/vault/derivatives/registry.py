@@ -4,11 +4,14 @@ attest, each naming it in `details.derivative` (docs/training-copies.md):
 
 - `derivation_requested`: who asked, for which recording and procedure, with which motif and
   parameters, when;
-- `derivation_finished`: the job's end, made (the copy's SHA-256 and size) or not (its status);
-- `derivation_reviewed`: who approved or rejected it, when;
+- `derivation_finished`: the job's end, made (the copy's SHA-256 and size, its object, the
+  tools and frames, when) or not (its status);
+- `derivation_reviewed`: who approved or rejected it, when, having watched which SHA-256;
 - the original's `effacement` entry, whose `details.derivatives` lists the copies erased with it.
 
 A status, a reviewer or a SHA-256 set by SQL, or a row made up or deleted, differs from them.
+The extraction makes the same comparison before packaging a copy, from the entries the vault
+wrote only (derivatives/attested.py).
 Training copies are few (one per recording asked for within a formation procedure): the rows
 and these entries are read whole, not in pages."""
 
@@ -47,6 +50,14 @@ _ERASURES = text(
 )
 
 
+# A copy's own entries, and the field of Logged each goes in.
+BY_ACTION = {
+    AuditAction.derivation_requested.value: "requested",
+    AuditAction.derivation_finished.value: "finished",
+    AuditAction.derivation_reviewed.value: "reviewed",
+}
+
+
 @dataclass
 class Logged:
     """A copy's entries, by action."""
@@ -61,13 +72,8 @@ async def derivative_findings(connection: AsyncConnection) -> list[Finding]:
     """Every training copy's row compared with its entries; every copy logged whose row is
     gone."""
     logged: dict[str, Logged] = defaultdict(Logged)
-    by_action = {
-        AuditAction.derivation_requested.value: "requested",
-        AuditAction.derivation_finished.value: "finished",
-        AuditAction.derivation_reviewed.value: "reviewed",
-    }
     for entry in (await connection.execute(_ENTRIES)).mappings():
-        getattr(logged[entry["derivative"]], by_action[entry["action"]]).append(entry)
+        getattr(logged[entry["derivative"]], BY_ACTION[entry["action"]]).append(entry)
     for erasure in (await connection.execute(_ERASURES)).mappings():
         logged[erasure["derivative"]].erased_in = erasure["entry_id"]
     findings: list[Finding] = []
@@ -110,6 +116,9 @@ def row_differences(row: Mapping[Any, Any], logged: Logged) -> list[str]:
     return found + _made(row, logged) + _reviewed(row, logged) + _erased(row, logged)
 
 
+_MAKING = ("tools", "frames")
+
+
 def _made(row: Mapping[Any, Any], logged: Logged) -> list[str]:
     """The job's end: none while it runs; a success stating this SHA-256 and size for a copy
     made; a failure with this status for one that was not."""
@@ -135,6 +144,13 @@ def _made(row: Mapping[Any, Any], logged: Logged) -> list[str]:
             for name in ("object_key", "object_version")
         ):
             return [f"object differs from the one the log says was made {entry}"]
+        # What the derivation record states of the making: the tools and model, the frames,
+        # the time.
+        result = row["result"] or {}
+        if any(name in details and details[name] != result.get(name) for name in _MAKING):
+            return [f"tools or frames differ from the log's account of the job {entry}"]
+        if far(row["finished_at"], end["occurred_at"]):
+            return [f"finished_at differs from the log {entry}"]
         return []
     # A job that failed or was cancelled; erased later with its original, the row says so.
     if status != DerivativeStatus.efface.value and details.get("status") != status:
