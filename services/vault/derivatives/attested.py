@@ -23,25 +23,15 @@ came with migration 0015."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy import and_, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.vault.derivatives.models import Derivative
 from services.vault.derivatives.registry import BY_ACTION, Logged, row_differences
-from services.vault.recordings.attested import DIVERGENCES
+from services.vault.recordings.attested import alert
 from services.vault.recordings.models import Recording
-from shared import audit
-from shared.audit import (
-    AuditAction,
-    AuditEntry,
-    Outcome,
-    WriterKeys,
-    canonical_bytes,
-    entries,
-    naming,
-)
+from shared.audit import AuditAction, Outcome, WriterKeys, canonical_bytes, entries, naming
 
 _logger = logging.getLogger("temoin.vault.registry")
 
@@ -124,22 +114,10 @@ async def note_divergence(
     )
     if raised is not None:
         return
-    DIVERGENCES.inc()
-    details: dict[str, Any] = {
-        "derivative": str(derivative.id),
-        "problem": problem,
-        "decision": decision,
-    }
-    await audit.append(
+    await alert(
         session,
-        AuditEntry(
-            action=AuditAction.registry_divergence,
-            service="vault",
-            actor_subject=by,
-            actor_role="system",
-            organisation_id=derivative.organisation_id,
-            recording_ids=[derivative.recording_id],
-            outcome=Outcome.failed,
-            details=details,
-        ),
+        derivative.organisation_id,
+        derivative.recording_id,
+        by=by,
+        details={"derivative": str(derivative.id), "problem": problem, "decision": decision},
     )

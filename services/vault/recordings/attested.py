@@ -7,6 +7,7 @@ fixity scrub and the erasure job check against it."""
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -80,8 +81,28 @@ async def note_divergence(
     _logger.error("recording %s differs from the log (%s): %s", recording.id, decision, problem)
     if recording.divergence_noted_at is not None:
         return
-    DIVERGENCES.inc()
     recording.divergence_noted_at = utc_now()
+    await alert(
+        session,
+        recording.organisation_id,
+        recording.id,
+        by=by,
+        details={"problem": problem, "decision": decision},
+    )
+
+
+async def alert(
+    session: AsyncSession,
+    organisation_id: uuid.UUID,
+    recording_id: uuid.UUID,
+    *,
+    by: str,
+    details: dict[str, Any],
+) -> None:
+    """The alert of a row found to differ from the log (a recording's, or one of its training
+    copies', services/vault/derivatives/attested.py): the metric and a `registry_divergence`
+    entry naming the recording."""
+    DIVERGENCES.inc()
     await audit.append(
         session,
         AuditEntry(
@@ -89,9 +110,9 @@ async def note_divergence(
             service="vault",
             actor_subject=by,
             actor_role="system",
-            organisation_id=recording.organisation_id,
-            recording_ids=[recording.id],
+            organisation_id=organisation_id,
+            recording_ids=[recording_id],
             outcome=Outcome.failed,
-            details={"problem": problem, "decision": decision},
+            details=details,
         ),
     )
