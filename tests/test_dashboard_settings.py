@@ -13,7 +13,6 @@ from pydantic import ValidationError
 
 from services.config import env_name, production_required
 from services.dashboard.kit.security import content_security_policy
-from services.dashboard.kit.sessions import SessionStore
 from services.dashboard.settings import DashboardSettings, dev_session_secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,24 +140,6 @@ def test_the_content_security_policy_is_strict() -> None:
     assert directives["media-src"] == "'self' https://vault.example.fr"
     assert directives["form-action"] == "'self' https://proconnect.example.fr"
     assert "unsafe" not in policy
-
-
-def test_sessions_end_when_idle_or_too_old(monkeypatch: pytest.MonkeyPatch) -> None:
-    import services.dashboard.kit.sessions as sessions
-
-    now = [1000.0]
-    monkeypatch.setattr(sessions.time, "monotonic", lambda: now[0])
-    store = SessionStore(idle_s=60, max_age_s=300)
-    kept = store.create({"person": "a"})
-    now[0] += 59
-    assert store.get(kept) is not None
-    now[0] += 61
-    assert store.get(kept) is None  # idle
-    old = store.create({"person": "b"})
-    for _ in range(6):
-        now[0] += 55
-        found = store.get(old)
-    assert found is None  # active all along, but past its absolute age
 
 
 def test_times_are_shown_in_paris_and_asked_in_utc() -> None:
