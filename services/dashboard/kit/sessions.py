@@ -34,7 +34,6 @@ from services.dashboard.models import StoredSession
 from shared.sealing import SealError, open_blob, seal_blob
 
 COOKIE = "temoin_session"
-_TABLE = StoredSession.__table__
 _DATA_KEY_CONTEXT = b"temoin-dashboard-session-data"
 _ROW_CONTEXT = b"temoin-dashboard-session/"
 
@@ -53,7 +52,9 @@ def data_key(secret: str) -> bytes:
 class SessionStore:
     """Sessions by id, each ended by inactivity (``idle_s``) or age (``max_age_s``)."""
 
-    def __init__(self, engine: AsyncEngine, *, secret: str, idle_s: float, max_age_s: float):
+    def __init__(
+        self, engine: AsyncEngine, *, secret: str, idle_s: float, max_age_s: float
+    ) -> None:
         self.engine = engine
         self._signer = Signer(secret, salt="temoin-dashboard-session")
         self._key = data_key(secret)
@@ -76,8 +77,8 @@ class SessionStore:
 
     def _expired(self) -> Any:
         return or_(
-            _TABLE.c.seen_at <= func.now() - self.idle,
-            _TABLE.c.created_at <= func.now() - self.max_age,
+            StoredSession.seen_at <= func.now() - self.idle,
+            StoredSession.created_at <= func.now() - self.max_age,
         )
 
     async def get(self, session_id: str) -> dict[str, Any] | None:
@@ -86,10 +87,10 @@ class SessionStore:
         key = row_key(session_id)
         async with self.engine.begin() as connection:
             sealed = await connection.scalar(
-                update(_TABLE)
-                .where(_TABLE.c.key == key, ~self._expired())
+                update(StoredSession)
+                .where(StoredSession.key == key, ~self._expired())
                 .values(seen_at=func.now())
-                .returning(_TABLE.c.sealed)
+                .returning(StoredSession.sealed)
             )
             if sealed is not None:
                 try:
@@ -99,7 +100,7 @@ class SessionStore:
                     return data
                 except SealError:
                     pass  # another secret's, or altered: no session
-            await connection.execute(delete(_TABLE).where(_TABLE.c.key == key))
+            await connection.execute(delete(StoredSession).where(StoredSession.key == key))
         return None
 
     async def create(self, data: dict[str, Any]) -> str:
@@ -107,7 +108,7 @@ class SessionStore:
         key = row_key(session_id)
         async with self.engine.begin() as connection:
             await connection.execute(
-                insert(_TABLE).values(
+                insert(StoredSession).values(
                     key=key, sealed=self._seal(key, data), created_at=func.now(), seen_at=func.now()
                 )
             )
@@ -118,17 +119,21 @@ class SessionStore:
         key = row_key(session_id)
         async with self.engine.begin() as connection:
             await connection.execute(
-                update(_TABLE).where(_TABLE.c.key == key).values(sealed=self._seal(key, data))
+                update(StoredSession)
+                .where(StoredSession.key == key)
+                .values(sealed=self._seal(key, data))
             )
 
     async def drop(self, session_id: str) -> None:
         async with self.engine.begin() as connection:
-            await connection.execute(delete(_TABLE).where(_TABLE.c.key == row_key(session_id)))
+            await connection.execute(
+                delete(StoredSession).where(StoredSession.key == row_key(session_id))
+            )
 
     async def sweep(self) -> int:
         """Delete the sessions past either lifetime (any replica may: the delete is the same)."""
         async with self.engine.begin() as connection:
-            result = await connection.execute(delete(_TABLE).where(self._expired()))
+            result = await connection.execute(delete(StoredSession).where(self._expired()))
         return int(result.rowcount)
 
 
