@@ -18,6 +18,7 @@ from services.dashboard.settings import DashboardSettings, dev_session_secret
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = {
     "TEMOIN_ENV": "production",
+    "DATABASE_URL": "postgresql://temoin:pw@db.internal:5432/temoin",
     "DASHBOARD_PUBLIC_URL": "https://temoin.example-commune.fr",
     "DASHBOARD_VAULT_URL": "http://vault:8720",
     "DASHBOARD_REPORTING_URL": "http://reporting:8730",
@@ -33,7 +34,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith(("TEMOIN_", "DASHBOARD_")):
+        if name.startswith(("TEMOIN_", "DASHBOARD_", "DATABASE_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TEMOIN_VAR_DIR", str(tmp_path / "var"))
 
@@ -64,6 +65,7 @@ def test_production_refuses_development_defaults(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValidationError) as refused:
         DashboardSettings()
     for name in (
+        "DATABASE_URL",  # named as the variable is, without the dashboard's prefix
         "DASHBOARD_SESSION_SECRET",
         "DASHBOARD_OIDC_CLIENT_SECRET",
         "DASHBOARD_OIDC_DISCOVERY_URL",
@@ -98,6 +100,7 @@ def test_compose_runs_the_dashboard_in_production(monkeypatch: pytest.MonkeyPatc
     compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     spec = compose["services"]["dashboard"]
     operator = {
+        "POSTGRES_PASSWORD": "a-production-database-password",
         "DASHBOARD_PUBLIC_URL": "https://temoin.example-commune.fr",
         "OIDC_DISCOVERY_URL": PRODUCTION["DASHBOARD_OIDC_DISCOVERY_URL"],
         "OIDC_CLIENT_ID": "temoin-commune",
