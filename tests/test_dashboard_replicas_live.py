@@ -6,7 +6,6 @@ one ending the session on the other. The table the sessions live in holds no coo
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from tests.fixtures.live import LiveService, service_env
 from tests.fixtures.oidc import OidcProvider, dashboard_settings, person_claims
 from tests.fixtures.replicas import ReplicaStack
 from tests.fixtures.servers import Servers
+from tests.test_dashboard_pages import _csrf
 
 pytestmark = pytest.mark.scale
 
@@ -86,12 +86,6 @@ def dashboards(
 
 def _served_by(stack: ReplicaStack, method: str, path: str) -> list[str]:
     return [s.server for s in stack.served() if s.method == method and s.path == path]
-
-
-def _csrf(page: httpx.Response) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert found, page.text
-    return found.group(1)
 
 
 async def test_a_session_begun_on_one_replica_is_served_and_ended_by_the_other(

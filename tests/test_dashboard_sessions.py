@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
@@ -175,3 +176,34 @@ async def test_the_dashboards_role_opens_its_sessions_and_nothing_else(
                 await connection.execute(text("SELECT 1 FROM dashboard.sessions LIMIT 1"))
     finally:
         await services.dispose()
+
+
+async def test_the_sessions_database_away_is_a_french_503_and_not_ready(
+    dashboard_engine: AsyncEngine,
+) -> None:
+    """A person with a session, the database away (stopped, failing over): a French page that
+    says to retry, 503 with Retry-After, not the 500 of a bug; /readyz names the database."""
+    from services.dashboard.app import create_app
+    from services.dashboard.kit.sessions import COOKIE
+    from services.dashboard.settings import DashboardSettings
+    from temoin.embedded import free_port
+    from tests.fixtures.oidc import close_dashboard
+
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    app = create_app(DashboardSettings(database_url=nowhere, session_secret=SECRET))
+    cookie = _store(dashboard_engine).signed("an-id-whose-row-cannot-be-read")
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://dashboard.test", cookies={COOKIE: cookie}
+    ) as http:
+        page = await http.get("/enregistrements")
+        ready = await http.get("/readyz")  # the cookie too: the probe reads no session
+        missing = await http.get("/static/absent.css")
+    await close_dashboard(app)
+    assert page.status_code == 503, page.text
+    assert page.headers["retry-after"] == "5"
+    assert "Réessayez dans un instant" in page.text and "Traceback" not in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] != "ok"
+    assert missing.status_code == 404 and "Page introuvable" in missing.text

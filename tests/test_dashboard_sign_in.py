@@ -5,21 +5,13 @@ provider; and a newcomer maire who creates the organisation from nothing."""
 from __future__ import annotations
 
 import html
-import re
 import uuid
 from urllib.parse import parse_qs, urlsplit
-
-import httpx
 
 from tests.fixtures.apps import ClientFactory
 from tests.fixtures.oidc import OidcProvider, open_browser, person_claims
 from tests.fixtures.servers import Servers
-
-
-def _csrf(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
+from tests.test_dashboard_pages import _csrf
 
 
 async def test_authorization_request_is_code_pkce_with_long_state_and_nonce(

@@ -242,6 +242,7 @@ def create_app(
     app.add_middleware(
         SessionMiddleware,
         store=app.state.sessions,
+        sessionless=("/static/", "/healthz", "/readyz", "/metrics"),
         secure=settings.secure_cookie,
     )
     app.add_middleware(RequestContextMiddleware, service=SERVICE)

@@ -144,10 +144,20 @@ class SessionMiddleware:
     id known before sign-in is worth nothing after it (session fixation); one that sets
     ``scope["session_end"]`` ends it."""
 
-    def __init__(self, app: ASGIApp, *, store: SessionStore, secure: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: SessionStore,
+        secure: bool,
+        sessionless: tuple[str, ...] = (),
+    ) -> None:
+        """``sessionless``: path prefixes served without reading the session (a style sheet,
+        the probes): no database round trip for them."""
         self.app = app
         self.store = store
         self.secure = secure
+        self.sessionless = sessionless
 
     def session_id(self, scope: Scope) -> str | None:
         """The id the request's cookie carries, if its signature is ours."""
@@ -164,6 +174,10 @@ class SessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"].startswith(self.sessionless):
+            scope["session"] = {}  # an error page there renders as for no one; nothing kept
             await self.app(scope, receive, send)
             return
         session_id = self.session_id(scope)
