@@ -32,9 +32,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_sessions")),
         schema="dashboard",
     )
-    op.create_index(
-        op.f("ix_dashboard_sessions_seen_at"), "sessions", ["seen_at"], schema="dashboard"
-    )
     # Not temoin_service: a dashboard's credentials must not open the vault's tables, nor a
     # service's the people's sessions.
     op.execute(
@@ -48,7 +45,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(f"REVOKE ALL ON dashboard.sessions FROM {DASHBOARD_ROLE}")
     op.execute(f"REVOKE USAGE ON SCHEMA dashboard FROM {DASHBOARD_ROLE}")
-    op.drop_index(op.f("ix_dashboard_sessions_seen_at"), table_name="sessions", schema="dashboard")
     op.drop_table("sessions", schema="dashboard")
     op.execute("DROP SCHEMA IF EXISTS dashboard")
     # The role stays, as temoin_service does: roles belong to the cluster, not this database.

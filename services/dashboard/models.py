@@ -25,4 +25,6 @@ class StoredSession(Base):
     key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)  # SHA-256 of the id
     sealed: Mapped[bytes] = mapped_column(LargeBinary)  # nonce || XChaCha20-Poly1305(JSON)
     created_at: Mapped[datetime]  # the absolute lifetime counts from here
-    seen_at: Mapped[datetime] = mapped_column(index=True)  # the idle lifetime from here
+    # The idle lifetime from here. Not indexed: every request renews it, which then stays a
+    # heap-only update; the sweep reads the whole table (the sessions of the last hours).
+    seen_at: Mapped[datetime]
