@@ -1,5 +1,5 @@
 """Alembic environment: one migration history for the whole PostgreSQL database, in which each
-service owns its own schema (ingest, vault, reporting, audit)."""
+service owns its own schema (ingest, vault, reporting, audit, dashboard)."""
 
 import asyncio
 import os
@@ -10,6 +10,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SAWarning
 
+from services.dashboard.models import Base as DashboardBase
 from services.ingest.models import Base as IngestBase
 from services.ingest.stations import models as _stations  # noqa: F401  (registers tables)
 from services.ingest.uploads import models as _uploads  # noqa: F401  (registers tables)
@@ -24,7 +25,7 @@ from services.vault.recordings import models as _recordings  # noqa: F401  (regi
 from shared.audit import audit_metadata
 from shared.db import asyncpg_url, create_engine
 
-SCHEMAS = ("ingest", "vault", "reporting", "audit")
+SCHEMAS = ("ingest", "vault", "reporting", "audit", "dashboard")
 
 # Reflection does not know xid8 (audit.entries.txid, excluded from comparison below).
 warnings.filterwarnings("ignore", message="Did not recognize type 'xid8'", category=SAWarning)
@@ -35,6 +36,7 @@ target_metadata: list[MetaData] = [
     VaultBase.metadata,
     ReportingBase.metadata,
     audit_metadata,
+    DashboardBase.metadata,
 ]
 
 

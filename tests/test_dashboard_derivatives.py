@@ -88,7 +88,7 @@ async def stage(
         async with client_for("ingest", vault_transport=vault._transport) as ingest:  # noqa: SLF001
             kit = await build_org(vault, ingest, servers)
             recording = await _upload_real_clip(vault, ingest, kit, tmp_path)
-        async with open_browser(oidc_provider, client_for) as browser:
+        async with open_browser(oidc_provider, client_for, servers.database_url) as browser:
             yield Stage(Scene(kit=kit, browser=browser), vault, recording, runner)
 
 

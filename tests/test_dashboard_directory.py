@@ -32,7 +32,7 @@ async def scene(
     async with client_for("vault") as vault:
         async with client_for("ingest", vault_transport=vault._transport) as ingest:  # noqa: SLF001
             kit = await build_org(vault, ingest, servers, insee=fresh_insee())
-        async with open_browser(oidc_provider, client_for) as browser:
+        async with open_browser(oidc_provider, client_for, servers.database_url) as browser:
             yield Scene(kit=kit, browser=browser)
 
 

@@ -96,7 +96,7 @@ async def office(
         )
         open_procedures = procedures.json()["total"]
         assert open_procedures > 1  # prepare_recordings' (the test says « procédures »)
-        async with open_browser(oidc_provider, client_for) as browser:
+        async with open_browser(oidc_provider, client_for, servers.database_url) as browser:
             yield Office(
                 Scene(kit=kit, browser=browser),
                 vault,
@@ -206,9 +206,11 @@ async def test_the_player_page_says_when_its_link_has_expired(office: Office) ->
     assert _checked(await scene.browser.http.get(player)).count("/v1/media/") == 1
 
     # The link's time has passed (as in the session): the page says so instead of the player.
-    for session in scene.browser.app.state.sessions.all():
-        for consultation in session.data["consultations"].values():
+    def link_expired(data: dict[str, Any]) -> None:
+        for consultation in data["consultations"].values():
             consultation["expires_at"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+
+    await scene.browser.edit_session(link_expired)
     expired = await scene.browser.http.get(player)
     text = _checked(expired)
     assert expired.status_code == 200

@@ -32,7 +32,7 @@ from shared.notes import Note
 from tests.fixtures.apps import FACTORIES, serve_in_process, settings_for
 from tests.fixtures.directory import OrgKit, build_org, fresh_insee
 from tests.fixtures.live import LIVE_WITNESS
-from tests.fixtures.oidc import Browser, OidcProvider, dashboard_settings
+from tests.fixtures.oidc import Browser, OidcProvider, close_dashboard, dashboard_settings
 from tests.fixtures.servers import Servers
 from tests.test_authorization_matrix import prepare_recordings
 from tests.test_dashboard_pages import Scene, _checked
@@ -101,7 +101,7 @@ async def journal(
         )
         async with serve_in_process(trusting) as dashboard_vault:
             app = create_dashboard(
-                dashboard_settings(oidc_provider),
+                dashboard_settings(oidc_provider, servers.database_url),
                 vault_transport=dashboard_vault._transport,  # noqa: SLF001
             )
             async with httpx.AsyncClient(
@@ -112,7 +112,7 @@ async def journal(
             ) as http:
                 browser = Browser(http=http, provider=oidc_provider, app=app)
                 yield Journal(scene=Scene(kit=kit, browser=browser), vault=vault)
-            await app.state.backends.aclose()
+            await close_dashboard(app)
 
 
 def _rows(text: str) -> list[str]:

@@ -62,7 +62,7 @@ async def scene(
         async with client_for("ingest", vault_transport=vault._transport) as ingest:  # noqa: SLF001
             kit = await build_org(vault, ingest, servers)
             await prepare_recordings(vault, ingest, kit)
-        async with open_browser(oidc_provider, client_for) as browser:
+        async with open_browser(oidc_provider, client_for, servers.database_url) as browser:
             yield Scene(kit=kit, browser=browser)
 
 
@@ -206,13 +206,13 @@ async def test_unknown_pages_and_anonymous_visits(scene: Scene) -> None:
 async def test_an_expired_access_token_sends_the_person_to_sign_in_again(scene: Scene) -> None:
     await scene.as_role("responsable")
     assert (await scene.browser.http.get("/enregistrements")).status_code == 200
-    for session in scene.browser.app.state.sessions.all():
-        session.data["tokens"]["expires_at"] = 0
+    session_id = scene.browser.session_id()
+    await scene.browser.edit_session(lambda data: data["tokens"].update(expires_at=0))
     again = await scene.browser.http.get("/enregistrements", follow_redirects=False)
     assert again.status_code == 303
     assert again.headers["location"] == "/connexion?suite=/enregistrements"
     assert "Max-Age=0" in again.headers["set-cookie"]  # the session is gone, not kept
-    assert not scene.browser.app.state.sessions.all()
+    assert await scene.browser.sessions.get(session_id) is None
 
 
 async def test_the_responsable_designates_and_withdraws_habilitations(scene: Scene) -> None:
@@ -311,7 +311,9 @@ async def test_a_recordings_page_asks_the_vault_for_its_parts_together(
         watched.append(_Together(inner, parts, wanted=3))
         return watched[-1]
 
-    async with open_browser(oidc_provider, client_for, wrap_vault=wrap) as browser:
+    async with open_browser(
+        oidc_provider, client_for, servers.database_url, wrap_vault=wrap
+    ) as browser:
         scene = Scene(kit=kit, browser=browser)
         await scene.as_role("responsable")
         page = await browser.http.get(f"/enregistrements/{kit.recording_id}")

@@ -42,7 +42,7 @@ async def keyed(
                 vault=(await vault.get("/v1/audit/public-key")).json()["public_key"],
                 receipt=(await ingest.get("/v1/receipts/public-key")).json()["public_key"],
             )
-        async with open_browser(oidc_provider, client_for) as browser:
+        async with open_browser(oidc_provider, client_for, servers.database_url) as browser:
             yield Scene(kit=kit, browser=browser), keys
 
 

@@ -19,7 +19,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.dashboard.app import create_app
 from tests.fixtures.apps import ClientFactory
 from tests.fixtures.directory import OrgKit, build_org
-from tests.fixtures.oidc import OidcProvider, OneAtATime, dashboard_settings, person_claims
+from tests.fixtures.oidc import (
+    OidcProvider,
+    OneAtATime,
+    close_dashboard,
+    dashboard_settings,
+    person_claims,
+)
 from tests.fixtures.servers import Servers
 from tests.test_dashboard_pages import SUBJECTS, _checked, _csrf
 from tests.test_reports import _feed
@@ -60,7 +66,7 @@ async def scene(
     trust = {"auth_issuer": oidc_provider.issuer, "auth_jwks_url": oidc_provider.jwks_url}
     async with client_for("vault", **trust) as vault, client_for("reporting", **trust) as reporting:
         app = create_app(
-            dashboard_settings(oidc_provider),
+            dashboard_settings(oidc_provider, servers.database_url),
             vault_transport=OneAtATime(vault._transport, one := asyncio.Lock()),  # noqa: SLF001
             reporting_transport=OneAtATime(reporting._transport, one),  # noqa: SLF001
         )
@@ -71,7 +77,7 @@ async def scene(
             timeout=30,
         ) as http:
             yield Scene(kit=kit, http=http, provider=oidc_provider)
-        await app.state.backends.aclose()
+        await close_dashboard(app)
 
 
 def _no_token(response: httpx.Response) -> None:

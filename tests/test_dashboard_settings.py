@@ -13,12 +13,12 @@ from pydantic import ValidationError
 
 from services.config import env_name, production_required
 from services.dashboard.kit.security import content_security_policy
-from services.dashboard.kit.sessions import SessionStore
 from services.dashboard.settings import DashboardSettings, dev_session_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = {
     "TEMOIN_ENV": "production",
+    "DATABASE_URL": "postgresql://temoin:pw@db.internal:5432/temoin",
     "DASHBOARD_PUBLIC_URL": "https://temoin.example-commune.fr",
     "DASHBOARD_VAULT_URL": "http://vault:8720",
     "DASHBOARD_REPORTING_URL": "http://reporting:8730",
@@ -34,7 +34,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith(("TEMOIN_", "DASHBOARD_")):
+        if name.startswith(("TEMOIN_", "DASHBOARD_", "DATABASE_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("TEMOIN_VAR_DIR", str(tmp_path / "var"))
 
@@ -65,6 +65,7 @@ def test_production_refuses_development_defaults(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValidationError) as refused:
         DashboardSettings()
     for name in (
+        "DATABASE_URL",  # named as the variable is, without the dashboard's prefix
         "DASHBOARD_SESSION_SECRET",
         "DASHBOARD_OIDC_CLIENT_SECRET",
         "DASHBOARD_OIDC_DISCOVERY_URL",
@@ -99,6 +100,7 @@ def test_compose_runs_the_dashboard_in_production(monkeypatch: pytest.MonkeyPatc
     compose: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     spec = compose["services"]["dashboard"]
     operator = {
+        "POSTGRES_PASSWORD": "a-production-database-password",
         "DASHBOARD_PUBLIC_URL": "https://temoin.example-commune.fr",
         "OIDC_DISCOVERY_URL": PRODUCTION["DASHBOARD_OIDC_DISCOVERY_URL"],
         "OIDC_CLIENT_ID": "temoin-commune",
@@ -141,24 +143,6 @@ def test_the_content_security_policy_is_strict() -> None:
     assert directives["media-src"] == "'self' https://vault.example.fr"
     assert directives["form-action"] == "'self' https://proconnect.example.fr"
     assert "unsafe" not in policy
-
-
-def test_sessions_end_when_idle_or_too_old(monkeypatch: pytest.MonkeyPatch) -> None:
-    import services.dashboard.kit.sessions as sessions
-
-    now = [1000.0]
-    monkeypatch.setattr(sessions.time, "monotonic", lambda: now[0])
-    store = SessionStore(idle_s=60, max_age_s=300)
-    kept = store.create({"person": "a"})
-    now[0] += 59
-    assert store.get(kept) is not None
-    now[0] += 61
-    assert store.get(kept) is None  # idle
-    old = store.create({"person": "b"})
-    for _ in range(6):
-        now[0] += 55
-        found = store.get(old)
-    assert found is None  # active all along, but past its absolute age
 
 
 def test_times_are_shown_in_paris_and_asked_in_utc() -> None:

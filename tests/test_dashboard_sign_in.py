@@ -5,26 +5,21 @@ provider; and a newcomer maire who creates the organisation from nothing."""
 from __future__ import annotations
 
 import html
-import re
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
 from tests.fixtures.apps import ClientFactory
 from tests.fixtures.oidc import OidcProvider, open_browser, person_claims
-
-
-def _csrf(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, page.text
-    return match.group(1)
+from tests.fixtures.servers import Servers
+from tests.test_dashboard_pages import _csrf
 
 
 async def test_authorization_request_is_code_pkce_with_long_state_and_nonce(
-    oidc_provider: OidcProvider, client_for: ClientFactory
+    oidc_provider: OidcProvider, client_for: ClientFactory, servers: Servers
 ) -> None:
-    async with open_browser(oidc_provider, client_for, oidc_acr_values="eidas2") as browser:
+    async with open_browser(
+        oidc_provider, client_for, servers.database_url, oidc_acr_values="eidas2"
+    ) as browser:
         response = await browser.http.get("/connexion", follow_redirects=False)
     assert response.status_code == 302
     location = urlsplit(response.headers["location"])
@@ -43,12 +38,16 @@ async def test_authorization_request_is_code_pkce_with_long_state_and_nonce(
 
 
 async def test_a_newcomer_maire_signs_in_and_creates_the_organisation(
-    oidc_provider: OidcProvider, client_for: ClientFactory
+    oidc_provider: OidcProvider, client_for: ClientFactory, servers: Servers
 ) -> None:
     org = uuid.uuid4()
     subject = f"maire-{org.hex[:8]}"
     async with open_browser(
-        oidc_provider, client_for, oidc_acr_values="eidas2", oidc_required_acr="eidas2"
+        oidc_provider,
+        client_for,
+        servers.database_url,
+        oidc_acr_values="eidas2",
+        oidc_required_acr="eidas2",
     ) as browser:
         home = await browser.sign_in(subject, **person_claims(org, "maire", name="Anne Dupré"))
         assert home.status_code == 200, home.text
@@ -88,11 +87,15 @@ async def test_a_newcomer_maire_signs_in_and_creates_the_organisation(
 
 
 async def test_an_acr_below_the_required_one_is_refused(
-    oidc_provider: OidcProvider, client_for: ClientFactory
+    oidc_provider: OidcProvider, client_for: ClientFactory, servers: Servers
 ) -> None:
     org = uuid.uuid4()
     async with open_browser(
-        oidc_provider, client_for, oidc_acr_values="eidas1", oidc_required_acr="eidas2"
+        oidc_provider,
+        client_for,
+        servers.database_url,
+        oidc_acr_values="eidas1",
+        oidc_required_acr="eidas2",
     ) as browser:
         page = await browser.sign_in(
             f"maire-{org.hex[:8]}", **person_claims(org, "maire", name="X")
@@ -105,9 +108,9 @@ async def test_an_acr_below_the_required_one_is_refused(
 
 
 async def test_a_replayed_callback_is_refused_in_french(
-    oidc_provider: OidcProvider, client_for: ClientFactory
+    oidc_provider: OidcProvider, client_for: ClientFactory, servers: Servers
 ) -> None:
-    async with open_browser(oidc_provider, client_for) as browser:
+    async with open_browser(oidc_provider, client_for, servers.database_url) as browser:
         page = await browser.http.get("/auth/callback?code=forged&state=" + "x" * 43)
     assert page.status_code == 400
     assert "La connexion n'a pas abouti" in html.unescape(page.text)
@@ -115,10 +118,10 @@ async def test_a_replayed_callback_is_refused_in_french(
 
 
 async def test_sign_out_ends_the_session_and_goes_to_the_provider(
-    oidc_provider: OidcProvider, client_for: ClientFactory
+    oidc_provider: OidcProvider, client_for: ClientFactory, servers: Servers
 ) -> None:
     org = uuid.uuid4()
-    async with open_browser(oidc_provider, client_for) as browser:
+    async with open_browser(oidc_provider, client_for, servers.database_url) as browser:
         home = await browser.sign_in(
             f"maire-{org.hex[:8]}", **person_claims(org, "maire", name="Y")
         )

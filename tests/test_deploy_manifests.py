@@ -46,7 +46,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "reporting": ReportingSettings,
     "dashboard": DashboardSettings,
 }
-REPLICATED = ("ingest", "vault", "reporting")
+REPLICATED = ("ingest", "vault", "reporting", "dashboard")
 # The variables a service reads (cleared before each settings class reads the manifests').
 OUR_PREFIXES = (
     "TEMOIN_", "DATABASE_", "S3_", "AUTH_", "SERVICE_", "LOG_",
@@ -389,10 +389,6 @@ def availability_problems(objs: list[Obj]) -> list[str]:
                 problems.append(f"{name}: {replicas} replica")
             if not any(0 < b["spec"].get("minAvailable", 0) < replicas for b in covering):
                 problems.append(f"{name}: no disruption budget keeping one and letting one go")
-        elif name == "dashboard" and (replicas != 1 or covering):
-            # Sessions live in one process's memory: one replica, and no budget that would
-            # forbid every node drain.
-            problems.append("dashboard: not one replica without a budget")
     return problems
 
 
@@ -445,7 +441,8 @@ def network_problems(objs: list[Obj]) -> list[str]:
         ),
         "the database": (
             {"cnpg.io/cluster": "temoin-db"}, 5432,
-            {"ingest", "vault", "reporting", "temoin-migrate", "namespace:cnpg-system"},
+            {"ingest", "vault", "reporting", "dashboard", "temoin-migrate",
+             "namespace:cnpg-system"},
         ),
     }  # fmt: skip
     for what, (labels, port, sources) in expected.items():
@@ -507,6 +504,11 @@ def test_every_setting_is_provided_and_accepted_in_production(
     password = secrets["temoin-db-services", "password"]
     assert vault["DATABASE_URL"] == f"postgresql://temoin_app:{password}@temoin-db-rw:5432/temoin"
     assert vault["S3_ACCESS_KEY"] == "temoin-vault"
+    # The dashboard's own login, which may open its sessions and nothing else.
+    password = secrets["temoin-db-dashboard", "password"]
+    assert env_of(production, "dashboard", secrets)["DATABASE_URL"] == (
+        f"postgresql://temoin_dashboard_app:{password}@temoin-db-rw:5432/temoin"
+    )
     assert env_of(production, "ingest")["S3_ACCESS_KEY"] == "temoin-readiness"
 
 
@@ -613,6 +615,8 @@ def test_the_operators_give_a_replicated_database_and_an_erasure_coded_store(
     roles = {r["name"]: r for r in cluster["managed"]["roles"]}
     assert roles["temoin_app"]["inRoles"] == ["temoin_service"]
     assert roles["temoin_app"]["passwordSecret"]["name"] == "temoin-db-services"
+    assert roles["temoin_dashboard_app"]["inRoles"] == ["temoin_dashboard"]
+    assert roles["temoin_dashboard_app"]["passwordSecret"]["name"] == "temoin-db-dashboard"
     assert of_kind(operators, "ScheduledBackup")["temoin-db-nightly"]["spec"]["method"] == "plugin"
     tenant = of_kind(operators, "Tenant")["temoin-store"]["spec"]
     drives = sum(p["servers"] * p["volumesPerServer"] for p in tenant["pools"])
@@ -678,6 +682,11 @@ BREAKAGES: list[tuple[str, Callable[[list[Obj]], None], Callable[[list[Obj]], li
     (
         "one vault",
         lambda objs: of_kind(objs, "Deployment")["vault"]["spec"].update(replicas=1),
+        availability_problems,
+    ),
+    (
+        "one dashboard",
+        lambda objs: of_kind(objs, "Deployment")["dashboard"]["spec"].update(replicas=1),
         availability_problems,
     ),
 ]

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from temoin import migrate
 from tests.fixtures.servers import Servers
 
-SCHEMAS = {"ingest", "vault", "reporting", "audit"}
+SCHEMAS = {"ingest", "vault", "reporting", "audit", "dashboard"}
 
 
 def _plain(url: str) -> str:

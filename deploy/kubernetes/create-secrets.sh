@@ -57,10 +57,12 @@ create generic temoin-dashboard-keys \
     --from-literal=DASHBOARD_OIDC_CLIENT_SECRET="$DASHBOARD_OIDC_CLIENT_SECRET" \
     --from-literal=DASHBOARD_SESSION_SECRET="$(hex)"
 
-# The services' database login (CloudNativePG sets its password from this Secret); the
-# owner's, temoin-db-app, is made by CloudNativePG itself.
+# The services' and the dashboard's database logins (CloudNativePG sets their passwords from
+# these Secrets); the owner's, temoin-db-app, is made by CloudNativePG itself.
 create generic temoin-db-services --type=kubernetes.io/basic-auth \
     --from-literal=username=temoin_app --from-literal=password="$(hex)"
+create generic temoin-db-dashboard --type=kubernetes.io/basic-auth \
+    --from-literal=username=temoin_dashboard_app --from-literal=password="$(hex)"
 create generic temoin-db-backups-s3 \
     --from-literal=ACCESS_KEY_ID="$BACKUP_ACCESS_KEY_ID" \
     --from-literal=ACCESS_SECRET_KEY="$BACKUP_SECRET_ACCESS_KEY"

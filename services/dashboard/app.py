@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,12 +33,18 @@ from services.dashboard.procedures.endpoints import router as procedures_router
 from services.dashboard.recordings.endpoints import router as recordings_router
 from services.dashboard.reports.endpoints import router as reports_router
 from services.dashboard.settings import DashboardSettings, origin_of
+from shared.db import create_engine, database_unavailable, ping
 from shared.observability import RequestContextMiddleware, metrics_response
 from shared.web import readiness_answer, run_checks
 
 SERVICE = "dashboard"
 SERVICE_NAME = "Témoin"
 READINESS_TIMEOUT_S = 3.0  # the HTTP calls' own timeout; run_checks also bounds each probe
+# How often a replica deletes the sessions past their lifetimes (each is refused when read
+# anyway: this only keeps the table small).
+SESSION_SWEEP_INTERVAL_S = 300.0
+# Each request reads its session, and writes it when it changed: a few short transactions.
+DATABASE_POOL_SIZE = 5
 _logger = logging.getLogger("temoin.dashboard")
 
 
@@ -49,9 +57,10 @@ def _health_router() -> APIRouter:
 
     @router.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        """Ready when the provider's discovery and the vault answer."""
+        """Ready when the provider's discovery, the vault and the sessions' database answer."""
         settings: DashboardSettings = request.app.state.settings
         backends = request.app.state.backends
+        sessions: SessionStore = request.app.state.sessions
 
         async def discovery() -> None:
             async with httpx.AsyncClient(timeout=READINESS_TIMEOUT_S) as client:
@@ -63,7 +72,12 @@ def _health_router() -> APIRouter:
         async def vault() -> None:
             (await backends.vault.get("/healthz", timeout=READINESS_TIMEOUT_S)).raise_for_status()
 
-        return readiness_answer(await run_checks({"oidc_provider": discovery, "vault": vault}))
+        async def database() -> None:
+            await ping(sessions.engine)
+
+        return readiness_answer(
+            await run_checks({"oidc_provider": discovery, "vault": vault, "database": database})
+        )
 
     @router.get("/metrics")
     async def metrics() -> Response:
@@ -87,12 +101,30 @@ def create_app(
         reporting_transport=reporting_transport,
     )
 
+    # Created here, connected at first use: the tests' in-process apps (no lifespan) use it too.
+    sessions = SessionStore(
+        create_engine(
+            settings.database_url,
+            application_name="temoin-dashboard",
+            pool_size=DATABASE_POOL_SIZE,
+            role=settings.database_role,
+        ),
+        secret=settings.session_secret,
+        idle_s=settings.session_idle_s,
+        max_age_s=settings.session_max_age_s,
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeping = asyncio.create_task(_sweep_sessions(sessions))
         try:
             yield
         finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
             await backends.aclose()
+            await sessions.engine.dispose()
 
     app = FastAPI(
         title="Témoin dashboard",
@@ -164,14 +196,26 @@ def create_app(
     )
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        _logger.exception("unhandled error", exc_info=exc)
-        page = pages.render(
-            request,
-            "erreur.html",
-            status_code=500,
-            title="Erreur inattendue",
-            message="Une erreur inattendue est survenue ; elle a été enregistrée. Réessayez.",
-        )
+        if database_unavailable(exc):  # the sessions' database, away for a moment
+            _logger.warning("database unavailable: %s", exc)
+            page = pages.render(
+                request,
+                "erreur.html",
+                status_code=503,
+                title="Service momentanément indisponible",
+                message="Le tableau de bord ne peut pas lire votre session pour le moment. "
+                "Réessayez dans un instant.",
+            )
+            page.headers["Retry-After"] = "5"
+        else:
+            _logger.exception("unhandled error", exc_info=exc)
+            page = pages.render(
+                request,
+                "erreur.html",
+                status_code=500,
+                title="Erreur inattendue",
+                message="Une erreur inattendue est survenue ; elle a été enregistrée. Réessayez.",
+            )
         # Starlette answers this outside every middleware: the headers are set here.
         page.headers.update(SecurityHeaders.HEADERS | {"Content-Security-Policy": policy})
         return page
@@ -194,15 +238,25 @@ def create_app(
     app.include_router(copies_router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
 
-    app.state.sessions = SessionStore(
-        idle_s=settings.session_idle_s, max_age_s=settings.session_max_age_s
-    )
+    app.state.sessions = sessions
     app.add_middleware(
         SessionMiddleware,
         store=app.state.sessions,
-        secret=settings.session_secret,
+        sessionless=("/static/", "/healthz", "/readyz", "/metrics"),
         secure=settings.secure_cookie,
     )
     app.add_middleware(RequestContextMiddleware, service=SERVICE)
     app.add_middleware(SecurityHeaders, policy=policy)
     return app
+
+
+async def _sweep_sessions(sessions: SessionStore) -> None:
+    while True:
+        await asyncio.sleep(SESSION_SWEEP_INTERVAL_S)
+        try:
+            swept = await sessions.sweep()
+        except Exception as error:  # the database away: the next sweep catches up
+            _logger.warning("session sweep failed: %s", error)
+        else:
+            if swept:
+                _logger.info("swept %d expired sessions", swept)

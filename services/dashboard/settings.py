@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.config import dev_default, shared_setting
+from services.config import DEV_DATABASE_URL, dev_default, shared_setting
 
 DEFAULT_PORT = 8740
 # ProConnect's rule, kept for every provider: state and nonce of at least 32 characters.
@@ -18,8 +18,8 @@ MINIMUM_STATE_LENGTH = 32
 
 def dev_session_secret(path: Path | None = None) -> str:
     """The development session secret: generated once under var/ (TEMOIN_VAR_DIR), so that
-    the cookie of a restarted dashboard is still recognised (its sessions, kept in memory, are
-    not); production must set DASHBOARD_SESSION_SECRET."""
+    the sessions of a restarted dashboard still open; production must set
+    DASHBOARD_SESSION_SECRET, the same for every replica."""
     # The development data directory, as temoin/stackfile.py names it.
     path = path or Path(os.environ.get("TEMOIN_VAR_DIR") or "var") / "dashboard" / "session-secret"
     if path.exists():
@@ -32,7 +32,8 @@ def dev_session_secret(path: Path | None = None) -> str:
 
 
 class DashboardSettings(BaseSettings):
-    """No database, no object store: the dashboard reads everything through the APIs."""
+    """No object store, and of the database only its own sessions' table: the dashboard reads
+    everything else through the APIs."""
 
     model_config = SettingsConfigDict(
         env_prefix="DASHBOARD_",
@@ -46,6 +47,15 @@ class DashboardSettings(BaseSettings):
         "development", env="TEMOIN_ENV", description="development or production"
     )
     log_level: str = shared_setting("INFO", env="LOG_LEVEL")
+    database_url: str = dev_default(
+        DEV_DATABASE_URL,
+        env="DATABASE_URL",
+        description="PostgreSQL URL (postgresql://...): the sessions, shared by every replica",
+    )
+    database_role: str = Field(
+        "temoin_dashboard",
+        description="role the dashboard acts as (SET ROLE): its sessions' table and nothing else",
+    )
     host: str = Field("127.0.0.1", description="address the service binds to")
     port: int = Field(DEFAULT_PORT, description="port the service listens on")
     public_url: str = dev_default(
@@ -86,7 +96,8 @@ class DashboardSettings(BaseSettings):
         default_factory=dev_session_secret,
         min_length=32,
         json_schema_extra={"refused_in_production": True},
-        description="signs the session cookie (32+ characters); development: under var/",
+        description="signs the session cookie and seals the sessions kept in the database "
+        "(32+ characters, the same for every replica); development: under var/",
     )
     session_max_age_s: int = Field(
         8 * 3600, gt=0, description="absolute lifetime of a session, whatever its activity"
@@ -104,7 +115,9 @@ class DashboardSettings(BaseSettings):
         if self.env != "production":
             return self
         still_default = [
-            f"DASHBOARD_{name.upper()}"
+            info.validation_alias
+            if isinstance(info.validation_alias, str)
+            else f"DASHBOARD_{name.upper()}"
             for name, info in type(self).model_fields.items()
             if isinstance(info.json_schema_extra, dict)
             and info.json_schema_extra.get("refused_in_production")
