@@ -11,7 +11,6 @@ from services.ingest.stations.endpoints import CurrentStation
 from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.service import UploadService
 from shared.clips import MAX_CLIP_SIZE, METADATA_HEADER, ClipMetadata, declared_content_type
-from shared.db import release_connection
 from shared.errors import PayloadTooLarge, UnprocessableEntity
 from shared.inputs import HeaderCount
 from shared.openapi import problems, raises, raw_body
@@ -76,8 +75,6 @@ async def upload(
             f"Content-Length is {content_length}, the declared size {clip.size}",
             field="metadata.size",
         )
-    # The station is authenticated: no connection is held while the body streams.
-    await release_connection(session)
     receipt, created = await uploads.upload(station, clip, request.stream(), media_type)
     await keep_receipt(session, receipt)
     if not created:

@@ -27,7 +27,6 @@ from services.ingest.uploads.endpoints import Uploads
 from services.ingest.uploads.repository import keep_receipt
 from services.ingest.uploads.resumable import Checksum, ResumableUploads
 from shared.clips import MAX_CLIP_SIZE, ClipMetadata, UploadSessionState, declared_content_type
-from shared.db import release_connection
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -213,7 +212,6 @@ async def create(
         )
     upload = await resumable.create(station, clip, media_type)
     if content_type == OFFSET_STREAM and content_length != 0:
-        await release_connection(session)  # none held while the body streams
         upload = await resumable.append(
             station,
             upload.id,
@@ -284,9 +282,6 @@ async def append(
         raise UnsupportedMediaType(f"a PATCH body must be {OFFSET_STREAM}")
     if upload_offset is None:
         raise BadRequest("Upload-Offset is required")
-    # The station is authenticated: no connection is held while the body streams (the
-    # receipt is kept afterwards in a transaction of its own).
-    await release_connection(session)
     upload = await resumable.append(
         station,
         upload_id,
