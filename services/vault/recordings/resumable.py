@@ -611,10 +611,11 @@ class _Claim:
         """Release the claim of a PATCH that failed (nothing of it acknowledged). Best
         effort: with the database away, the claim runs out by itself."""
         try:
-            await self.service.session.rollback()
-            if await self._update(UploadSession.claim_id == self.token, claim_id=None,
-                                  claimed_until=None):  # fmt: skip
-                await release_connection(self.service.session)
+            await self.service.session.rollback()  # whatever the failure left open
+            await self._update(
+                UploadSession.claim_id == self.token, claim_id=None, claimed_until=None
+            )
+            await release_connection(self.service.session)
         except Exception as exc:
             _logger.info("upload %s: its claim will run out by itself (%s)", self.upload_id, exc)
 
