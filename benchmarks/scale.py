@@ -264,8 +264,9 @@ class PeakRss(Sampler):
 
 class OpenTransactions(Sampler):
     """The most connections each service (by its application_name, all replicas together) had
-    inside a transaction at once, from pg_stat_activity: what a request that holds its
-    session for the whole upload costs PostgreSQL."""
+    inside a transaction at once, from pg_stat_activity: the uploads in flight, when a request
+    held its session for the whole upload; now, creations and completions at the same moment
+    (docs/architecture.md, "Uploads hold no connection while bytes stream")."""
 
     QUERY = (
         "SELECT application_name, count(*) FROM pg_stat_activity WHERE application_name"

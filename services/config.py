@@ -99,6 +99,21 @@ class ServiceSettings(BaseSettings):
         description="role the service acts as (SET ROLE): append-only on the audit trail",
     )
     log_level: str = shared_setting("INFO", env="LOG_LEVEL")
+    # A request holds a connection only for its short transactions, never while a body streams
+    # (docs/architecture.md, "Uploads hold no connection while bytes stream"): the pool bounds
+    # concurrent transactions, not concurrent uploads.
+    database_pool_size: int = Field(
+        10, ge=1, validation_alias="DATABASE_POOL_SIZE",
+        description="PostgreSQL connections each process keeps open",
+    )  # fmt: skip
+    database_max_overflow: int = Field(
+        10, ge=0, validation_alias="DATABASE_MAX_OVERFLOW",
+        description="connections a process may open beyond the pool at a peak",
+    )  # fmt: skip
+    database_pool_timeout_s: float = Field(
+        30.0, gt=0, validation_alias="DATABASE_POOL_TIMEOUT_S",
+        description="how long a request waits for a free connection before its 503",
+    )  # fmt: skip
 
     service_token: str = dev_default(
         "temoin-dev-service-token-change-me",
@@ -241,6 +256,11 @@ def service_resources(
         storage=settings.storage(),
         application_name=application_name or f"temoin-{service}",
         database_role=settings.database_role,
+        pool={
+            "pool_size": settings.database_pool_size,
+            "max_overflow": settings.database_max_overflow,
+            "pool_timeout_s": settings.database_pool_timeout_s,
+        },
         verifier=settings.token_verifier(),
         audit_writer=settings.audit_writer(service),
     )

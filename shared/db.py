@@ -114,6 +114,8 @@ def create_engine(
     *,
     application_name: str,
     pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout_s: float = 30.0,
     role: str | None = None,
     ping_after_idle_s: float = 5.0,
     connect_timeout_s: float = 10.0,
@@ -135,6 +137,8 @@ def create_engine(
     engine = create_async_engine(
         asyncpg_url(url),
         pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
         connect_args={"server_settings": server_settings, "timeout": connect_timeout_s},
     )
     accepted_last: list[tuple[str, int]] = []
@@ -222,6 +226,15 @@ async def session_scope(
             await session.commit()
 
 
+async def release_connection(session: AsyncSession) -> None:
+    """End the request's transaction so far (committed) and give its connection back to the
+    pool, before a long wait that needs none: a request body streaming in. The session's next
+    statement checks one out again, in a new transaction. Without this, every upload in flight
+    holds a connection, and the pool (``pool_size`` + ``max_overflow``) caps how many can
+    stream at once."""
+    await session.commit()
+
+
 async def flush_or_conflict(session: AsyncSession, detail: str) -> None:
     """Flush inside a savepoint; a unique or exclusion constraint refusing it becomes a 409.
 
@@ -260,6 +273,7 @@ __all__ = [
     "flush_or_conflict",
     "metadata_for",
     "ping",
+    "release_connection",
     "session_scope",
     "try_job_lock",
     "utc_now",

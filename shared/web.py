@@ -72,10 +72,13 @@ async def open_resources(
     verifier: TokenVerifier,
     audit_writer: AuditWriter,
     database_role: str | None = None,
+    pool: dict[str, Any] | None = None,
 ) -> AsyncIterator[ServiceState]:
     """``audit_writer``: the service's entry key, which authenticates every audit entry its
-    sessions append (shared/audit.py)."""
-    engine = create_engine(database_url, application_name=application_name, role=database_role)
+    sessions append (shared/audit.py). ``pool``: create_engine's pool options."""
+    engine = create_engine(
+        database_url, application_name=application_name, role=database_role, **(pool or {})
+    )
     try:
         yield ServiceState(
             engine=engine,

@@ -121,6 +121,13 @@ class VaultSettings(ServiceSettings):
         description="how long the session of a single POST that died (nothing resumes it) "
         "keeps its parts before they are discarded",
     )
+    upload_claim_s: float = Field(
+        15.0,
+        ge=1,
+        description="how long a PATCH's claim on its upload lasts unless renewed (renewed "
+        "while bytes flow): how soon a dock may resume through another process after the "
+        "one carrying its PATCH died",
+    )
     upload_sweep_interval_s: float = Field(
         60.0,
         gt=0,

@@ -11,6 +11,7 @@ from services.ingest.stations.repository import StationKey
 from services.ingest.stations.schemas import AssertionIn, StationMe, StationToken
 from services.ingest.stations.service import STATION_TOKEN, StationAuthService
 from shared.auth import bearer_token
+from shared.db import release_connection
 from shared.openapi import problems
 from shared.web import SessionDep
 
@@ -38,7 +39,13 @@ async def current_station(
 ) -> StationKey:
     # The header as sent: ``credentials`` (OpenAPI's scheme) is None for another scheme.
     header = request.headers.get("authorization")
-    return await service.authenticate(bearer_token(header, STATION_TOKEN))
+    station = await service.authenticate(bearer_token(header, STATION_TOKEN))
+    # What follows is a call to the vault, which may stream a clip for minutes or wait for
+    # another request's claim: no connection is held meanwhile (docs/architecture.md, "Uploads
+    # hold no connection while bytes stream"). A later statement (keeping a receipt) checks
+    # one out again, briefly.
+    await release_connection(service.session)
+    return station
 
 
 CurrentStation = Annotated[StationKey, Depends(current_station)]

@@ -55,8 +55,15 @@ async def maintain_log(
                 last_purged = time.monotonic()
                 if purged:
                     _logger.info("purged %d audit entries older than three years", purged)
-        except IntegrityError:
-            _logger.info("another vault signed this tree head first")
+        except IntegrityError as exc:
+            # Signing takes the sequencer's lock: two vaults never sign the same size, so this
+            # was not that. A constraint refusing a write here is two vaults putting back the
+            # same deleted head at once (guard_heads, already logged as an error), or a bug.
+            _logger.warning(
+                "audit log maintenance: the database refused a write (%s); trying again at "
+                "the next pass",
+                str(exc.orig or exc).splitlines()[0],
+            )
         except Conflict as exc:  # the log no longer extends the last head: said once
             if exc.detail != refusing:
                 _logger.error("%s", exc.detail)

@@ -149,6 +149,10 @@ class UploadSession(IdMixin, TimestampMixin, Base):
     tail: Mapped[bytes | None] = mapped_column(LargeBinary)
     # The clip's running SHA-256 up to `offset` (shared/hashing.py).
     hash_state: Mapped[bytes] = mapped_column(LargeBinary)
+    # The PATCH streaming into the upload now, and until when unless it renews its claim
+    # (resumable.py, "Claims"): no connection is held while the bytes stream.
+    claim_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(default=None)
 
     __table_args__ = (
         # What the background passes look for (expiry, completions to roll forward).

@@ -14,6 +14,25 @@ for every chunk, so sealing an index twice never reuses a nonce.
 The single POST is a session too, created and fed in one request each (``single``, ``whole``):
 one write path, and the same guarantees after a crash.
 
+Claims (docs/architecture.md, "Uploads hold no connection while bytes stream"): a PATCH holds
+no database connection while its body streams, which may take minutes. It runs in three short
+transactions: (1) under the upload's advisory lock, check the request against the row and
+*claim* the upload (``claim_id``, a token of this request, and ``claimed_until``, a lease of
+`VAULT_UPLOAD_CLAIM_S`), committed; (2) stream, seal and send the parts with no connection
+checked out, renewing the lease (a one-row UPDATE on the claim's token) every third of it
+while bytes arrive; (3) under the lock again, check the claim is still this request's, record
+the new offset, etags, hash state and tail, and clear the claim. Another PATCH of the same
+upload meanwhile, on this process or another replica, finds the claim live and gets 423. A
+claim whose process died, or whose sender went silent, runs out after the lease: the dock's
+retry then claims the upload afresh and goes on from the acknowledged offset. The request
+that lost its claim notices at its next renewal or at (3), and acknowledges nothing. Since it
+sends parts only within a third of a lease of a renewal that found the claim its own, and a
+claim is taken over only after a whole lease without renewal, two requests never send parts
+of one upload at once (and were one stalled past that margin, a part it overwrote would fail
+the etag check of the object's assembly, never register a wrong clip). A session-level
+advisory lock would also span the stream, but only by holding a connection for it: the very
+cost this avoids.
+
 Crashes (docs/architecture.md, "Crashes on the write path"):
 - a session's multipart upload is in its row, committed before any part is sent; the store's
   own list of multipart uploads is swept for any that no live session owns (a crash between
@@ -28,12 +47,14 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import anyio
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import ColumnElement, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 
@@ -51,7 +72,7 @@ from services.vault.recordings.service import (
 from services.vault.settings import VaultSettings
 from shared import sealing
 from shared.clips import ClipMetadata, StoredClip, UploadSessionState
-from shared.db import utc_now
+from shared.db import release_connection, utc_now
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -174,10 +195,11 @@ class ResumableService:
         """The acknowledged state. A PATCH in flight on another connection (say, one whose
         sender just died) is given a moment to settle, so the offset is its outcome."""
         for _ in range(30):
-            if await self._try_lock(upload_id):
+            upload = await self._get(upload_id, station_id)
+            if not await self._claimed(upload.id):
                 break
+            await release_connection(self.session)  # none held while waiting
             await anyio.sleep(0.1)
-        upload = await self._get(upload_id, station_id)
         if upload.status == UploadStatus.completing.value:
             await self.roll_forward(upload)
         return self._state(upload, await self._stored(upload))
@@ -199,17 +221,20 @@ class ResumableService:
         the offset by what arrived; without (the PATCH carried a checksum that could not be
         checked), nothing of it counts. ``whole``: the body is the whole clip (a single POST):
         if it fails, its parts are discarded at once, since nothing will resume it."""
+        # (1) Check the request against the acknowledged state and claim the upload.
         if not await self._try_lock(upload_id):
-            raise Locked("another request is writing to this upload: retry in a moment")
+            raise _locked()
         upload = await self._get(upload_id, station_id)
         if upload.status == UploadStatus.completing.value:
             await self.roll_forward(upload)
         if upload.status == UploadStatus.complete.value and offset <= upload.length:
             # Already registered (a clip uploaded before, or a PATCH whose answer was lost):
             # the bytes are not needed, the answer is the same.
+            state = self._state(upload, await self._stored(upload))
+            await release_connection(self.session)
             async for _ in body:
                 pass
-            return self._state(upload, await self._stored(upload))
+            return state
         self._require_open(upload)
         if offset != upload.offset:
             raise Conflict(
@@ -230,6 +255,11 @@ class ResumableService:
             _logger.error("upload %s: its stored key or tail failed authentication", upload.id)
             await self._discard(upload, UploadStatus.lost)
             return self._state(upload, None)
+        claim = _Claim(self, upload.id, self.settings.upload_claim_s)
+        if not await claim.take():
+            raise _locked()
+        await release_connection(self.session)  # the claim committed, the lock released
+        # (2) Stream with no connection checked out (the claim's renewals take one briefly).
         writer = PartWriter(
             self.store,
             object_key=upload.object_key,
@@ -251,6 +281,7 @@ class ResumableService:
                         raise PayloadTooLarge(
                             f"more than the declared Upload-Length of {upload.length} bytes"
                         )
+                    await claim.keep()  # before any part of this piece is sent
                     await writer.write(piece)
             except ClientDisconnect as exc:
                 if whole or not keep_partial:
@@ -262,17 +293,21 @@ class ResumableService:
                 )
             await writer.drain()
         except MultipartGone:
+            await claim.settle(upload)
             await self._discard(upload, UploadStatus.lost)
             return self._state(upload, None)
         except BaseException:
-            if whole:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if whole:
                     await writer.abandon()
                     await self.store.abort_multipart(upload.object_key, upload.multipart_id)
+                await claim.give_up()
             raise
         finally:
             await writer.abandon()  # parts of a refused PATCH: never acknowledged
-        # Acknowledge everything received, in the transaction the caller commits.
+        # (3) Acknowledge everything received, if the claim is still this request's, in the
+        # transaction the caller commits.
+        await claim.settle(upload)
         upload.offset = writer.offset
         upload.etags = list(writer.etags)  # a new list: the ORM sees the change
         upload.hash_state = writer.hash.state()
@@ -295,14 +330,15 @@ class ResumableService:
         await self.session.commit()
         await self.roll_forward(upload)
 
-    async def roll_forward(self, upload: UploadSession) -> None:
+    async def roll_forward(self, upload: UploadSession) -> bool:
         """Assemble a `completing` session's object (or find it assembled) and register its
         recording, in the caller's transaction. Safe after any crash and from any process:
-        they take turns on the upload's lock, and each finds what the one before did."""
+        they take turns on the upload's lock, and each finds what the one before did. Whether
+        it was still `completing` (whether this call did the work)."""
         await self._lock(upload.id)
         await self.session.refresh(upload)
         if upload.status != UploadStatus.completing.value:
-            return
+            return False
         assert upload.object_key is not None and upload.multipart_id is not None
         metadata = ClipMetadata.model_validate(upload.metadata_json)
         try:
@@ -312,13 +348,13 @@ class ResumableService:
             # retired): the dock, which has no receipt, keeps the clip.
             _logger.error("upload %s cannot be registered: %s", upload.id, refused.detail)
             await self._discard(upload, UploadStatus.rejected)
-            return
+            return True
         await self.collecte.repository.lock_content(resolved.camera.id, metadata.sha256)
         existing = await self.collecte.existing(resolved, metadata.sha256)
         if existing is not None:  # uploaded meanwhile through another session
             await self._discard(upload, UploadStatus.complete)
             upload.recording_id = existing.recording_id
-            return
+            return True
         try:
             version = await self.store.complete_multipart(
                 upload.object_key, upload.multipart_id, upload.etags
@@ -329,7 +365,7 @@ class ResumableService:
             if found is None or found[1] != sealing.sealed_size(upload.length, upload.chunk_size):
                 _logger.error("upload %s: its multipart upload vanished from the store", upload.id)
                 await self._discard(upload, UploadStatus.lost)
-                return
+                return True
             version = found[0]
         await self.collecte.register(
             metadata,
@@ -348,6 +384,7 @@ class ResumableService:
         upload.tail = None
         upload.hash_state = b""
         upload.etags = []
+        return True
 
     # --- ending ----------------------------------------------------------------------------
 
@@ -355,11 +392,13 @@ class ResumableService:
         """tus termination: an open upload is discarded; one already ended is 410. A clip
         already registered stays registered (evidence is never withdrawn by its sender)."""
         if not await self._try_lock(upload_id):
-            raise Locked("another request is writing to this upload: retry in a moment")
+            raise _locked()
         upload = await self._get(upload_id, station_id)
         if upload.status == UploadStatus.completing.value:
             await self.roll_forward(upload)
         if upload.status == UploadStatus.open.value:
+            if await self._claimed(upload.id):
+                raise _locked()
             await self._discard(upload, UploadStatus.terminated)
         elif upload.status != UploadStatus.complete.value:
             raise Gone(f"this upload is {upload.status} already")
@@ -372,6 +411,7 @@ class ResumableService:
             .where(
                 UploadSession.status == UploadStatus.open.value,
                 UploadSession.expires_at < (now or utc_now()),
+                _unclaimed(),
             )
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -392,15 +432,15 @@ class ResumableService:
         )
         return list(rows)
 
-    async def roll_forward_if_free(self, upload_id: uuid.UUID) -> bool:
-        """Roll a `completing` session forward unless a request is at it: whether it was."""
+    async def roll_forward_if_free(self, upload_id: uuid.UUID) -> str | None:
+        """Roll a `completing` session forward unless a request is at it (holding its lock) or
+        has finished it: the session's status after, or None when there was nothing to do."""
         if not await self._try_lock(upload_id):
-            return False
+            return None
         upload = await self.session.get(UploadSession, upload_id, populate_existing=True)
-        if upload is None:
-            return False
-        await self.roll_forward(upload)
-        return True
+        if upload is None or not await self.roll_forward(upload):
+            return None
+        return upload.status
 
     async def sweep_store(self, older_than: timedelta) -> list[str]:
         """Abort the store's multipart uploads that no live session owns (a crash between
@@ -444,6 +484,13 @@ class ResumableService:
         )
         return bool(locked)
 
+    async def _claimed(self, upload_id: uuid.UUID) -> bool:
+        """Whether a request holds a live claim on the upload (is streaming into it)."""
+        unclaimed = await self.session.scalar(
+            select(_unclaimed()).where(UploadSession.id == upload_id)
+        )
+        return unclaimed is False
+
     async def _lock(self, upload_id: uuid.UUID) -> None:
         """The same lock, waiting for it (held already by this transaction: a no-op)."""
         await self.session.execute(
@@ -481,6 +528,107 @@ class ResumableService:
             metadata=ClipMetadata.model_validate(upload.metadata_json),
             content_type=upload.content_type,
             stored=stored,
+        )
+
+
+def _locked() -> Locked:
+    return Locked(
+        "another request is writing to this upload: retry in a moment",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _unclaimed() -> ColumnElement[bool]:
+    """No request is streaming into the upload: never claimed, released, or run out. The
+    database's clock decides, the same for every replica."""
+    return or_(
+        UploadSession.claimed_until.is_(None),
+        UploadSession.claimed_until <= func.statement_timestamp(),
+    )
+
+
+class _Claim:
+    """One PATCH's claim on its upload (the module's docstring, "Claims"). Each step is a
+    short transaction of the request's session, committed by the step itself (the request's
+    own commit comes only at its end, and the stream lies between)."""
+
+    def __init__(self, service: ResumableService, upload_id: uuid.UUID, lease_s: float) -> None:
+        self.service = service
+        self.upload_id = upload_id
+        self.token = uuid.uuid4()
+        self.lease = timedelta(seconds=lease_s)
+        self.renew_every = lease_s / 3
+        self.renewed = time.monotonic()
+
+    async def _update(self, *where: ColumnElement[bool], **values: Any) -> bool:
+        updated = await self.service.session.scalar(
+            update(UploadSession)
+            .where(UploadSession.id == self.upload_id, *where)
+            .values(**values)
+            .returning(UploadSession.id)
+            .execution_options(synchronize_session=False)
+        )
+        return updated is not None
+
+    async def take(self) -> bool:
+        """Claim the upload unless a live claim holds it (under the upload's lock)."""
+        started = time.monotonic()
+        taken = await self._update(
+            _unclaimed(),
+            claim_id=self.token,
+            claimed_until=func.statement_timestamp() + self.lease,
+        )
+        self.renewed = started
+        return taken
+
+    async def keep(self) -> None:
+        """Renew the lease when a third of it has gone by (bytes are flowing): a Conflict if
+        another request took the upload over meanwhile (this one was silent a whole lease)."""
+        if time.monotonic() - self.renewed < self.renew_every:
+            return
+        started = time.monotonic()
+        renewed = await self._update(
+            UploadSession.claim_id == self.token,
+            claimed_until=func.statement_timestamp() + self.lease,
+        )
+        await release_connection(self.service.session)
+        if not renewed:
+            raise self._lost()
+        self.renewed = started
+
+    async def settle(self, upload: UploadSession) -> None:
+        """Under the upload's lock, in the transaction that records this PATCH's outcome:
+        the upload re-read, and the claim released if it is still this request's (else a
+        Conflict: nothing of this PATCH counts)."""
+        await self.service._lock(upload.id)
+        await self.service.session.refresh(upload)
+        if upload.claim_id != self.token:
+            raise self._lost()
+        upload.claim_id = None
+        upload.claimed_until = None
+
+    async def give_up(self) -> None:
+        """Release the claim of a PATCH that failed (nothing of it acknowledged). Best
+        effort: with the database away, the claim runs out by itself."""
+        try:
+            await self.service.session.rollback()  # whatever the failure left open
+            await self._update(
+                UploadSession.claim_id == self.token, claim_id=None, claimed_until=None
+            )
+            await release_connection(self.service.session)
+        except Exception as exc:
+            _logger.info("upload %s: its claim will run out by itself (%s)", self.upload_id, exc)
+
+    def _lost(self) -> Conflict:
+        _logger.warning(
+            "upload %s: a PATCH silent for longer than its claim (%s s) lost it to another "
+            "request; nothing of it was kept",
+            self.upload_id,
+            self.lease.total_seconds(),
+        )
+        return Conflict(
+            "this request's claim on the upload ran out and another request took it over: "
+            "nothing of this PATCH was kept; ask where the upload is (HEAD) and resume"
         )
 
 
