@@ -3,7 +3,7 @@ when, so that no database connection is held while the bytes stream
 (services/vault/recordings/resumable.py, "Claims").
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-11-30 21:30:00
 """
 
