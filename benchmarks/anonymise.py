@@ -138,6 +138,8 @@ def _pss(pid: int) -> int:
 
 def _role(process: psutil.Process) -> str:
     command = process.cmdline()
+    if "services.vault.derivatives.quantise" in command:
+        return "quantiser"  # the detector's loading only, before either ffmpeg starts
     if "ffmpeg" not in process.name():
         return "python"
     return "encoder" if "pipe:0" in command else "decoder"
