@@ -207,7 +207,7 @@ _ACTIONS = [AuditAction.collecte.value, AuditAction.modification.value,
             AuditAction.effacement.value]  # fmt: skip
 
 
-def _with_leaves() -> Select[Any]:
+def with_leaves() -> Select[Any]:
     """Entries with what ``Authenticated`` reads besides: their transaction and leaf."""
     return select(
         entries,
@@ -219,7 +219,7 @@ def _with_leaves() -> Select[Any]:
 async def _entries_of(
     session: AsyncSession | AsyncConnection, recording_ids: Sequence[uuid.UUID]
 ) -> list[RowMapping]:
-    statement = _with_leaves().where(
+    statement = with_leaves().where(
         entries.c.recording_ids.overlap(cast(list(recording_ids), ARRAY(Uuid))),
         entries.c.action.in_(_ACTIONS),
     )
@@ -232,7 +232,7 @@ async def _closings(
     wanted = sorted(set(procedures))
     if not wanted:
         return []
-    statement = _with_leaves().where(
+    statement = with_leaves().where(
         entries.c.action == AuditAction.modification.value,
         entries.c.details["event"].astext == "closed",
         entries.c.details["procedure"].astext.in_(wanted),
@@ -537,4 +537,5 @@ __all__ = [
     "far",
     "recording_differences",
     "verify_registry",
+    "with_leaves",
 ]
