@@ -118,7 +118,7 @@ class Authenticated:
 
 
 def authenticated(
-    rows: Sequence[Mapping[str, Any]], writers: WriterKeys, since_txid: int
+    rows: Sequence[Mapping[Any, Any]], writers: WriterKeys, since_txid: int
 ) -> tuple[list[Any], dict[uuid.UUID, str]]:
     """The rows (entries with their ``txid_text`` and ``leaf_hash``) the vault wrote, and why
     each other is not its own, by entry id. CPU only: run in a worker thread."""
