@@ -15,11 +15,12 @@ import json
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dashboard.api.french import in_french
 from shared.audit import entries
@@ -51,18 +52,24 @@ async def _count(made: Copy, action: str) -> int:
 
 
 @asynccontextmanager
-async def _as_superuser(made: Copy, statement: str, **values: Any) -> AsyncIterator[None]:
-    """``statement`` run as the database superuser, then the vault acting with its own role
-    (as in production); all of it undone after the block."""
-    savepoint = await made.connection.begin_nested()
+async def as_superuser(
+    connection: AsyncConnection, statement: str, **values: Any
+) -> AsyncIterator[None]:
+    """``statement`` (several joined by « ; ») run as the database superuser, then the vault
+    acting with its own role (as in production); all of it undone after the block."""
+    savepoint = await connection.begin_nested()
     try:
-        await made.connection.execute(text("RESET ROLE"))
+        await connection.execute(text("RESET ROLE"))
         for one in statement.split("; "):
-            await made.connection.execute(text(one), {"id": uuid.UUID(made.id), **values})
-        await made.connection.execute(text("SET LOCAL ROLE temoin_service"))
+            await connection.execute(text(one), values)
+        await connection.execute(text("SET LOCAL ROLE temoin_service"))
         yield
     finally:
         await savepoint.rollback()
+
+
+def _as_superuser(made: Copy, statement: str, **values: Any) -> AbstractAsyncContextManager[None]:
+    return as_superuser(made.connection, statement, id=uuid.UUID(made.id), **values)
 
 
 def _conflict(answer: httpx.Response, words: str) -> None:

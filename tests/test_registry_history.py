@@ -66,7 +66,7 @@ async def test_holders_count_attaches_and_detaches(connection: AsyncConnection) 
     assert found[kept].holders == set()
 
     # A detach the log does not vouch for releases nothing.
-    vouched = await histories(connection, [again, once, kept], attestor=_NoDetach())
+    vouched = await histories(connection, [again, once, kept], voucher=_NoDetach())
     assert vouched[again].holders == {str(first), str(second)}
     assert vouched[once].holders == {str(first)}
     assert vouched[kept].holders == {str(first)}

@@ -5,11 +5,16 @@ its `collecte` entry (services/vault/recordings/attested.py), its holds in the p
 `modification` entries (`attached`, `detached`, `closed`), its erasure in its `effacement` entry; a
 habilitation's grant and withdrawal in theirs; a consultation in its `consultation` entry.
 
-- ``histories`` reads a recording's history from the log. With an ``Attestor`` it keeps only
-  entries the log really holds: each hashes to its leaf, and the leaf is included under the
-  latest signed tree head, whose signature verifies and which is consistent with the head
-  signed before it (so stored hashes cannot have been rewritten under an older head). The
-  erasure job decides from that, never from one column (services/vault/recordings/erasure.py).
+- ``histories`` reads a recording's history from the log, counting only the entries a voucher
+  vouches for. ``Authenticated`` vouches for the entries the vault wrote, by their
+  authenticator (the sequencer's own rule, with its allowance for entries older than
+  authenticators): the extraction and the scrub decide from those, at once, without waiting
+  for the sequencer to take a fresh entry in (services/vault/derivatives/attested.py says
+  why). An ``Attestor`` keeps only entries the log really holds: each hashes to its leaf, and
+  the leaf is included under the latest signed tree head, whose signature verifies and which
+  is consistent with the head signed before it (so stored hashes cannot have been rewritten
+  under an older head). The erasure job, which sequences and signs first, decides from that,
+  never from one column (services/vault/recordings/erasure.py).
 - ``verify_registry`` (`temoin audit verify --registry`) compares every row that matters with
   the log and names the row and the entry of each difference. Run beside ``verify_log``, which
   proves the entries themselves intact.
@@ -22,18 +27,31 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import ARRAY, ColumnElement, RowMapping, Uuid, bindparam, cast, select, text
+import anyio.to_thread
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    RowMapping,
+    Select,
+    Uuid,
+    bindparam,
+    cast,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.vault.audit.service import AuditLog, TreeHead
+from services.vault.audit.repository import AuditRepository
+from services.vault.audit.service import AuditLog, TreeHead, refusal
 from services.vault.audit.tables import leaves, refusals
 from services.vault.audit.verify import Finding
 from services.vault.recordings import attested
 from services.vault.recordings.models import Recording, RecordingStatus
 from shared import merkle
-from shared.audit import AuditAction, Outcome, canonical_bytes, entries
+from shared.audit import AuditAction, Outcome, Refusal, WriterKeys, canonical_bytes, entries
 from shared.errors import NotFound
 
 # How far a row's date may be from its entry's (both are set in one transaction).
@@ -53,6 +71,8 @@ class History:
     # Procedures it is attached to, not detached from since, and not closed.
     holders: set[str] = field(default_factory=set)
     erased: bool = False
+    # Entries naming it that the voucher knows the vault did not write (forged, or altered).
+    forged: list[str] = field(default_factory=list)
 
     def retain_until(self, retention_days: int) -> datetime | None:
         """The end of its retention as the log has it (entries written before the log
@@ -63,6 +83,62 @@ class History:
             return datetime.fromisoformat(str(self.collecte["retain_until"]))
         ended = datetime.fromisoformat(str(self.collecte["ended_at"]))
         return ended + timedelta(days=retention_days)
+
+
+class Voucher(Protocol):
+    async def vouched(
+        self, rows: list[RowMapping]
+    ) -> tuple[list[RowMapping], dict[uuid.UUID, str]]:
+        """The rows it vouches for, and why, by entry id, each it knows the vault did not
+        write (one it merely cannot vouch for yet is neither)."""
+        ...
+
+
+class Authenticated:
+    """Entries the vault wrote, by their authenticator: the sequencer's rule (service.py,
+    ``refusal``), which a database superuser cannot satisfy without the vault's entry key. An
+    entry without one, written before authenticators existed, counts only once the log holds
+    it as it is (its leaf hashes it): a row inserted by hand with an old ``txid`` is never
+    sequenced (the sequencer's cursor is past it). About 50 µs an entry, in a worker thread;
+    only the entries of the recordings in question are read."""
+
+    def __init__(self, session: AsyncSession, writers: WriterKeys) -> None:
+        self.session = session
+        self.writers = writers
+        self._since: int | None = None
+
+    async def vouched(
+        self, rows: list[RowMapping]
+    ) -> tuple[list[RowMapping], dict[uuid.UUID, str]]:
+        if not rows:
+            return [], {}
+        if self._since is None:
+            self._since = await AuditRepository(self.session).since_txid()
+        return await anyio.to_thread.run_sync(authenticated, rows, self.writers, self._since)
+
+
+def authenticated(
+    rows: Sequence[Mapping[Any, Any]], writers: WriterKeys, since_txid: int
+) -> tuple[list[Any], dict[uuid.UUID, str]]:
+    """The rows (entries with their ``txid_text`` and ``leaf_hash``) the vault wrote, and why
+    each other is not its own, by entry id. CPU only: run in a worker thread."""
+    kept: list[Any] = []
+    forged: dict[uuid.UUID, str] = {}
+    for row in rows:
+        canonical = canonical_bytes(row)
+        refused = refusal(row, canonical, writers, since_txid)
+        if refused is None and row["authenticator"] is None:
+            leaf = row["leaf_hash"]
+            if leaf is None or bytes(leaf) != merkle.leaf_hash(canonical):
+                refused = Refusal.missing
+        if row["service"] == "vault" and refused is None:
+            kept.append(row)
+        else:
+            forged[row["entry_id"]] = (
+                f"entry {row['entry_id']} ({row['action']}) was not written by the vault "
+                f"({refused.value if refused else row['service']})"
+            )
+    return kept, forged
 
 
 class Attestor:
@@ -109,6 +185,11 @@ class Attestor:
         statement = select(tree_heads).order_by(tree_heads.c.tree_size.desc()).limit(2)
         return list((await self.session.execute(statement)).mappings())
 
+    async def vouched(
+        self, rows: list[RowMapping]
+    ) -> tuple[list[RowMapping], dict[uuid.UUID, str]]:
+        return [row for row in rows if await self.attests(row)], {}
+
     async def attests(self, entry: Mapping[Any, Any]) -> bool:
         """Whether ``entry`` (a row of audit.entries) is in the log, as it is, under the head."""
         head = await self.head()
@@ -126,10 +207,19 @@ _ACTIONS = [AuditAction.collecte.value, AuditAction.modification.value,
             AuditAction.effacement.value]  # fmt: skip
 
 
+def with_leaves() -> Select[Any]:
+    """Entries with what ``Authenticated`` reads besides: their transaction and leaf."""
+    return select(
+        entries,
+        literal_column("audit.entries.txid::text").label("txid_text"),
+        leaves.c.leaf_hash,
+    ).outerjoin(leaves, leaves.c.entry_id == entries.c.entry_id)
+
+
 async def _entries_of(
     session: AsyncSession | AsyncConnection, recording_ids: Sequence[uuid.UUID]
 ) -> list[RowMapping]:
-    statement = select(entries).where(
+    statement = with_leaves().where(
         entries.c.recording_ids.overlap(cast(list(recording_ids), ARRAY(Uuid))),
         entries.c.action.in_(_ACTIONS),
     )
@@ -142,7 +232,7 @@ async def _closings(
     wanted = sorted(set(procedures))
     if not wanted:
         return []
-    statement = select(entries).where(
+    statement = with_leaves().where(
         entries.c.action == AuditAction.modification.value,
         entries.c.details["event"].astext == "closed",
         entries.c.details["procedure"].astext.in_(wanted),
@@ -153,18 +243,27 @@ async def _closings(
 async def histories(
     session: AsyncSession | AsyncConnection,
     recording_ids: Sequence[uuid.UUID],
-    attestor: Attestor | None = None,
+    voucher: Voucher | None = None,
 ) -> dict[uuid.UUID, History]:
-    """The log's history of each recording; with ``attestor``, from attested entries only
-    (an entry not attested is as if absent: a hold it records stays, a release is ignored)."""
+    """The log's history of each recording; with ``voucher``, from the entries it vouches for
+    only (another is as if absent: a hold it records stays, a release is ignored, a
+    `collecte` entry changed attests nothing; each it knows forged is in ``forged``)."""
     found: dict[uuid.UUID, History] = {rid: History() for rid in recording_ids}
     if not recording_ids:
         return found
 
     async def kept(rows: list[RowMapping]) -> list[RowMapping]:
-        if attestor is None:
+        """The rows vouched for; each known forged said in the ``forged`` of the recordings
+        it names."""
+        if voucher is None:
             return rows
-        return [row for row in rows if await attestor.attests(row)]
+        vouched, forged = await voucher.vouched(rows)
+        for row in rows:
+            if row["entry_id"] in forged:
+                for recording_id in row["recording_ids"]:
+                    if recording_id in found:
+                        found[recording_id].forged.append(forged[row["entry_id"]])
+        return vouched
 
     rows = await kept(await _entries_of(session, recording_ids))
     # How many times each recording was attached to and detached from each procedure. The
@@ -251,10 +350,11 @@ async def awaiting_the_log(
 def recording_differences(
     recording: Recording, history: History, held_in_registry: bool
 ) -> list[str]:
-    """How a recording's row differs from its history in the log."""
+    """How a recording's row differs from its history in the log (and each entry naming it
+    that the vault did not write, which attests nothing)."""
     if history.collecte is None:
-        return ["no collecte entry in the log"]
-    found = attested.differences(recording, dict(history.collecte))
+        return [*history.forged, "no collecte entry in the log"]
+    found = [*history.forged, *attested.differences(recording, dict(history.collecte))]
     erased_row = recording.status == RecordingStatus.erased.value
     if erased_row != history.erased:
         found.append(
@@ -429,10 +529,13 @@ async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> lis
 
 __all__ = [
     "Attestor",
+    "Authenticated",
     "History",
+    "authenticated",
     "Unattested",
     "histories",
     "far",
     "recording_differences",
     "verify_registry",
+    "with_leaves",
 ]

@@ -45,7 +45,7 @@ from shared.signatures import b64encode, public_key_of
 from shared.witness import LogHead, head_problems
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from sqlalchemy import RowMapping
 
@@ -171,6 +171,19 @@ class LogKeys:
         return VerifierKey(self.origin, ED25519, bytes(self.signing_key.verify_key))
 
 
+def refusal(
+    row: Mapping[Any, Any], canonical: bytes, writers: WriterKeys, since_txid: int
+) -> Refusal | None:
+    """Why the sequencer sets the entry ``row`` aside (its ``txid_text`` read too), or None:
+    authenticated by a known writer, or written before authenticators existed (no
+    authenticator, in a transaction older than migration 0010's, ``since_txid``). The
+    registry's checks count an entry by this same rule (registry.py, ``Authenticated``)."""
+    refused = writers.refusal(row, canonical)
+    if refused is Refusal.missing and int(row["txid_text"]) < since_txid:
+        return None
+    return refused
+
+
 def _check_batch(
     rows: Sequence[RowMapping], writers: WriterKeys, since_txid: int
 ) -> list[tuple[bytes, Refusal | None]]:
@@ -179,10 +192,7 @@ def _check_batch(
     checked = []
     for row in rows:
         canonical = canonical_bytes(row)
-        refusal = writers.refusal(row, canonical)
-        if refusal is Refusal.missing and int(row["txid_text"]) < since_txid:
-            refusal = None
-        checked.append((merkle.leaf_hash(canonical), refusal))
+        checked.append((merkle.leaf_hash(canonical), refusal(row, canonical, writers, since_txid)))
     return checked
 
 

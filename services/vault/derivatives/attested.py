@@ -17,8 +17,9 @@ trusting entries not in the log yet as they stand would let the superuser insert
 the row lacks. The authenticator is what the sequencer itself checks before logging an entry,
 and the superuser cannot make one (the key is in the vault's configuration, not the database):
 the check does not depend on how far the log has got, so it is neither flaky nor skippable.
-Entries with no authenticator (written before migration 0010) cannot name a copy: the copies
-came with migration 0015."""
+Entries with no authenticator count only as the sequencer counts them, written before
+migration 0010 (and in the log as they are): none can name a copy, the copies came with
+migration 0015."""
 
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ import logging
 from sqlalchemy import and_, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.vault.audit.registry import Authenticated, with_leaves
 from services.vault.derivatives.models import Derivative
 from services.vault.derivatives.registry import BY_ACTION, Logged, row_differences
 from services.vault.recordings.attested import alert
 from services.vault.recordings.models import Recording
-from shared.audit import AuditAction, Outcome, WriterKeys, canonical_bytes, entries, naming
+from shared.audit import AuditAction, Outcome, WriterKeys, entries, naming
 
 _logger = logging.getLogger("temoin.vault.registry")
 
@@ -64,7 +66,7 @@ async def _logged(
     """The copy's entries the vault wrote, and a finding for each naming it that it did not
     write (a forged entry is not counted, and is said)."""
     copy = str(derivative.id)
-    statement = select(entries).where(
+    statement = with_leaves().where(
         # Read through the entries naming its original (the GIN index): a row pointed at
         # another original finds no demande of it there, and differs.
         naming(derivative.recording_id),
@@ -80,19 +82,16 @@ async def _logged(
             ),
         ),
     )
-    logged, forged = Logged(), []
-    for entry in (await session.execute(statement)).mappings():
-        refusal = writers.refusal(entry, canonical_bytes(entry))
-        if entry["service"] != "vault" or refusal is not None:
-            forged.append(
-                f"entry {entry['entry_id']} ({entry['action']}) was not written by the vault "
-                f"({refusal.value if refusal else entry['service']})"
-            )
-        elif entry["action"] == AuditAction.effacement.value:
+    rows = list((await session.execute(statement)).mappings())
+    # By the rule the originals' checks use (services/vault/audit/registry.py).
+    vouched, forged = await Authenticated(session, writers).vouched(rows)
+    logged = Logged()
+    for entry in vouched:
+        if entry["action"] == AuditAction.effacement.value:
             logged.erased_in = entry["entry_id"]
         else:
             getattr(logged, BY_ACTION[entry["action"]]).append(entry)
-    return logged, forged
+    return logged, list(forged.values())
 
 
 async def note_divergence(

@@ -26,7 +26,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.vault.audit.registry import histories, recording_differences
+from services.vault.audit.registry import Authenticated, histories, recording_differences
 from services.vault.audit.schemas import proof_out
 from services.vault.audit.service import AuditLog
 from services.vault.directory.models import Agent, Camera, Organisation
@@ -103,8 +103,12 @@ class ExtractionService:
         if recording.status == RecordingStatus.damaged.value:
             raise Conflict("this recording failed its integrity check: no copy can be made")
         # The package's metadata comes from the row: it must be what the log attests. A
-        # training copy's record names its original's SHA-256 and its day: the same.
-        history = (await histories(self.session, [recording.id]))[recording.id]
+        # training copy's record names its original's SHA-256 and its day: the same. Only
+        # the entries the vault wrote attest anything (a superuser may change the `collecte`
+        # entry with the row): checked by their authenticators, not by the signed head,
+        # which a recording extracted right after its upload may not be under yet.
+        authenticated = Authenticated(self.session, self.settings.writer_keys())
+        history = (await histories(self.session, [recording.id], authenticated))[recording.id]
         differences = recording_differences(recording, history, held_in_registry=True)
         if differences:
             problem = "; ".join(differences)

@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.vault.audit.registry import histories, recording_differences
+from services.vault.audit.registry import Authenticated, histories, recording_differences
 from services.vault.procedures.models import Procedure, ProcedureRecording
 from services.vault.recordings.attested import note_divergence
 from services.vault.recordings.models import Recording, RecordingStatus
@@ -121,7 +121,9 @@ class HoldService:
         live = [r for r in recordings if r.status != RecordingStatus.erased.value]
         if not live:
             return
-        logged = await histories(self.session, [r.id for r in live])
+        # From the entries the vault wrote only (their authenticators, as the extraction).
+        authenticated = Authenticated(self.session, self.settings.writer_keys())
+        logged = await histories(self.session, [r.id for r in live], authenticated)
         held = set(
             await self.session.scalars(
                 select(ProcedureRecording.recording_id)
