@@ -165,6 +165,12 @@ EXACT: dict[str, str] = {
         "Une autre demande écrit dans ce versement : réessayez dans un instant."
     ),
     "no such upload": "Ce versement n'existe pas.",
+    "this request's claim on the upload ran out and another request took it over: "
+    "nothing of this PATCH was kept; ask where the upload is (HEAD) and resume": (
+        "Cette demande a perdu la main sur le versement, reprise par une autre demande : rien "
+        "de cet envoi (PATCH) n'a été conservé ; demandez où en est le versement (HEAD) et "
+        "reprenez."
+    ),
     "the body was cut short; nothing of it was kept": (
         "Le contenu a été interrompu ; rien n'en a été conservé."
     ),
