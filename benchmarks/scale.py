@@ -24,8 +24,9 @@ receipt), p50 and p99 seconds from the last byte of a PATCH sent to its receipt 
 PUT: from its last part stored to the object assembled), errors (an
 upload with no receipt), lost clips (a receipt whose signature, recording in the registry or
 sealed object in the store does not check, all checked at the end), and the CPU seconds per
-GiB of each kind of process. Targets: 0 errors and 0 lost (at K = 32, and here at every K);
-with 2 replicas, aggregate >= 0.8x the raw PUT ceiling of the same K.
+GiB of each kind of process, their total and that total over the raw PUT's. Targets: 0 errors
+and 0 lost (at K = 32, and here at every K); with 2 replicas, aggregate >= 0.8x the raw PUT
+ceiling of the same K.
 """
 
 from __future__ import annotations
