@@ -21,6 +21,7 @@ from shared.clips import MAX_CLIP_SIZE, ClipMetadata
 from shared.receipts import receipt_is_valid
 from shared.signatures import b64decode
 from shared.storage import ObjectStore
+from tests.fixtures.apps import ClientFactory
 from tests.fixtures.clips import make_clip, upload_headers
 from tests.fixtures.directory import OrgKit, World
 from tests.fixtures.servers import Servers
@@ -347,3 +348,44 @@ async def test_creation_beyond_tus_max_size_or_not_a_clip(world: World) -> None:
     response = await world.ingest.post("/v1/uploads", headers=page)
     assert response.status_code == 415, response.text
     assert response.json()["errors"][0]["field"] == "header.upload-metadata.filetype"
+
+
+class _Framing(httpx.AsyncBaseTransport):
+    """The vault's transport, noting how each PATCH ingest sends it is framed."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.patches: list[tuple[str | None, str | None]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH":
+            headers = request.headers
+            self.patches.append((headers.get("Content-Length"), headers.get("Transfer-Encoding")))
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_patch_of_known_length_reaches_the_vault_unchunked(
+    world: World, client_for: ClientFactory
+) -> None:
+    """Ingest passes the PATCH's Content-Length on, so the body goes as is (no chunked
+    encoding to build, parse, or keep HAProxy from splicing it, docs/scaling.md); with an
+    Upload-Checksum it stays chunked, so the vault sees no end of the body before the digest
+    is checked (test_checksum_mismatch_keeps_nothing_of_the_patch)."""
+    own = world.own
+    data, metadata = make_clip(own, size=3 * MiB + 5)
+    framing = _Framing(world.vault._transport)  # noqa: SLF001
+    async with client_for("ingest", vault_transport=framing) as ingest:
+        location = (
+            await ingest.post("/v1/uploads", headers=creation_headers(own, metadata))
+        ).headers["Location"]
+        first = await ingest.patch(location, content=data[:MiB], headers=patch_headers(own, 0))
+        assert first.status_code == 204, first.text
+        digest = base64.b64encode(hashlib.sha256(data[MiB:]).digest()).decode()
+        rest = await ingest.patch(
+            location,
+            content=data[MiB:],
+            headers=patch_headers(own, MiB, **{"Upload-Checksum": f"sha256 {digest}"}),
+        )
+        assert rest.status_code == 204, rest.text
+    assert framing.patches == [(str(MiB), None), (None, "chunked")]
+    assert receipt_of(rest)["sha256"] == metadata.sha256
