@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.dashboard.api.french import in_french
-from services.vault.audit.registry import authenticated
+from services.vault.audit.registry import authenticated, verify_registry
 from services.vault.recordings.holds import HoldService
 from services.vault.recordings.models import Recording
 from services.vault.settings import VaultSettings
@@ -116,6 +116,14 @@ async def _scrubbed(
     return [dict(details) for (details,) in alerts]
 
 
+async def _registry(servers: Servers, connection: AsyncConnection, recording: str) -> list[str]:
+    """What `temoin audit verify --registry` says of ``recording``."""
+    settings = settings_for("vault", servers)
+    assert isinstance(settings, VaultSettings)
+    found = await verify_registry(connection, settings.writer_keys())
+    return [finding.detail for finding in found if finding.where == f"recording {recording}"]
+
+
 async def test_an_original_is_packaged_only_as_the_vault_logged_it(
     world: World, connection: AsyncConnection, servers: Servers
 ) -> None:
@@ -149,6 +157,9 @@ async def test_an_original_is_packaged_only_as_the_vault_logged_it(
                 world, kit, connection, procedure, recording,
                 f"(collecte) was not written by the vault ({reason})",
             )  # fmt: skip
+            # `temoin audit verify --registry` counts the same entries (Authenticated).
+            found = await _registry(servers, connection, recording)
+            assert any(f"not written by the vault ({reason})" in one for one in found), found
     # Detached by SQL, with a made-up `detached` entry: the scrub says so, and that it is held.
     detach = (
         "DELETE FROM vault.procedure_recordings WHERE recording_id = :id; "
