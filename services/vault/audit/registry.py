@@ -103,8 +103,9 @@ class Authenticated:
     inserted by hand with an old ``txid`` is never sequenced (the sequencer's cursor is past
     it), and one logged after that entry (audit.authentication raised by hand while a
     sequencer still decided by that table alone) counts as forged. About 50 µs an entry, in
-    a worker thread; only the entries of the recordings in question are read, and once an
-    instance the log's prefix of older entries (``first_authenticated``)."""
+    a worker thread; only the entries of the recordings in question are read, and, once an
+    instance and only for an entry in the log without an authenticator, the log's prefix of
+    older entries (``first_authenticated``)."""
 
     def __init__(self, session: AsyncSession | AsyncConnection, writers: WriterKeys) -> None:
         self.session = session
@@ -117,13 +118,16 @@ class Authenticated:
     ) -> tuple[list[RowMapping], dict[uuid.UUID, str]]:
         if not rows:
             return [], {}
-        if self._since is None or self._first is None:
-            repository = AuditRepository(self.session)
+        repository = AuditRepository(self.session)
+        if self._since is None:
             self._since = await repository.since_txid()
+        # Read only for an entry in the log without an authenticator: the others never need it.
+        if self._first is None and any(
+            row["authenticator"] is None and row["seq"] is not None for row in rows
+        ):
             self._first = (await repository.first_authenticated(),)
-        return await anyio.to_thread.run_sync(
-            authenticated, rows, self.writers, self._since, self._first[0]
-        )
+        first = None if self._first is None else self._first[0]
+        return await anyio.to_thread.run_sync(authenticated, rows, self.writers, self._since, first)
 
 
 def authenticated(
