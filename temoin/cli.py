@@ -418,7 +418,7 @@ def audit_verify(
             async with engine.connect() as connection:
                 report = await verify_log(connection, keys)
                 if registry:
-                    report.findings += await verify_registry(connection)
+                    report.findings += await verify_registry(connection, keys.writers)
         finally:
             await engine.dispose()
         typer.echo(

@@ -674,13 +674,18 @@ async def test_entries_from_before_authenticators_are_logged_as_they_are(
     report = await _verify(fresh_engine)
     assert report.ok and report.unauthenticated_legacy == 3, report.findings
     assert report.entries_checked == 4
-    # The boundary moved by hand: the sequencer takes a new forgery as old, verify does not.
-    await _tamper(
-        admin_engine, "UPDATE audit.authentication SET since_txid = '18446744073709551615'"
-    )
-    await _forge(admin_engine, _entry(4, motif="après"), None)
-    await _log_step(fresh_engine, keys)
-    assert ("unauthenticated", "seq 4") in _found(await _verify(fresh_engine))
+    # The boundary raised by hand (audit.authentication is append-only: a higher row added),
+    # for a sequencer that remembers nothing yet (a new process): the log holds an
+    # authenticated entry, so the forgery is set aside, never logged as old.
+    await _tamper(admin_engine, "INSERT INTO audit.authentication VALUES ('18446744073709551615')")
+    forged = _entry(4, motif="après")
+    await _forge(admin_engine, forged, None)
+    await _log_step(fresh_engine, LogKeys(signing_key=KEY, origin=ORIGIN, writers=WRITERS))
+    async with fresh_engine.connect() as connection:
+        size = (await connection.execute(text("SELECT count(*) FROM audit.leaves"))).scalar()
+        refusal = (await connection.execute(text("SELECT reason FROM audit.refusals"))).scalar()
+    assert (size, refusal) == (4, "missing")
+    assert _found(await _verify(fresh_engine)) == {("unauthenticated", f"entry {forged.entry_id}")}
 
 
 async def test_cosignatures_from_configured_witnesses_only(

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.dashboard.api.french import in_french
-from services.vault.audit.registry import authenticated
+from services.vault.audit.registry import authenticated, verify_registry
 from services.vault.recordings.holds import HoldService
 from services.vault.recordings.models import Recording
 from services.vault.settings import VaultSettings
@@ -116,6 +116,14 @@ async def _scrubbed(
     return [dict(details) for (details,) in alerts]
 
 
+async def _registry(servers: Servers, connection: AsyncConnection, recording: str) -> list[str]:
+    """What `temoin audit verify --registry` says of ``recording``."""
+    settings = settings_for("vault", servers)
+    assert isinstance(settings, VaultSettings)
+    found = await verify_registry(connection, settings.writer_keys())
+    return [finding.detail for finding in found if finding.where == f"recording {recording}"]
+
+
 async def test_an_original_is_packaged_only_as_the_vault_logged_it(
     world: World, connection: AsyncConnection, servers: Servers
 ) -> None:
@@ -149,6 +157,9 @@ async def test_an_original_is_packaged_only_as_the_vault_logged_it(
                 world, kit, connection, procedure, recording,
                 f"(collecte) was not written by the vault ({reason})",
             )  # fmt: skip
+            # `temoin audit verify --registry` counts the same entries (Authenticated).
+            found = await _registry(servers, connection, recording)
+            assert any(f"not written by the vault ({reason})" in one for one in found), found
     # Detached by SQL, with a made-up `detached` entry: the scrub says so, and that it is held.
     detach = (
         "DELETE FROM vault.procedure_recordings WHERE recording_id = :id; "
@@ -177,9 +188,9 @@ async def test_an_original_is_packaged_only_as_the_vault_logged_it(
     assert await _scrubbed(servers, connection, recording) == []
 
 
-def _entry(writer: AuditWriter | None, txid: int, leaf: bool) -> dict[str, Any]:
+def _entry(writer: AuditWriter | None, txid: int, leaf: int | None) -> dict[str, Any]:
     """An entry as histories() reads it: authenticated by ``writer`` (or by none), of the
-    transaction ``txid``, its leaf in the log as it is (``leaf``) or none."""
+    transaction ``txid``, its leaf in the log as it is at position ``leaf``, or none."""
     row: dict[str, Any] = {
         "entry_id": uuid.uuid4(), "occurred_at": None, "service": "vault",
         "action": "collecte", "outcome": "success", "organisation_id": None,
@@ -189,29 +200,37 @@ def _entry(writer: AuditWriter | None, txid: int, leaf: bool) -> dict[str, Any]:
     }  # fmt: skip
     canonical = canonical_bytes(row)
     row["authenticator"] = writer.authenticate(canonical) if writer else None
-    row["leaf_hash"] = merkle.leaf_hash(canonical) if leaf else None
+    row["leaf_hash"] = None if leaf is None else merkle.leaf_hash(canonical)
+    row["seq"] = leaf
     return row
 
 
 async def test_entries_older_than_authenticators_count_as_the_sequencer_counts_them() -> None:
-    """The sequencer's allowance (no authenticator, a transaction before migration 0010's),
-    and only for an entry the log holds as it is."""
+    """The sequencer's allowance (no authenticator, a transaction before migration 0010's, a
+    position before the log's first authenticated entry), and only for an entry the log holds
+    as it is."""
     vault, stranger = (AuditWriter("vault", SigningKey.generate()) for _ in range(2))
     writers = WriterKeys([vault.verifier])
-    since = 1000
-    kept = [_entry(vault, 5000, False), _entry(None, 10, True)]
+    since, first = 1000, 40
+    kept = [_entry(vault, 5000, None), _entry(None, 10, 3)]
     refused = {
-        "missing": [_entry(None, 5000, True), _entry(None, 10, False)],
-        "unknown_writer": [_entry(stranger, 5000, False)],
+        "missing": [
+            _entry(None, 5000, 41),
+            _entry(None, 10, None),
+            # Logged after the first authenticated entry: audit.authentication raised by
+            # hand before a sequencer (older than this rule) took it, or its leaf slipped in.
+            _entry(None, 10, 42),
+        ],
+        "unknown_writer": [_entry(stranger, 5000, None)],
     }
-    altered = _entry(vault, 5000, True)
+    altered = _entry(vault, 5000, 40)
     altered["details"] = {"sha256": "1" * 64}
-    legacy_altered = _entry(None, 10, True)
+    legacy_altered = _entry(None, 10, 4)
     legacy_altered["actor_subject"] = "sql"
     refused["invalid"] = [altered]
     refused["missing"].append(legacy_altered)
     rows: list[Any] = kept + [row for rows in refused.values() for row in rows]
-    vouched, forged = authenticated(rows, writers, since)
+    vouched, forged = authenticated(rows, writers, since, first)
     assert [row["entry_id"] for row in vouched] == [row["entry_id"] for row in kept]
     for reason, wrong in refused.items():
         for row in wrong:

@@ -18,6 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.vault.audit.registry import verify_registry
+from services.vault.settings import VaultSettings
+from shared.audit import WriterKeys
+from tests.fixtures.apps import settings_for
 from tests.fixtures.directory import OrgKit, World
 from tests.fixtures.servers import Servers
 from tests.test_dashboard_derivatives import MADE_S, _upload_real_clip, job_runner
@@ -32,6 +35,7 @@ class Copy:
     id: str
     recording: str
     procedure: str
+    writers: WriterKeys
 
     @property
     def path(self) -> str:
@@ -39,7 +43,7 @@ class Copy:
 
     async def findings(self, where: str | None = None) -> list[str]:
         """What `temoin audit verify --registry` says of this copy (or of ``where``)."""
-        found = await verify_registry(self.connection)
+        found = await verify_registry(self.connection, self.writers)
         where = where or f"derivative {self.id}"
         return [finding.detail for finding in found if finding.where == where]
 
@@ -75,7 +79,11 @@ async def copy(
     runner = job_runner(connection, servers)
     made = await asyncio.wait_for(runner.run_once(), MADE_S)
     assert str(made) == asked.json()["id"]
-    yield Copy(world, kit, connection, asked.json()["id"], recording, procedure)
+    settings = settings_for("vault", servers)
+    assert isinstance(settings, VaultSettings)
+    yield Copy(
+        world, kit, connection, asked.json()["id"], recording, procedure, settings.writer_keys()
+    )
 
 
 async def _review(copy: Copy, decision: str) -> None:

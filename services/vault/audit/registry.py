@@ -8,16 +8,17 @@ habilitation's grant and withdrawal in theirs; a consultation in its `consultati
 - ``histories`` reads a recording's history from the log, counting only the entries a voucher
   vouches for. ``Authenticated`` vouches for the entries the vault wrote, by their
   authenticator (the sequencer's own rule, with its allowance for entries older than
-  authenticators): the extraction and the scrub decide from those, at once, without waiting
-  for the sequencer to take a fresh entry in (services/vault/derivatives/attested.py says
-  why). An ``Attestor`` keeps only entries the log really holds: each hashes to its leaf, and
-  the leaf is included under the latest signed tree head, whose signature verifies and which
-  is consistent with the head signed before it (so stored hashes cannot have been rewritten
-  under an older head). The erasure job, which sequences and signs first, decides from that,
-  never from one column (services/vault/recordings/erasure.py).
+  authenticators, decided by their position in the log): the extraction and the scrub
+  decide from those, at once, without waiting for the sequencer to take a fresh entry in
+  (services/vault/derivatives/attested.py says why). An ``Attestor`` keeps only entries the
+  log really holds: each hashes to its leaf, and the leaf is included under the latest signed
+  tree head, whose signature verifies and which is consistent with the head signed before it
+  (so stored hashes cannot have been rewritten under an older head). The erasure job, which
+  sequences and signs first, decides from that, never from one column
+  (services/vault/recordings/erasure.py).
 - ``verify_registry`` (`temoin audit verify --registry`) compares every row that matters with
-  the log and names the row and the entry of each difference. Run beside ``verify_log``, which
-  proves the entries themselves intact.
+  the log (the entries ``Authenticated`` vouches for) and names the row and the entry of each
+  difference. Run beside ``verify_log``, which proves the entries themselves intact.
 """
 
 from __future__ import annotations
@@ -98,35 +99,50 @@ class Authenticated:
     """Entries the vault wrote, by their authenticator: the sequencer's rule (service.py,
     ``refusal``), which a database superuser cannot satisfy without the vault's entry key. An
     entry without one, written before authenticators existed, counts only once the log holds
-    it as it is (its leaf hashes it): a row inserted by hand with an old ``txid`` is never
-    sequenced (the sequencer's cursor is past it). About 50 µs an entry, in a worker thread;
-    only the entries of the recordings in question are read."""
+    it as it is (its leaf hashes it), before the log's first authenticated entry: a row
+    inserted by hand with an old ``txid`` is never sequenced (the sequencer's cursor is past
+    it), and one logged after that entry (audit.authentication raised by hand while a
+    sequencer still decided by that table alone) counts as forged. About 50 µs an entry, in
+    a worker thread; only the entries of the recordings in question are read, and, once an
+    instance and only for an entry in the log without an authenticator, the log's prefix of
+    older entries (``first_authenticated``)."""
 
-    def __init__(self, session: AsyncSession, writers: WriterKeys) -> None:
+    def __init__(self, session: AsyncSession | AsyncConnection, writers: WriterKeys) -> None:
         self.session = session
         self.writers = writers
         self._since: int | None = None
+        self._first: tuple[int | None] | None = None
 
     async def vouched(
         self, rows: list[RowMapping]
     ) -> tuple[list[RowMapping], dict[uuid.UUID, str]]:
         if not rows:
             return [], {}
+        repository = AuditRepository(self.session)
         if self._since is None:
-            self._since = await AuditRepository(self.session).since_txid()
-        return await anyio.to_thread.run_sync(authenticated, rows, self.writers, self._since)
+            self._since = await repository.since_txid()
+        # Read only for an entry in the log without an authenticator: the others never need it.
+        if self._first is None and any(
+            row["authenticator"] is None and row["seq"] is not None for row in rows
+        ):
+            self._first = (await repository.first_authenticated(),)
+        first = None if self._first is None else self._first[0]
+        return await anyio.to_thread.run_sync(authenticated, rows, self.writers, self._since, first)
 
 
 def authenticated(
-    rows: Sequence[Mapping[Any, Any]], writers: WriterKeys, since_txid: int
+    rows: Sequence[Mapping[Any, Any]],
+    writers: WriterKeys,
+    since_txid: int,
+    first_authenticated: int | None,
 ) -> tuple[list[Any], dict[uuid.UUID, str]]:
-    """The rows (entries with their ``txid_text`` and ``leaf_hash``) the vault wrote, and why
-    each other is not its own, by entry id. CPU only: run in a worker thread."""
+    """The rows (entries with their ``txid_text``, ``leaf_hash`` and ``seq``) the vault wrote,
+    and why each other is not its own, by entry id. CPU only: run in a worker thread."""
     kept: list[Any] = []
     forged: dict[uuid.UUID, str] = {}
     for row in rows:
         canonical = canonical_bytes(row)
-        refused = refusal(row, canonical, writers, since_txid)
+        refused = refusal(row, canonical, writers, since_txid, row["seq"], first_authenticated)
         if refused is None and row["authenticator"] is None:
             leaf = row["leaf_hash"]
             if leaf is None or bytes(leaf) != merkle.leaf_hash(canonical):
@@ -208,11 +224,13 @@ _ACTIONS = [AuditAction.collecte.value, AuditAction.modification.value,
 
 
 def with_leaves() -> Select[Any]:
-    """Entries with what ``Authenticated`` reads besides: their transaction and leaf."""
+    """Entries with what ``Authenticated`` reads besides: their transaction, leaf and
+    position."""
     return select(
         entries,
         literal_column("audit.entries.txid::text").label("txid_text"),
         leaves.c.leaf_hash,
+        leaves.c.seq,
     ).outerjoin(leaves, leaves.c.entry_id == entries.c.entry_id)
 
 
@@ -436,12 +454,17 @@ def far(row: datetime | None, logged: datetime | None) -> bool:
     return row is None or logged is None or abs(row - logged) > CLOCK_SLACK
 
 
-async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> list[Finding]:
-    """Every row that matters, compared with the log."""
+async def verify_registry(
+    connection: AsyncConnection, writers: WriterKeys, batch: int = 1000
+) -> list[Finding]:
+    """Every row that matters, compared with the log: with the entries the vault wrote only
+    (``Authenticated``, as the extraction and the scrub decide), each other naming a
+    recording reported as a difference of that recording."""
     # Imported here: the training copies' comparison builds on this module.
     from services.vault.derivatives.registry import derivative_findings
 
     findings: list[Finding] = []
+    voucher = Authenticated(connection, writers)
     after = uuid.UUID(int=0)
     table = Recording.__table__
     while True:
@@ -457,7 +480,7 @@ async def verify_registry(connection: AsyncConnection, batch: int = 1000) -> lis
             break
         after = page[-1].id
         ids = [recording.id for recording in page]
-        logged = await histories(connection, ids)
+        logged = await histories(connection, ids, voucher)
         held = set((await connection.execute(_HELD, {"ids": ids})).scalars())
         for recording in page:
             history = logged[recording.id]

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, RowMapping, Select, and_, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.vault.audit.tables import cosignatures, leaves, nodes, tree_heads
 from shared.audit import entries, naming
@@ -31,6 +31,10 @@ _UNSEQUENCED = text(
 _LAST_REFUSAL = text(
     "SELECT txid::text AS txid, entry_pk FROM audit.refusals "
     "ORDER BY txid DESC, entry_pk DESC LIMIT 1"
+)
+_FIRST_AUTHENTICATED = text(
+    "SELECT l.seq FROM audit.leaves l JOIN audit.entries e ON e.entry_id = l.entry_id "
+    "WHERE e.authenticator IS NOT NULL ORDER BY l.seq LIMIT 1"
 )
 _ADD_REFUSAL = text(
     "INSERT INTO audit.refusals (entry_pk, entry_id, txid, reason, refused_at) "
@@ -74,7 +78,8 @@ def _selected(where: ColumnElement[bool]) -> Select[Any]:
 
 
 class AuditRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    # A connection will do for reading (`temoin audit verify --registry`).
+    def __init__(self, session: AsyncSession | AsyncConnection) -> None:
         self.session = session
 
     async def lock_sequencer(self) -> None:
@@ -107,6 +112,13 @@ class AuditRepository:
             text("SELECT max(since_txid::text::numeric) FROM audit.authentication")
         )
         return int(value or 0)
+
+    async def first_authenticated(self) -> int | None:
+        """The position of the log's first entry with an authenticator (the sequencer logs one
+        only if it verifies; one set by hand afterwards makes its entry differ from its leaf,
+        which `temoin audit verify` reports). Reads the log's prefix of older entries."""
+        value = await self.session.scalar(_FIRST_AUTHENTICATED)
+        return None if value is None else int(value)
 
     async def add_leaves(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

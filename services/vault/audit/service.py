@@ -136,6 +136,9 @@ class HeadMemory:
     to, whatever the database says after. Shared by the background job and the API."""
 
     head: TreeHead | None = None
+    # The position of the log's first authenticated entry, once known (service.py,
+    # ``before_authenticators``).
+    first_authenticated: int | None = None
 
     def remember(self, head: TreeHead) -> None:
         if self.head is None or head.tree_size >= self.head.tree_size:
@@ -171,29 +174,63 @@ class LogKeys:
         return VerifierKey(self.origin, ED25519, bytes(self.signing_key.verify_key))
 
 
+def before_authenticators(seq: int | None, first_authenticated: int | None) -> bool:
+    """Whether an entry without an authenticator at position ``seq`` of the log (None: not in
+    the log yet, so after every entry in it) was logged before authenticators existed: no
+    authenticated entry precedes it. The one rule for the sequencer, the registry's checks
+    (registry.py, ``Authenticated``) and ``temoin audit verify`` (verify.py). It decides by
+    position, a fact of the log itself: audit.authentication is a row a database superuser
+    can raise, the log's order is not rewritten without the signed heads showing it."""
+    return first_authenticated is None or (seq is not None and seq < first_authenticated)
+
+
 def refusal(
-    row: Mapping[Any, Any], canonical: bytes, writers: WriterKeys, since_txid: int
+    row: Mapping[Any, Any],
+    canonical: bytes,
+    writers: WriterKeys,
+    since_txid: int,
+    seq: int | None,
+    first_authenticated: int | None,
 ) -> Refusal | None:
     """Why the sequencer sets the entry ``row`` aside (its ``txid_text`` read too), or None:
-    authenticated by a known writer, or written before authenticators existed (no
-    authenticator, in a transaction older than migration 0010's, ``since_txid``). The
-    registry's checks count an entry by this same rule (registry.py, ``Authenticated``)."""
+    authenticated by a known writer, or written before authenticators existed: no
+    authenticator, in a transaction older than migration 0010's (``since_txid``) and at a
+    position ``seq`` before the first authenticated entry's (``before_authenticators``).
+    ``since_txid`` alone could be widened by whoever can write audit.authentication; the
+    position cannot: once the log holds one authenticated entry, no entry without one is
+    ever logged as legitimate, whatever that table says. The registry's checks count an
+    entry by this same rule (registry.py, ``Authenticated``)."""
     refused = writers.refusal(row, canonical)
-    if refused is Refusal.missing and int(row["txid_text"]) < since_txid:
+    if (
+        refused is Refusal.missing
+        and int(row["txid_text"]) < since_txid
+        and before_authenticators(seq, first_authenticated)
+    ):
         return None
     return refused
 
 
 def _check_batch(
-    rows: Sequence[RowMapping], writers: WriterKeys, since_txid: int
-) -> list[tuple[bytes, Refusal | None]]:
+    rows: Sequence[RowMapping],
+    writers: WriterKeys,
+    since_txid: int,
+    next_seq: int,
+    first_authenticated: int | None,
+) -> tuple[list[tuple[bytes, Refusal | None]], int | None]:
     """Each entry's leaf hash and why it is refused (None: authenticated, or written before
-    authenticators existed). CPU only: run in a worker thread, off the event loop."""
+    authenticators existed), and the first authenticated position once these are logged
+    from ``next_seq`` on. CPU only: run in a worker thread, off the event loop."""
     checked = []
+    seq = next_seq
     for row in rows:
         canonical = canonical_bytes(row)
-        checked.append((merkle.leaf_hash(canonical), refusal(row, canonical, writers, since_txid)))
-    return checked
+        refused = refusal(row, canonical, writers, since_txid, seq, first_authenticated)
+        checked.append((merkle.leaf_hash(canonical), refused))
+        if refused is None:
+            if first_authenticated is None and row["authenticator"] is not None:
+                first_authenticated = seq
+            seq += 1
+    return checked, first_authenticated
 
 
 class AuditLog:
@@ -225,7 +262,15 @@ class AuditLog:
         if not rows:
             return 0
         since = await self.repository.since_txid()
-        checked = await anyio.to_thread.run_sync(_check_batch, rows, keys.writers, since)
+        # Once the log holds an authenticated entry it always does (a purge keeps the latest
+        # entries): remembered, the log's prefix of older entries is read once a process.
+        first = keys.memory.first_authenticated
+        if first is None:
+            first = await self.repository.first_authenticated()
+        checked, first = await anyio.to_thread.run_sync(
+            _check_batch, rows, keys.writers, since, next_seq, first
+        )
+        keys.memory.first_authenticated = first
         # The new leaves' left siblings are the maximal perfect subtrees of [0, next_seq).
         known = await self.repository.node_hashes(merkle.perfect_nodes(0, next_seq))
         now = utc_now()

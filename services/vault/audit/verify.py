@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.vault.audit.service import three_years_before
+from services.vault.audit.service import before_authenticators, three_years_before
 from services.vault.audit.tables import cosignatures, nodes, tree_heads
 from shared import merkle
 from shared.audit import AuditAction, Refusal, WriterKeys, canonical_bytes
@@ -277,11 +277,8 @@ async def verify_log(
         latest_occurred = max(latest_occurred or occurred, occurred)
         recomputed.append(leaf)
     first_authenticated, refused = await authenticators.results()
-    authenticated_seen = first_authenticated is not None
     for seq, entry_id, service, refusal in refused:
-        if refusal is Refusal.missing and (
-            first_authenticated is None or seq < first_authenticated
-        ):
+        if refusal is Refusal.missing and before_authenticators(seq, first_authenticated):
             report.unauthenticated_legacy += 1  # logged before authenticators existed
         else:
             findings.append(
@@ -342,7 +339,8 @@ async def verify_log(
     async for row in (await connection.stream(_UNSEQUENCED)).mappings():
         verdict = keys.writers.refusal(row, canonical_bytes(row))
         where = f"entry {row['entry_id']}"
-        legacy = verdict is Refusal.missing and not authenticated_seen
+        # Not in the log: it would come after every entry in it.
+        legacy = verdict is Refusal.missing and before_authenticators(None, first_authenticated)
         if verdict is not None and not legacy:
             findings.append(
                 Finding(
