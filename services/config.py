@@ -93,6 +93,12 @@ class ServiceSettings(BaseSettings):
         "temoin-recordings", env="S3_BUCKET", description="bucket with object lock"
     )
     s3_region: str = shared_setting("us-east-1", env="S3_REGION")
+    s3_retries: int = Field(
+        5,
+        ge=0,
+        validation_alias="S3_RETRIES",
+        description="retries of a request the store failed or refused (backoff 0.2 s doubling)",
+    )
     database_role: str = shared_setting(
         "temoin_service",
         env="DATABASE_ROLE",
@@ -200,6 +206,7 @@ class ServiceSettings(BaseSettings):
             secret_key=self.s3_secret_key,
             bucket=self.s3_bucket,
             region=self.s3_region,
+            retries=self.s3_retries,
         )
 
 

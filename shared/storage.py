@@ -38,6 +38,7 @@ class StorageConfig:
     secret_key: str
     bucket: str
     region: str = "us-east-1"
+    retries: int = 5  # of a request the store failed or did not take (see _http_client)
 
 
 class StorageError(Exception):
@@ -175,17 +176,19 @@ def part_checksum(data: bytes | bytearray) -> str:
     return base64.b64encode(crc32c.crc32c(data).to_bytes(4, "big")).decode()
 
 
-def _http_client() -> urllib3.PoolManager:
+def _http_client(retries: int) -> urllib3.PoolManager:
     """minio's own defaults but for the time limits: it waits 5 minutes to connect and 5 for
     each read, so an unreachable store held a request (or the fixity scrub) for minutes before
-    anyone learnt of it. Its 5 retries stay (about 6 s of backoff): a store that is just
-    restarting is ridden out rather than reported."""
+    anyone learnt of it. Its 5 retries stay by default (about 6 s of backoff): a store that is
+    just restarting is ridden out rather than reported."""
     return urllib3.PoolManager(
         timeout=urllib3.util.Timeout(connect=5.0, read=60.0),
         maxsize=10,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        retries=urllib3.Retry(
+            total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+        ),
     )
 
 
@@ -199,7 +202,7 @@ def _client(config: StorageConfig) -> Minio:
         secret_key=config.secret_key,
         secure=parts.scheme == "https",
         region=config.region,
-        http_client=_http_client(),
+        http_client=_http_client(config.retries),
     )
 
 

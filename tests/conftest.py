@@ -8,4 +8,6 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.oidc",
     "tests.fixtures.replicas",
+    "tests.fixtures.scene",
+    "tests.fixtures.tls",
 ]

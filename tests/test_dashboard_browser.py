@@ -4,20 +4,19 @@ person reaches passes axe-core; the keyboard finds the skip link first; a withdr
 habilitation is refused in French.
 
 Everything runs as `temoin run` starts it (tests/fixtures/stack.py: PostgreSQL, SeaweedFS, the
-services, the dashboard and the provider on free ports), with an organisation made through the
-API and a clip made by `temoin dock simulate`'s clip maker, each frame carrying its number."""
+services, the dashboard and the provider on free ports; one stack for all the browser tests of
+the session, tests/fixtures/scene.py), with an organisation made through the API and a clip made
+by `temoin dock simulate`'s clip maker, each frame carrying its number."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import asyncpg
 import httpx
@@ -26,92 +25,25 @@ from nacl.signing import SigningKey
 from playwright.async_api import Page, expect
 
 from shared.signatures import public_key_of
-from temoin.dev_issuer import DevIssuer
 from tests.fixtures.browser import (
     audit_accessibility,
     describe,
     frame_at,
     frame_difference,
     frame_number,
-    make_clip,
     screenshot,
     serious_violations,
     tab_to,
 )
 from tests.fixtures.clips import make_clip as clip_metadata
 from tests.fixtures.clips import upload_headers
-from tests.fixtures.directory import OrgKit, build_org
-from tests.fixtures.stack import Stack
-from tests.test_tus import creation_headers
+from tests.fixtures.directory import OrgKit
+from tests.fixtures.scene import Scene
 
 pytestmark = pytest.mark.slow
 
 FRAMES_PER_SECOND = 25
 SAME_FRAME = 3.0  # frame_difference: about 1 for the same frame, 6 or more for the next one
-
-
-@dataclass
-class Scene:
-    stack: Stack
-    dashboard: str
-    vault: str
-    ingest: str
-    issuer: DevIssuer
-    clip: Path
-
-    async def organisation(self, *, with_recording: bool = True) -> OrgKit:
-        """A fresh organisation (its people in the provider's list), with a real clip."""
-        async with (
-            httpx.AsyncClient(base_url=self.vault, timeout=60) as vault,
-            httpx.AsyncClient(base_url=self.ingest, timeout=60) as ingest,
-        ):
-            insee = f"9{uuid.uuid4().int % 10**4:04d}"
-            kit = await build_org(
-                vault, ingest, SimpleNamespace(issuer=self.issuer),  # type: ignore[arg-type]
-                insee=insee,
-            )  # fmt: skip
-            if with_recording:
-                data = self.clip.read_bytes()
-                _, metadata = clip_metadata(
-                    kit, size=len(data), sha256=hashlib.sha256(data).hexdigest()
-                )
-                headers = creation_headers(
-                    kit, metadata, **{"Content-Type": "application/offset+octet-stream"}
-                )
-                created = await ingest.post("/v1/uploads", content=data, headers=headers)
-                assert created.status_code == 201, created.text
-                upload = created.headers["Location"].rsplit("/", 1)[1]
-                receipt = await ingest.get(
-                    f"/v1/uploads/{upload}/receipt",
-                    headers={**kit.headers("station"), "Tus-Resumable": "1.0.0"},
-                )
-                assert receipt.status_code == 200, receipt.text
-                kit.recording_id = uuid.UUID(receipt.json()["recording_id"])
-            return kit
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
-    root = tmp_path_factory.mktemp("browser-stack")
-    stack = Stack(root / "var")
-    try:
-        stack.start()
-        issuer_url = f"http://127.0.0.1:{stack.issuer_port}"
-        yield Scene(
-            stack=stack,
-            dashboard=f"http://127.0.0.1:{stack.ports['dashboard']}",
-            vault=f"http://127.0.0.1:{stack.ports['vault']}",
-            ingest=f"http://127.0.0.1:{stack.ports['ingest']}",
-            issuer=DevIssuer(root / "var" / "dev-issuer", issuer=issuer_url),
-            clip=make_clip(root / "clip.mp4", seconds=3),
-        )
-    finally:
-        if stack.process is not None and stack.process.poll() is None:
-            try:
-                stack.interrupt()
-            except Exception:
-                stack.kill_everything()
-                raise
 
 
 @pytest.fixture(scope="module")

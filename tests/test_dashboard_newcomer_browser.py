@@ -26,10 +26,9 @@ from temoin.dock import Dock, simulate
 from temoin.station import StationKeyFile, adopt, generate
 from tests.fixtures.browser import audit_accessibility, describe, screenshot, serious_violations
 from tests.fixtures.directory import fresh_insee
-from tests.test_dashboard_browser import Scene, running
+from tests.fixtures.scene import Scene
 
 pytestmark = pytest.mark.slow
-__all__ = ["running"]  # the stack, shared with the other browser tests' fixture
 
 ORGANISATION = "Police municipale de Villejuif"
 PARIS_FORMAT = "%Y-%m-%dT%H:%M"

@@ -14,10 +14,11 @@ from playwright.async_api import Page, expect
 from shared.package import verify_package
 from tests.fixtures.browser import audit_accessibility, screenshot, serious_violations
 from tests.fixtures.directory import OrgKit
-from tests.test_dashboard_browser import Scene, kit, running, sign_in
+from tests.fixtures.scene import Scene
+from tests.test_dashboard_browser import kit, sign_in
 
 pytestmark = pytest.mark.slow
-__all__ = ["kit", "running"]  # the module's fixtures, shared with the browser tests
+__all__ = ["kit"]  # the module's own organisation with a clip (test_dashboard_browser)
 
 
 async def _violations(page: Page, where: str) -> list[str]:

@@ -10,10 +10,10 @@ import pytest
 from playwright.async_api import Page, expect
 
 from tests.fixtures.browser import screenshot
-from tests.test_dashboard_browser import Scene, _audit, running, sign_in
+from tests.fixtures.scene import Scene
+from tests.test_dashboard_browser import _audit, sign_in
 
 pytestmark = pytest.mark.slow
-__all__ = ["running"]  # the stack, a fixture of this module too
 
 
 async def test_a_finalised_report_and_the_prefecture_table(

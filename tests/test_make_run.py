@@ -63,8 +63,8 @@ def test_run_stop_and_run_again(tmp_path: Path) -> None:
         print(f"first start: ready in {first_start:.1f} s")
         for name, port in stack.ports.items():
             checks = httpx.get(f"http://127.0.0.1:{port}/readyz").json()["checks"]
-            if name == "dashboard":  # no database: the provider and the vault it reads
-                assert checks == {"oidc_provider": "ok", "vault": "ok"}
+            if name == "dashboard":  # the provider, the vault it reads, its sessions' database
+                assert checks == {"oidc_provider": "ok", "vault": "ok", "database": "ok"}
                 continue
             if name == "vault":
                 assert checks.pop("store_write_once") in ("ok", "not checked yet")
