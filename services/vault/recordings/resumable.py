@@ -193,10 +193,15 @@ class ResumableService:
 
     async def state(self, upload_id: uuid.UUID, station_id: uuid.UUID) -> UploadSessionState:
         """The acknowledged state. A PATCH in flight on another connection (say, one whose
-        sender just died) is given a moment to settle, so the offset is its outcome."""
-        for _ in range(30):
+        sender just died) is waited for, so that the offset is its outcome: it settles (saves
+        what arrived) or its claim runs out within one lease. A fixed few seconds were not
+        enough on a loaded machine, where saving a cut PATCH's part and tail took longer and
+        the dock was told the offset from before it. Only a PATCH still streaming a whole lease
+        later leaves the state as last acknowledged (the dock's own PATCH then meets 423)."""
+        deadline = time.monotonic() + self.settings.upload_claim_s + 1
+        while True:
             upload = await self._get(upload_id, station_id)
-            if not await self._claimed(upload.id):
+            if not await self._claimed(upload.id) or time.monotonic() > deadline:
                 break
             await release_connection(self.session)  # none held while waiting
             await anyio.sleep(0.1)
