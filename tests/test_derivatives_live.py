@@ -383,13 +383,14 @@ async def test_vault_killed_mid_job_makes_one_copy(
 ) -> None:
     """Killed (no shutdown at all) or stopped (its lifespan ends, the engine told to stop at
     once rather than finish the clip): started again, it makes one copy, from zero. The clip
-    is short (100 frames; it was 750, 30 s, and the test took about 38 s) yet long enough that
+    is short (300 frames; it was 750, 30 s, and the test took about 38 s) yet long enough that
     the first attempt still runs when its progress is first seen (the first heartbeat comes at
-    0.5 s): the test's time is mostly the second attempt's whole run. The stale delay (3 s,
+    0.5 s; at 100 frames the 8-bit detector finished the whole clip first on CI): the test's
+    time is mostly the second attempt's whole run. The stale delay (3 s,
     tests/fixtures/live.py) is not on its path: the vault's restart takes as long, and the job
     is claimed as soon as the vault is up. Had the first attempt finished before the kill, the
     attempt number below would say so."""
-    recording = await scene.upload(_mp4(scene.tmp / "long.mp4", seconds=4, size="640x360"))
+    recording = await scene.upload(_mp4(scene.tmp / "long.mp4", seconds=12, size="640x360"))
     procedure = await scene.formation(recording)
     path = await scene.ask(procedure, recording)
     deadline = time.monotonic() + 60
