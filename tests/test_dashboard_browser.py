@@ -43,7 +43,10 @@ from tests.fixtures.scene import Scene
 pytestmark = pytest.mark.slow
 
 FRAMES_PER_SECOND = 25
-SAME_FRAME = 3.0  # frame_difference: about 1 for the same frame, 6 or more for the next one
+# frame_difference: about 1 for the same frame at the clip's own size, up to 3.03 when the
+# player is drawn at 896x505 (the edges resampled; seen on CI), 6 or more for the next frame
+# (7.3 and 8.4 for the frames either side in that same screenshot): the line halfway.
+SAME_FRAME = 4.5
 
 
 @pytest.fixture(scope="module")
