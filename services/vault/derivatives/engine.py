@@ -154,9 +154,11 @@ ENCODER_ARGS: tuple[str, ...] = (
 _PIXEL_CELLS = 4
 # The largest input the detector is given at once (pixels, sides rounded up to multiples of 32).
 # onnxruntime's working memory grows with its input's area: the whole Python process holds about
-# 210 MB at 640x384, 400 MB at 1280x736 (docs/anonymisation.md). A frame larger than this at the
-# detection scale is detected in overlapping tiles (1080p at 0.75: seven strips 288 pixels wide,
-# the layout of least area; at 640x416 the job's summed RSS was 12 MB more at 1080p).
+# 210 MB at 640x384, 400 MB at 1280x736 with the float model; 186 MB at 640x384 with the 8-bit
+# one, 239 MB at 1440x480, over the line with both ffmpeg (docs/anonymisation.md). A frame
+# larger than this at the detection scale is detected in overlapping tiles (1080p at 0.75:
+# seven strips 288 pixels wide, the layout of least area; at 640x416 the job's summed RSS was
+# 12 MB more at 1080p).
 _TILE_PIXELS = 640 * 384
 # Neighbouring tiles overlap by this many pixels (at the detection scale): a face up to this size
 # lies whole inside one tile; larger ones are found by a pass over the whole frame at the scale

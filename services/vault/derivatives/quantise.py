@@ -3,7 +3,7 @@
 On these CPUs (AVX-512 VNNI) the 8-bit model detects in about half the time of the float one,
 with the same recall on every test set (docs/anonymisation.md). It is made when the detector
 loads, deterministically, in a child process (`in_child`): calibrating runs the model with every
-intermediate tensor kept as an output, and the memory that takes (over 600 MB at its peak) would
+intermediate tensor kept as an output, and the memory that takes (about 310 MB at its peak) would
 otherwise stay with the vault's process for as long as it lives.
 
     python -m services.vault.derivatives.quantise < float.onnx > int8.onnx
