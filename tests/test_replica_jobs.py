@@ -257,11 +257,21 @@ class CountingStore(ObjectStore):
 async def test_scrub_by_three_replicas_reads_each_object_once(scene: Scene) -> None:
     async with made_through_the_apps(scene) as (kit, ingest, _):
         recordings = [await upload(ingest, kit, ended_days_ago=1) for _ in range(8)]
-    async with scene.admin.connect() as connection:
+        fresh = await upload(ingest, kit, ended_days_ago=1)
+    async with scene.admin.begin() as connection:
+        # Received two hours ago, an interval (1 h) before the pass: due. ``fresh``, received
+        # just now and sealed under the store's checks, is not due before an interval.
+        await connection.execute(
+            update(Recording)
+            .where(Recording.organisation_id == kit.id, Recording.id != fresh)
+            .values(received_at=Recording.received_at - timedelta(hours=2))
+        )
         keys = set(
             (
                 await connection.scalars(
-                    select(Recording.object_key).where(Recording.organisation_id == kit.id)
+                    select(Recording.object_key).where(
+                        Recording.organisation_id == kit.id, Recording.id != fresh
+                    )
                 )
             ).all()
         )
@@ -299,10 +309,15 @@ async def test_scrub_by_three_replicas_reads_each_object_once(scene: Scene) -> N
         unchecked = await connection.scalar(
             select(func.count()).where(
                 Recording.organisation_id == kit.id,
+                Recording.id != fresh,
                 (Recording.checked_at.is_(None)) | (Recording.scrub_claimed_until.is_not(None)),
             )
         )
+        fresh_checked = await connection.scalar(
+            select(Recording.checked_at).where(Recording.id == fresh)
+        )
     assert unchecked == 0
+    assert fresh_checked is None, "a recording received within the interval waits for it"
 
 
 async def test_upload_passes_by_three_replicas_act_once(scene: Scene) -> None:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from prometheus_client import Counter
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.vault.recordings.holds import HoldService
@@ -138,9 +138,9 @@ class FixityService:
         recording_ids: Sequence[uuid.UUID] | None = None,
         limit: int = BATCH,
     ) -> list[Recording]:
-        """Take a lease on up to ``limit`` recordings due for a check (sealed or damaged, not
-        checked since ``checked_before``, least recently checked first) that no other scrub
-        holds."""
+        """Take a lease on up to ``limit`` recordings due for a check (sealed or damaged, neither
+        checked nor received since ``checked_before``, the longest unchecked first) that no
+        other scrub holds."""
         now = utc_now()
         statement = select(Recording).where(
             Recording.status.in_([RecordingStatus.sealed.value, RecordingStatus.damaged.value]),
@@ -148,15 +148,15 @@ class FixityService:
         )
         if recording_ids is not None:
             statement = statement.where(Recording.id.in_(recording_ids))
+        # A recording never checked counts from its reception: its sealing already checked
+        # every part (the store's CRC32C) and the clip's SHA-256, so its first re-read is due
+        # an interval later. Counted from never, a vault started or scaled out at the end of
+        # a shift would re-read every clip of the day while the docks upload (the first pass
+        # after a start cost the uploads half of the vault's CPU in `make bench-scale`).
+        last = func.coalesce(Recording.checked_at, Recording.received_at)
         if checked_before is not None:
-            statement = statement.where(
-                or_(Recording.checked_at.is_(None), Recording.checked_at < checked_before)
-            )
-        statement = (
-            statement.order_by(Recording.checked_at.asc().nulls_first())
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+            statement = statement.where(last < checked_before)
+        statement = statement.order_by(last.asc()).limit(limit).with_for_update(skip_locked=True)
         claimed = list(await self.session.scalars(statement))
         for recording in claimed:
             recording.scrub_claimed_until = now + LEASE
