@@ -70,11 +70,10 @@ def run(
 @app.command()
 def serve(service: Service) -> None:
     """Run one service (configured by environment variables only)."""
-    import uvicorn
-
     from services.config import ServiceSettings
     from services.dashboard.settings import DashboardSettings
     from shared.observability import configure_logging
+    from shared.server import serve as serve_application
 
     settings: ServiceSettings | DashboardSettings
     if service is Service.ingest:
@@ -101,14 +100,7 @@ def serve(service: Service) -> None:
         settings = DashboardSettings()
         application = create_dashboard(settings)
     configure_logging(service.value, settings.log_level)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-    )
+    serve_application(application, settings.host, settings.port)
 
 
 @app.command("migrate")
@@ -211,9 +203,8 @@ def issuer_serve(
     ] = Path("var"),
 ) -> None:
     """Run the development OpenID provider alone (`temoin run` starts it with the stack)."""
-    import uvicorn
-
     from shared.observability import configure_logging
+    from shared.server import serve as serve_application
     from temoin.dev_provider import issuer_app as create_issuer
 
     if os.environ.get("TEMOIN_ENV") == "production":
@@ -223,14 +214,7 @@ def issuer_serve(
     application = create_issuer(
         var_dir, issuer or f"http://{host}:{port}", database_url, userinfo_jwt=userinfo_jwt
     )
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-    )
+    serve_application(application, host, port)
 
 
 # A service's URL: the option, else TEMOIN_*_URL, else the stack `make run` started
