@@ -50,13 +50,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import asyncpg
 import httpx
 import psutil
 from minio.datatypes import Part
-from minio.helpers import DictType
 from nacl.signing import SigningKey
 from rich.console import Console
 from rich.table import Table
@@ -69,7 +68,7 @@ from services.vault.settings import VaultSettings
 from shared.clips import ClipMetadata
 from shared.receipts import receipt_is_valid
 from shared.signatures import public_key_of
-from shared.storage import ObjectStore, part_checksum
+from shared.storage import ObjectStore
 from temoin.dev_issuer import DevIssuer
 from temoin.station import StationKeyFile, upload_token
 from tests.fixtures.live import service_env
@@ -428,12 +427,8 @@ def raw_put(store: ObjectStore, clips: list[Clip], data: Bytes) -> list[Outcome]
 
 
 def _part(store: ObjectStore, key: str, upload_id: str, number: int, data: bytearray) -> Part:
-    headers: DictType = {"x-amz-checksum-crc32c": part_checksum(data)}
-    # Sent as it is, as the vault sends its parts (shared/storage.py): no copy.
-    etag = store.client._upload_part(
-        store.bucket, key, cast(bytes, data), headers, upload_id, number
-    )
-    return Part(number, etag)
+    # Sent as the vault sends its parts, as it is (no copy).
+    return Part(number, store.send_part(key, upload_id, number, data))
 
 
 def concurrently(work: Sequence[Callable[[], list[Outcome]]]) -> tuple[list[Outcome], float]:

@@ -4,9 +4,10 @@ uvicorn's httptools protocol keeps what arrived of a body since the application 
 in a bytearray: each piece is copied into it, then out of it into a new bytes object for the
 application. For a clip that is two copies of every byte in ingest and two more in the vault
 (about 5% of the vault's CPU while uploads stream, 10% of ingest's time in Python;
-docs/scaling.md, "Where the CPU goes"). ``HttpProtocol`` keeps the pieces as they came (bytes
-that httptools made, never reused) and joins them only when several arrived between two reads:
-a single piece, the usual case of a stream read as it comes, is handed over as it is.
+docs/scaling.md, "The first scrub after a start, and two copies less"). ``HttpProtocol``
+keeps the pieces as they came (bytes that httptools made, never reused) and joins them only
+when several arrived between two reads: a single piece, the usual case of a stream read as it
+comes, is handed over as it is.
 """
 
 from __future__ import annotations
