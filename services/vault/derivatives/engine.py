@@ -835,11 +835,17 @@ def anonymise(
     encoder: subprocess.Popen[bytes] | None = None
     encoded: queue.SimpleQueue[bytes | BaseException | None] = queue.SimpleQueue()
     try:
+        # Each ffmpeg in a process group of its own: a signal to the vault's group (Ctrl-C on
+        # `make run`, a service manager stopping the group) reaches the vault alone, which
+        # then stops them through ``cancelled`` and leaves the job to start again. Killed with
+        # the vault, they failed the job first ("the encoder stopped"), as if the clip had.
+        # Orphaned by a vault killed outright, they end with their pipes.
         decoder = subprocess.Popen(
             _decoder_command(source_url),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            process_group=0,
         )
         assert decoder.stdout is not None and decoder.stderr is not None
         decoder_log = _Stderr(decoder.stderr, hide=source_url)
@@ -858,6 +864,7 @@ def anonymise(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            process_group=0,  # as the decoder
         )
         assert encoder.stdin is not None and encoder.stdout is not None
         assert encoder.stderr is not None

@@ -100,6 +100,7 @@ def in_child(model_bytes: bytes) -> bytes:
         capture_output=True,
         timeout=600,
         check=False,
+        process_group=0,  # signals to the vault's group are the vault's (engine.py, ffmpeg)
     )
     if done.returncode != 0 or not done.stdout:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-5:]
