@@ -15,7 +15,18 @@ clips one after the other, all stations at once, with tus as `temoin dock upload
 - **2 replicas**: two processes of each service behind HAProxy, round robin per request.
 
 The ceiling is measured between the two, so that the store's slowing as it fills weighs on
-both about alike. Clip sizes are random between 50 and 200 MiB from a fixed seed; the bytes
+both about alike. The three are run twice, each time with servers of their own, on two
+layouts of the machine's cores (``Cores``):
+
+- **shared**: every process on every core, the store included: the ceiling then has the
+  cores to itself, while in Témoin's rows the store gets what the services leave it, so the
+  ratio is the inverse of the path's CPU per GiB over the raw PUT's;
+- **store apart**: the store (every SeaweedFS process) on half the cores, everything else
+  (services, HAProxy, PostgreSQL, the docks or the raw PUT's clients) on the other half, as
+  production's store nodes are machines of their own: the store has the same CPU on every
+  side, and the ratio says whether the services keep it busy.
+
+ Clip sizes are random between 50 and 200 MiB from a fixed seed; the bytes
 are generated as they are sent (a 64 MiB random block, each 1 MiB piece stamped with the clip
 and its offset so that every clip is unique), never a whole clip in memory nor on disk; their
 SHA-256 is computed beforehand, outside the measurement, as a dock reads its file first.
@@ -27,7 +38,8 @@ upload with no receipt), lost clips (a receipt whose signature, recording in the
 sealed object in the store does not check, all checked at the end), and the CPU seconds per
 GiB of each kind of process, their total and that total over the raw PUT's. Targets: 0 errors
 and 0 lost (at K = 32, and here at every K); with 2 replicas, aggregate >= 0.8x the raw PUT
-ceiling of the same K.
+ceiling of the same K and layout, judged with the store apart (the shared layout's ratio is
+printed beside it: docs/scaling.md, "The store on cores of its own").
 """
 
 from __future__ import annotations
@@ -130,6 +142,39 @@ def plan(
     ]
 
 
+# --- where the processes run ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cores:
+    """The CPUs the store's processes run on, and those of every other process."""
+
+    name: str
+    store: frozenset[int]
+    rest: frozenset[int]
+
+
+def layouts(cpus: set[int], which: str) -> list[Cores]:
+    """``shared`` and ``store apart`` (the first half of the CPUs for the store), or one."""
+    every = frozenset(cpus)
+    ordered = sorted(every)
+    half = len(ordered) // 2
+    found = [Cores("shared", every, every)]
+    if half:  # one core cannot be split
+        found.append(Cores("store apart", frozenset(ordered[:half]), frozenset(ordered[half:])))
+    return [c for c in found if which in ("both", c.name.split()[0])]
+
+
+def pin(process: psutil.Process, cpus: frozenset[int]) -> None:
+    """Every thread of ``process`` on ``cpus``; the threads and processes it starts later
+    inherit it (sched_setaffinity(2) applies to one thread)."""
+    for thread in process.threads():
+        try:
+            os.sched_setaffinity(thread.id, cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
 # --- what one measurement gives ---------------------------------------------------------------
 
 
@@ -151,6 +196,7 @@ class Measure:
     seconds: float
     cpu_s: dict[str, float]
     load: tuple[float, float]  # 1-minute load average before and after
+    cores: str = "shared"  # Cores.name
     lost: list[str] = field(default_factory=list)
     peak_rss: dict[str, int] = field(default_factory=dict)  # one replica's, by service
 
@@ -535,7 +581,14 @@ class Run:
     per_station: dict[int, int]
     sizes: tuple[int, int]
     check: str  # HAProxy's health check of the replicas
+    cores: Cores
     measures: list[Measure] = field(default_factory=list)
+
+    def place(self) -> None:
+        """The store's processes on their cores (the others inherited this process's)."""
+        for process in psutil.Process().children():
+            if process.name() == "weed":
+                pin(process, self.cores.store)
 
     def clips(self, label: str, k: int) -> list[list[Clip]]:
         # The same sizes for every side of one K (a generator seeded by K), other bytes.
@@ -564,7 +617,8 @@ class Run:
         clips = self.clips(label, k)
         total = sum(c.size for station in clips for c in station)
         self.console.print(
-            f"  {label}, K = {k}: {sum(map(len, clips))} clips, {total / GIB:.2f} GiB…"
+            f"  {label}, K = {k}, cores {self.cores.name}: {sum(map(len, clips))} clips,"
+            f" {total / GIB:.2f} GiB…"
         )
         os.sync()  # the previous measurement's writes are not this one's
         load_before = os.getloadavg()[0]
@@ -577,7 +631,9 @@ class Run:
                 [functools.partial(work, s, c) for s, c in enumerate(clips)]
             )
         spent = CpuMeter.delta(before, meter.sample())
-        measure = Measure(label, k, outcomes, seconds, spent, (load_before, os.getloadavg()[0]))
+        measure = Measure(
+            label, k, outcomes, seconds, spent, (load_before, os.getloadavg()[0]), self.cores.name
+        )
         measure.peak_rss = memory.peak
         measure.lost = check(outcomes)
         for outcome in measure.errors[:3]:
@@ -672,32 +728,45 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _order(m: Measure) -> tuple[int, int]:
-    return m.stations, ("raw PUT", "1 replica", "2 replicas").index(m.label)
+LAYOUTS = ("shared", "store apart")
+
+
+def _order(m: Measure) -> tuple[int, int, int]:
+    return LAYOUTS.index(m.cores), m.stations, ("raw PUT", "1 replica", "2 replicas").index(m.label)
+
+
+def _raw(
+    measures: list[Measure], value: Callable[[Measure], float]
+) -> dict[tuple[str, int], float]:
+    """The raw PUT's ``value`` for each layout and K."""
+    return {(m.cores, m.stations): value(m) for m in measures if m.label == "raw PUT"}
 
 
 def table(measures: list[Measure]) -> tuple[Table, bool]:
-    """One row per measurement, the ceiling of the same K beside it; PASS/FAIL per row."""
-    ceilings = {m.stations: m.mb_s for m in measures if m.label == "raw PUT"}
+    """One row per measurement, the ceiling of the same layout and K beside it; PASS/FAIL per
+    row. The ratio target is judged with the store apart, where the store has the same CPU
+    on every side; with all cores shared it is printed, and follows the CPU table."""
+    ceilings = _raw(measures, lambda m: m.mb_s)
     out = Table(title="bench-scale", show_lines=False)
-    for column in ("K", "side", "clips", "GiB", "MB/s", "ceiling", "x ceiling", "p50 s",
-                   "p99 s", "errors", "lost", "load 1 min", "target", "verdict"):  # fmt: skip
+    for column in ("cores", "K", "side", "clips", "GiB", "MB/s", "ceiling", "x ceiling",
+                   "p50 s", "p99 s", "errors", "lost", "load 1 min", "target",
+                   "verdict"):  # fmt: skip
         out.add_column(column, justify="left" if column in ("side", "target") else "right")
     everything = True
     for m in sorted(measures, key=_order):
-        ceiling = ceilings.get(m.stations)
+        ceiling = ceilings.get((m.cores, m.stations))
         ratio = m.mb_s / ceiling if ceiling else None
         if m.label == "raw PUT":
             target, passed = "(ceiling)", not m.errors and not m.lost
         else:
             target = "0 errors, 0 lost"
             passed = not m.errors and not m.lost
-            if m.label.startswith("2"):
+            if m.label.startswith("2") and m.cores == "store apart":
                 target += f", >= {RATIO_TARGET}x"
                 passed = passed and ratio is not None and ratio >= RATIO_TARGET
         everything = everything and passed
         out.add_row(
-            str(m.stations), m.label, str(len(m.outcomes)), f"{m.moved / GIB:.2f}",
+            m.cores, str(m.stations), m.label, str(len(m.outcomes)), f"{m.moved / GIB:.2f}",
             f"{m.mb_s:.1f}", f"{ceiling:.1f}" if ceiling else "-",
             f"{ratio:.2f}" if ratio is not None and m.label != "raw PUT" else "",
             _seconds(m.tail(0.5)), _seconds(m.tail(0.99)), str(len(m.errors)),
@@ -716,19 +785,21 @@ def cpu_table(measures: list[Measure]) -> Table:
         title="CPU seconds per GiB received (all processes of a kind together);"
         " peak RSS of one replica"
     )
+    out.add_column("cores")
     out.add_column("K")
     out.add_column("side")
     for kind in (*KINDS, "total", "x raw PUT"):
         out.add_column(kind, justify="right")
     out.add_column("vault MiB", justify="right")
     out.add_column("ingest MiB", justify="right")
-    raw = {m.stations: _cpu_per_gib(m) for m in measures if m.label == "raw PUT"}
+    raw = _raw(measures, _cpu_per_gib)
     for m in sorted(measures, key=_order):
         gib = m.moved / GIB or 1
         total = _cpu_per_gib(m)
-        ratio = total / raw[m.stations] if raw.get(m.stations) and m.label != "raw PUT" else None
+        of_raw = raw.get((m.cores, m.stations))
+        ratio = total / of_raw if of_raw and m.label != "raw PUT" else None
         out.add_row(
-            str(m.stations), m.label,
+            m.cores, str(m.stations), m.label,
             *(f"{m.cpu_s[k] / gib:.2f}" if k in m.cpu_s else "-" for k in KINDS),
             f"{total:.2f}", "" if ratio is None else f"{ratio:.2f}",
             *(f"{m.peak_rss[k] / MIB:.0f}" if m.peak_rss.get(k) else "-"
@@ -741,12 +812,21 @@ def _cpu_per_gib(m: Measure) -> float:
     return sum(m.cpu_s.values()) / (m.moved / GIB or 1)
 
 
+def _layout(cores: Cores) -> str:
+    if cores.store == cores.rest:
+        return f"{cores.name} (every process on CPUs {sorted(cores.store)})"
+    return (
+        f"{cores.name} (the store on CPUs {sorted(cores.store)}, the rest on {sorted(cores.rest)})"
+    )
+
+
 def main(
     stations: list[int],
     per_station: int | None,
     sizes_mib: tuple[int, int],
     budget_gib: float,
     check: str,
+    cores: list[Cores],
     quick: bool = False,
 ) -> bool:
     # Long lines stay whole in a log, and the table keeps its columns when piped.
@@ -755,7 +835,7 @@ def main(
     mean = sum(sizes) / 2
     # Clips per station: about budget_gib per measurement, at least one clip per station.
     counts = {k: per_station or max(1, round(budget_gib * GIB / (k * mean))) for k in stations}
-    planned = sum(3 * k * counts[k] * mean for k in stations)  # three sides per K
+    planned = len(cores) * sum(3 * k * counts[k] * mean for k in stations)  # 3 sides per K
     root = Path(tempfile.mkdtemp(prefix="temoin-bench-scale-"))
     free = shutil.disk_usage(root).free
     console.print(
@@ -765,30 +845,45 @@ def main(
         f" {free / GIB:.0f} GiB free under {root.parent}."
         f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start."
         f" HAProxy checks each replica's /readyz with: {check}."
+        f" Cores: {'; '.join(_layout(c) for c in cores)}."
     )
     if planned * 1.3 > free:
         shutil.rmtree(root, ignore_errors=True)
         raise SystemExit("not enough free disk for this run: fewer stations, clips or bytes")
     started = time.monotonic()
+    measures: list[Measure] = []
+    data = Bytes(SEED)
+    everywhere = frozenset(os.sched_getaffinity(0))
     try:
-        console.print("PostgreSQL and SeaweedFS starting…")
-        with started_servers(root) as running:
-            run = Run(root, running, Bytes(SEED), console, stations, counts, sizes, check)
-            run.services(1)
-            run.ceiling()
-            run.services(2)
+        for layout in cores:
+            console.print(f"[bold]Cores {_layout(layout)}[/]: PostgreSQL and SeaweedFS starting…")
+            # Everything started from here on (PostgreSQL, the store, the services, HAProxy,
+            # the docks' threads) inherits this process's CPUs; the store then moves to its own.
+            pin(psutil.Process(), layout.rest)
+            directory = root / layout.name.replace(" ", "-")
+            with started_servers(directory) as running:
+                run = Run(directory, running, data, console, stations, counts, sizes, check, layout)
+                run.place()
+                run.services(1)
+                run.ceiling()
+                run.services(2)
+            measures += run.measures
+            shutil.rmtree(directory, ignore_errors=True)  # the next layout's disk
     finally:
+        pin(psutil.Process(), everywhere)
         shutil.rmtree(root, ignore_errors=True)
-    summary, passed = table(run.measures)
+    summary, passed = table(measures)
     console.print(summary)
-    console.print(cpu_table(run.measures))
+    console.print(cpu_table(measures))
     console.print(
-        f"{len(stations) * 3} measurements in {time.monotonic() - started:.0f} s;"
+        f"{len(measures)} measurements in {time.monotonic() - started:.0f} s;"
         f" load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         " (other work on the machine shares them)."
     )
+    if not any(m.cores == "store apart" for m in measures):
+        console.print("The ratio target is judged with the store apart (--cores store): not run")
     if quick:  # a smoke run: its clips are too small for throughput to mean anything
-        passed = not any(m.errors or m.lost for m in run.measures)
+        passed = not any(m.errors or m.lost for m in measures)
         console.print("--quick: only errors and lost clips count, not the ratio to the ceiling")
     console.print("PASS" if passed else "[red]FAIL[/]: see the rows above")
     return passed
@@ -812,18 +907,27 @@ if __name__ == "__main__":
         " 3 failures), or the tests' (300 ms, 1 failure), which load takes for a dead replica",
     )  # fmt: skip
     parser.add_argument(
+        "--cores", choices=("both", "shared", "store"), default="both",
+        help="the layouts measured: every process on every core, the store on cores of its"
+        " own (the ratio's verdict), or both one after the other",
+    )  # fmt: skip
+    parser.add_argument(
         "--quick", action="store_true", help="a smoke run: K = 2 and 4, clips of 2-8 MiB"
     )
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.stations, arguments.min_mib, arguments.max_mib = "2,4", 2, 8
         arguments.clips_per_station = arguments.clips_per_station or 1
+    chosen = layouts(os.sched_getaffinity(0), arguments.cores)
+    if not chosen:
+        raise SystemExit("one CPU only: the store cannot have cores of its own (--cores shared)")
     passed = main(
         [int(k) for k in arguments.stations.split(",")],
         arguments.clips_per_station,
         (arguments.min_mib, arguments.max_mib),
         arguments.budget_gib,
         PRODUCTION_CHECK if arguments.haproxy_check == "production" else TEST_CHECK,
+        chosen,
         arguments.quick,
     )
     raise SystemExit(0 if passed else 1)
