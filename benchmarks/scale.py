@@ -26,7 +26,7 @@ layouts of the machine's cores (``Cores``):
   production's store nodes are machines of their own: the store has the same CPU on every
   side, and the ratio says whether the services keep it busy.
 
- Clip sizes are random between 50 and 200 MiB from a fixed seed; the bytes
+Clip sizes are random between 50 and 200 MiB from a fixed seed; the bytes
 are generated as they are sent (a 64 MiB random block, each 1 MiB piece stamped with the clip
 and its offset so that every clip is unique), never a whole clip in memory nor on disk; their
 SHA-256 is computed beforehand, outside the measurement, as a dock reads its file first.
@@ -835,13 +835,15 @@ def main(
     mean = sum(sizes) / 2
     # Clips per station: about budget_gib per measurement, at least one clip per station.
     counts = {k: per_station or max(1, round(budget_gib * GIB / (k * mean))) for k in stations}
-    planned = len(cores) * sum(3 * k * counts[k] * mean for k in stations)  # 3 sides per K
+    # Three sides per K; each layout's store is removed before the next one starts.
+    planned = sum(3 * k * counts[k] * mean for k in stations)
     root = Path(tempfile.mkdtemp(prefix="temoin-bench-scale-"))
     free = shutil.disk_usage(root).free
     console.print(
         f"Clips of {sizes_mib[0]}-{sizes_mib[1]} MiB (seed {SEED});"
         f" clips per station: {', '.join(f'K={k}: {counts[k]}' for k in stations)};"
-        f" about {planned / GIB:.1f} GiB written in all (the store keeps it until the end),"
+        f" about {planned / GIB:.1f} GiB written per layout of the cores (the store keeps it"
+        " until the layout's end),"
         f" {free / GIB:.0f} GiB free under {root.parent}."
         f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start."
         f" HAProxy checks each replica's /readyz with: {check}."
