@@ -154,15 +154,26 @@ class Cores:
     rest: frozenset[int]
 
 
+SHARED, APART = "shared", "store apart"
+LAYOUTS = (SHARED, APART)  # in the order they are run and tabled
+CHOICES = {"both": LAYOUTS, "shared": (SHARED,), "store": (APART,)}  # --cores
+
+
 def layouts(cpus: set[int], which: str) -> list[Cores]:
-    """``shared`` and ``store apart`` (the first half of the CPUs for the store), or one."""
+    """The layouts ``which`` (a key of CHOICES) names, that these CPUs allow: the store apart
+    gets the first half of them, and needs two at least."""
     every = frozenset(cpus)
     ordered = sorted(every)
     half = len(ordered) // 2
-    found = [Cores("shared", every, every)]
-    if half:  # one core cannot be split
-        found.append(Cores("store apart", frozenset(ordered[:half]), frozenset(ordered[half:])))
-    return [c for c in found if which in ("both", c.name.split()[0])]
+    found = {SHARED: Cores(SHARED, every, every)}
+    if half:
+        found[APART] = Cores(APART, frozenset(ordered[:half]), frozenset(ordered[half:]))
+    return [found[name] for name in CHOICES[which] if name in found]
+
+
+def store_processes() -> list[psutil.Process]:
+    """The store's processes (SeaweedFS), which started_servers ran as this one's children."""
+    return [p for p in psutil.Process().children() if p.name() == "weed"]
 
 
 def pin(process: psutil.Process, cpus: frozenset[int]) -> None:
@@ -196,7 +207,7 @@ class Measure:
     seconds: float
     cpu_s: dict[str, float]
     load: tuple[float, float]  # 1-minute load average before and after
-    cores: str = "shared"  # Cores.name
+    cores: str = SHARED  # Cores.name
     lost: list[str] = field(default_factory=list)
     peak_rss: dict[str, int] = field(default_factory=dict)  # one replica's, by service
 
@@ -586,9 +597,8 @@ class Run:
 
     def place(self) -> None:
         """The store's processes on their cores (the others inherited this process's)."""
-        for process in psutil.Process().children():
-            if process.name() == "weed":
-                pin(process, self.cores.store)
+        for process in store_processes():
+            pin(process, self.cores.store)
 
     def clips(self, label: str, k: int) -> list[list[Clip]]:
         # The same sizes for every side of one K (a generator seeded by K), other bytes.
@@ -600,9 +610,8 @@ class Run:
         return [[next(hashed) for _ in station] for station in planned]
 
     def meter(self, roots: dict[int, str]) -> CpuMeter:
-        weed = [p for p in psutil.Process().children() if p.name() == "weed"]
         return CpuMeter(
-            {**roots, **{p.pid: "s3" for p in weed},
+            {**roots, **{p.pid: "s3" for p in store_processes()},
              _postmaster(self.root / "postgres"): "postgres", os.getpid(): "client"}
         )  # fmt: skip
 
@@ -728,9 +737,6 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-LAYOUTS = ("shared", "store apart")
-
-
 def _order(m: Measure) -> tuple[int, int, int]:
     return LAYOUTS.index(m.cores), m.stations, ("raw PUT", "1 replica", "2 replicas").index(m.label)
 
@@ -761,7 +767,7 @@ def table(measures: list[Measure]) -> tuple[Table, bool]:
         else:
             target = "0 errors, 0 lost"
             passed = not m.errors and not m.lost
-            if m.label.startswith("2") and m.cores == "store apart":
+            if m.label.startswith("2") and m.cores == APART:
                 target += f", >= {RATIO_TARGET}x"
                 passed = passed and ratio is not None and ratio >= RATIO_TARGET
         everything = everything and passed
@@ -882,7 +888,7 @@ def main(
         f" load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
         " (other work on the machine shares them)."
     )
-    if not any(m.cores == "store apart" for m in measures):
+    if not any(m.cores == APART for m in measures):
         console.print("The ratio target is judged with the store apart (--cores store): not run")
     if quick:  # a smoke run: its clips are too small for throughput to mean anything
         passed = not any(m.errors or m.lost for m in measures)
@@ -909,7 +915,7 @@ if __name__ == "__main__":
         " 3 failures), or the tests' (300 ms, 1 failure), which load takes for a dead replica",
     )  # fmt: skip
     parser.add_argument(
-        "--cores", choices=("both", "shared", "store"), default="both",
+        "--cores", choices=CHOICES, default="both",
         help="the layouts measured: every process on every core, the store on cores of its"
         " own (the ratio's verdict), or both one after the other",
     )  # fmt: skip
